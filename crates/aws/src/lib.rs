@@ -1,0 +1,62 @@
+//! spigot-aws: adapters that implement spigot-core's ports with the AWS SDK and reqwest.
+
+mod error;
+pub mod s3;
+pub mod sqs;
+pub mod stage;
+pub mod target;
+
+pub use error::AwsError;
+pub use s3::S3Payloads;
+pub use sqs::{SqsBuffer, SqsEvalQueue};
+pub use stage::StageSwitch;
+pub use target::HttpTarget;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_sqs::config::{Credentials, Region};
+
+/// The shared SDK configuration: the default chain, or `endpoint` with test
+/// credentials and `us-east-1` when they are not set (a local moto server).
+pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
+            loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "spigot-local"));
+        }
+        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+            loader = loader.region(Region::new("us-east-1"));
+        }
+    }
+    loader.load().await
+}
+
+/// An S3 client; path-style addressing when an endpoint override is set (moto).
+pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(sdk.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Reads the webhook secret(s) from Secrets Manager (`WEBHOOK_SECRET_ARN`).
+pub async fn fetch_secret(sdk: &SdkConfig, arn: &str) -> Result<String, AwsError> {
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| AwsError::Secret(arn.to_string(), error::context(&e)))?;
+    out.secret_string()
+        .map(str::to_string)
+        .ok_or_else(|| AwsError::Secret(arn.to_string(), "the secret has no string value".into()))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

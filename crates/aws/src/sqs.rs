@@ -1,0 +1,188 @@
+//! The SQS FIFO buffer (+ DLQ) and the evaluation queue.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+};
+use spigot_core::envelope::Envelope;
+use spigot_core::ports::{Buffer, DeadLetter, EvalQueue, PortError, Received};
+
+use crate::error::port;
+
+/// The FIFO buffer queue and its FIFO dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct SqsBuffer {
+    client: Client,
+    queue_url: String,
+    dlq_url: String,
+}
+
+impl SqsBuffer {
+    /// A buffer on `queue_url` that dead-letters to `dlq_url`.
+    pub fn new(client: Client, queue_url: impl Into<String>, dlq_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+            dlq_url: dlq_url.into(),
+        }
+    }
+
+    /// The buffer's URL.
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+}
+
+impl Buffer for SqsBuffer {
+    async fn send(&self, envelope: &Envelope) -> Result<(), PortError> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(envelope.encode())
+            .message_group_id(envelope.group_id())
+            .message_deduplication_id(envelope.dedup_id())
+            .send()
+            .await
+            .map_err(|e| port("SQS SendMessage to the buffer", e))?;
+        Ok(())
+    }
+
+    async fn receive(&self, max: i32, wait_seconds: i32) -> Result<Vec<Received>, PortError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .wait_time_seconds(wait_seconds.clamp(0, 20))
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| port("SQS ReceiveMessage from the buffer", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let attr = |name: MessageSystemAttributeName| {
+                    m.attributes.as_ref().and_then(|a| a.get(&name)).cloned()
+                };
+                Received {
+                    message_id: m.message_id.clone().unwrap_or_default(),
+                    receipt: m.receipt_handle.clone().unwrap_or_default(),
+                    receive_count: attr(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(1),
+                    group: attr(MessageSystemAttributeName::MessageGroupId).unwrap_or_default(),
+                    body: m.body.unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipts: &[String]) -> Result<(), PortError> {
+        for chunk in receipts.chunks(10) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .expect("id and receipt handle are set")
+                })
+                .collect();
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| port("SQS DeleteMessageBatch on the buffer", e))?;
+            if let Some(f) = out.failed.first() {
+                return Err(PortError::new(format!(
+                    "SQS DeleteMessageBatch failed for {} message(s): {}",
+                    out.failed.len(),
+                    f.message.as_deref().unwrap_or(&f.code)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_visibility(&self, receipt: &str, seconds: i32) -> Result<(), PortError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds.clamp(0, 43_200))
+            .send()
+            .await
+            .map_err(|e| port("SQS ChangeMessageVisibility on the buffer", e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
+        let text = |v: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .expect("data type is set")
+        };
+        let reason: String = letter.reason.chars().take(1000).collect();
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(&self.dlq_url)
+            .message_body(&letter.body)
+            .message_group_id(&letter.group)
+            .message_deduplication_id(&letter.dedup_id)
+            .message_attributes("Reason", text(if reason.is_empty() { "unknown" } else { &reason }));
+        if let Some(status) = letter.status {
+            send = send.message_attributes(
+                "Status",
+                MessageAttributeValue::builder()
+                    .data_type("Number")
+                    .string_value(status.to_string())
+                    .build()
+                    .expect("data type is set"),
+            );
+        }
+        send.send()
+            .await
+            .map_err(|e| port("SQS SendMessage to the dead-letter queue", e))?;
+        Ok(())
+    }
+}
+
+/// The standard queue of push events for the evaluator.
+#[derive(Debug, Clone)]
+pub struct SqsEvalQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsEvalQueue {
+    /// The evaluation queue at `url`.
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+impl EvalQueue for SqsEvalQueue {
+    async fn enqueue(&self, envelope: &Envelope) -> Result<(), PortError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(envelope.encode())
+            .send()
+            .await
+            .map_err(|e| port("SQS SendMessage to the evaluation queue", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! The switch: the API Gateway stage variable `spigot_state`.
+
+use aws_sdk_apigateway::Client;
+use aws_sdk_apigateway::types::{Op, PatchOperation};
+use spigot_core::ports::{PortError, Switch};
+use spigot_core::spigot::{STAGE_VARIABLE, State};
+
+use crate::error::port;
+
+/// `spigot_state` on one stage of one REST API.
+#[derive(Debug, Clone)]
+pub struct StageSwitch {
+    client: Client,
+    api_id: String,
+    stage: String,
+}
+
+impl StageSwitch {
+    /// The switch on `stage` of REST API `api_id`.
+    pub fn new(client: Client, api_id: impl Into<String>, stage: impl Into<String>) -> Self {
+        Self {
+            client,
+            api_id: api_id.into(),
+            stage: stage.into(),
+        }
+    }
+
+    /// Every stage variable (the dev server hands them to the receiver).
+    pub async fn variables(&self) -> Result<std::collections::HashMap<String, String>, PortError> {
+        let out = self
+            .client
+            .get_stage()
+            .rest_api_id(&self.api_id)
+            .stage_name(&self.stage)
+            .send()
+            .await
+            .map_err(|e| port(&format!("API Gateway GetStage {}/{}", self.api_id, self.stage), e))?;
+        Ok(out.variables.unwrap_or_default())
+    }
+}
+
+impl Switch for StageSwitch {
+    async fn read(&self) -> Result<Option<String>, PortError> {
+        Ok(self.variables().await?.remove(STAGE_VARIABLE))
+    }
+
+    async fn set(&self, state: State) -> Result<Option<String>, PortError> {
+        let old = self.read().await?;
+        self.client
+            .update_stage()
+            .rest_api_id(&self.api_id)
+            .stage_name(&self.stage)
+            .patch_operations(
+                PatchOperation::builder()
+                    .op(Op::Replace)
+                    .path(format!("/variables/{STAGE_VARIABLE}"))
+                    .value(state.as_str())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| port(&format!("API Gateway UpdateStage {}/{}", self.api_id, self.stage), e))?;
+        Ok(old)
+    }
+}

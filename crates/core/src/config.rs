@@ -1,0 +1,287 @@
+//! Settings read from the environment, with defaults and clear errors.
+//!
+//! Pure: the caller passes a lookup (`|k| std::env::var(k).ok()`), so tests
+//! need no process environment.
+
+use std::collections::BTreeMap;
+
+/// A setting that is missing or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required setting is not set.
+    #[error("{0} is not set; {1}")]
+    Missing(&'static str, &'static str),
+    /// A setting has a value that cannot be used.
+    #[error("{name}={value:?} is invalid: expected {expected}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What it held.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+}
+
+/// Where hooks go when the spigot is ON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// The receiver forwards and the drainer pushes to the target.
+    Push,
+    /// Every hook is buffered; a relay agent pulls them (`spigot relay`).
+    Pull,
+}
+
+/// Every setting of every function. Each function reads the ones it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `WEBHOOK_SECRET`: comma-separated secrets (rotation). Default: none (all refused).
+    pub webhook_secret: Option<String>,
+    /// `WEBHOOK_SECRET_ARN`: Secrets Manager secret holding the secrets, read at init.
+    pub webhook_secret_arn: Option<String>,
+    /// `ALLOW_SHA1`: accept the legacy `X-Hub-Signature`. Default false.
+    pub allow_sha1: bool,
+    /// `TARGET_URL`: where hooks are delivered.
+    pub target_url: Option<String>,
+    /// `TARGET_HEALTH_URL`: probed before draining. Default: origin of `TARGET_URL`.
+    pub target_health_url: Option<String>,
+    /// `EVENT_PATHS`: per-event path on the target, `push=/github-webhook/,pull_request=/ghprbhook/`.
+    pub event_paths: EventPaths,
+    /// `FORWARD_TIMEOUT_MS`: timeout of one delivery. Default 7000 (GitHub waits 10 s).
+    pub forward_timeout_ms: u64,
+    /// `BUFFER_QUEUE_URL`: the FIFO buffer.
+    pub buffer_queue_url: Option<String>,
+    /// `BUFFER_DLQ_URL`: the FIFO dead-letter queue of the buffer.
+    pub buffer_dlq_url: Option<String>,
+    /// `EVAL_QUEUE_URL`: push events for the evaluator. Unset: not sent.
+    pub eval_queue_url: Option<String>,
+    /// `CONFIG_BUCKET`: filters and claim-check payloads.
+    pub config_bucket: Option<String>,
+    /// `CLAIM_CHECK_BYTES`: envelopes above this size keep their body in S3. Default 262144.
+    pub claim_check_bytes: usize,
+    /// `API_ID`: the REST API whose stage holds `spigot_state`.
+    pub api_id: Option<String>,
+    /// `STAGE_NAME`: that stage. Default `live`.
+    pub stage_name: String,
+    /// `DRAIN_CONCURRENCY`: message groups delivered at once. Default 8.
+    pub drain_concurrency: usize,
+    /// `BREAKER_THRESHOLD`: consecutive retryable failures that stop a drain. Default 3.
+    pub breaker_threshold: u32,
+    /// `DELIVERY_MODE`: `push` (default) or `pull`.
+    pub delivery_mode: DeliveryMode,
+}
+
+impl Settings {
+    /// Reads every setting through `lookup`; blank values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| lookup(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Ok(Self {
+            webhook_secret: lookup("WEBHOOK_SECRET").filter(|v| !v.trim().is_empty()),
+            webhook_secret_arn: get("WEBHOOK_SECRET_ARN"),
+            allow_sha1: parse_bool("ALLOW_SHA1", get("ALLOW_SHA1"), false)?,
+            target_url: get("TARGET_URL").map(|u| check_url("TARGET_URL", u)).transpose()?,
+            target_health_url: get("TARGET_HEALTH_URL")
+                .map(|u| check_url("TARGET_HEALTH_URL", u))
+                .transpose()?,
+            event_paths: match get("EVENT_PATHS") {
+                Some(v) => EventPaths::parse(&v)?,
+                None => EventPaths::default(),
+            },
+            forward_timeout_ms: parse_num("FORWARD_TIMEOUT_MS", get("FORWARD_TIMEOUT_MS"), 7000, 1, 60_000)?,
+            buffer_queue_url: get("BUFFER_QUEUE_URL"),
+            buffer_dlq_url: get("BUFFER_DLQ_URL"),
+            eval_queue_url: get("EVAL_QUEUE_URL"),
+            config_bucket: get("CONFIG_BUCKET"),
+            claim_check_bytes: parse_num("CLAIM_CHECK_BYTES", get("CLAIM_CHECK_BYTES"), 262_144, 1024, 1_048_576)?
+                as usize,
+            api_id: get("API_ID"),
+            stage_name: get("STAGE_NAME").unwrap_or_else(|| "live".to_string()),
+            drain_concurrency: parse_num("DRAIN_CONCURRENCY", get("DRAIN_CONCURRENCY"), 8, 1, 100)? as usize,
+            breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)? as u32,
+            delivery_mode: match get("DELIVERY_MODE").map(|v| v.to_ascii_lowercase()).as_deref() {
+                None | Some("push") => DeliveryMode::Push,
+                Some("pull") => DeliveryMode::Pull,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "DELIVERY_MODE",
+                        value: other.to_string(),
+                        expected: "push or pull",
+                    });
+                }
+            },
+        })
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// `BUFFER_QUEUE_URL`, or an error saying so.
+    pub fn require_buffer(&self) -> Result<&str, ConfigError> {
+        self.buffer_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("BUFFER_QUEUE_URL", "set it to the URL of the FIFO buffer queue"))
+    }
+
+    /// `BUFFER_DLQ_URL`, or an error saying so.
+    pub fn require_dlq(&self) -> Result<&str, ConfigError> {
+        self.buffer_dlq_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("BUFFER_DLQ_URL", "set it to the URL of the buffer's FIFO dead-letter queue"))
+    }
+
+    /// `TARGET_URL`, or an error saying so.
+    pub fn require_target(&self) -> Result<&str, ConfigError> {
+        self.target_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("TARGET_URL", "set it to the CI server's webhook URL, e.g. https://jenkins.example.com"))
+    }
+
+    /// `API_ID`, or an error saying so.
+    pub fn require_api(&self) -> Result<&str, ConfigError> {
+        self.api_id
+            .as_deref()
+            .ok_or(ConfigError::Missing("API_ID", "set it to the id of the REST API that holds spigot_state"))
+    }
+
+    /// The URL probed before a drain: `TARGET_HEALTH_URL`, else the origin of `TARGET_URL`.
+    pub fn health_url(&self) -> Result<String, ConfigError> {
+        if let Some(u) = &self.target_health_url {
+            return Ok(u.clone());
+        }
+        Ok(origin(self.require_target()?))
+    }
+}
+
+/// `scheme://host[:port]/` of a URL.
+pub fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    format!("{scheme}://{host}/")
+}
+
+fn check_url(name: &'static str, value: String) -> Result<String, ConfigError> {
+    let ok = (value.starts_with("http://") || value.starts_with("https://"))
+        && value.split("://").nth(1).is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+    if ok {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            name,
+            value,
+            expected: "an http:// or https:// URL with a host",
+        })
+    }
+}
+
+fn parse_bool(name: &'static str, v: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match v.map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            value: other.to_string(),
+            expected: "true or false",
+        }),
+    }
+}
+
+fn parse_num(name: &'static str, v: Option<String>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                name,
+                value: s,
+                expected: "a whole number in its allowed range (see README)",
+            }),
+        },
+    }
+}
+
+/// Per-event paths on the target (`EVENT_PATHS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPaths(BTreeMap<String, String>);
+
+impl EventPaths {
+    /// Parses `event=/path,event=/path`.
+    pub fn parse(list: &str) -> Result<Self, ConfigError> {
+        let mut map = BTreeMap::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                Some((event, path)) if !event.trim().is_empty() && path.trim().starts_with('/') => {
+                    map.insert(event.trim().to_string(), path.trim().to_string());
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "EVENT_PATHS",
+                        value: item.to_string(),
+                        expected: "event=/path pairs separated by commas, e.g. push=/github-webhook/",
+                    });
+                }
+            }
+        }
+        Ok(Self(map))
+    }
+
+    /// The URL a hook of `event` goes to: `base` with the event's path, or `base` itself.
+    pub fn url_for(&self, base: &str, event: &str) -> String {
+        match self.0.get(event) {
+            Some(path) => format!("{}{}", origin(base).trim_end_matches('/'), path),
+            None => base.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.forward_timeout_ms, 7000);
+        assert_eq!(s.claim_check_bytes, 262_144);
+        assert_eq!(s.drain_concurrency, 8);
+        assert_eq!(s.breaker_threshold, 3);
+        assert_eq!(s.stage_name, "live");
+        assert!(!s.allow_sha1);
+        assert_eq!(s.delivery_mode, DeliveryMode::Push);
+        assert!(s.require_buffer().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = settings(&[("FORWARD_TIMEOUT_MS", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("FORWARD_TIMEOUT_MS"));
+        assert!(settings(&[("ALLOW_SHA1", "perhaps")]).is_err());
+        assert!(settings(&[("TARGET_URL", "jenkins")]).is_err());
+        assert!(settings(&[("EVENT_PATHS", "push")]).is_err());
+        assert!(settings(&[("DELIVERY_MODE", "carrier-pigeon")]).is_err());
+    }
+
+    #[test]
+    fn event_paths_route_per_event() {
+        let p = EventPaths::parse("push=/github-webhook/, pull_request=/ghprbhook/").unwrap();
+        assert_eq!(
+            p.url_for("https://ci.example.com:8443/base", "push"),
+            "https://ci.example.com:8443/github-webhook/"
+        );
+        assert_eq!(p.url_for("https://ci.example.com/x", "issues"), "https://ci.example.com/x");
+    }
+
+    #[test]
+    fn health_url_defaults_to_the_target_origin() {
+        let s = settings(&[("TARGET_URL", "http://127.0.0.1:8080/github-webhook/")]).unwrap();
+        assert_eq!(s.health_url().unwrap(), "http://127.0.0.1:8080/");
+    }
+}

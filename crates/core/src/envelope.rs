@@ -1,0 +1,311 @@
+//! The versioned SQS message that carries a hook through the buffer.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::webhook::Hook;
+
+/// The envelope format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// The message group used when a payload names no repository.
+pub const NO_REPOSITORY_GROUP: &str = "_no-repository";
+
+/// Why a message is not a usable envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON, or not the envelope's shape.
+    #[error("message is not a Spigot envelope: {0}")]
+    Malformed(String),
+    /// Written by a newer (or unknown) version of Spigot.
+    #[error("envelope version {0} is not supported (this build reads version {VERSION})")]
+    Version(u32),
+    /// The inline base64 body does not decode.
+    #[error("envelope body is not valid base64: {0}")]
+    BadBase64(String),
+    /// The body's SHA-256 does not match the one recorded at receipt.
+    #[error("body of delivery {0} does not match its recorded SHA-256; refusing to deliver altered bytes")]
+    HashMismatch(String),
+}
+
+/// Where the body is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// A UTF-8 body, inline.
+    Text {
+        /// The body.
+        text: String,
+    },
+    /// Any other body, inline as base64.
+    Base64 {
+        /// The body, base64 (standard alphabet).
+        data: String,
+    },
+    /// A claim-check: the body is an object in the config bucket.
+    Claim {
+        /// The object key (`payloads/...`).
+        key: String,
+        /// The body's size in bytes.
+        size: u64,
+    },
+}
+
+/// A hook on its way through the buffer (or a dead-letter queue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version.
+    pub v: u32,
+    /// `X-GitHub-Delivery`.
+    pub delivery: String,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// `repository.full_name`, when the payload has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The headers that travel with the hook.
+    pub headers: Vec<(String, String)>,
+    /// The body, inline or by reference.
+    pub body: Body,
+    /// Hex SHA-256 of the body bytes.
+    pub sha256: String,
+    /// Receipt time, milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    /// How many times it was sent again after its first arrival (dead-letter, redrive).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last failure, for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Envelope {
+    /// Wraps a hook, body inline.
+    pub fn from_hook(hook: &Hook) -> Self {
+        let body = match std::str::from_utf8(&hook.body) {
+            Ok(text) => Body::Text {
+                text: text.to_string(),
+            },
+            Err(_) => Body::Base64 {
+                data: base64::engine::general_purpose::STANDARD.encode(&hook.body),
+            },
+        };
+        Self {
+            v: VERSION,
+            delivery: hook.delivery.clone(),
+            event: hook.event.clone(),
+            repository: hook.repository.clone(),
+            headers: hook.headers.clone(),
+            body,
+            sha256: sha256_hex(&hook.body),
+            received_at_ms: hook.received_at_ms,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    /// The JSON text sent to SQS.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serialises")
+    }
+
+    /// Reads an SQS message body.
+    pub fn decode(text: &str) -> Result<Self, EnvelopeError> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version: Version =
+            serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        if version.v != VERSION {
+            return Err(EnvelopeError::Version(version.v));
+        }
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    /// The inline body bytes, or `None` for a claim-check.
+    pub fn inline_body(&self) -> Result<Option<Vec<u8>>, EnvelopeError> {
+        match &self.body {
+            Body::Text { text } => Ok(Some(text.as_bytes().to_vec())),
+            Body::Base64 { data } => base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map(Some)
+                .map_err(|e| EnvelopeError::BadBase64(e.to_string())),
+            Body::Claim { .. } => Ok(None),
+        }
+    }
+
+    /// The claim-check key, if the body is stored aside.
+    pub fn claim_key(&self) -> Option<&str> {
+        match &self.body {
+            Body::Claim { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Replaces the inline body by a claim-check reference; returns the key to store it under.
+    pub fn check_body(&mut self, size: u64) -> String {
+        let key = format!("payloads/{}", safe_id(&self.delivery, 200));
+        self.body = Body::Claim {
+            key: key.clone(),
+            size,
+        };
+        key
+    }
+
+    /// Rebuilds the hook from this envelope and its body bytes, checking the hash.
+    pub fn into_hook(self, body: Vec<u8>) -> Result<Hook, EnvelopeError> {
+        if sha256_hex(&body) != self.sha256 {
+            return Err(EnvelopeError::HashMismatch(self.delivery));
+        }
+        Ok(Hook {
+            delivery: self.delivery,
+            event: self.event,
+            repository: self.repository,
+            headers: self.headers,
+            body,
+            received_at_ms: self.received_at_ms,
+        })
+    }
+
+    /// The FIFO message group: one repository, delivered in order.
+    pub fn group_id(&self) -> String {
+        self.repository
+            .as_deref()
+            .map(|r| safe_id(r, 128))
+            .unwrap_or_else(|| NO_REPOSITORY_GROUP.to_string())
+    }
+
+    /// The FIFO deduplication id: the delivery id on first arrival (GitHub
+    /// redeliveries collapse), delivery id + attempt on every later send.
+    pub fn dedup_id(&self) -> String {
+        if self.attempts == 0 {
+            safe_id(&self.delivery, 128)
+        } else {
+            safe_id(&format!("{}#{}", self.delivery, self.attempts), 128)
+        }
+    }
+
+    /// Records a failure and counts a new send (dead-letter or redrive).
+    pub fn resend(&mut self, last_error: Option<String>) {
+        self.attempts = self.attempts.saturating_add(1);
+        if last_error.is_some() {
+            self.last_error = last_error;
+        }
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// An id SQS accepts (at most `max` of `[A-Za-z0-9!-~]`), or a hash of it.
+pub fn safe_id(id: &str, max: usize) -> String {
+    if !id.is_empty() && id.len() <= max && id.bytes().all(|b| b.is_ascii_graphic()) {
+        id.to_string()
+    } else {
+        sha256_hex(id.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hook(body: &[u8]) -> Hook {
+        Hook {
+            delivery: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            event: "push".into(),
+            repository: Some("octo-org/mono".into()),
+            headers: vec![("x-github-event".into(), "push".into())],
+            body: body.to_vec(),
+            received_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn utf8_bodies_are_inline_text_and_binary_is_base64() {
+        assert!(matches!(Envelope::from_hook(&hook(b"{}")).body, Body::Text { .. }));
+        assert!(matches!(
+            Envelope::from_hook(&hook(&[0xff, 0x00])).body,
+            Body::Base64 { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_version_and_junk_are_refused() {
+        let mut e = Envelope::from_hook(&hook(b"{}"));
+        e.v = 2;
+        assert_eq!(Envelope::decode(&e.encode()), Err(EnvelopeError::Version(2)));
+        assert!(matches!(Envelope::decode("poison"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(Envelope::decode("{\"v\":1}"), Err(EnvelopeError::Malformed(_))));
+    }
+
+    #[test]
+    fn altered_bytes_are_refused() {
+        let e = Envelope::from_hook(&hook(b"original"));
+        assert!(matches!(
+            e.into_hook(b"altered".to_vec()),
+            Err(EnvelopeError::HashMismatch(_))
+        ));
+    }
+
+    #[test]
+    fn claim_check_keeps_hash_and_names_a_payload_key() {
+        let mut e = Envelope::from_hook(&hook(b"big"));
+        let key = e.check_body(3);
+        assert_eq!(key, "payloads/72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        assert_eq!(e.claim_key(), Some(key.as_str()));
+        assert_eq!(e.inline_body(), Ok(None));
+        let back = Envelope::decode(&e.encode()).unwrap();
+        assert_eq!(back.into_hook(b"big".to_vec()).unwrap().body, b"big");
+    }
+
+    #[test]
+    fn dedup_id_changes_with_every_resend() {
+        let mut e = Envelope::from_hook(&hook(b"{}"));
+        let first = e.dedup_id();
+        assert_eq!(first, e.delivery);
+        e.resend(Some("target answered 404".into()));
+        let second = e.dedup_id();
+        e.resend(None);
+        let third = e.dedup_id();
+        assert_ne!(first, second);
+        assert_ne!(second, third);
+        assert_eq!(e.last_error.as_deref(), Some("target answered 404"));
+    }
+
+    #[test]
+    fn ids_sqs_refuses_are_hashed() {
+        assert_eq!(safe_id("octo-org/mono", 128), "octo-org/mono");
+        assert_eq!(safe_id("has space", 128).len(), 64);
+        assert_eq!(safe_id(&"x".repeat(200), 128).len(), 64);
+        let mut e = Envelope::from_hook(&hook(b"{}"));
+        e.repository = None;
+        assert_eq!(e.group_id(), NO_REPOSITORY_GROUP);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_encode_is_identity(body in proptest::collection::vec(any::<u8>(), 0..2048),
+                                     text in ".{0,200}", attempts in 0u32..5) {
+            for bytes in [body.clone(), text.clone().into_bytes()] {
+                let mut e = Envelope::from_hook(&hook(&bytes));
+                e.attempts = attempts;
+                let back = Envelope::decode(&e.encode()).unwrap();
+                prop_assert_eq!(&back, &e);
+                let inline = back.inline_body().unwrap().unwrap();
+                prop_assert_eq!(&inline, &bytes);
+                prop_assert_eq!(back.into_hook(inline).unwrap().body, bytes);
+            }
+        }
+
+        #[test]
+        fn decode_of_arbitrary_text_never_panics(s in ".{0,300}") {
+            let _ = Envelope::decode(&s);
+        }
+    }
+}

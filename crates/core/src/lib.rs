@@ -1,0 +1,19 @@
+//! spigot-core: the domain of Spigot, free of I/O.
+//!
+//! One module a concept, each with its own error type. The ports (traits the
+//! adapters in `spigot-aws` implement) live in [`ports`].
+
+pub mod config;
+pub mod delivery;
+pub mod envelope;
+pub mod metrics;
+pub mod ports;
+pub mod signature;
+pub mod spigot;
+pub mod webhook;
+
+pub use delivery::{Delivery, Failure};
+pub use envelope::{Body, Envelope};
+pub use signature::{Secrets, Verifier};
+pub use spigot::State;
+pub use webhook::Hook;

@@ -1,0 +1,351 @@
+//! Test harness: a moto server on loopback, local stacks in it, and a
+//! switchable fake target that records every request.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::apigw::ApiGatewayProxyRequest;
+use aws_lambda_events::http::HeaderValue;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use spigot_aws::aws_config::SdkConfig;
+use spigot_aws::local::LocalStack;
+use spigot_core::signature::sign_sha256;
+
+/// The secret every test payload is signed with.
+pub const SECRET: &str = "spigot-test-secret";
+
+/// The endpoint of a moto server: `MOTO_ENDPOINT`, or one started for this test process.
+pub fn moto() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        if let Ok(e) = std::env::var("MOTO_ENDPOINT") {
+            return e;
+        }
+        let port = free_port();
+        let python = python();
+        // The shell watches this test process and stops moto when it ends.
+        let script = format!(
+            "{python} -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & M=$!; \
+             trap 'kill $M 2>/dev/null' EXIT; \
+             while kill -0 {pid} 2>/dev/null && kill -0 $M 2>/dev/null; do sleep 0.5; done",
+            pid = std::process::id()
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("cannot start sh for moto");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port} with {python}; run `make venv` or set MOTO_ENDPOINT"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+/// The Python that has moto: `SPIGOT_PYTHON`, the project's `.venv`, or `python3`.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("SPIGOT_PYTHON") {
+        return p;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        return venv.to_string();
+    }
+    "python3".to_string()
+}
+
+/// A port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A name no other test uses: `t<nanos><n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{nanos:x}{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// SDK config for the moto server.
+pub async fn sdk() -> SdkConfig {
+    spigot_aws::sdk_config(Some(moto())).await
+}
+
+/// A fresh local stack in moto.
+pub async fn stack() -> (SdkConfig, LocalStack) {
+    let sdk = sdk().await;
+    let stack = spigot_aws::local::provision(&sdk, moto(), &unique("t"))
+        .await
+        .expect("provision local stack in moto");
+    (sdk, stack)
+}
+
+/// One request as the fake target saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Request path.
+    pub path: String,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// A header by name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Rule = Box<dyn Fn(&Recorded, usize) -> Option<u16> + Send + Sync>;
+
+/// A local HTTP target whose answer can be switched, recording every POST.
+pub struct FakeTarget {
+    /// `http://127.0.0.1:port`
+    pub url: String,
+    state: Arc<TargetState>,
+}
+
+#[derive(Default)]
+struct TargetState {
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+    seen: AtomicUsize,
+    got: Mutex<Vec<Recorded>>,
+    rule: Mutex<Option<Rule>>,
+}
+
+impl FakeTarget {
+    /// Starts a target answering 200.
+    pub async fn start() -> Self {
+        let state = Arc::new(TargetState::default());
+        state.status.store(200, Ordering::SeqCst);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        Self { url, state }
+    }
+
+    /// Answers `status` from now on (health probes too).
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Waits `ms` before answering a POST.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// A per-request rule (request, POST number from 1) → status, overriding the default when `Some`.
+    pub fn set_rule(&self, rule: impl Fn(&Recorded, usize) -> Option<u16> + Send + Sync + 'static) {
+        *self.state.rule.lock().unwrap() = Some(Box::new(rule));
+    }
+
+    /// Every POST accepted with a 2xx, in arrival order.
+    pub fn accepted(&self) -> Vec<Recorded> {
+        self.state.got.lock().unwrap().clone()
+    }
+
+    /// How many POSTs arrived, whatever the answer.
+    pub fn attempts(&self) -> usize {
+        self.state.seen.load(Ordering::SeqCst)
+    }
+}
+
+async fn record(AxState(state): AxState<Arc<TargetState>>, uri: Uri, headers: HeaderMap, method: axum::http::Method, body: Bytes) -> StatusCode {
+    let default = state.status.load(Ordering::SeqCst);
+    if method != axum::http::Method::POST {
+        return StatusCode::from_u16(default).unwrap();
+    }
+    let n = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
+    let rec = Recorded {
+        path: uri.path().to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = state
+        .rule
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|r| r(&rec, n))
+        .unwrap_or(default);
+    if (200..300).contains(&status) {
+        state.got.lock().unwrap().push(rec);
+    }
+    StatusCode::from_u16(status).unwrap()
+}
+
+/// A GitHub-style push payload for `repo`, with a marker to tell hooks apart.
+pub fn push_payload(repo: &str, marker: &str) -> String {
+    serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": "1111111111111111111111111111111111111111",
+        "repository": {"name": repo.split('/').nth(1).unwrap_or(repo), "full_name": repo},
+        "commits": [{"id": "1111111111111111111111111111111111111111", "added": [], "modified": ["README.md"], "removed": []}],
+        "marker": marker,
+    })
+    .to_string()
+}
+
+/// An API Gateway proxy request as GitHub's hook would arrive, signed with [`SECRET`].
+pub fn signed_request(event: &str, delivery: &str, body: &[u8], state: Option<&str>) -> ApiGatewayProxyRequest {
+    let mut req = ApiGatewayProxyRequest::default();
+    for (k, v) in [
+        ("X-GitHub-Event", event.to_string()),
+        ("X-GitHub-Delivery", delivery.to_string()),
+        ("X-GitHub-Hook-ID", "4242".to_string()),
+        ("X-Hub-Signature-256", sign_sha256(SECRET.as_bytes(), body)),
+        ("Content-Type", "application/json".to_string()),
+        ("User-Agent", "GitHub-Hookshot/abc123".to_string()),
+    ] {
+        req.headers.insert(k, HeaderValue::from_str(&v).unwrap());
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => req.body = Some(text.to_string()),
+        Err(_) => {
+            use base64::Engine;
+            req.body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+            req.is_base64_encoded = true;
+        }
+    }
+    if let Some(s) = state {
+        req.stage_variables.insert("spigot_state".into(), s.into());
+    }
+    req
+}
+
+/// Every message body in a queue (received with visibility 0 so they stay).
+pub async fn peek_all(sdk: &SdkConfig, queue_url: &str) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            break;
+        }
+        let mut new = false;
+        for m in msgs {
+            let attrs = m
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+                .collect();
+            if seen
+                .insert(m.message_id.unwrap_or_default(), (m.body.unwrap_or_default(), attrs))
+                .is_none()
+            {
+                new = true;
+            }
+        }
+        if !new {
+            break;
+        }
+    }
+    seen.into_values().collect()
+}
+
+/// `ApproximateNumberOfMessages` + `...NotVisible` of a queue.
+pub async fn depth(sdk: &SdkConfig, queue_url: &str) -> (u64, u64) {
+    use spigot_aws::aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = spigot_aws::aws_sdk_sqs::Client::new(sdk)
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let attrs = out.attributes.unwrap_or_default();
+    let get = |a: A| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible))
+}
+
+/// The receiver Lambda's handler over the real adapters of a local stack.
+pub type RealReceiver = spigot_receiver::Receiver<
+    spigot_aws::SqsBuffer,
+    spigot_aws::S3Payloads,
+    spigot_aws::HttpTarget,
+    spigot_aws::SqsEvalQueue,
+>;
+
+/// A receiver on `stack` forwarding to `target_url` with `timeout_ms`.
+pub fn receiver(sdk: &SdkConfig, stack: &LocalStack, target_url: &str, timeout_ms: u64) -> RealReceiver {
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
+    spigot_receiver::Receiver {
+        buffer: spigot_aws::SqsBuffer::new(sqs.clone(), &stack.buffer_url, &stack.buffer_dlq_url),
+        payloads: Some(spigot_aws::S3Payloads::new(spigot_aws::s3_client(sdk), &stack.bucket)),
+        target: Some(
+            spigot_aws::HttpTarget::new(
+                target_url,
+                Default::default(),
+                spigot_core::config::origin(target_url),
+                Duration::from_millis(timeout_ms),
+            )
+            .unwrap(),
+        ),
+        eval: Some(spigot_aws::SqsEvalQueue::new(sqs, &stack.eval_url)),
+        verifier: spigot_core::Verifier::new(Some(spigot_core::Secrets::parse(SECRET).unwrap()), false),
+        claim_check_bytes: 262_144,
+    }
+}
+
+/// Loads a file of `events/`.
+pub fn event_file(name: &str) -> ApiGatewayProxyRequest {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Loads a file of `tests/fixtures/` as bytes.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// The status and JSON body of a proxy response.
+pub fn answer(resp: &aws_lambda_events::apigw::ApiGatewayProxyResponse) -> (i64, serde_json::Value) {
+    let body = match &resp.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        _ => serde_json::Value::Null,
+    };
+    (resp.status_code, body)
+}

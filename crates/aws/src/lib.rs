@@ -1,12 +1,14 @@
 //! spigot-aws: adapters that implement spigot-core's ports with the AWS SDK and reqwest.
 
 mod error;
+pub mod local;
 pub mod s3;
 pub mod sqs;
 pub mod stage;
 pub mod target;
 
 pub use error::AwsError;
+pub use {aws_config, aws_sdk_apigateway, aws_sdk_codepipeline, aws_sdk_s3, aws_sdk_sqs};
 pub use s3::S3Payloads;
 pub use sqs::{SqsBuffer, SqsEvalQueue};
 pub use stage::StageSwitch;

@@ -144,9 +144,10 @@ impl Envelope {
         }
     }
 
-    /// Replaces the inline body by a claim-check reference; returns the key to store it under.
-    pub fn check_body(&mut self, size: u64) -> String {
-        let key = format!("payloads/{}", safe_id(&self.delivery, 200));
+    /// Replaces the inline body by a claim-check reference under `prefix`
+    /// (`payloads/` for the buffer); returns the key to store the body under.
+    pub fn check_body(&mut self, prefix: &str, size: u64) -> String {
+        let key = format!("{prefix}{}", safe_id(&self.delivery, 200));
         self.body = Body::Claim {
             key: key.clone(),
             size,
@@ -256,7 +257,7 @@ mod tests {
     #[test]
     fn claim_check_keeps_hash_and_names_a_payload_key() {
         let mut e = Envelope::from_hook(&hook(b"big"));
-        let key = e.check_body(3);
+        let key = e.check_body("payloads/", 3);
         assert_eq!(key, "payloads/72d3162e-cc78-11e3-81ab-4c9367dc0958");
         assert_eq!(e.claim_key(), Some(key.as_str()));
         assert_eq!(e.inline_body(), Ok(None));

@@ -1,0 +1,193 @@
+//! The local stack: the queues, bucket and API stage of Spigot, created
+//! idempotently in a moto server (or any AWS-compatible endpoint).
+
+use std::collections::HashMap;
+
+use aws_config::SdkConfig;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde::{Deserialize, Serialize};
+
+use crate::error::context;
+
+/// The stage that holds `spigot_state`.
+pub const STAGE: &str = "live";
+
+/// The ids of a local stack (written to `.spigot/dev.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalStack {
+    /// The AWS endpoint (moto).
+    pub endpoint: String,
+    /// REST API id.
+    pub api_id: String,
+    /// Stage name.
+    pub stage: String,
+    /// FIFO buffer URL.
+    pub buffer_url: String,
+    /// FIFO dead-letter queue URL.
+    pub buffer_dlq_url: String,
+    /// Evaluation queue URL.
+    pub eval_url: String,
+    /// Evaluation dead-letter queue URL.
+    pub eval_dlq_url: String,
+    /// Config bucket.
+    pub bucket: String,
+}
+
+/// Why the local stack could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the local stack at {endpoint} ({step}): {message}; is the moto server running (make run starts one)?")]
+pub struct ProvisionError {
+    endpoint: String,
+    step: &'static str,
+    message: String,
+}
+
+/// Creates (or finds) every resource named after `name` (lower case, `[a-z0-9-]`).
+pub async fn provision(sdk: &SdkConfig, endpoint: &str, name: &str) -> Result<LocalStack, ProvisionError> {
+    let fail = |step: &'static str| {
+        let endpoint = endpoint.to_string();
+        move |message: String| ProvisionError {
+            endpoint: endpoint.clone(),
+            step,
+            message,
+        }
+    };
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let buffer_dlq_url = queue(&sqs, &format!("{name}-buffer-dlq.fifo"), true, None)
+        .await
+        .map_err(fail("buffer DLQ"))?;
+    let buffer_url = queue(&sqs, &format!("{name}-buffer.fifo"), true, Some((&buffer_dlq_url, 50)))
+        .await
+        .map_err(fail("buffer queue"))?;
+    let eval_dlq_url = queue(&sqs, &format!("{name}-eval-dlq"), false, None)
+        .await
+        .map_err(fail("evaluation DLQ"))?;
+    let eval_url = queue(&sqs, &format!("{name}-eval"), false, Some((&eval_dlq_url, 5)))
+        .await
+        .map_err(fail("evaluation queue"))?;
+
+    let s3 = crate::s3_client(sdk);
+    let bucket = format!("{name}-config");
+    if s3.head_bucket().bucket(&bucket).send().await.is_err() {
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .map_err(|e| fail("config bucket")(context(&e)))?;
+    }
+
+    let api_id = api(sdk, name).await.map_err(fail("REST API stage"))?;
+    Ok(LocalStack {
+        endpoint: endpoint.to_string(),
+        api_id,
+        stage: STAGE.to_string(),
+        buffer_url,
+        buffer_dlq_url,
+        eval_url,
+        eval_dlq_url,
+        bucket,
+    })
+}
+
+async fn queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    fifo: bool,
+    dead_letters_to: Option<(&str, u32)>,
+) -> Result<String, String> {
+    let mut attrs = HashMap::new();
+    attrs.insert(QueueAttributeName::MessageRetentionPeriod, "1209600".to_string());
+    attrs.insert(QueueAttributeName::VisibilityTimeout, "60".to_string());
+    if fifo {
+        attrs.insert(QueueAttributeName::FifoQueue, "true".to_string());
+    }
+    if let Some((dlq_url, max_receive)) = dead_letters_to {
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| context(&e))?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .ok_or("the DLQ has no ARN")?;
+        attrs.insert(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive.to_string()}).to_string(),
+        );
+    }
+    let out = sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attrs))
+        .send()
+        .await
+        .map_err(|e| context(&e))?;
+    out.queue_url.ok_or_else(|| "CreateQueue returned no URL".to_string())
+}
+
+async fn api(sdk: &SdkConfig, name: &str) -> Result<String, String> {
+    let gw = aws_sdk_apigateway::Client::new(sdk);
+    let apis = gw.get_rest_apis().limit(500).send().await.map_err(|e| context(&e))?;
+    if let Some(id) = apis
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.name.as_deref() == Some(name))
+        .and_then(|a| a.id)
+    {
+        let stage = gw.get_stage().rest_api_id(&id).stage_name(STAGE).send().await;
+        if stage.is_ok() {
+            return Ok(id);
+        }
+    }
+    let api = gw.create_rest_api().name(name).send().await.map_err(|e| context(&e))?;
+    let id = api.id.ok_or("CreateRestApi returned no id")?;
+    let root = gw
+        .get_resources()
+        .rest_api_id(&id)
+        .send()
+        .await
+        .map_err(|e| context(&e))?
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.path.as_deref() == Some("/"))
+        .and_then(|r| r.id)
+        .ok_or("the API has no root resource")?;
+    let resource = gw
+        .create_resource()
+        .rest_api_id(&id)
+        .parent_id(root)
+        .path_part("webhook")
+        .send()
+        .await
+        .map_err(|e| context(&e))?
+        .id
+        .ok_or("CreateResource returned no id")?;
+    gw.put_method()
+        .rest_api_id(&id)
+        .resource_id(&resource)
+        .http_method("POST")
+        .authorization_type("NONE")
+        .send()
+        .await
+        .map_err(|e| context(&e))?;
+    gw.put_integration()
+        .rest_api_id(&id)
+        .resource_id(&resource)
+        .http_method("POST")
+        .r#type(aws_sdk_apigateway::types::IntegrationType::Mock)
+        .send()
+        .await
+        .map_err(|e| context(&e))?;
+    gw.create_deployment()
+        .rest_api_id(&id)
+        .stage_name(STAGE)
+        .variables(spigot_core::spigot::STAGE_VARIABLE, "ON")
+        .send()
+        .await
+        .map_err(|e| context(&e))?;
+    Ok(id)
+}

@@ -1,0 +1,241 @@
+//! The receiver against moto and a switchable local target (issue: foundation).
+
+use base64::Engine;
+use spigot_core::envelope::Envelope;
+use spigot_e2e::*;
+
+fn decode_bytes(env: &Envelope) -> Vec<u8> {
+    env.inline_body().unwrap().expect("inline body")
+}
+
+#[tokio::test]
+async fn on_forwards_the_exact_bytes_and_github_headers() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &format!("{}/github-webhook/", target.url), 2000);
+    let body = fixture("push.json");
+    let req = signed_request("push", "d-on-1", &body, Some("ON"));
+    let (status, json) = answer(&r.handle(&req, 1).await);
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["status"], "delivered");
+    let got = target.accepted();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body, "byte-identical");
+    assert_eq!(got[0].path, "/github-webhook/");
+    for h in ["x-hub-signature-256", "x-github-event", "x-github-delivery", "content-type", "user-agent", "x-github-hook-id"] {
+        assert_eq!(
+            got[0].header(h),
+            req.headers.get(h).map(|v| v.to_str().unwrap()),
+            "header {h}"
+        );
+    }
+    assert_eq!(depth(&sdk, &stack.buffer_url).await, (0, 0));
+    // A push also goes to the evaluation queue, spigot or not.
+    let evals = peek_all(&sdk, &stack.eval_url).await;
+    assert_eq!(evals.len(), 1);
+    assert_eq!(Envelope::decode(&evals[0].0).unwrap().delivery, "d-on-1");
+}
+
+#[tokio::test]
+async fn off_buffers_and_nothing_reaches_the_target() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let body = fixture("pull_request.opened.json");
+    let (status, json) = answer(&r.handle(&signed_request("pull_request", "d-off-1", &body, Some("OFF")), 1).await);
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json, serde_json::json!({"status": "buffered", "delivery": "d-off-1"}));
+    assert_eq!(target.attempts(), 0);
+    let msgs = peek_all(&sdk, &stack.buffer_url).await;
+    assert_eq!(msgs.len(), 1);
+    let env = Envelope::decode(&msgs[0].0).unwrap();
+    assert_eq!(decode_bytes(&env), body);
+    assert_eq!(env.repository.as_deref(), Some("Codertocat/Hello-World"));
+    // Not a push: nothing for the evaluator.
+    assert!(peek_all(&sdk, &stack.eval_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn retryable_failures_buffer_with_202() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let body = fixture("push.json");
+
+    target.set_status(503);
+    let r = receiver(&sdk, &stack, &target.url, 1000);
+    let (s1, j1) = answer(&r.handle(&signed_request("push", "d-503", &body, Some("ON")), 1).await);
+    assert_eq!((s1, j1["status"].as_str()), (202, Some("buffered")));
+    assert!(j1["reason"].as_str().unwrap().contains("503"));
+
+    let r = receiver(&sdk, &stack, &closed, 1000);
+    let (s2, _) = answer(&r.handle(&signed_request("push", "d-closed", &body, Some("ON")), 1).await);
+    assert_eq!(s2, 202);
+
+    target.set_status(200);
+    target.set_delay_ms(1500);
+    let r = receiver(&sdk, &stack, &target.url, 300);
+    let (s3, j3) = answer(&r.handle(&signed_request("push", "d-slow", &body, Some("ON")), 1).await);
+    assert_eq!(s3, 202);
+    assert!(j3["reason"].as_str().unwrap().contains("300 ms"), "{j3}");
+
+    let mut buffered: Vec<String> = peek_all(&sdk, &stack.buffer_url)
+        .await
+        .iter()
+        .map(|(b, _)| {
+            let env = Envelope::decode(b).unwrap();
+            assert_eq!(decode_bytes(&env), body);
+            env.delivery
+        })
+        .collect();
+    buffered.sort();
+    assert_eq!(buffered, ["d-503", "d-closed", "d-slow"]);
+}
+
+#[tokio::test]
+async fn permanent_failure_dead_letters_with_the_reason_and_502() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    target.set_status(404);
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let body = fixture("push.json");
+    let (status, json) = answer(&r.handle(&signed_request("push", "d-404", &body, Some("ON")), 1).await);
+    assert_eq!(status, 502, "{json}");
+    assert_eq!(json["status"], "dead-lettered");
+    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.get("Status").map(String::as_str), Some("404"));
+    assert!(dead[0].1["Reason"].contains("404"));
+    let env = Envelope::decode(&dead[0].0).unwrap();
+    assert_eq!(decode_bytes(&env), body);
+    assert!(env.last_error.unwrap().contains("404"));
+    assert_eq!(depth(&sdk, &stack.buffer_url).await, (0, 0));
+}
+
+#[tokio::test]
+async fn bad_signature_is_401_and_nothing_is_stored() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let body = fixture("push.json");
+    let mut req = signed_request("push", "d-bad", &body, Some("OFF"));
+    req.body = Some(String::from_utf8(body.clone()).unwrap().replace("Codertocat", "Attacker"));
+    let (status, json) = answer(&r.handle(&req, 1).await);
+    assert_eq!(status, 401);
+    assert!(json["error"].as_str().unwrap().contains("does not match"));
+    let mut unsigned = signed_request("push", "d-unsigned", &body, Some("OFF"));
+    unsigned.headers.remove("x-hub-signature-256");
+    let (status, json) = answer(&r.handle(&unsigned, 1).await);
+    assert_eq!(status, 401);
+    assert!(json["error"].as_str().unwrap().contains("missing"));
+    for q in [&stack.buffer_url, &stack.buffer_dlq_url, &stack.eval_url] {
+        assert!(peek_all(&sdk, q).await.is_empty());
+    }
+    assert_eq!(target.attempts(), 0);
+}
+
+#[tokio::test]
+async fn ping_is_answered_here_and_not_stored() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    for state in ["ON", "OFF"] {
+        let (status, json) = answer(&r.handle(&signed_request("ping", "d-ping", &fixture("ping.json"), Some(state)), 1).await);
+        assert_eq!((status, json["status"].as_str()), (200, Some("pong")));
+    }
+    assert_eq!(target.attempts(), 0);
+    for q in [&stack.buffer_url, &stack.buffer_dlq_url, &stack.eval_url] {
+        assert!(peek_all(&sdk, q).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn form_and_base64_bodies_round_trip() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    for (file, state) in [("push-form.json", "ON"), ("push-base64.json", "ON"), ("push-form.json", "OFF"), ("push-base64.json", "OFF")] {
+        let mut req = event_file(file);
+        req.stage_variables.insert("spigot_state".into(), state.into());
+        // A fresh delivery id each time (the FIFO buffer collapses repeats).
+        let d = format!("{file}-{state}");
+        req.headers.insert("x-github-delivery", d.parse().unwrap());
+        let (status, json) = answer(&r.handle(&req, 1).await);
+        assert_eq!(status, if state == "ON" { 200 } else { 202 }, "{file} {state}: {json}");
+    }
+    let sent = |file: &str| -> Vec<u8> {
+        let req = event_file(file);
+        if req.is_base64_encoded {
+            base64::engine::general_purpose::STANDARD.decode(req.body.unwrap()).unwrap()
+        } else {
+            req.body.unwrap().into_bytes()
+        }
+    };
+    let got = target.accepted();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, sent("push-form.json"));
+    assert_eq!(got[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(got[1].body, sent("push-base64.json"));
+    let mut buffered: Vec<(String, Vec<u8>)> = peek_all(&sdk, &stack.buffer_url)
+        .await
+        .iter()
+        .map(|(b, _)| {
+            let e = Envelope::decode(b).unwrap();
+            (e.delivery.clone(), decode_bytes(&e))
+        })
+        .collect();
+    buffered.sort();
+    assert_eq!(buffered[0].1, sent("push-base64.json"));
+    assert_eq!(buffered[1].1, sent("push-form.json"));
+    // The form body's repository was read from its payload= field.
+    let env = Envelope::decode(&peek_all(&sdk, &stack.eval_url).await[0].0).unwrap();
+    assert_eq!(env.repository.as_deref(), Some("Codertocat/Hello-World"));
+}
+
+#[tokio::test]
+async fn missing_headers_and_unreadable_bodies_are_400() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let body = fixture("push.json");
+    for header in ["x-github-event", "x-github-delivery"] {
+        let mut req = signed_request("push", "d-400", &body, Some("ON"));
+        req.headers.remove(header);
+        let (status, json) = answer(&r.handle(&req, 1).await);
+        assert_eq!(status, 400);
+        assert!(json["error"].as_str().unwrap().to_lowercase().contains(header), "{json}");
+    }
+    let mut req = signed_request("push", "d-b64", &body, Some("ON"));
+    req.is_base64_encoded = true;
+    req.body = Some("%%% not base64".into());
+    assert_eq!(answer(&r.handle(&req, 1).await).0, 400);
+    let junk = b"this is not json";
+    let (status, json) = answer(&r.handle(&signed_request("push", "d-junk", junk, Some("ON")), 1).await);
+    assert_eq!(status, 400, "{json}");
+    assert_eq!(target.attempts(), 0);
+    assert!(peek_all(&sdk, &stack.buffer_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_or_missing_state_buffers() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let body = fixture("push.json");
+    let (s1, _) = answer(&r.handle(&signed_request("push", "d-maybe", &body, Some("MAYBE")), 1).await);
+    let (s2, _) = answer(&r.handle(&signed_request("push", "d-none", &body, None), 1).await);
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(target.attempts(), 0);
+    assert_eq!(peek_all(&sdk, &stack.buffer_url).await.len(), 2);
+}
+
+#[tokio::test]
+async fn sample_events_verify_with_the_documented_secret() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    for (file, want) in [("push.json", 200), ("ping.json", 200), ("push-form.json", 200), ("push-base64.json", 200), ("push-bad-signature.json", 401)] {
+        let (status, json) = answer(&r.handle(&event_file(file), 1).await);
+        assert_eq!(status, want, "{file}: {json}");
+    }
+}

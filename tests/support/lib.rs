@@ -35,12 +35,13 @@ pub fn moto() -> &'static str {
              while kill -0 {pid} 2>/dev/null && kill -0 $M 2>/dev/null; do sleep 0.5; done",
             pid = std::process::id()
         );
-        Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
             .stdin(Stdio::null())
             .spawn()
             .expect("cannot start sh for moto");
+        std::thread::spawn(move || child.wait());
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -68,7 +69,11 @@ pub fn python() -> String {
 
 /// A port nothing listens on (yet).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A name no other test uses: `t<nanos><n>`.
@@ -174,7 +179,13 @@ impl FakeTarget {
     }
 }
 
-async fn record(AxState(state): AxState<Arc<TargetState>>, uri: Uri, headers: HeaderMap, method: axum::http::Method, body: Bytes) -> StatusCode {
+async fn record(
+    AxState(state): AxState<Arc<TargetState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    method: axum::http::Method,
+    body: Bytes,
+) -> StatusCode {
     let default = state.status.load(Ordering::SeqCst);
     if method != axum::http::Method::POST {
         return StatusCode::from_u16(default).unwrap();
@@ -219,7 +230,12 @@ pub fn push_payload(repo: &str, marker: &str) -> String {
 }
 
 /// An API Gateway proxy request as GitHub's hook would arrive, signed with [`SECRET`].
-pub fn signed_request(event: &str, delivery: &str, body: &[u8], state: Option<&str>) -> ApiGatewayProxyRequest {
+pub fn signed_request(
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    state: Option<&str>,
+) -> ApiGatewayProxyRequest {
     let mut req = ApiGatewayProxyRequest::default();
     for (k, v) in [
         ("X-GitHub-Event", event.to_string()),
@@ -246,7 +262,10 @@ pub fn signed_request(event: &str, delivery: &str, body: &[u8], state: Option<&s
 }
 
 /// Every message body in a queue (received with visibility 0 so they stay).
-pub async fn peek_all(sdk: &SdkConfig, queue_url: &str) -> Vec<(String, std::collections::HashMap<String, String>)> {
+pub async fn peek_all(
+    sdk: &SdkConfig,
+    queue_url: &str,
+) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..30 {
@@ -272,7 +291,10 @@ pub async fn peek_all(sdk: &SdkConfig, queue_url: &str) -> Vec<(String, std::col
                 .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
                 .collect();
             if seen
-                .insert(m.message_id.unwrap_or_default(), (m.body.unwrap_or_default(), attrs))
+                .insert(
+                    m.message_id.unwrap_or_default(),
+                    (m.body.unwrap_or_default(), attrs),
+                )
                 .is_none()
             {
                 new = true;
@@ -298,7 +320,10 @@ pub async fn depth(sdk: &SdkConfig, queue_url: &str) -> (u64, u64) {
         .unwrap();
     let attrs = out.attributes.unwrap_or_default();
     let get = |a: A| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible))
+    (
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+    )
 }
 
 /// The receiver Lambda's handler over the real adapters of a local stack.
@@ -310,11 +335,19 @@ pub type RealReceiver = spigot_receiver::Receiver<
 >;
 
 /// A receiver on `stack` forwarding to `target_url` with `timeout_ms`.
-pub fn receiver(sdk: &SdkConfig, stack: &LocalStack, target_url: &str, timeout_ms: u64) -> RealReceiver {
+pub fn receiver(
+    sdk: &SdkConfig,
+    stack: &LocalStack,
+    target_url: &str,
+    timeout_ms: u64,
+) -> RealReceiver {
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
     spigot_receiver::Receiver {
         buffer: spigot_aws::SqsBuffer::new(sqs.clone(), &stack.buffer_url, &stack.buffer_dlq_url),
-        payloads: Some(spigot_aws::S3Payloads::new(spigot_aws::s3_client(sdk), &stack.bucket)),
+        payloads: Some(spigot_aws::S3Payloads::new(
+            spigot_aws::s3_client(sdk),
+            &stack.bucket,
+        )),
         target: Some(
             spigot_aws::HttpTarget::new(
                 target_url,
@@ -325,7 +358,10 @@ pub fn receiver(sdk: &SdkConfig, stack: &LocalStack, target_url: &str, timeout_m
             .unwrap(),
         ),
         eval: Some(spigot_aws::SqsEvalQueue::new(sqs, &stack.eval_url)),
-        verifier: spigot_core::Verifier::new(Some(spigot_core::Secrets::parse(SECRET).unwrap()), false),
+        verifier: spigot_core::Verifier::new(
+            Some(spigot_core::Secrets::parse(SECRET).unwrap()),
+            false,
+        ),
         claim_check_bytes: 262_144,
     }
 }
@@ -342,7 +378,9 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// The status and JSON body of a proxy response.
-pub fn answer(resp: &aws_lambda_events::apigw::ApiGatewayProxyResponse) -> (i64, serde_json::Value) {
+pub fn answer(
+    resp: &aws_lambda_events::apigw::ApiGatewayProxyResponse,
+) -> (i64, serde_json::Value) {
     let body = match &resp.body {
         Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(t).unwrap(),
         _ => serde_json::Value::Null,

@@ -12,7 +12,12 @@ fn decode_bytes(env: &Envelope) -> Vec<u8> {
 async fn on_forwards_the_exact_bytes_and_github_headers() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &format!("{}/github-webhook/", target.url), 2000);
+    let r = receiver(
+        &sdk,
+        &stack,
+        &format!("{}/github-webhook/", target.url),
+        2000,
+    );
     let body = fixture("push.json");
     let req = signed_request("push", "d-on-1", &body, Some("ON"));
     let (status, json) = answer(&r.handle(&req, 1).await);
@@ -22,7 +27,14 @@ async fn on_forwards_the_exact_bytes_and_github_headers() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, body, "byte-identical");
     assert_eq!(got[0].path, "/github-webhook/");
-    for h in ["x-hub-signature-256", "x-github-event", "x-github-delivery", "content-type", "user-agent", "x-github-hook-id"] {
+    for h in [
+        "x-hub-signature-256",
+        "x-github-event",
+        "x-github-delivery",
+        "content-type",
+        "user-agent",
+        "x-github-hook-id",
+    ] {
         assert_eq!(
             got[0].header(h),
             req.headers.get(h).map(|v| v.to_str().unwrap()),
@@ -42,9 +54,18 @@ async fn off_buffers_and_nothing_reaches_the_target() {
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000);
     let body = fixture("pull_request.opened.json");
-    let (status, json) = answer(&r.handle(&signed_request("pull_request", "d-off-1", &body, Some("OFF")), 1).await);
+    let (status, json) = answer(
+        &r.handle(
+            &signed_request("pull_request", "d-off-1", &body, Some("OFF")),
+            1,
+        )
+        .await,
+    );
     assert_eq!(status, 202, "{json}");
-    assert_eq!(json, serde_json::json!({"status": "buffered", "delivery": "d-off-1"}));
+    assert_eq!(
+        json,
+        serde_json::json!({"status": "buffered", "delivery": "d-off-1"})
+    );
     assert_eq!(target.attempts(), 0);
     let msgs = peek_all(&sdk, &stack.buffer_url).await;
     assert_eq!(msgs.len(), 1);
@@ -64,18 +85,27 @@ async fn retryable_failures_buffer_with_202() {
 
     target.set_status(503);
     let r = receiver(&sdk, &stack, &target.url, 1000);
-    let (s1, j1) = answer(&r.handle(&signed_request("push", "d-503", &body, Some("ON")), 1).await);
+    let (s1, j1) = answer(
+        &r.handle(&signed_request("push", "d-503", &body, Some("ON")), 1)
+            .await,
+    );
     assert_eq!((s1, j1["status"].as_str()), (202, Some("buffered")));
     assert!(j1["reason"].as_str().unwrap().contains("503"));
 
     let r = receiver(&sdk, &stack, &closed, 1000);
-    let (s2, _) = answer(&r.handle(&signed_request("push", "d-closed", &body, Some("ON")), 1).await);
+    let (s2, _) = answer(
+        &r.handle(&signed_request("push", "d-closed", &body, Some("ON")), 1)
+            .await,
+    );
     assert_eq!(s2, 202);
 
     target.set_status(200);
     target.set_delay_ms(1500);
     let r = receiver(&sdk, &stack, &target.url, 300);
-    let (s3, j3) = answer(&r.handle(&signed_request("push", "d-slow", &body, Some("ON")), 1).await);
+    let (s3, j3) = answer(
+        &r.handle(&signed_request("push", "d-slow", &body, Some("ON")), 1)
+            .await,
+    );
     assert_eq!(s3, 202);
     assert!(j3["reason"].as_str().unwrap().contains("300 ms"), "{j3}");
 
@@ -99,7 +129,10 @@ async fn permanent_failure_dead_letters_with_the_reason_and_502() {
     target.set_status(404);
     let r = receiver(&sdk, &stack, &target.url, 2000);
     let body = fixture("push.json");
-    let (status, json) = answer(&r.handle(&signed_request("push", "d-404", &body, Some("ON")), 1).await);
+    let (status, json) = answer(
+        &r.handle(&signed_request("push", "d-404", &body, Some("ON")), 1)
+            .await,
+    );
     assert_eq!(status, 502, "{json}");
     assert_eq!(json["status"], "dead-lettered");
     let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
@@ -119,7 +152,11 @@ async fn bad_signature_is_401_and_nothing_is_stored() {
     let r = receiver(&sdk, &stack, &target.url, 2000);
     let body = fixture("push.json");
     let mut req = signed_request("push", "d-bad", &body, Some("OFF"));
-    req.body = Some(String::from_utf8(body.clone()).unwrap().replace("Codertocat", "Attacker"));
+    req.body = Some(
+        String::from_utf8(body.clone())
+            .unwrap()
+            .replace("Codertocat", "Attacker"),
+    );
     let (status, json) = answer(&r.handle(&req, 1).await);
     assert_eq!(status, 401);
     assert!(json["error"].as_str().unwrap().contains("does not match"));
@@ -140,7 +177,13 @@ async fn ping_is_answered_here_and_not_stored() {
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000);
     for state in ["ON", "OFF"] {
-        let (status, json) = answer(&r.handle(&signed_request("ping", "d-ping", &fixture("ping.json"), Some(state)), 1).await);
+        let (status, json) = answer(
+            &r.handle(
+                &signed_request("ping", "d-ping", &fixture("ping.json"), Some(state)),
+                1,
+            )
+            .await,
+        );
         assert_eq!((status, json["status"].as_str()), (200, Some("pong")));
     }
     assert_eq!(target.attempts(), 0);
@@ -154,19 +197,31 @@ async fn form_and_base64_bodies_round_trip() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000);
-    for (file, state) in [("push-form.json", "ON"), ("push-base64.json", "ON"), ("push-form.json", "OFF"), ("push-base64.json", "OFF")] {
+    for (file, state) in [
+        ("push-form.json", "ON"),
+        ("push-base64.json", "ON"),
+        ("push-form.json", "OFF"),
+        ("push-base64.json", "OFF"),
+    ] {
         let mut req = event_file(file);
-        req.stage_variables.insert("spigot_state".into(), state.into());
+        req.stage_variables
+            .insert("spigot_state".into(), state.into());
         // A fresh delivery id each time (the FIFO buffer collapses repeats).
         let d = format!("{file}-{state}");
         req.headers.insert("x-github-delivery", d.parse().unwrap());
         let (status, json) = answer(&r.handle(&req, 1).await);
-        assert_eq!(status, if state == "ON" { 200 } else { 202 }, "{file} {state}: {json}");
+        assert_eq!(
+            status,
+            if state == "ON" { 200 } else { 202 },
+            "{file} {state}: {json}"
+        );
     }
     let sent = |file: &str| -> Vec<u8> {
         let req = event_file(file);
         if req.is_base64_encoded {
-            base64::engine::general_purpose::STANDARD.decode(req.body.unwrap()).unwrap()
+            base64::engine::general_purpose::STANDARD
+                .decode(req.body.unwrap())
+                .unwrap()
         } else {
             req.body.unwrap().into_bytes()
         }
@@ -174,7 +229,10 @@ async fn form_and_base64_bodies_round_trip() {
     let got = target.accepted();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].body, sent("push-form.json"));
-    assert_eq!(got[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        got[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
     assert_eq!(got[1].body, sent("push-base64.json"));
     let mut buffered: Vec<(String, Vec<u8>)> = peek_all(&sdk, &stack.buffer_url)
         .await
@@ -203,14 +261,24 @@ async fn missing_headers_and_unreadable_bodies_are_400() {
         req.headers.remove(header);
         let (status, json) = answer(&r.handle(&req, 1).await);
         assert_eq!(status, 400);
-        assert!(json["error"].as_str().unwrap().to_lowercase().contains(header), "{json}");
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains(header),
+            "{json}"
+        );
     }
     let mut req = signed_request("push", "d-b64", &body, Some("ON"));
     req.is_base64_encoded = true;
     req.body = Some("%%% not base64".into());
     assert_eq!(answer(&r.handle(&req, 1).await).0, 400);
     let junk = b"this is not json";
-    let (status, json) = answer(&r.handle(&signed_request("push", "d-junk", junk, Some("ON")), 1).await);
+    let (status, json) = answer(
+        &r.handle(&signed_request("push", "d-junk", junk, Some("ON")), 1)
+            .await,
+    );
     assert_eq!(status, 400, "{json}");
     assert_eq!(target.attempts(), 0);
     assert!(peek_all(&sdk, &stack.buffer_url).await.is_empty());
@@ -222,8 +290,14 @@ async fn unknown_or_missing_state_buffers() {
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000);
     let body = fixture("push.json");
-    let (s1, _) = answer(&r.handle(&signed_request("push", "d-maybe", &body, Some("MAYBE")), 1).await);
-    let (s2, _) = answer(&r.handle(&signed_request("push", "d-none", &body, None), 1).await);
+    let (s1, _) = answer(
+        &r.handle(&signed_request("push", "d-maybe", &body, Some("MAYBE")), 1)
+            .await,
+    );
+    let (s2, _) = answer(
+        &r.handle(&signed_request("push", "d-none", &body, None), 1)
+            .await,
+    );
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(target.attempts(), 0);
     assert_eq!(peek_all(&sdk, &stack.buffer_url).await.len(), 2);
@@ -234,7 +308,13 @@ async fn sample_events_verify_with_the_documented_secret() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000);
-    for (file, want) in [("push.json", 200), ("ping.json", 200), ("push-form.json", 200), ("push-base64.json", 200), ("push-bad-signature.json", 401)] {
+    for (file, want) in [
+        ("push.json", 200),
+        ("ping.json", 200),
+        ("push-form.json", 200),
+        ("push-base64.json", 200),
+        ("push-bad-signature.json", 401),
+    ] {
         let (status, json) = answer(&r.handle(&event_file(file), 1).await);
         assert_eq!(status, want, "{file}: {json}");
     }

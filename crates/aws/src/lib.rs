@@ -8,11 +8,11 @@ pub mod stage;
 pub mod target;
 
 pub use error::AwsError;
-pub use {aws_config, aws_sdk_apigateway, aws_sdk_codepipeline, aws_sdk_s3, aws_sdk_sqs};
 pub use s3::S3Payloads;
 pub use sqs::{SqsBuffer, SqsEvalQueue};
 pub use stage::StageSwitch;
 pub use target::HttpTarget;
+pub use {aws_config, aws_sdk_apigateway, aws_sdk_codepipeline, aws_sdk_s3, aws_sdk_sqs};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sqs::config::{Credentials, Region};
@@ -20,13 +20,40 @@ use aws_sdk_sqs::config::{Credentials, Region};
 /// The shared SDK configuration: the default chain, or `endpoint` with test
 /// credentials and `us-east-1` when they are not set (a local moto server).
 pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
+    sdk_config_with(endpoint, None, None).await
+}
+
+/// [`sdk_config`] with an explicit region and profile (CLI `--region`, `--profile`).
+pub async fn sdk_config_with(
+    endpoint: Option<&str>,
+    region: Option<&str>,
+    profile: Option<&str>,
+) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_string()));
+    }
+    if let Some(profile) = profile {
+        loader = loader.profile_name(profile);
+    }
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
-            loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "spigot-local"));
+        if profile.is_none()
+            && std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && std::env::var_os("AWS_PROFILE").is_none()
+        {
+            loader = loader.credentials_provider(Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "spigot-local",
+            ));
         }
-        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+        if region.is_none()
+            && std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
             loader = loader.region(Region::new("us-east-1"));
         }
     }

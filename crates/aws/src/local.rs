@@ -35,7 +35,9 @@ pub struct LocalStack {
 
 /// Why the local stack could not be created.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create the local stack at {endpoint} ({step}): {message}; is the moto server running (make run starts one)?")]
+#[error(
+    "cannot create the local stack at {endpoint} ({step}): {message}; is the moto server running (make run starts one)?"
+)]
 pub struct ProvisionError {
     endpoint: String,
     step: &'static str,
@@ -43,7 +45,11 @@ pub struct ProvisionError {
 }
 
 /// Creates (or finds) every resource named after `name` (lower case, `[a-z0-9-]`).
-pub async fn provision(sdk: &SdkConfig, endpoint: &str, name: &str) -> Result<LocalStack, ProvisionError> {
+pub async fn provision(
+    sdk: &SdkConfig,
+    endpoint: &str,
+    name: &str,
+) -> Result<LocalStack, ProvisionError> {
     let fail = |step: &'static str| {
         let endpoint = endpoint.to_string();
         move |message: String| ProvisionError {
@@ -56,15 +62,25 @@ pub async fn provision(sdk: &SdkConfig, endpoint: &str, name: &str) -> Result<Lo
     let buffer_dlq_url = queue(&sqs, &format!("{name}-buffer-dlq.fifo"), true, None)
         .await
         .map_err(fail("buffer DLQ"))?;
-    let buffer_url = queue(&sqs, &format!("{name}-buffer.fifo"), true, Some((&buffer_dlq_url, 50)))
-        .await
-        .map_err(fail("buffer queue"))?;
+    let buffer_url = queue(
+        &sqs,
+        &format!("{name}-buffer.fifo"),
+        true,
+        Some((&buffer_dlq_url, 50)),
+    )
+    .await
+    .map_err(fail("buffer queue"))?;
     let eval_dlq_url = queue(&sqs, &format!("{name}-eval-dlq"), false, None)
         .await
         .map_err(fail("evaluation DLQ"))?;
-    let eval_url = queue(&sqs, &format!("{name}-eval"), false, Some((&eval_dlq_url, 5)))
-        .await
-        .map_err(fail("evaluation queue"))?;
+    let eval_url = queue(
+        &sqs,
+        &format!("{name}-eval"),
+        false,
+        Some((&eval_dlq_url, 5)),
+    )
+    .await
+    .map_err(fail("evaluation queue"))?;
 
     let s3 = crate::s3_client(sdk);
     let bucket = format!("{name}-config");
@@ -96,7 +112,10 @@ async fn queue(
     dead_letters_to: Option<(&str, u32)>,
 ) -> Result<String, String> {
     let mut attrs = HashMap::new();
-    attrs.insert(QueueAttributeName::MessageRetentionPeriod, "1209600".to_string());
+    attrs.insert(
+        QueueAttributeName::MessageRetentionPeriod,
+        "1209600".to_string(),
+    );
     attrs.insert(QueueAttributeName::VisibilityTimeout, "60".to_string());
     if fifo {
         attrs.insert(QueueAttributeName::FifoQueue, "true".to_string());
@@ -124,12 +143,18 @@ async fn queue(
         .send()
         .await
         .map_err(|e| context(&e))?;
-    out.queue_url.ok_or_else(|| "CreateQueue returned no URL".to_string())
+    out.queue_url
+        .ok_or_else(|| "CreateQueue returned no URL".to_string())
 }
 
 async fn api(sdk: &SdkConfig, name: &str) -> Result<String, String> {
     let gw = aws_sdk_apigateway::Client::new(sdk);
-    let apis = gw.get_rest_apis().limit(500).send().await.map_err(|e| context(&e))?;
+    let apis = gw
+        .get_rest_apis()
+        .limit(500)
+        .send()
+        .await
+        .map_err(|e| context(&e))?;
     if let Some(id) = apis
         .items
         .unwrap_or_default()
@@ -137,12 +162,22 @@ async fn api(sdk: &SdkConfig, name: &str) -> Result<String, String> {
         .find(|a| a.name.as_deref() == Some(name))
         .and_then(|a| a.id)
     {
-        let stage = gw.get_stage().rest_api_id(&id).stage_name(STAGE).send().await;
+        let stage = gw
+            .get_stage()
+            .rest_api_id(&id)
+            .stage_name(STAGE)
+            .send()
+            .await;
         if stage.is_ok() {
             return Ok(id);
         }
     }
-    let api = gw.create_rest_api().name(name).send().await.map_err(|e| context(&e))?;
+    let api = gw
+        .create_rest_api()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| context(&e))?;
     let id = api.id.ok_or("CreateRestApi returned no id")?;
     let root = gw
         .get_resources()

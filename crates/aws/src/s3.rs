@@ -45,11 +45,9 @@ impl PayloadStore for S3Payloads {
             .send()
             .await
             .map_err(|e| port(&format!("S3 GetObject s3://{}/{key}", self.bucket), e))?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| PortError::new(format!("reading s3://{}/{key} failed: {e}", self.bucket)))?;
+        let bytes = out.body.collect().await.map_err(|e| {
+            PortError::new(format!("reading s3://{}/{key} failed: {e}", self.bucket))
+        })?;
         Ok(bytes.into_bytes().to_vec())
     }
 

@@ -139,7 +139,14 @@ impl Buffer for SqsBuffer {
             .message_body(&letter.body)
             .message_group_id(&letter.group)
             .message_deduplication_id(&letter.dedup_id)
-            .message_attributes("Reason", text(if reason.is_empty() { "unknown" } else { &reason }));
+            .message_attributes(
+                "Reason",
+                text(if reason.is_empty() {
+                    "unknown"
+                } else {
+                    &reason
+                }),
+            );
         if let Some(status) = letter.status {
             send = send.message_attributes(
                 "Status",

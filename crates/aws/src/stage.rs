@@ -34,7 +34,12 @@ impl StageSwitch {
             .stage_name(&self.stage)
             .send()
             .await
-            .map_err(|e| port(&format!("API Gateway GetStage {}/{}", self.api_id, self.stage), e))?;
+            .map_err(|e| {
+                port(
+                    &format!("API Gateway GetStage {}/{}", self.api_id, self.stage),
+                    e,
+                )
+            })?;
         Ok(out.variables.unwrap_or_default())
     }
 }
@@ -59,7 +64,12 @@ impl Switch for StageSwitch {
             )
             .send()
             .await
-            .map_err(|e| port(&format!("API Gateway UpdateStage {}/{}", self.api_id, self.stage), e))?;
+            .map_err(|e| {
+                port(
+                    &format!("API Gateway UpdateStage {}/{}", self.api_id, self.stage),
+                    e,
+                )
+            })?;
         Ok(old)
     }
 }

@@ -52,7 +52,10 @@ impl HttpTarget {
 
 impl Target for HttpTarget {
     async fn deliver(&self, hook: &Hook) -> Delivery {
-        let mut req = self.client.post(self.url_for(&hook.event)).body(hook.body.clone());
+        let mut req = self
+            .client
+            .post(self.url_for(&hook.event))
+            .body(hook.body.clone());
         for (name, value) in &hook.headers {
             req = req.header(name.as_str(), value.as_str());
         }
@@ -62,8 +65,12 @@ impl Target for HttpTarget {
                 "target did not answer within {} ms",
                 self.timeout.as_millis()
             )),
-            Err(e) if e.is_connect() => Delivery::unreachable(format!("cannot connect to the target: {}", root(&e))),
-            Err(e) if e.is_builder() => Delivery::permanent(format!("cannot build the request: {}", root(&e))),
+            Err(e) if e.is_connect() => {
+                Delivery::unreachable(format!("cannot connect to the target: {}", root(&e)))
+            }
+            Err(e) if e.is_builder() => {
+                Delivery::permanent(format!("cannot build the request: {}", root(&e)))
+            }
             Err(e) => Delivery::unreachable(format!("delivery failed: {}", root(&e))),
         }
     }

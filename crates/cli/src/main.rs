@@ -1,1 +1,101 @@
-fn main() {}
+//! `spigot`: operate Spigot on AWS or locally.
+
+mod dev;
+mod resources;
+mod send;
+mod switch;
+
+use clap::{Parser, Subcommand};
+
+/// An error that reaches the user: exit code 2 for usage/configuration, 1 for a failed operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command cannot run as given (a missing id, a bad flag value).
+    #[error("{0}")]
+    Usage(String),
+    /// The command ran and failed.
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+#[derive(Parser)]
+#[command(
+    name = "spigot",
+    version,
+    about = "Operate Spigot, the webhook gateway: toggle the spigot, watch the buffer, replay hooks, run it all locally."
+)]
+struct Cli {
+    /// Debug logs.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(flatten)]
+    place: resources::Where,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn the spigot ON: hooks pass through, the buffer drains.
+    #[command(after_help = "Examples:\n  spigot on --local\n  spigot on --stack spigot")]
+    On(switch::OnArgs),
+    /// Turn the spigot OFF: hooks wait in the buffer (maintenance).
+    #[command(after_help = "Examples:\n  spigot off --local\n  spigot off --stack spigot")]
+    Off,
+    /// Show the state, buffer and dead-letter depths.
+    #[command(after_help = "Examples:\n  spigot status --local\n  spigot status --json")]
+    Status(switch::StatusArgs),
+    /// Print the X-Hub-Signature-256 GitHub would send for a file.
+    #[command(
+        after_help = "Example:\n  spigot sign --secret \"$WEBHOOK_SECRET\" tests/fixtures/push.json"
+    )]
+    Sign(send::SignArgs),
+    /// POST a payload as GitHub would (headers, signature, delivery id).
+    #[command(
+        after_help = "Example:\n  spigot send tests/fixtures/push.json --url http://127.0.0.1:3000/webhook --secret spigot-test-secret --event push"
+    )]
+    Send(send::SendArgs),
+    /// Run Spigot locally on a moto server: queues, bucket, API stage, receiver on 127.0.0.1:3000.
+    #[command(
+        after_help = "Example:\n  python -m moto.server -p 5000 &\n  spigot dev --endpoint http://127.0.0.1:5000"
+    )]
+    Dev(dev::DevArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default = match (&cli.command, cli.verbose) {
+        (_, true) => "debug",
+        (Command::Dev(_), false) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!(
+                    "{default},aws_config=error,aws_smithy_runtime=error"
+                ))
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::On(args) => switch::on(&cli.place, args).await,
+        Command::Off => switch::off(&cli.place).await,
+        Command::Status(args) => switch::status(&cli.place, args).await,
+        Command::Sign(args) => send::sign(args),
+        Command::Send(args) => send::send(args).await,
+        Command::Dev(args) => dev::run(&cli.place, args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                CliError::Usage(_) => std::process::ExitCode::from(2),
+                CliError::Failed(_) => std::process::ExitCode::from(1),
+            }
+        }
+    }
+}

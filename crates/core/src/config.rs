@@ -74,12 +74,18 @@ pub struct Settings {
 impl Settings {
     /// Reads every setting through `lookup`; blank values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| lookup(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         Ok(Self {
             webhook_secret: lookup("WEBHOOK_SECRET").filter(|v| !v.trim().is_empty()),
             webhook_secret_arn: get("WEBHOOK_SECRET_ARN"),
             allow_sha1: parse_bool("ALLOW_SHA1", get("ALLOW_SHA1"), false)?,
-            target_url: get("TARGET_URL").map(|u| check_url("TARGET_URL", u)).transpose()?,
+            target_url: get("TARGET_URL")
+                .map(|u| check_url("TARGET_URL", u))
+                .transpose()?,
             target_health_url: get("TARGET_HEALTH_URL")
                 .map(|u| check_url("TARGET_HEALTH_URL", u))
                 .transpose()?,
@@ -87,18 +93,34 @@ impl Settings {
                 Some(v) => EventPaths::parse(&v)?,
                 None => EventPaths::default(),
             },
-            forward_timeout_ms: parse_num("FORWARD_TIMEOUT_MS", get("FORWARD_TIMEOUT_MS"), 7000, 1, 60_000)?,
+            forward_timeout_ms: parse_num(
+                "FORWARD_TIMEOUT_MS",
+                get("FORWARD_TIMEOUT_MS"),
+                7000,
+                1,
+                60_000,
+            )?,
             buffer_queue_url: get("BUFFER_QUEUE_URL"),
             buffer_dlq_url: get("BUFFER_DLQ_URL"),
             eval_queue_url: get("EVAL_QUEUE_URL"),
             config_bucket: get("CONFIG_BUCKET"),
-            claim_check_bytes: parse_num("CLAIM_CHECK_BYTES", get("CLAIM_CHECK_BYTES"), 262_144, 1024, 1_048_576)?
-                as usize,
+            claim_check_bytes: parse_num(
+                "CLAIM_CHECK_BYTES",
+                get("CLAIM_CHECK_BYTES"),
+                262_144,
+                1024,
+                1_048_576,
+            )? as usize,
             api_id: get("API_ID"),
             stage_name: get("STAGE_NAME").unwrap_or_else(|| "live".to_string()),
-            drain_concurrency: parse_num("DRAIN_CONCURRENCY", get("DRAIN_CONCURRENCY"), 8, 1, 100)? as usize,
-            breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)? as u32,
-            delivery_mode: match get("DELIVERY_MODE").map(|v| v.to_ascii_lowercase()).as_deref() {
+            drain_concurrency: parse_num("DRAIN_CONCURRENCY", get("DRAIN_CONCURRENCY"), 8, 1, 100)?
+                as usize,
+            breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)?
+                as u32,
+            delivery_mode: match get("DELIVERY_MODE")
+                .map(|v| v.to_ascii_lowercase())
+                .as_deref()
+            {
                 None | Some("push") => DeliveryMode::Push,
                 Some("pull") => DeliveryMode::Pull,
                 Some(other) => {
@@ -119,30 +141,34 @@ impl Settings {
 
     /// `BUFFER_QUEUE_URL`, or an error saying so.
     pub fn require_buffer(&self) -> Result<&str, ConfigError> {
-        self.buffer_queue_url
-            .as_deref()
-            .ok_or(ConfigError::Missing("BUFFER_QUEUE_URL", "set it to the URL of the FIFO buffer queue"))
+        self.buffer_queue_url.as_deref().ok_or(ConfigError::Missing(
+            "BUFFER_QUEUE_URL",
+            "set it to the URL of the FIFO buffer queue",
+        ))
     }
 
     /// `BUFFER_DLQ_URL`, or an error saying so.
     pub fn require_dlq(&self) -> Result<&str, ConfigError> {
-        self.buffer_dlq_url
-            .as_deref()
-            .ok_or(ConfigError::Missing("BUFFER_DLQ_URL", "set it to the URL of the buffer's FIFO dead-letter queue"))
+        self.buffer_dlq_url.as_deref().ok_or(ConfigError::Missing(
+            "BUFFER_DLQ_URL",
+            "set it to the URL of the buffer's FIFO dead-letter queue",
+        ))
     }
 
     /// `TARGET_URL`, or an error saying so.
     pub fn require_target(&self) -> Result<&str, ConfigError> {
-        self.target_url
-            .as_deref()
-            .ok_or(ConfigError::Missing("TARGET_URL", "set it to the CI server's webhook URL, e.g. https://jenkins.example.com"))
+        self.target_url.as_deref().ok_or(ConfigError::Missing(
+            "TARGET_URL",
+            "set it to the CI server's webhook URL, e.g. https://jenkins.example.com",
+        ))
     }
 
     /// `API_ID`, or an error saying so.
     pub fn require_api(&self) -> Result<&str, ConfigError> {
-        self.api_id
-            .as_deref()
-            .ok_or(ConfigError::Missing("API_ID", "set it to the id of the REST API that holds spigot_state"))
+        self.api_id.as_deref().ok_or(ConfigError::Missing(
+            "API_ID",
+            "set it to the id of the REST API that holds spigot_state",
+        ))
     }
 
     /// The URL probed before a drain: `TARGET_HEALTH_URL`, else the origin of `TARGET_URL`.
@@ -163,7 +189,10 @@ pub fn origin(url: &str) -> String {
 
 fn check_url(name: &'static str, value: String) -> Result<String, ConfigError> {
     let ok = (value.starts_with("http://") || value.starts_with("https://"))
-        && value.split("://").nth(1).is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+        && value
+            .split("://")
+            .nth(1)
+            .is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
     if ok {
         Ok(value)
     } else {
@@ -188,7 +217,13 @@ fn parse_bool(name: &'static str, v: Option<String>, default: bool) -> Result<bo
     }
 }
 
-fn parse_num(name: &'static str, v: Option<String>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn parse_num(
+    name: &'static str,
+    v: Option<String>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     match v {
         None => Ok(default),
         Some(s) => match s.parse::<u64>() {
@@ -241,8 +276,10 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -276,7 +313,10 @@ mod tests {
             p.url_for("https://ci.example.com:8443/base", "push"),
             "https://ci.example.com:8443/github-webhook/"
         );
-        assert_eq!(p.url_for("https://ci.example.com/x", "issues"), "https://ci.example.com/x");
+        assert_eq!(
+            p.url_for("https://ci.example.com/x", "issues"),
+            "https://ci.example.com/x"
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ impl Delivery {
             408 => Delivery::Retryable(failure("request timeout")),
             429 => Delivery::Retryable(failure("too many requests")),
             500..=599 => Delivery::Retryable(failure("server error")),
-            300..=399 => Delivery::Permanent(failure("redirect; point TARGET_URL at the final address")),
+            300..=399 => {
+                Delivery::Permanent(failure("redirect; point TARGET_URL at the final address"))
+            }
             400..=499 => Delivery::Permanent(failure("client error")),
             _ => Delivery::Permanent(failure("unexpected status")),
         }

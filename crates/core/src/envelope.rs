@@ -25,7 +25,9 @@ pub enum EnvelopeError {
     #[error("envelope body is not valid base64: {0}")]
     BadBase64(String),
     /// The body's SHA-256 does not match the one recorded at receipt.
-    #[error("body of delivery {0} does not match its recorded SHA-256; refusing to deliver altered bytes")]
+    #[error(
+        "body of delivery {0} does not match its recorded SHA-256; refusing to deliver altered bytes"
+    )]
     HashMismatch(String),
 }
 
@@ -229,7 +231,10 @@ mod tests {
 
     #[test]
     fn utf8_bodies_are_inline_text_and_binary_is_base64() {
-        assert!(matches!(Envelope::from_hook(&hook(b"{}")).body, Body::Text { .. }));
+        assert!(matches!(
+            Envelope::from_hook(&hook(b"{}")).body,
+            Body::Text { .. }
+        ));
         assert!(matches!(
             Envelope::from_hook(&hook(&[0xff, 0x00])).body,
             Body::Base64 { .. }
@@ -240,9 +245,18 @@ mod tests {
     fn unknown_version_and_junk_are_refused() {
         let mut e = Envelope::from_hook(&hook(b"{}"));
         e.v = 2;
-        assert_eq!(Envelope::decode(&e.encode()), Err(EnvelopeError::Version(2)));
-        assert!(matches!(Envelope::decode("poison"), Err(EnvelopeError::Malformed(_))));
-        assert!(matches!(Envelope::decode("{\"v\":1}"), Err(EnvelopeError::Malformed(_))));
+        assert_eq!(
+            Envelope::decode(&e.encode()),
+            Err(EnvelopeError::Version(2))
+        );
+        assert!(matches!(
+            Envelope::decode("poison"),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Envelope::decode("{\"v\":1}"),
+            Err(EnvelopeError::Malformed(_))
+        ));
     }
 
     #[test]

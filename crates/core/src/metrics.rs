@@ -61,11 +61,17 @@ mod tests {
 
     #[test]
     fn line_is_emf() {
-        let line = Metrics::new("receiver").count("Buffered", 2).millis("ForwardLatency", 1.5).line(7);
+        let line = Metrics::new("receiver")
+            .count("Buffered", 2)
+            .millis("ForwardLatency", 1.5)
+            .line(7);
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["_aws"]["Timestamp"], 7);
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Spigot");
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Metrics"][1]["Unit"], "Milliseconds");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][1]["Unit"],
+            "Milliseconds"
+        );
         assert_eq!(v["Function"], "receiver");
         assert_eq!(v["Buffered"], 2.0);
     }

@@ -74,7 +74,10 @@ pub trait Buffer: Send + Sync {
         seconds: i32,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Sends a message to the dead-letter queue, with the reason as attributes.
-    fn dead_letter(&self, letter: &DeadLetter) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn dead_letter(
+        &self,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Claim-check storage for bodies too large for a queue message.
@@ -152,7 +155,9 @@ pub mod memory {
                 .map(|(i, body)| Received {
                     message_id: i.to_string(),
                     receipt: i.to_string(),
-                    group: Envelope::decode(&body).map(|e| e.group_id()).unwrap_or_default(),
+                    group: Envelope::decode(&body)
+                        .map(|e| e.group_id())
+                        .unwrap_or_default(),
                     body,
                     receive_count: 1,
                 })

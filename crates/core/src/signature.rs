@@ -238,7 +238,11 @@ mod tests {
     #[test]
     fn upper_case_hex_digits_are_the_same_digest() {
         let upper = format!("sha256={}", VECTOR["sha256=".len()..].to_uppercase());
-        assert!(verifier(SECRET).verify(b"Hello, World!", Some(&upper), None).is_ok());
+        assert!(
+            verifier(SECRET)
+                .verify(b"Hello, World!", Some(&upper), None)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -147,7 +147,10 @@ pub fn payload_of<'b>(
         .ok_or(WebhookError::FormWithoutPayload)
 }
 
-fn required<'a>(headers: &'a [(String, String)], name: &'static str) -> Result<&'a str, WebhookError> {
+fn required<'a>(
+    headers: &'a [(String, String)],
+    name: &'static str,
+) -> Result<&'a str, WebhookError> {
     header(headers, name)
         .map(str::trim)
         .filter(|v| !v.is_empty())
@@ -184,7 +187,8 @@ mod tests {
         Hook::read(headers.iter().copied(), body.to_vec(), 1)
     }
 
-    const PUSH: &[u8] = br#"{"ref":"refs/heads/main","repository":{"name":"mono","full_name":"octo-org/mono"}}"#;
+    const PUSH: &[u8] =
+        br#"{"ref":"refs/heads/main","repository":{"name":"mono","full_name":"octo-org/mono"}}"#;
 
     #[test]
     fn reads_headers_in_any_case() {
@@ -216,7 +220,10 @@ mod tests {
             Err(WebhookError::MissingHeader("X-GitHub-Event"))
         );
         assert_eq!(
-            read(&[("X-GitHub-Delivery", " "), ("X-GitHub-Event", "push")], PUSH),
+            read(
+                &[("X-GitHub-Delivery", " "), ("X-GitHub-Event", "push")],
+                PUSH
+            ),
             Err(WebhookError::MissingHeader("X-GitHub-Delivery"))
         );
     }
@@ -224,11 +231,17 @@ mod tests {
     #[test]
     fn odd_header_values_are_refused() {
         assert!(matches!(
-            read(&[("X-GitHub-Delivery", "a b"), ("X-GitHub-Event", "push")], PUSH),
+            read(
+                &[("X-GitHub-Delivery", "a b"), ("X-GitHub-Event", "push")],
+                PUSH
+            ),
             Err(WebhookError::BadHeader("X-GitHub-Delivery", ..))
         ));
         assert!(matches!(
-            read(&[("X-GitHub-Delivery", "d"), ("X-GitHub-Event", "pu sh")], PUSH),
+            read(
+                &[("X-GitHub-Delivery", "d"), ("X-GitHub-Event", "pu sh")],
+                PUSH
+            ),
             Err(WebhookError::BadHeader("X-GitHub-Event", ..))
         ));
     }
@@ -274,7 +287,10 @@ mod tests {
     #[test]
     fn non_json_is_refused_and_payload_without_repository_is_fine() {
         let h = [("X-GitHub-Delivery", "d"), ("X-GitHub-Event", "push")];
-        assert!(matches!(read(&h, b"not json"), Err(WebhookError::NotJson(_))));
+        assert!(matches!(
+            read(&h, b"not json"),
+            Err(WebhookError::NotJson(_))
+        ));
         assert_eq!(read(&h, b"{\"zen\":\"x\"}").unwrap().repository, None);
         assert_eq!(
             read(&h, br#"{"repository":{"full_name":"a\/b"}}"#)

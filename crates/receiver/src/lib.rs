@@ -7,13 +7,13 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body as ResponseBody;
 use aws_lambda_events::http::HeaderValue;
 use serde_json::json;
+use spigot_core::Verifier;
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{Buffer, DeadLetter, EvalQueue, PayloadStore, Target};
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 use spigot_core::webhook::{self, Hook};
-use spigot_core::Verifier;
 
 /// Claim-check prefix of buffered bodies (the drainer deletes them after delivery).
 pub const BUFFER_PAYLOADS: &str = "payloads/";
@@ -72,15 +72,32 @@ where
     E: EvalQueue,
 {
     /// Handles one webhook request received at `now_ms`.
-    pub async fn handle(&self, req: &ApiGatewayProxyRequest, now_ms: u64) -> ApiGatewayProxyResponse {
+    pub async fn handle(
+        &self,
+        req: &ApiGatewayProxyRequest,
+        now_ms: u64,
+    ) -> ApiGatewayProxyResponse {
         let (outcome, status, body) = self.process(req, now_ms).await;
-        println!("{}", Metrics::new("receiver").count(outcome.metric(), 1).line(now_ms));
+        println!(
+            "{}",
+            Metrics::new("receiver")
+                .count(outcome.metric(), 1)
+                .line(now_ms)
+        );
         respond(status, body)
     }
 
-    async fn process(&self, req: &ApiGatewayProxyRequest, now_ms: u64) -> (Outcome, u16, serde_json::Value) {
+    async fn process(
+        &self,
+        req: &ApiGatewayProxyRequest,
+        now_ms: u64,
+    ) -> (Outcome, u16, serde_json::Value) {
         let bad = |outcome: Outcome, status: u16, error: String| {
-            (outcome, status, json!({"status": "rejected", "error": error}))
+            (
+                outcome,
+                status,
+                json!({"status": "rejected", "error": error}),
+            )
         };
         let body = match webhook::decode_body(req.body.as_deref(), req.is_base64_encoded) {
             Ok(b) => b,
@@ -97,10 +114,14 @@ where
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| *v)
         };
-        let delivery_hint = find("x-github-delivery").unwrap_or("-").chars().take(64).collect::<String>();
-        if let Err(e) = self
-            .verifier
-            .verify(&body, find("x-hub-signature-256"), find("x-hub-signature"))
+        let delivery_hint = find("x-github-delivery")
+            .unwrap_or("-")
+            .chars()
+            .take(64)
+            .collect::<String>();
+        if let Err(e) =
+            self.verifier
+                .verify(&body, find("x-hub-signature-256"), find("x-hub-signature"))
         {
             tracing::warn!(delivery = %delivery_hint, error = %e, "refused: bad signature");
             return bad(Outcome::Unauthorized, 401, e.to_string());
@@ -115,26 +136,29 @@ where
         let (delivery, event) = (hook.delivery.clone(), hook.event.clone());
         tracing::info!(%delivery, %event, repository = ?hook.repository, bytes = hook.body.len(), "received");
         if hook.event == "ping" {
-            return (Outcome::Pong, 200, json!({"status": "pong", "delivery": delivery}));
+            return (
+                Outcome::Pong,
+                200,
+                json!({"status": "pong", "delivery": delivery}),
+            );
         }
-        if hook.event == "push" {
-            if let Some(eval) = &self.eval {
-                let sent = match self.envelope(&hook, EVAL_PAYLOADS).await {
-                    Ok(env) => eval.enqueue(&env).await.map_err(|e| e.to_string()),
-                    Err(r) => Err(r.1),
-                };
-                if let Err(e) = sent {
-                    tracing::error!(%delivery, error = %e, "cannot queue push for pipeline evaluation");
-                    return (
-                        Outcome::Unavailable,
-                        503,
-                        json!({"status": "error", "delivery": delivery,
-                               "error": format!("cannot queue the push for pipeline evaluation ({e}); redeliver it from GitHub")}),
-                    );
-                }
+        if let (true, Some(eval)) = (hook.event == "push", &self.eval) {
+            let sent = match self.envelope(&hook, EVAL_PAYLOADS).await {
+                Ok(env) => eval.enqueue(&env).await.map_err(|e| e.to_string()),
+                Err(r) => Err(r.1),
+            };
+            if let Err(e) = sent {
+                tracing::error!(%delivery, error = %e, "cannot queue push for pipeline evaluation");
+                return (
+                    Outcome::Unavailable,
+                    503,
+                    json!({"status": "error", "delivery": delivery,
+                           "error": format!("cannot queue the push for pipeline evaluation ({e}); redeliver it from GitHub")}),
+                );
             }
         }
-        let state = State::from_stage_variable(req.stage_variables.get(STAGE_VARIABLE).map(String::as_str));
+        let state =
+            State::from_stage_variable(req.stage_variables.get(STAGE_VARIABLE).map(String::as_str));
         let target = match (&state, &self.target) {
             (Ok(State::On), Some(t)) => t,
             (Err(e), _) => {
@@ -146,7 +170,11 @@ where
         match target.deliver(&hook).await {
             Delivery::Delivered(status) => {
                 tracing::info!(%delivery, status, "forwarded");
-                (Outcome::Delivered, 200, json!({"status": "delivered", "delivery": delivery}))
+                (
+                    Outcome::Delivered,
+                    200,
+                    json!({"status": "delivered", "delivery": delivery}),
+                )
             }
             Delivery::Retryable(f) => {
                 tracing::warn!(%delivery, reason = %f.reason, "target unavailable; buffering");
@@ -181,10 +209,18 @@ where
         Ok(env)
     }
 
-    async fn buffer(&self, hook: Hook, reason: Option<String>) -> (Outcome, u16, serde_json::Value) {
+    async fn buffer(
+        &self,
+        hook: Hook,
+        reason: Option<String>,
+    ) -> (Outcome, u16, serde_json::Value) {
         let delivery = hook.delivery.clone();
         let result = match self.envelope(&hook, BUFFER_PAYLOADS).await {
-            Ok(env) => self.buffer.send(&env).await.map_err(|e| (503, e.to_string())),
+            Ok(env) => self
+                .buffer
+                .send(&env)
+                .await
+                .map_err(|e| (503, e.to_string())),
             Err(e) => Err(e),
         };
         match result {
@@ -198,14 +234,31 @@ where
             }
             Err((status, e)) => {
                 tracing::error!(%delivery, error = %e, "cannot buffer");
-                let outcome = if status == 413 { Outcome::TooLarge } else { Outcome::Unavailable };
-                let error = if status == 413 { e } else { format!("cannot buffer the hook ({e}); redeliver it from GitHub") };
-                (outcome, status, json!({"status": "error", "delivery": delivery, "error": error}))
+                let outcome = if status == 413 {
+                    Outcome::TooLarge
+                } else {
+                    Outcome::Unavailable
+                };
+                let error = if status == 413 {
+                    e
+                } else {
+                    format!("cannot buffer the hook ({e}); redeliver it from GitHub")
+                };
+                (
+                    outcome,
+                    status,
+                    json!({"status": "error", "delivery": delivery, "error": error}),
+                )
             }
         }
     }
 
-    async fn dead_letter(&self, hook: Hook, reason: String, status: Option<u16>) -> (Outcome, u16, serde_json::Value) {
+    async fn dead_letter(
+        &self,
+        hook: Hook,
+        reason: String,
+        status: Option<u16>,
+    ) -> (Outcome, u16, serde_json::Value) {
         let delivery = hook.delivery.clone();
         tracing::warn!(%delivery, %reason, "target refused the hook; dead-lettering");
         let result = match self.envelope(&hook, BUFFER_PAYLOADS).await {
@@ -218,7 +271,10 @@ where
                     reason: reason.clone(),
                     status,
                 };
-                self.buffer.dead_letter(&letter).await.map_err(|e| e.to_string())
+                self.buffer
+                    .dead_letter(&letter)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Err((_, e)) => Err(e),
         };
@@ -278,7 +334,10 @@ mod tests {
         for (k, v) in [
             ("X-GitHub-Event", event.to_string()),
             ("X-GitHub-Delivery", "d-1".to_string()),
-            ("X-Hub-Signature-256", sign_sha256(b"s3cret", body.as_bytes())),
+            (
+                "X-Hub-Signature-256",
+                sign_sha256(b"s3cret", body.as_bytes()),
+            ),
             ("Content-Type", "application/json".to_string()),
         ] {
             req.headers.insert(k, HeaderValue::from_str(&v).unwrap());
@@ -294,13 +353,19 @@ mod tests {
 
     #[tokio::test]
     async fn permanent_failure_dead_letters_with_reason() {
-        let r = receiver(vec![Delivery::Permanent(Failure { status: Some(404), reason: "target answered 404".into() })]);
+        let r = receiver(vec![Delivery::Permanent(Failure {
+            status: Some(404),
+            reason: "target answered 404".into(),
+        })]);
         let resp = r.handle(&request("push", PUSH, Some("ON")), 1).await;
         assert_eq!(resp.status_code, 502);
         let dead = r.buffer.dead.lock().unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].status, Some(404));
-        assert_ne!(dead[0].dedup_id, "d-1", "a dead letter gets a fresh dedup id");
+        assert_ne!(
+            dead[0].dedup_id, "d-1",
+            "a dead letter gets a fresh dedup id"
+        );
         assert!(r.buffer.sent.lock().unwrap().is_empty());
     }
 
@@ -310,14 +375,19 @@ mod tests {
         *r.buffer.fail.lock().unwrap() = Some("SQS is down".into());
         let resp = r.handle(&request("issues", "{}", Some("OFF")), 1).await;
         assert_eq!(resp.status_code, 503);
-        let Some(ResponseBody::Text(t)) = resp.body else { panic!() };
+        let Some(ResponseBody::Text(t)) = resp.body else {
+            panic!()
+        };
         assert!(t.contains("redeliver"), "{t}");
     }
 
     #[tokio::test]
     async fn large_hooks_are_claim_checked_and_pushes_reach_the_eval_queue() {
         let r = receiver(vec![]);
-        let big = format!(r#"{{"repository":{{"full_name":"o/r"}},"pad":"{}"}}"#, "x".repeat(5000));
+        let big = format!(
+            r#"{{"repository":{{"full_name":"o/r"}},"pad":"{}"}}"#,
+            "x".repeat(5000)
+        );
         let resp = r.handle(&request("push", &big, Some("OFF")), 1).await;
         assert_eq!(resp.status_code, 202);
         let sent = r.buffer.sent.lock().unwrap();

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use aws_lambda_events::apigw::ApiGatewayProxyRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
 use spigot_core::config::{DeliveryMode, Settings};
 use spigot_core::{Secrets, Verifier};
@@ -29,20 +29,31 @@ async fn main() -> Result<(), Error> {
         )?),
     };
     let receiver = Receiver {
-        buffer: SqsBuffer::new(sqs.clone(), settings.require_buffer()?, settings.require_dlq()?),
+        buffer: SqsBuffer::new(
+            sqs.clone(),
+            settings.require_buffer()?,
+            settings.require_dlq()?,
+        ),
         payloads: settings
             .config_bucket
             .as_ref()
             .map(|b| S3Payloads::new(spigot_aws::s3_client(&sdk), b)),
         target,
-        eval: settings.eval_queue_url.as_ref().map(|u| SqsEvalQueue::new(sqs.clone(), u)),
-        verifier: Verifier::new(secret.as_deref().map(Secrets::parse).transpose()?, settings.allow_sha1),
+        eval: settings
+            .eval_queue_url
+            .as_ref()
+            .map(|u| SqsEvalQueue::new(sqs.clone(), u)),
+        verifier: Verifier::new(
+            secret.as_deref().map(Secrets::parse).transpose()?,
+            settings.allow_sha1,
+        ),
         claim_check_bytes: settings.claim_check_bytes,
     };
     let receiver = &receiver;
-    run(service_fn(move |event: LambdaEvent<ApiGatewayProxyRequest>| async move {
-        Ok::<_, Error>(receiver.handle(&event.payload, spigot_aws::now_ms()).await)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayProxyRequest>| async move {
+            Ok::<_, Error>(receiver.handle(&event.payload, spigot_aws::now_ms()).await)
+        },
+    ))
     .await
 }
-

@@ -1,0 +1,172 @@
+//! `spigot on|off|status`.
+
+use anyhow::Context;
+use serde_json::json;
+use spigot_aws::StageSwitch;
+use spigot_aws::aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use spigot_core::ports::Switch;
+use spigot_core::spigot::State;
+
+use crate::CliError;
+use crate::resources::{Resolved, Where};
+
+#[derive(clap::Args)]
+pub struct OnArgs {}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn switch(r: &Resolved) -> Result<StageSwitch, CliError> {
+    let (api, stage) = r.api()?;
+    Ok(StageSwitch::new(
+        spigot_aws::aws_sdk_apigateway::Client::new(&r.sdk),
+        api,
+        stage,
+    ))
+}
+
+async fn flip(place: &Where, state: State) -> Result<(), CliError> {
+    let r = place.resolve().await?;
+    let old = switch(&r)?
+        .set(state)
+        .await
+        .context("cannot flip the spigot")?;
+    let waiting = match &r.buffer_url {
+        Some(url) => depth(&r, url).await.map(|d| d.visible + d.in_flight).ok(),
+        None => None,
+    };
+    println!(
+        "spigot {} -> {}{}",
+        old.as_deref().unwrap_or("unset"),
+        state,
+        waiting
+            .map(|n| format!(" ({n} hooks in the buffer)"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub async fn on(place: &Where, _args: OnArgs) -> Result<(), CliError> {
+    flip(place, State::On).await
+}
+
+pub async fn off(place: &Where) -> Result<(), CliError> {
+    flip(place, State::Off).await
+}
+
+/// Depth of a queue.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Depth {
+    pub visible: u64,
+    pub in_flight: u64,
+}
+
+pub async fn depth(r: &Resolved, url: &str) -> anyhow::Result<Depth> {
+    let out = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .with_context(|| format!("cannot read the depth of {url}"))?;
+    let a = out.attributes.unwrap_or_default();
+    let get = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Depth {
+        visible: get(QueueAttributeName::ApproximateNumberOfMessages),
+        in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    })
+}
+
+/// Age in seconds of the oldest message a peek sees (visibility untouched).
+async fn oldest_age(r: &Resolved, url: &str) -> Option<u64> {
+    let out = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk)
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .send()
+        .await
+        .ok()?;
+    let now = spigot_aws::now_ms();
+    out.messages
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            m.attributes
+                .as_ref()?
+                .get(&MessageSystemAttributeName::SentTimestamp)?
+                .parse::<u64>()
+                .ok()
+        })
+        .min()
+        .map(|sent| now.saturating_sub(sent) / 1000)
+}
+
+pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
+    let r = place.resolve().await?;
+    let state = switch(&r)?
+        .read()
+        .await
+        .context("cannot read the spigot state")?;
+    let buffer_url = r.need(
+        &r.buffer_url,
+        "buffer-url",
+        "SPIGOT_BUFFER_URL",
+        "BufferQueueUrl",
+    )?;
+    let buffer = depth(&r, buffer_url).await?;
+    let oldest = if buffer.visible > 0 {
+        oldest_age(&r, buffer_url).await
+    } else {
+        None
+    };
+    let dlq = match &r.dlq_url {
+        Some(u) => Some(depth(&r, u).await?),
+        None => None,
+    };
+    let eval = match &r.eval_url {
+        Some(u) => Some(depth(&r, u).await?),
+        None => None,
+    };
+    let eval_dlq = match &r.eval_dlq_url {
+        Some(u) => Some(depth(&r, u).await?),
+        None => None,
+    };
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "state": state,
+                "buffer": buffer,
+                "oldest_buffered_seconds": oldest,
+                "dead_letters": dlq,
+                "eval": eval,
+                "eval_dead_letters": eval_dlq,
+            })
+        );
+        return Ok(());
+    }
+    let show = |d: Option<Depth>| match d {
+        Some(d) => format!("{} waiting, {} in flight", d.visible, d.in_flight),
+        None => "unknown".into(),
+    };
+    println!(
+        "{:<20} {}",
+        "spigot",
+        state.as_deref().unwrap_or("unset (hooks buffer)")
+    );
+    println!("{:<20} {}", "buffer", show(Some(buffer)));
+    if let Some(age) = oldest {
+        println!("{:<20} {age} s", "oldest buffered");
+    }
+    println!("{:<20} {}", "dead letters", show(dlq));
+    println!("{:<20} {}", "eval queue", show(eval));
+    println!("{:<20} {}", "eval dead letters", show(eval_dlq));
+    Ok(())
+}

@@ -148,6 +148,7 @@ impl FakeTarget {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .fallback(record)
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.ok() });
         Self { url, state }
@@ -386,4 +387,196 @@ pub fn answer(
         _ => serde_json::Value::Null,
     };
     (resp.status_code, body)
+}
+
+/// The drainer over the real adapters of a local stack.
+pub type RealDrainer = spigot_drainer::Drainer<
+    RecordingBuffer,
+    spigot_aws::S3Payloads,
+    spigot_aws::HttpTarget,
+    spigot_aws::StageSwitch,
+>;
+
+/// Drain settings for tests: short backoff so retries come back within seconds.
+pub fn test_engine_config(
+    concurrency: usize,
+    timeout_ms: u64,
+) -> spigot_drainer::engine::EngineConfig {
+    spigot_drainer::engine::EngineConfig {
+        concurrency,
+        breaker_threshold: 3,
+        wait_seconds: 0,
+        stop_before: Duration::from_millis(timeout_ms + 500),
+        until_empty: true,
+        heartbeat: None,
+        backoff_base: 1,
+        backoff_cap: 2,
+    }
+}
+
+/// A drainer on `stack` delivering to `target_url`.
+pub fn drainer(
+    sdk: &SdkConfig,
+    stack: &LocalStack,
+    target_url: &str,
+    concurrency: usize,
+) -> RealDrainer {
+    spigot_drainer::Drainer {
+        engine: spigot_drainer::engine::Engine {
+            buffer: RecordingBuffer::new(spigot_aws::SqsBuffer::new(
+                spigot_aws::aws_sdk_sqs::Client::new(sdk),
+                &stack.buffer_url,
+                &stack.buffer_dlq_url,
+            )),
+            payloads: Some(spigot_aws::S3Payloads::new(
+                spigot_aws::s3_client(sdk),
+                &stack.bucket,
+            )),
+            target: spigot_aws::HttpTarget::new(
+                target_url,
+                Default::default(),
+                spigot_core::config::origin(target_url),
+                Duration::from_millis(2000),
+            )
+            .unwrap(),
+            config: test_engine_config(concurrency, 2000),
+        },
+        switch: switch(sdk, stack),
+    }
+}
+
+/// The stage switch of a local stack.
+pub fn switch(sdk: &SdkConfig, stack: &LocalStack) -> spigot_aws::StageSwitch {
+    spigot_aws::StageSwitch::new(
+        spigot_aws::aws_sdk_apigateway::Client::new(sdk),
+        &stack.api_id,
+        &stack.stage,
+    )
+}
+
+/// A buffer that records the `ApproximateReceiveCount` of everything it receives.
+pub struct RecordingBuffer {
+    inner: spigot_aws::SqsBuffer,
+    /// Receive counts seen, in order.
+    pub receive_counts: Mutex<Vec<u32>>,
+}
+
+impl RecordingBuffer {
+    /// Wraps `inner`.
+    pub fn new(inner: spigot_aws::SqsBuffer) -> Self {
+        Self {
+            inner,
+            receive_counts: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl spigot_core::ports::Buffer for RecordingBuffer {
+    async fn send(&self, e: &spigot_core::Envelope) -> Result<(), spigot_core::ports::PortError> {
+        self.inner.send(e).await
+    }
+    async fn receive(
+        &self,
+        max: i32,
+        wait: i32,
+    ) -> Result<Vec<spigot_core::ports::Received>, spigot_core::ports::PortError> {
+        let got = self.inner.receive(max, wait).await?;
+        self.receive_counts
+            .lock()
+            .unwrap()
+            .extend(got.iter().map(|m| m.receive_count));
+        Ok(got)
+    }
+    async fn delete(&self, r: &[String]) -> Result<(), spigot_core::ports::PortError> {
+        self.inner.delete(r).await
+    }
+    async fn set_visibility(&self, r: &str, s: i32) -> Result<(), spigot_core::ports::PortError> {
+        self.inner.set_visibility(r, s).await
+    }
+    async fn dead_letter(
+        &self,
+        l: &spigot_core::ports::DeadLetter,
+    ) -> Result<(), spigot_core::ports::PortError> {
+        self.inner.dead_letter(l).await
+    }
+}
+
+/// Sets a queue attribute (a short visibility timeout for crash tests, say).
+pub async fn set_visibility_timeout(sdk: &SdkConfig, queue_url: &str, seconds: u32) {
+    spigot_aws::aws_sdk_sqs::Client::new(sdk)
+        .set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(
+            spigot_aws::aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            seconds.to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The ledger of a scenario: what went in and what came out at the target.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Delivery ids sent in, in order, with their repository and body.
+    pub sent: Vec<(String, String, Vec<u8>)>,
+}
+
+impl Ledger {
+    /// Sends `n` hooks across `repos` through the receiver (spigot state `state`).
+    pub async fn send_round_robin(
+        &mut self,
+        r: &RealReceiver,
+        n: usize,
+        repos: &[&str],
+        state: &str,
+    ) {
+        for i in 0..n {
+            let repo = repos[i % repos.len()];
+            let delivery = unique("h");
+            let body = push_payload(repo, &format!("{i}")).into_bytes();
+            let (status, json) = answer(
+                &r.handle(&signed_request("push", &delivery, &body, Some(state)), 1)
+                    .await,
+            );
+            assert!(status == 202 || status == 200, "hook {i}: {status} {json}");
+            self.sent.push((delivery, repo.to_string(), body));
+        }
+    }
+
+    /// Checks the target's log against the ledger: every hook delivered byte-identical,
+    /// in send order within each repository. Returns (delivered distinct, duplicates).
+    pub fn check(&self, got: &[Recorded], expect_missing: &[String]) -> (usize, usize) {
+        let mut seen = std::collections::HashMap::new();
+        let mut duplicates = 0;
+        let mut last_index: std::collections::HashMap<String, usize> = Default::default();
+        for rec in got {
+            let id = rec.header("x-github-delivery").unwrap().to_string();
+            let (index, (_, repo, body)) = self
+                .sent
+                .iter()
+                .enumerate()
+                .find(|(_, (d, _, _))| *d == id)
+                .unwrap_or_else(|| panic!("target got unknown delivery {id}"));
+            assert_eq!(&rec.body, body, "delivery {id} not byte-identical");
+            if seen.insert(id.clone(), ()).is_some() {
+                duplicates += 1;
+                continue;
+            }
+            if let Some(prev) = last_index.insert(repo.clone(), index) {
+                assert!(
+                    prev < index,
+                    "repository {repo}: delivery {id} arrived out of order"
+                );
+            }
+        }
+        for (d, _, _) in &self.sent {
+            if expect_missing.contains(d) {
+                assert!(!seen.contains_key(d), "{d} should not have been delivered");
+            } else {
+                assert!(seen.contains_key(d), "hook {d} was lost");
+            }
+        }
+        (seen.len(), duplicates)
+    }
 }

@@ -138,6 +138,8 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         })?;
     let router = axum::Router::new()
         .route("/webhook", axum::routing::post(webhook))
+        // Up to the Lambda request limit (6 MB), like the deployed receiver.
+        .layer(axum::extract::DefaultBodyLimit::max(6 * 1024 * 1024))
         .route(
             "/",
             axum::routing::get(|| async { "spigot dev: POST GitHub webhooks to /webhook\n" }),

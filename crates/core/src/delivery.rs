@@ -63,10 +63,10 @@ impl Delivery {
 }
 
 /// Seconds to hide a message after its `receive_count`-th failed attempt:
-/// 30 s doubling, capped at 15 minutes.
-pub fn backoff_seconds(receive_count: u32) -> i32 {
-    let exp = receive_count.saturating_sub(1).min(10);
-    (30i64 << exp).min(900) as i32
+/// `base` doubling each time, capped at `cap` (the drainer uses 30 s and 15 minutes).
+pub fn backoff_seconds(receive_count: u32, base: i32, cap: i32) -> i32 {
+    let exp = receive_count.saturating_sub(1).min(20);
+    (i64::from(base.max(0)) << exp).min(i64::from(cap)) as i32
 }
 
 #[cfg(test)]
@@ -121,11 +121,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        assert_eq!(backoff_seconds(0), 30);
-        assert_eq!(backoff_seconds(1), 30);
-        assert_eq!(backoff_seconds(2), 60);
-        assert_eq!(backoff_seconds(3), 120);
-        assert_eq!(backoff_seconds(6), 900);
-        assert_eq!(backoff_seconds(u32::MAX), 900);
+        assert_eq!(backoff_seconds(0, 30, 900), 30);
+        assert_eq!(backoff_seconds(1, 30, 900), 30);
+        assert_eq!(backoff_seconds(2, 30, 900), 60);
+        assert_eq!(backoff_seconds(3, 30, 900), 120);
+        assert_eq!(backoff_seconds(6, 30, 900), 900);
+        assert_eq!(backoff_seconds(u32::MAX, 30, 900), 900);
+        assert_eq!(backoff_seconds(5, 1, 2), 2);
     }
 }

@@ -1,0 +1,411 @@
+//! The drain engine: receive from the buffer, deliver in order per group and
+//! concurrently across groups, delete what was delivered, back off, dead-letter.
+//! The drainer Lambda runs it until the buffer is empty; `spigot relay` runs it
+//! until stopped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::Serialize;
+use spigot_core::delivery::{Delivery, backoff_seconds};
+use spigot_core::envelope::Envelope;
+use spigot_core::ports::{Buffer, DeadLetter, PayloadStore, Received, Target};
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Workers, each receiving its own batches (FIFO hands each a different set of groups).
+    pub concurrency: usize,
+    /// Consecutive retryable failures that stop the run.
+    pub breaker_threshold: u32,
+    /// Long-poll wait of each receive, seconds.
+    pub wait_seconds: i32,
+    /// Stop receiving when less than this remains before the deadline (forward timeout + margin).
+    pub stop_before: Duration,
+    /// Stop when a receive comes back empty (the drainer); otherwise poll on (the relay).
+    pub until_empty: bool,
+    /// First retry backoff in seconds (doubles per receive), and its cap.
+    pub backoff_base: i32,
+    /// Cap of the retry backoff in seconds.
+    pub backoff_cap: i32,
+    /// While a delivery runs, extend the message's visibility by this much every half of it (relay).
+    pub heartbeat: Option<Duration>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// The buffer had nothing more to give.
+    Empty,
+    /// Too little time was left before the deadline.
+    Deadline,
+    /// Too many consecutive retryable failures: the target is struggling.
+    Breaker,
+    /// Asked to stop (signal, or the caller's cancel flag).
+    Cancelled,
+    /// Receiving from the buffer failed.
+    BufferError,
+}
+
+/// Counters of a run (shared, so a relay can expose them while it runs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Delivered and deleted.
+    pub delivered: AtomicU64,
+    /// Retryable failures, backed off through the visibility timeout.
+    pub retried: AtomicU64,
+    /// Sent to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
+    /// Received but not attempted, made visible again.
+    pub released: AtomicU64,
+    /// Held back behind a failed message of their group.
+    pub held: AtomicU64,
+    /// Milliseconds since the epoch of the last delivery.
+    pub last_delivery_ms: AtomicU64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Delivered and deleted.
+    pub delivered: u64,
+    /// Retryable failures.
+    pub retried: u64,
+    /// Sent to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Released unattempted.
+    pub released: u64,
+    /// Held back behind a failure in their group.
+    pub held: u64,
+    /// Why it stopped (`None`: skipped before receiving).
+    pub stop: Option<Stop>,
+    /// Why it did not run, when skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl Summary {
+    /// A run that did not start.
+    pub fn skipped(why: impl Into<String>) -> Self {
+        Self {
+            delivered: 0,
+            retried: 0,
+            dead_lettered: 0,
+            released: 0,
+            held: 0,
+            stop: None,
+            skipped: Some(why.into()),
+        }
+    }
+}
+
+impl Counters {
+    /// The counters as a summary.
+    pub fn summary(&self, stop: Option<Stop>) -> Summary {
+        Summary {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
+            stop,
+            skipped: None,
+        }
+    }
+}
+
+/// The engine and its ports.
+pub struct Engine<B, P, T> {
+    /// The buffer.
+    pub buffer: B,
+    /// Claim-check payloads (`None`: a claim-checked envelope cannot be delivered and waits).
+    pub payloads: Option<P>,
+    /// The target.
+    pub target: T,
+    /// Settings.
+    pub config: EngineConfig,
+}
+
+struct Run<'a> {
+    counters: &'a Counters,
+    deadline: Option<Instant>,
+    cancel: &'a AtomicBool,
+    consecutive_failures: AtomicU32,
+    stop: std::sync::Mutex<Option<Stop>>,
+}
+
+impl Run<'_> {
+    fn stopping(&self, stop_before: Duration) -> Option<Stop> {
+        if let Some(s) = *self.stop.lock().unwrap() {
+            return Some(s);
+        }
+        if self.cancel.load(Ordering::SeqCst) {
+            return Some(Stop::Cancelled);
+        }
+        if let Some(d) = self.deadline {
+            if Instant::now() + stop_before >= d {
+                return Some(Stop::Deadline);
+            }
+        }
+        None
+    }
+
+    fn halt(&self, stop: Stop) {
+        let mut s = self.stop.lock().unwrap();
+        if s.is_none() {
+            *s = Some(stop);
+        }
+    }
+}
+
+impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
+    /// Runs until the buffer is empty (or forever, without `until_empty`), the
+    /// deadline nears, the breaker trips, or `cancel` is set.
+    pub async fn run(
+        &self,
+        deadline: Option<Instant>,
+        cancel: &AtomicBool,
+        counters: &Counters,
+    ) -> Summary {
+        let run = Run {
+            counters,
+            deadline,
+            cancel,
+            consecutive_failures: AtomicU32::new(0),
+            stop: std::sync::Mutex::new(None),
+        };
+        let workers = (0..self.config.concurrency.max(1)).map(|_| self.worker(&run));
+        let stops = join_all(workers).await;
+        let stop = run
+            .stop
+            .lock()
+            .unwrap()
+            .or_else(|| stops.into_iter().flatten().next());
+        counters.summary(stop)
+    }
+
+    async fn worker(&self, run: &Run<'_>) -> Option<Stop> {
+        loop {
+            if let Some(s) = run.stopping(self.config.stop_before) {
+                return Some(s);
+            }
+            let batch = match self.buffer.receive(10, self.config.wait_seconds).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot receive from the buffer");
+                    run.halt(Stop::BufferError);
+                    return Some(Stop::BufferError);
+                }
+            };
+            if batch.is_empty() {
+                if self.config.until_empty {
+                    return Some(Stop::Empty);
+                }
+                continue;
+            }
+            self.batch(run, batch).await;
+        }
+    }
+
+    /// Delivers one received batch: groups concurrently, each group in order.
+    async fn batch(&self, run: &Run<'_>, batch: Vec<Received>) {
+        let mut groups: Vec<(String, Vec<Received>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for m in batch {
+            match index.get(&m.group) {
+                Some(&i) => groups[i].1.push(m),
+                None => {
+                    index.insert(m.group.clone(), groups.len());
+                    groups.push((m.group.clone(), vec![m]));
+                }
+            }
+        }
+        let done = join_all(groups.into_iter().map(|(_, msgs)| self.group(run, msgs))).await;
+        let mut receipts = Vec::new();
+        let mut claims = Vec::new();
+        for (r, c) in done {
+            receipts.extend(r);
+            claims.extend(c);
+        }
+        if receipts.is_empty() {
+            return;
+        }
+        if let Err(e) = self.buffer.delete(&receipts).await {
+            // They come back after the visibility timeout and are delivered again (at-least-once).
+            tracing::error!(error = %e, count = receipts.len(), "cannot delete delivered messages");
+            return;
+        }
+        if let Some(store) = &self.payloads {
+            for key in claims {
+                if let Err(e) = store.delete(&key).await {
+                    tracing::warn!(%key, error = %e, "cannot delete a claim-check payload (the bucket lifecycle will)");
+                }
+            }
+        }
+    }
+
+    /// One group's messages, in order. Returns receipts to delete and claim keys to delete after.
+    async fn group(&self, run: &Run<'_>, msgs: Vec<Received>) -> (Vec<String>, Vec<String>) {
+        let mut receipts = Vec::new();
+        let mut claims = Vec::new();
+        let mut rest = msgs.into_iter();
+        while let Some(m) = rest.next() {
+            if run.stopping(self.config.stop_before).is_some() {
+                self.release(run, std::iter::once(m).chain(rest.by_ref()))
+                    .await;
+                break;
+            }
+            match self.one(&m).await {
+                Step::Delivered(claim) => {
+                    run.consecutive_failures.store(0, Ordering::SeqCst);
+                    run.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    run.counters
+                        .last_delivery_ms
+                        .store(spigot_aws::now_ms(), Ordering::Relaxed);
+                    receipts.push(m.receipt.clone());
+                    claims.extend(claim);
+                }
+                Step::DeadLettered => {
+                    run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    receipts.push(m.receipt.clone());
+                }
+                Step::Retry(reason) => {
+                    let wait = backoff_seconds(
+                        m.receive_count,
+                        self.config.backoff_base,
+                        self.config.backoff_cap,
+                    );
+                    tracing::warn!(message = %m.message_id, %reason, wait, "retryable failure; backing off");
+                    run.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.buffer.set_visibility(&m.receipt, wait).await;
+                    // The rest of the group is released unattempted: FIFO keeps it behind
+                    // the failed message, which comes back first once its backoff ends.
+                    for later in rest.by_ref() {
+                        run.counters.held.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.buffer.set_visibility(&later.receipt, 0).await;
+                    }
+                    let n = run.consecutive_failures.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n >= self.config.breaker_threshold {
+                        tracing::warn!(failures = n, "circuit breaker open: stopping this run");
+                        run.halt(Stop::Breaker);
+                    }
+                    break;
+                }
+                Step::Leave => {}
+            }
+        }
+        (receipts, claims)
+    }
+
+    async fn release(&self, run: &Run<'_>, msgs: impl Iterator<Item = Received>) {
+        for m in msgs {
+            run.counters.released.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.buffer.set_visibility(&m.receipt, 0).await {
+                tracing::warn!(message = %m.message_id, error = %e, "cannot release; it returns after the visibility timeout");
+            }
+        }
+    }
+
+    async fn one(&self, m: &Received) -> Step {
+        let env = match Envelope::decode(&m.body) {
+            Ok(e) => e,
+            Err(e) => {
+                let letter = DeadLetter {
+                    body: m.body.clone(),
+                    group: if m.group.is_empty() {
+                        "poison".into()
+                    } else {
+                        m.group.clone()
+                    },
+                    dedup_id: format!("poison-{}", m.message_id),
+                    reason: e.to_string(),
+                    status: None,
+                };
+                return self.dead_letter(&letter, &m.message_id).await;
+            }
+        };
+        let body = match env.inline_body() {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                let key = env.claim_key().unwrap_or_default().to_string();
+                match &self.payloads {
+                    Some(store) => match store.get(&key).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            return Step::Retry(format!("cannot read claim-check payload: {e}"));
+                        }
+                    },
+                    None => {
+                        return Step::Retry("claim-checked hook but no CONFIG_BUCKET is set".into());
+                    }
+                }
+            }
+            Err(e) => return self.dead_envelope(env, e.to_string(), None).await,
+        };
+        let claim = env.claim_key().map(str::to_string);
+        let hook = match env.clone().into_hook(body) {
+            Ok(h) => h,
+            Err(e) => return self.dead_envelope(env, e.to_string(), None).await,
+        };
+        let delivery = self.deliver_with_heartbeat(&hook, &m.receipt).await;
+        match delivery {
+            Delivery::Delivered(status) => {
+                tracing::info!(delivery = %hook.delivery, event = %hook.event, status, "delivered");
+                Step::Delivered(claim)
+            }
+            Delivery::Retryable(f) => Step::Retry(f.reason),
+            Delivery::Permanent(f) => self.dead_envelope(env, f.reason, f.status).await,
+        }
+    }
+
+    async fn deliver_with_heartbeat(&self, hook: &spigot_core::Hook, receipt: &str) -> Delivery {
+        let Some(beat) = self.config.heartbeat else {
+            return self.target.deliver(hook).await;
+        };
+        let deliver = self.target.deliver(hook);
+        tokio::pin!(deliver);
+        loop {
+            tokio::select! {
+                d = &mut deliver => return d,
+                _ = tokio::time::sleep(beat / 2) => {
+                    let _ = self.buffer.set_visibility(receipt, beat.as_secs().max(1) as i32).await;
+                }
+            }
+        }
+    }
+
+    async fn dead_envelope(&self, mut env: Envelope, reason: String, status: Option<u16>) -> Step {
+        tracing::warn!(delivery = %env.delivery, %reason, "dead-lettering");
+        env.resend(Some(reason.clone()));
+        let letter = DeadLetter {
+            body: env.encode(),
+            group: env.group_id(),
+            dedup_id: env.dedup_id(),
+            reason,
+            status,
+        };
+        let id = env.delivery.clone();
+        self.dead_letter(&letter, &id).await
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter, id: &str) -> Step {
+        match self.buffer.dead_letter(letter).await {
+            Ok(()) => Step::DeadLettered,
+            Err(e) => {
+                // Not deleted: it stays in the buffer and is tried again later.
+                tracing::error!(%id, error = %e, "cannot dead-letter; leaving it in the buffer");
+                Step::Leave
+            }
+        }
+    }
+}
+
+enum Step {
+    Delivered(Option<String>),
+    DeadLettered,
+    Retry(String),
+    Leave,
+}

@@ -1,0 +1,332 @@
+//! The drainer and the zero-loss promise, each scenario with a ledger
+//! (moto + a switchable local target).
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use spigot_core::ports::Switch;
+use spigot_core::spigot::State;
+use spigot_drainer::engine::{Counters, Stop};
+use spigot_e2e::*;
+
+const REPOS: [&str; 5] = [
+    "octo-org/alpha",
+    "octo-org/beta",
+    "octo-org/gamma",
+    "other/delta",
+    "other/epsilon",
+];
+
+/// Runs the drainer until the buffer is empty (visible and in flight), at most `max_wait`.
+async fn drain_until_empty(
+    d: &RealDrainer,
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    url: &str,
+    max_wait: Duration,
+) -> usize {
+    let start = Instant::now();
+    let mut runs = 0;
+    loop {
+        d.drain(None).await;
+        runs += 1;
+        if depth(sdk, url).await == (0, 0) {
+            return runs;
+        }
+        assert!(
+            start.elapsed() < max_wait,
+            "buffer not empty after {runs} runs: {:?}",
+            depth(sdk, url).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn off_window_then_on_delivers_everything_in_order() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let d = drainer(&sdk, &stack, &target.url, 8);
+    switch(&sdk, &stack).set(State::Off).await.unwrap();
+
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 200, &REPOS, "OFF").await;
+    let off = d.drain(None).await;
+    assert_eq!(off.skipped.as_deref(), Some("spigot is OFF"));
+    assert_eq!(target.attempts(), 0);
+    assert_eq!(depth(&sdk, &stack.buffer_url).await.0, 200);
+
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!("ledger off-window: in 200, delivered {delivered}, duplicates {duplicates}, dlq 0");
+    assert_eq!((delivered, duplicates), (200, 0));
+    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn target_down_spends_no_receives_then_everything_arrives() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    target.set_status(503);
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let d = drainer(&sdk, &stack, &target.url, 4);
+
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 30, &REPOS, "ON").await; // forwarded, refused with 503, buffered
+    let attempts_during_receive = target.attempts();
+    assert_eq!(attempts_during_receive, 30);
+    for _ in 0..3 {
+        let s = d.drain(None).await;
+        assert_eq!(
+            s.skipped.as_deref(),
+            Some("target is down (health probe failed)")
+        );
+    }
+    assert_eq!(
+        target.attempts(),
+        attempts_during_receive,
+        "no delivery attempted during the outage"
+    );
+    assert!(
+        d.engine.buffer.receive_counts.lock().unwrap().is_empty(),
+        "nothing received during the outage"
+    );
+    assert_eq!(depth(&sdk, &stack.buffer_url).await, (30, 0));
+
+    target.set_status(200);
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    let counts = d.engine.buffer.receive_counts.lock().unwrap().clone();
+    assert_eq!(counts.len(), 30);
+    assert!(
+        counts.iter().all(|&c| c == 1),
+        "first receive after the outage: {counts:?}"
+    );
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!("ledger target-down: in 30, delivered {delivered}, duplicates {duplicates}, dlq 0");
+    assert_eq!((delivered, duplicates), (30, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flapping_target_loses_nothing() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let d = drainer(&sdk, &stack, &target.url, 4);
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 60, &REPOS, "OFF").await;
+    target.set_rule(|_, n| (n % 3 == 0).then_some(503));
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(90)).await;
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!(
+        "ledger flapping: in 60, delivered {delivered}, duplicates {duplicates}, attempts {}, dlq 0",
+        target.attempts()
+    );
+    assert_eq!((delivered, duplicates), (60, 0));
+    assert!(target.attempts() > 60, "the rule did fail some requests");
+    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drainer_killed_mid_run_loses_nothing() {
+    let (sdk, stack) = stack().await;
+    set_visibility_timeout(&sdk, &stack.buffer_url, 2).await;
+    let target = FakeTarget::start().await;
+    target.set_delay_ms(20);
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let d = drainer(&sdk, &stack, &target.url, 4);
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 80, &REPOS, "OFF").await;
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+
+    // Drop the handler's future once 15 hooks have arrived.
+    tokio::select! {
+        _ = d.drain(None) => panic!("the drain should not finish before it is dropped"),
+        _ = async { while target.accepted().len() < 15 { tokio::time::sleep(Duration::from_millis(5)).await } } => {}
+    }
+    let at_kill = target.accepted().len();
+    // What was in flight comes back after the visibility timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!(
+        "ledger killed: in 80, delivered {delivered}, duplicates {duplicates} (delivered before the kill: {at_kill}), dlq 0"
+    );
+    assert_eq!(delivered, 80);
+    // Duplicates only for hooks delivered but not yet deleted: at most the batches in flight.
+    assert!(
+        duplicates <= at_kill.min(4 * 10),
+        "duplicates {duplicates} exceed what was in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_cut_by_the_deadline_releases_the_rest() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    target.set_delay_ms(150);
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let mut d = drainer(&sdk, &stack, &target.url, 1);
+    d.engine.config.stop_before = Duration::from_millis(300);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 20, &["octo-org/one"], "OFF")
+        .await;
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+
+    let counters = Counters::default();
+    let deadline = Instant::now() + Duration::from_millis(900);
+    let s = d
+        .engine
+        .run(Some(deadline), &AtomicBool::new(false), &counters)
+        .await;
+    assert_eq!(s.stop, Some(Stop::Deadline));
+    assert!(s.delivered >= 1 && s.delivered < 20, "{s:?}");
+    assert!(s.released >= 1, "{s:?}");
+    // Released at once: nothing left invisible.
+    assert_eq!(depth(&sdk, &stack.buffer_url).await, (20 - s.delivered, 0));
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!(
+        "ledger deadline: in 20, delivered {delivered}, duplicates {duplicates}, first run {s:?}"
+    );
+    assert_eq!((delivered, duplicates), (20, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_dead_letters_only_that_repository() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let d = drainer(&sdk, &stack, &target.url, 4);
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 25, &REPOS, "OFF").await;
+    target.set_rule(|rec, _| {
+        String::from_utf8_lossy(&rec.body)
+            .contains("octo-org/beta")
+            .then_some(404)
+    });
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    let beta: Vec<String> = ledger
+        .sent
+        .iter()
+        .filter(|(_, r, _)| r == "octo-org/beta")
+        .map(|(d, _, _)| d.clone())
+        .collect();
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &beta);
+    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    println!(
+        "ledger 404: in 25, delivered {delivered}, duplicates {duplicates}, dlq {}",
+        dead.len()
+    );
+    assert_eq!((delivered, duplicates, dead.len()), (20, 0, 5));
+    for (body, attrs) in &dead {
+        let env = spigot_core::Envelope::decode(body).unwrap();
+        assert!(beta.contains(&env.delivery));
+        assert_eq!(attrs.get("Status").map(String::as_str), Some("404"));
+        assert!(attrs["Reason"].contains("404"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_message_is_dead_lettered_and_the_drain_goes_on() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let d = drainer(&sdk, &stack, &target.url, 2);
+    spigot_aws::aws_sdk_sqs::Client::new(&sdk)
+        .send_message()
+        .queue_url(&stack.buffer_url)
+        .message_body("this is not an envelope")
+        .message_group_id("octo-org/alpha")
+        .message_deduplication_id("poison-1")
+        .send()
+        .await
+        .unwrap();
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 10, &REPOS, "OFF").await;
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    let (delivered, _) = ledger.check(&target.accepted(), &[]);
+    assert_eq!(delivered, 10);
+    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "this is not an envelope");
+    assert!(
+        dead[0].1["Reason"].contains("not a Spigot envelope"),
+        "{:?}",
+        dead[0].1
+    );
+    println!("ledger poison: in 10 + 1 poison, delivered {delivered}, dlq 1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_5_mb_hook_travels_by_claim_check_and_leaves_nothing_behind() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 5000);
+    let d = drainer(&sdk, &stack, &target.url, 1);
+    let pad = "x".repeat(5 * 1024 * 1024);
+    let body = serde_json::json!({"ref": "refs/heads/main", "repository": {"full_name": "octo-org/big"}, "pad": pad})
+        .to_string()
+        .into_bytes();
+    let (status, json) = answer(
+        &r.handle(&signed_request("push", "big-1", &body, Some("OFF")), 1)
+            .await,
+    );
+    assert_eq!(status, 202, "{json}");
+    let s3 = spigot_aws::s3_client(&sdk);
+    let stored = s3
+        .get_object()
+        .bucket(&stack.bucket)
+        .key("payloads/big-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.content_length(), Some(body.len() as i64));
+    let msg = &peek_all(&sdk, &stack.buffer_url).await[0].0;
+    assert!(
+        msg.len() < 4096,
+        "the message carries a reference, not the body"
+    );
+
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    let got = target.accepted();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body, "byte-identical");
+    assert!(
+        s3.head_object()
+            .bucket(&stack.bucket)
+            .key("payloads/big-1")
+            .send()
+            .await
+            .is_err(),
+        "the claim-check object is deleted after delivery"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_state_does_not_drain() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let d = drainer(&sdk, &stack, &target.url, 1);
+    spigot_aws::aws_sdk_apigateway::Client::new(&sdk)
+        .update_stage()
+        .rest_api_id(&stack.api_id)
+        .stage_name(&stack.stage)
+        .patch_operations(
+            spigot_aws::aws_sdk_apigateway::types::PatchOperation::builder()
+                .op(spigot_aws::aws_sdk_apigateway::types::Op::Replace)
+                .path("/variables/spigot_state")
+                .value("SOMETIMES")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let s = d.drain(None).await;
+    assert!(s.skipped.unwrap().contains("SOMETIMES"));
+}

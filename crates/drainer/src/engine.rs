@@ -145,10 +145,8 @@ impl Run<'_> {
         if self.cancel.load(Ordering::SeqCst) {
             return Some(Stop::Cancelled);
         }
-        if let Some(d) = self.deadline {
-            if Instant::now() + stop_before >= d {
-                return Some(Stop::Deadline);
-            }
+        if self.deadline.is_some_and(|d| Instant::now() + stop_before >= d) {
+            return Some(Stop::Deadline);
         }
         None
     }

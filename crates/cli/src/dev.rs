@@ -11,10 +11,12 @@ use axum::body::Bytes;
 use axum::extract::State as AxState;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
+use base64::Engine as _;
 use spigot_aws::local::LocalStack;
 use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue, StageSwitch};
 use spigot_core::{Secrets, Verifier};
+use spigot_drainer::Drainer;
+use spigot_drainer::engine::{Engine, EngineConfig};
 use spigot_receiver::Receiver;
 
 use crate::CliError;
@@ -43,6 +45,9 @@ pub struct DevArgs {
     /// Forward timeout in milliseconds.
     #[arg(long, default_value_t = 7000)]
     forward_timeout_ms: u64,
+    /// Run the drainer every this many seconds (0: never).
+    #[arg(long, default_value_t = 5)]
+    drain_interval: u64,
     /// Envelopes larger than this keep their body in the bucket.
     #[arg(long, default_value_t = 262_144)]
     claim_check_bytes: usize,
@@ -126,6 +131,22 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         &stack.api_id,
         &stack.stage,
     );
+    if args.drain_interval > 0 {
+        let drainer = local_drainer(&sdk, &stack, &target_url, timeout)?;
+        let every = Duration::from_secs(args.drain_interval);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let s = drainer.drain(None).await;
+                if s.delivered + s.retried + s.dead_lettered > 0 {
+                    eprintln!(
+                        "drainer: {} delivered, {} retried, {} dead-lettered, {} released",
+                        s.delivered, s.retried, s.dead_lettered, s.released
+                    );
+                }
+            }
+        });
+    }
     let app = Arc::new(App { receiver, switch });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -156,6 +177,47 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         .await
         .context("the dev server stopped")?;
     Ok(())
+}
+
+/// The drainer of the local stack, as the Lambda builds it.
+pub fn local_drainer(
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    stack: &LocalStack,
+    target_url: &str,
+    timeout: Duration,
+) -> Result<Drainer<SqsBuffer, S3Payloads, HttpTarget, StageSwitch>, CliError> {
+    Ok(Drainer {
+        engine: Engine {
+            buffer: SqsBuffer::new(
+                spigot_aws::aws_sdk_sqs::Client::new(sdk),
+                &stack.buffer_url,
+                &stack.buffer_dlq_url,
+            ),
+            payloads: Some(S3Payloads::new(spigot_aws::s3_client(sdk), &stack.bucket)),
+            target: HttpTarget::new(
+                target_url,
+                Default::default(),
+                spigot_core::config::origin(target_url),
+                timeout,
+            )
+            .context("cannot build the target client")?,
+            config: EngineConfig {
+                concurrency: 8,
+                breaker_threshold: 3,
+                wait_seconds: 0,
+                stop_before: timeout + Duration::from_secs(2),
+                until_empty: true,
+                heartbeat: None,
+                backoff_base: 5,
+                backoff_cap: 60,
+            },
+        },
+        switch: StageSwitch::new(
+            spigot_aws::aws_sdk_apigateway::Client::new(sdk),
+            &stack.api_id,
+            &stack.stage,
+        ),
+    })
 }
 
 async fn provision_with_retry(

@@ -44,7 +44,14 @@ fn start_dev(dir: &PathBuf, target: &str) -> (Dev, String) {
             "--target",
             target,
         ])
-        .args(["--name", &unique("dev"), "--secret", SECRET])
+        .args([
+            "--name",
+            &unique("dev"),
+            "--secret",
+            SECRET,
+            "--drain-interval",
+            "1",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -127,6 +134,20 @@ async fn dev_serves_webhooks_and_on_off_flip_it() {
     let out = spigot(&dir).args(["on", "--local"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("OFF -> ON"));
     assert_eq!(status_json(&dir)["state"], "ON");
+    // The dev drainer delivers what was buffered while OFF.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while target.accepted().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the buffered hook was not drained"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        target.accepted()[1].header("x-github-delivery"),
+        Some("cli-2")
+    );
+    assert_eq!(target.accepted()[1].body, body);
 }
 
 #[tokio::test(flavor = "multi_thread")]

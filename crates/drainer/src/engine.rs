@@ -145,7 +145,10 @@ impl Run<'_> {
         if self.cancel.load(Ordering::SeqCst) {
             return Some(Stop::Cancelled);
         }
-        if self.deadline.is_some_and(|d| Instant::now() + stop_before >= d) {
+        if self
+            .deadline
+            .is_some_and(|d| Instant::now() + stop_before >= d)
+        {
             return Some(Stop::Deadline);
         }
         None
@@ -337,7 +340,9 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                         }
                     },
                     None => {
-                        return Step::Retry("claim-checked hook but no CONFIG_BUCKET is set".into());
+                        return Step::Retry(
+                            "claim-checked hook but no CONFIG_BUCKET is set".into(),
+                        );
                     }
                 }
             }

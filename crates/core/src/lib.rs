@@ -6,8 +6,10 @@
 pub mod config;
 pub mod delivery;
 pub mod envelope;
+pub mod filter;
 pub mod metrics;
 pub mod ports;
+pub mod push;
 pub mod signature;
 pub mod spigot;
 pub mod webhook;

@@ -1,0 +1,644 @@
+//! Pipeline filters: which pushes start which pipeline.
+//!
+//! A filter names a repository, a branch (exact or glob) and, optionally,
+//! path patterns (glob, CodePipeline V2 trigger style, or regex anchored at
+//! the start like Python's `re.match`). Excludes win over includes.
+
+use std::fmt;
+
+use globset::{Candidate, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use regex::RegexSet;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::push::Push;
+
+/// The prefix of every filter object in the config bucket.
+pub const PREFIX: &str = "filters/";
+
+/// Property names of the older filter format.
+const LEGACY_KEYS: [&str; 4] = [
+    "GitHubRepo",
+    "GitHubBranch",
+    "ChangeMatchExpressions",
+    "CodePipelineName",
+];
+
+/// Everything percent-encoded but the unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// One problem with a filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// Not JSON, not an object, a wrong type or an unknown field.
+    #[error("{0}")]
+    Shape(String),
+    /// `Repository` is not `owner/name`.
+    #[error("Repository {0:?} must be owner/name, e.g. octo-org/mono")]
+    Repository(String),
+    /// `Branch` is empty.
+    #[error("Branch must not be empty (use * for every branch)")]
+    EmptyBranch,
+    /// `Branch` is not a valid glob.
+    #[error("Branch {0:?} is not a valid glob: {1}")]
+    Branch(String, String),
+    /// `Pipeline` is empty or not a pipeline name.
+    #[error("Pipeline {0:?} must be a CodePipeline name (1-100 of A-Z a-z 0-9 . @ - _)")]
+    Pipeline(String),
+    /// `Syntax` is neither glob nor regex.
+    #[error("Syntax {0:?} must be glob or regex")]
+    Syntax(String),
+    /// A regex pattern does not compile.
+    #[error("{field}[{index}] {pattern:?} is not a valid regex: {message} at position {position}")]
+    Regex {
+        /// `Include` or `Exclude`.
+        field: &'static str,
+        /// Index in the list.
+        index: usize,
+        /// The pattern.
+        pattern: String,
+        /// Byte offset of the problem in the pattern.
+        position: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A glob pattern does not compile.
+    #[error("{field}[{index}] {pattern:?} is not a valid glob: {message}")]
+    Glob {
+        /// `Include` or `Exclude`.
+        field: &'static str,
+        /// Index in the list.
+        index: usize,
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `SourceAction` is empty.
+    #[error("SourceAction must name the pipeline's source action when given")]
+    SourceAction,
+}
+
+/// Every problem of a filter (at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError(pub Vec<Problem>);
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid filter: ")?;
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FilterError {}
+
+impl From<Problem> for FilterError {
+    fn from(p: Problem) -> Self {
+        FilterError(vec![p])
+    }
+}
+
+/// How path patterns are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Syntax {
+    /// `*`, `**`, `?`, `{a,b}` (CodePipeline V2 triggers).
+    #[default]
+    Glob,
+    /// Regular expressions anchored at the start of the path.
+    Regex,
+}
+
+/// A filter as written (stored as JSON, or given as custom resource properties).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// `owner/name`.
+    #[serde(rename = "Repository")]
+    pub repository: String,
+    /// Exact branch name or glob.
+    #[serde(rename = "Branch")]
+    pub branch: String,
+    /// The CodePipeline pipeline to start.
+    #[serde(rename = "Pipeline")]
+    pub pipeline: String,
+    /// Path patterns; none means every change matches.
+    #[serde(rename = "Include", default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Path patterns that never trigger (they win over includes).
+    #[serde(rename = "Exclude", default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// `glob` (default) or `regex`.
+    #[serde(rename = "Syntax", default, skip_serializing_if = "Option::is_none")]
+    pub syntax: Option<String>,
+    /// Source action to pin to the pushed commit (V2 pipelines).
+    #[serde(
+        rename = "SourceAction",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_action: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacySpec {
+    #[serde(rename = "GitHubRepo")]
+    repo: String,
+    #[serde(rename = "GitHubBranch")]
+    branch: String,
+    #[serde(rename = "ChangeMatchExpressions", default)]
+    expressions: String,
+    #[serde(rename = "CodePipelineName")]
+    pipeline: String,
+}
+
+impl FilterSpec {
+    /// Reads a filter object, in the current or the older format.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, FilterError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Problem::Shape(format!("filter is not JSON: {e}")))?;
+        match value {
+            Value::Object(map) => Self::from_map(map),
+            _ => Err(Problem::Shape("filter must be a JSON object".into()).into()),
+        }
+    }
+
+    /// Reads a filter from an object (custom resource properties: `ServiceToken` is ignored).
+    pub fn from_map(mut map: Map<String, Value>) -> Result<Self, FilterError> {
+        map.remove("ServiceToken");
+        let shape = |e: serde_json::Error| FilterError::from(Problem::Shape(e.to_string()));
+        if LEGACY_KEYS.iter().any(|k| map.contains_key(*k)) {
+            let legacy: LegacySpec = serde_json::from_value(Value::Object(map)).map_err(shape)?;
+            return Ok(Self {
+                repository: legacy.repo,
+                branch: legacy.branch,
+                pipeline: legacy.pipeline,
+                include: legacy
+                    .expressions
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                exclude: Vec::new(),
+                syntax: Some("regex".into()),
+                source_action: None,
+            });
+        }
+        serde_json::from_value(Value::Object(map)).map_err(shape)
+    }
+
+    /// The JSON stored in the bucket.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a filter always serialises")
+    }
+
+    /// The storage key: `filters/{owner}/{repo}/{branch}/{pipeline}.json`, segments percent-encoded.
+    pub fn key(&self) -> String {
+        let (owner, repo) = self
+            .repository
+            .split_once('/')
+            .unwrap_or((&self.repository, ""));
+        format!(
+            "{}{}{}.json",
+            repository_prefix_parts(owner, repo),
+            utf8_percent_encode(&self.branch, SEGMENT),
+            format_args!("/{}", utf8_percent_encode(&self.pipeline, SEGMENT))
+        )
+    }
+
+    /// Validates and compiles.
+    pub fn compile(self) -> Result<Filter, FilterError> {
+        Filter::new(self)
+    }
+}
+
+fn repository_prefix_parts(owner: &str, repo: &str) -> String {
+    format!(
+        "{PREFIX}{}/{}/",
+        utf8_percent_encode(&owner.to_ascii_lowercase(), SEGMENT),
+        utf8_percent_encode(&repo.to_ascii_lowercase(), SEGMENT)
+    )
+}
+
+/// The key prefix under which every filter of `repository` (`owner/name`) lives.
+pub fn repository_prefix(repository: &str) -> String {
+    let (owner, repo) = repository.split_once('/').unwrap_or((repository, ""));
+    repository_prefix_parts(owner, repo)
+}
+
+/// True for keys this system writes: `filters/a/b/c/d.json`, four non-empty segments, no `..`.
+pub fn is_filter_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    segments.len() == 4
+        && segments
+            .iter()
+            .all(|s| !s.is_empty() && *s != "." && *s != "..")
+        && rest.ends_with(".json")
+}
+
+#[derive(Debug, Clone)]
+enum BranchMatcher {
+    Exact(String),
+    Glob(GlobMatcher),
+}
+
+/// A validated, compiled filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// The filter as written.
+    pub spec: FilterSpec,
+    /// Its path syntax.
+    pub syntax: Syntax,
+    branch: BranchMatcher,
+}
+
+fn is_pipeline_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
+fn is_repository(s: &str) -> bool {
+    let ok = |part: &str, extra: &[u8]| {
+        !part.is_empty()
+            && part.len() <= 100
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || extra.contains(&b))
+    };
+    matches!(s.split_once('/'), Some((o, r)) if ok(o, b"") && ok(r, b"._") && r != "." && r != "..")
+}
+
+fn glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+}
+
+/// A regex anchored at the start of the path, as Python's `re.match` would apply it.
+fn anchored(pattern: &str) -> String {
+    format!("^(?:{pattern})")
+}
+
+fn check_regex(field: &'static str, index: usize, pattern: &str) -> Option<Problem> {
+    let problem = |position: usize, message: String| Problem::Regex {
+        field,
+        index,
+        pattern: pattern.to_string(),
+        position,
+        message,
+    };
+    if let Err(e) = regex_syntax::ast::parse::Parser::new().parse(pattern) {
+        return Some(problem(e.span().start.offset, e.kind().to_string()));
+    }
+    match regex::Regex::new(&anchored(pattern)) {
+        Ok(_) => None,
+        Err(e) => Some(problem(
+            0,
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or("invalid")
+                .trim()
+                .to_string(),
+        )),
+    }
+}
+
+impl Filter {
+    /// Validates a spec, reporting every problem at once.
+    pub fn new(spec: FilterSpec) -> Result<Self, FilterError> {
+        let mut problems = Vec::new();
+        if !is_repository(&spec.repository) {
+            problems.push(Problem::Repository(spec.repository.clone()));
+        }
+        if !is_pipeline_name(&spec.pipeline) {
+            problems.push(Problem::Pipeline(spec.pipeline.clone()));
+        }
+        let syntax = match spec
+            .syntax
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("glob") => Syntax::Glob,
+            Some("regex") => Syntax::Regex,
+            Some(other) => {
+                problems.push(Problem::Syntax(other.to_string()));
+                Syntax::Glob
+            }
+        };
+        let branch = if spec.branch.is_empty() {
+            problems.push(Problem::EmptyBranch);
+            BranchMatcher::Exact(String::new())
+        } else if spec.branch.contains(['*', '?', '[', '{']) {
+            match glob(&spec.branch) {
+                Ok(g) => BranchMatcher::Glob(g.compile_matcher()),
+                Err(e) => {
+                    problems.push(Problem::Branch(spec.branch.clone(), e.kind().to_string()));
+                    BranchMatcher::Exact(String::new())
+                }
+            }
+        } else {
+            BranchMatcher::Exact(spec.branch.clone())
+        };
+        for (field, list) in [("Include", &spec.include), ("Exclude", &spec.exclude)] {
+            for (index, pattern) in list.iter().enumerate() {
+                let problem = match syntax {
+                    Syntax::Regex => check_regex(field, index, pattern),
+                    Syntax::Glob => glob(pattern).err().map(|e| Problem::Glob {
+                        field,
+                        index,
+                        pattern: pattern.clone(),
+                        message: e.kind().to_string(),
+                    }),
+                };
+                problems.extend(problem);
+            }
+        }
+        if spec
+            .source_action
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty())
+        {
+            problems.push(Problem::SourceAction);
+        }
+        if problems.is_empty() {
+            Ok(Self {
+                spec,
+                syntax,
+                branch,
+            })
+        } else {
+            Err(FilterError(problems))
+        }
+    }
+
+    /// True when `branch` is this filter's branch.
+    pub fn matches_branch(&self, branch: &str) -> bool {
+        match &self.branch {
+            BranchMatcher::Exact(b) => b == branch,
+            BranchMatcher::Glob(g) => g.is_match(branch),
+        }
+    }
+}
+
+/// Why a filter did or did not start its pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// A changed path matched an include pattern and no exclude.
+    Path {
+        /// The path.
+        path: String,
+        /// The include pattern (`None`: the filter has no includes).
+        pattern: Option<String>,
+    },
+    /// Path matching cannot be trusted; repository and branch matched.
+    Conservative(&'static str),
+    /// Another repository.
+    OtherRepository,
+    /// Another branch.
+    OtherBranch,
+    /// A tag push.
+    Tag,
+    /// A deleted branch.
+    Deleted,
+    /// No changed path was included (or every included one was excluded).
+    NoPath,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Path {
+                path,
+                pattern: Some(p),
+            } => write!(f, "{path} matches {p}"),
+            Why::Path {
+                path,
+                pattern: None,
+            } => write!(f, "{path} changed (no Include: any change)"),
+            Why::Conservative(why) => write!(f, "repository and branch match; {why}"),
+            Why::OtherRepository => f.write_str("other repository"),
+            Why::OtherBranch => f.write_str("other branch"),
+            Why::Tag => f.write_str("tag push (tags never trigger)"),
+            Why::Deleted => f.write_str("branch deleted (never triggers)"),
+            Why::NoPath => f.write_str("no changed path included, or all excluded"),
+        }
+    }
+}
+
+/// The decision for one filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Index of the filter in its set.
+    pub filter: usize,
+    /// Start the pipeline?
+    pub start: bool,
+    /// Why.
+    pub why: Why,
+}
+
+/// Path patterns of many filters compiled together: one set match per path.
+#[derive(Debug, Clone)]
+struct Patterns {
+    globs: GlobSet,
+    glob_owner: Vec<(usize, usize)>,
+    regexes: RegexSet,
+    regex_owner: Vec<(usize, usize)>,
+}
+
+impl Patterns {
+    fn build(filters: &[Filter], pick: impl Fn(&FilterSpec) -> &Vec<String>) -> Self {
+        let mut globs = GlobSetBuilder::new();
+        let mut glob_owner = Vec::new();
+        let mut regexes = Vec::new();
+        let mut regex_owner = Vec::new();
+        for (fi, f) in filters.iter().enumerate() {
+            for (pi, p) in pick(&f.spec).iter().enumerate() {
+                match f.syntax {
+                    Syntax::Glob => {
+                        globs.add(glob(p).expect("validated"));
+                        glob_owner.push((fi, pi));
+                    }
+                    Syntax::Regex => {
+                        regexes.push(anchored(p));
+                        regex_owner.push((fi, pi));
+                    }
+                }
+            }
+        }
+        Self {
+            globs: globs.build().expect("validated globs build"),
+            glob_owner,
+            regexes: RegexSet::new(&regexes).expect("validated regexes build"),
+            regex_owner,
+        }
+    }
+
+    /// Calls `hit(filter, pattern)` for every pattern matching `path`.
+    fn each_match(
+        &self,
+        path: &str,
+        cand: &Candidate<'_>,
+        buf: &mut Vec<usize>,
+        mut hit: impl FnMut(usize, usize),
+    ) {
+        if !self.glob_owner.is_empty() {
+            self.globs.matches_candidate_into(cand, buf);
+            for &i in buf.iter() {
+                let (f, p) = self.glob_owner[i];
+                hit(f, p);
+            }
+        }
+        if !self.regex_owner.is_empty() {
+            for i in self.regexes.matches(path).iter() {
+                let (f, p) = self.regex_owner[i];
+                hit(f, p);
+            }
+        }
+    }
+}
+
+/// Filters compiled together (one repository's, cached by the evaluator).
+#[derive(Debug, Clone)]
+pub struct FilterSet {
+    /// The filters, in the order given.
+    pub filters: Vec<Filter>,
+    include: Patterns,
+    exclude: Patterns,
+}
+
+impl FilterSet {
+    /// Compiles the path patterns of `filters` into shared sets.
+    pub fn new(filters: Vec<Filter>) -> Self {
+        let include = Patterns::build(&filters, |s| &s.include);
+        let exclude = Patterns::build(&filters, |s| &s.exclude);
+        Self {
+            filters,
+            include,
+            exclude,
+        }
+    }
+
+    /// Decides every filter for `push`.
+    pub fn evaluate(&self, push: &Push<'_>) -> Vec<Decision> {
+        let n = self.filters.len();
+        let mut decisions: Vec<Option<Decision>> = vec![None; n];
+        let mut candidates = Vec::new();
+        for (i, f) in self.filters.iter().enumerate() {
+            let why = if !f.spec.repository.eq_ignore_ascii_case(&push.repository) {
+                Some(Why::OtherRepository)
+            } else if push.is_tag() || push.branch().is_none() {
+                Some(Why::Tag)
+            } else if push.deleted {
+                Some(Why::Deleted)
+            } else if !f.matches_branch(push.branch().unwrap_or_default()) {
+                Some(Why::OtherBranch)
+            } else {
+                None
+            };
+            match why {
+                Some(why) => {
+                    decisions[i] = Some(Decision {
+                        filter: i,
+                        start: false,
+                        why,
+                    })
+                }
+                None => candidates.push(i),
+            }
+        }
+        if !candidates.is_empty() {
+            if let Some(reason) = push.conservative_reason() {
+                for &i in &candidates {
+                    decisions[i] = Some(Decision {
+                        filter: i,
+                        start: true,
+                        why: Why::Conservative(reason),
+                    });
+                }
+            } else {
+                self.match_paths(push, &candidates, &mut decisions);
+            }
+        }
+        decisions
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.unwrap_or(Decision {
+                    filter: i,
+                    start: false,
+                    why: Why::NoPath,
+                })
+            })
+            .collect()
+    }
+
+    fn match_paths(
+        &self,
+        push: &Push<'_>,
+        candidates: &[usize],
+        decisions: &mut [Option<Decision>],
+    ) {
+        let n = self.filters.len();
+        let mut is_candidate = vec![false; n];
+        for &i in candidates {
+            is_candidate[i] = true;
+        }
+        let open_ended: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| self.filters[i].spec.include.is_empty())
+            .collect();
+        let mut excluded_at = vec![usize::MAX; n];
+        let mut left = candidates.len();
+        let mut buf = Vec::new();
+        for (pi, path) in push.paths.iter().enumerate() {
+            let cand = Candidate::new(path.as_ref());
+            self.exclude
+                .each_match(path, &cand, &mut buf, |f, _| excluded_at[f] = pi);
+            let mut hits: Vec<(usize, Option<usize>)> = Vec::new();
+            self.include
+                .each_match(path, &cand, &mut buf, |f, p| hits.push((f, Some(p))));
+            hits.extend(open_ended.iter().map(|&f| (f, None)));
+            for (f, p) in hits {
+                if is_candidate[f] && decisions[f].is_none() && excluded_at[f] != pi {
+                    decisions[f] = Some(Decision {
+                        filter: f,
+                        start: true,
+                        why: Why::Path {
+                            path: path.to_string(),
+                            pattern: p.map(|p| self.filters[f].spec.include[p].clone()),
+                        },
+                    });
+                    left -= 1;
+                }
+            }
+            if left == 0 {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -580,3 +580,147 @@ impl Ledger {
         (seen.len(), duplicates)
     }
 }
+
+/// A local endpoint speaking CodePipeline's JSON wire protocol (awsJson1_1),
+/// recording every request; moto does not implement StartPipelineExecution.
+pub struct FakeCodePipeline {
+    /// `http://127.0.0.1:port`
+    pub url: String,
+    state: Arc<PipelineState>,
+}
+
+#[derive(Default)]
+struct PipelineState {
+    requests: Mutex<Vec<(String, serde_json::Value)>>,
+    unknown: Mutex<Vec<String>>,
+    throttle: std::sync::atomic::AtomicBool,
+}
+
+impl FakeCodePipeline {
+    /// Starts the endpoint.
+    pub async fn start() -> Self {
+        let state = Arc::new(PipelineState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(pipeline_api)
+            .with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        Self { url, state }
+    }
+
+    /// Pipelines that answer PipelineNotFoundException.
+    pub fn set_unknown(&self, name: &str) {
+        self.state.unknown.lock().unwrap().push(name.to_string());
+    }
+
+    /// Answer ThrottlingException to everything.
+    pub fn set_throttle(&self, on: bool) {
+        self.state.throttle.store(on, Ordering::SeqCst);
+    }
+
+    /// (X-Amz-Target, JSON body) of every request.
+    pub fn requests(&self) -> Vec<(String, serde_json::Value)> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// A client for this endpoint (no SDK retries, so each start is one request).
+    pub fn client(&self, sdk: &SdkConfig) -> spigot_aws::CodePipelines {
+        let conf = spigot_aws::aws_sdk_codepipeline::config::Builder::from(sdk)
+            .endpoint_url(&self.url)
+            .retry_config(
+                spigot_aws::aws_sdk_codepipeline::config::retry::RetryConfig::standard()
+                    .with_max_attempts(1),
+            )
+            .build();
+        spigot_aws::CodePipelines::new(spigot_aws::aws_sdk_codepipeline::Client::from_conf(conf))
+    }
+}
+
+async fn pipeline_api(
+    AxState(state): AxState<Arc<PipelineState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push((target.clone(), json.clone()));
+    let ct = [("content-type", "application/x-amz-json-1.1")];
+    let error = |kind: &str, msg: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            ct,
+            serde_json::json!({"__type": kind, "message": msg}).to_string(),
+        )
+            .into_response()
+    };
+    if target != "CodePipeline_20150709.StartPipelineExecution" {
+        return error(
+            "UnknownOperationException",
+            "only StartPipelineExecution is spoken here",
+        );
+    }
+    if state.throttle.load(Ordering::SeqCst) {
+        return error("ThrottlingException", "Rate exceeded");
+    }
+    let name = json["name"].as_str().unwrap_or_default().to_string();
+    if state.unknown.lock().unwrap().contains(&name) {
+        return error(
+            "PipelineNotFoundException",
+            &format!("Account does not have a pipeline with name '{name}'"),
+        );
+    }
+    let id = format!(
+        "exec-{}",
+        json["clientRequestToken"].as_str().unwrap_or("none")
+    );
+    (
+        StatusCode::OK,
+        ct,
+        serde_json::json!({"pipelineExecutionId": id}).to_string(),
+    )
+        .into_response()
+}
+
+/// Every message of a queue as an SQS Lambda event (deleted from the queue).
+pub async fn take_as_sqs_event(
+    sdk: &SdkConfig,
+    queue_url: &str,
+) -> aws_lambda_events::sqs::SqsEvent {
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
+    let mut event = aws_lambda_events::sqs::SqsEvent::default();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            return event;
+        }
+        for m in msgs {
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle.clone().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let mut rec = aws_lambda_events::sqs::SqsMessage::default();
+            rec.message_id = m.message_id;
+            rec.body = m.body;
+            event.records.push(rec);
+        }
+    }
+}

@@ -2,12 +2,14 @@
 
 mod error;
 pub mod local;
+pub mod pipelines;
 pub mod s3;
 pub mod sqs;
 pub mod stage;
 pub mod target;
 
 pub use error::AwsError;
+pub use pipelines::{CodePipelines, S3Filters};
 pub use s3::S3Payloads;
 pub use sqs::{SqsBuffer, SqsEvalQueue};
 pub use stage::StageSwitch;

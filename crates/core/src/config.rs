@@ -69,6 +69,8 @@ pub struct Settings {
     pub breaker_threshold: u32,
     /// `DELIVERY_MODE`: `push` (default) or `pull`.
     pub delivery_mode: DeliveryMode,
+    /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
+    pub filter_cache_seconds: u64,
 }
 
 impl Settings {
@@ -117,6 +119,13 @@ impl Settings {
                 as usize,
             breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)?
                 as u32,
+            filter_cache_seconds: parse_num(
+                "FILTER_CACHE_SECONDS",
+                get("FILTER_CACHE_SECONDS"),
+                60,
+                0,
+                86_400,
+            )?,
             delivery_mode: match get("DELIVERY_MODE")
                 .map(|v| v.to_ascii_lowercase())
                 .as_deref()
@@ -160,6 +169,14 @@ impl Settings {
         self.target_url.as_deref().ok_or(ConfigError::Missing(
             "TARGET_URL",
             "set it to the CI server's webhook URL, e.g. https://jenkins.example.com",
+        ))
+    }
+
+    /// `CONFIG_BUCKET`, or an error saying so.
+    pub fn require_bucket(&self) -> Result<&str, ConfigError> {
+        self.config_bucket.as_deref().ok_or(ConfigError::Missing(
+            "CONFIG_BUCKET",
+            "set it to the config bucket (filters/ and payloads/)",
         ))
     }
 
@@ -291,6 +308,7 @@ mod tests {
         assert_eq!(s.drain_concurrency, 8);
         assert_eq!(s.breaker_threshold, 3);
         assert_eq!(s.stage_name, "live");
+        assert_eq!(s.filter_cache_seconds, 60);
         assert!(!s.allow_sha1);
         assert_eq!(s.delivery_mode, DeliveryMode::Push);
         assert!(s.require_buffer().is_err());

@@ -252,6 +252,12 @@ pub fn is_filter_key(key: &str) -> bool {
         && rest.ends_with(".json")
 }
 
+/// The `clientRequestToken` for starting `pipeline` for `delivery`: the same
+/// pair always gives the same token, so a redelivered hook never starts twice.
+pub fn execution_token(delivery: &str, pipeline: &str) -> String {
+    crate::envelope::sha256_hex(format!("{delivery}\n{pipeline}").as_bytes())
+}
+
 #[derive(Debug, Clone)]
 enum BranchMatcher {
     Exact(String),

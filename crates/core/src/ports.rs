@@ -112,6 +112,71 @@ pub trait EvalQueue: Send + Sync {
     fn enqueue(&self, envelope: &Envelope) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
+/// A filter object as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFilter {
+    /// Its key (`filters/...`).
+    pub key: String,
+    /// Its JSON.
+    pub bytes: Vec<u8>,
+}
+
+/// Where pipeline filters are kept (the config bucket).
+pub trait FilterStore: Send + Sync {
+    /// Every filter object under `prefix`, with its content.
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<StoredFilter>, PortError>> + Send;
+    /// One object, `None` when absent.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, PortError>> + Send;
+    /// Writes an object.
+    fn put(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Deletes an object (absent is fine).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// A request to start a pipeline execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Idempotency token (same delivery + pipeline → same token).
+    pub token: String,
+    /// Source action and commit to pin (`sourceRevisions`, V2 pipelines).
+    pub source: Option<(String, String)>,
+}
+
+/// Why a start failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// Throttled or busy: try again later.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// Network or server error: try again later.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// The pipeline does not exist: retrying will not help.
+    #[error("pipeline not found: {0}")]
+    NotFound(String),
+    /// The request was refused (validation): retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+impl StartError {
+    /// True when the record should be retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StartError::Throttled(_) | StartError::Transient(_))
+    }
+}
+
+/// AWS CodePipeline.
+pub trait Pipelines: Send + Sync {
+    /// Starts an execution; returns its id.
+    fn start(&self, start: &Start) -> impl Future<Output = Result<String, StartError>> + Send;
+}
+
 pub mod memory {
     //! In-memory ports for unit tests of handler logic.
 
@@ -219,6 +284,57 @@ pub mod memory {
         }
         async fn probe(&self) -> bool {
             true
+        }
+    }
+
+    /// Filters in memory.
+    #[derive(Debug, Default)]
+    pub struct MemoryFilters(pub Mutex<BTreeMap<String, Vec<u8>>>);
+
+    impl FilterStore for MemoryFilters {
+        async fn list(&self, prefix: &str) -> Result<Vec<StoredFilter>, PortError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| StoredFilter {
+                    key: k.clone(),
+                    bytes: v.clone(),
+                })
+                .collect())
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
+            self.0.lock().unwrap().insert(key.to_string(), bytes);
+            Ok(())
+        }
+        async fn delete(&self, key: &str) -> Result<(), PortError> {
+            self.0.lock().unwrap().remove(key);
+            Ok(())
+        }
+    }
+
+    /// Pipelines in memory: records starts, answers from a script.
+    #[derive(Debug, Default)]
+    pub struct MemoryPipelines {
+        /// Starts requested.
+        pub started: Mutex<Vec<Start>>,
+        /// Answers to give, in order; when empty, success.
+        pub script: Mutex<VecDeque<Result<String, StartError>>>,
+    }
+
+    impl Pipelines for MemoryPipelines {
+        async fn start(&self, start: &Start) -> Result<String, StartError> {
+            self.started.lock().unwrap().push(start.clone());
+            self.script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Ok("execution-1".into()))
         }
     }
 

@@ -1,1 +1,209 @@
+//! The evaluator: SQS batch of push events → pipeline filters → StartPipelineExecution.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use spigot_core::envelope::Envelope;
+use spigot_core::filter::{FilterSet, FilterSpec, execution_token, repository_prefix};
+use spigot_core::metrics::Metrics;
+use spigot_core::ports::{FilterStore, PayloadStore, Pipelines, Start, StartError};
+use spigot_core::push::Push;
+
+/// Counts of one batch (also the EMF metrics).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Push events evaluated.
+    pub pushes: u64,
+    /// Filters evaluated.
+    pub filters_evaluated: u64,
+    /// Pipelines started.
+    pub started: u64,
+    /// Starts refused because the pipeline does not exist (not retried).
+    pub not_found: u64,
+    /// Invalid filter objects skipped.
+    pub invalid_filters: u64,
+    /// Records left for SQS to retry.
+    pub retried: u64,
+    /// Records that are not envelopes or not pushes.
+    pub unreadable: u64,
+}
+
+/// The evaluator and its ports.
+pub struct Evaluator<F, P, S> {
+    /// Filter objects.
+    pub filters: F,
+    /// CodePipeline.
+    pub pipelines: P,
+    /// Claim-check payloads.
+    pub payloads: Option<S>,
+    /// How long a repository's compiled filters stay cached.
+    pub cache_ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Arc<FilterSet>, u64)>>,
+}
+
+enum Failure {
+    Retry(String),
+    Unreadable(String),
+}
+
+impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
+    /// An evaluator with an empty cache.
+    pub fn new(filters: F, pipelines: P, payloads: Option<S>, cache_ttl: Duration) -> Self {
+        Self {
+            filters,
+            pipelines,
+            payloads,
+            cache_ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Handles a batch; records to retry are returned as `batchItemFailures`.
+    pub async fn handle(&self, event: SqsEvent) -> (SqsBatchResponse, Stats) {
+        let mut stats = Stats::default();
+        let mut response = SqsBatchResponse::default();
+        for record in &event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            match self.record(record, &mut stats).await {
+                Ok(()) => {}
+                Err(Failure::Retry(why)) => {
+                    tracing::warn!(message = %id, %why, "evaluation will be retried");
+                    stats.retried += 1;
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = id;
+                    response.batch_item_failures.push(failure);
+                }
+                Err(Failure::Unreadable(why)) => {
+                    // Not retried: retrying cannot make it readable. Logged and counted.
+                    tracing::error!(message = %id, %why, "unreadable evaluation record dropped");
+                    stats.unreadable += 1;
+                }
+            }
+        }
+        let m = Metrics::new("evaluator")
+            .count("FiltersEvaluated", stats.filters_evaluated)
+            .count("PipelinesStarted", stats.started)
+            .count("PipelineNotFound", stats.not_found)
+            .count("InvalidFilters", stats.invalid_filters)
+            .count("Errors", stats.retried + stats.unreadable);
+        println!("{}", m.line(spigot_aws::now_ms()));
+        (response, stats)
+    }
+
+    async fn record(&self, record: &SqsMessage, stats: &mut Stats) -> Result<(), Failure> {
+        let env = Envelope::decode(record.body.as_deref().unwrap_or_default())
+            .map_err(|e| Failure::Unreadable(e.to_string()))?;
+        let body = match env
+            .inline_body()
+            .map_err(|e| Failure::Unreadable(e.to_string()))?
+        {
+            Some(b) => b,
+            None => {
+                let key = env.claim_key().unwrap_or_default();
+                let store = self.payloads.as_ref().ok_or_else(|| {
+                    Failure::Retry("claim-checked push but no CONFIG_BUCKET".into())
+                })?;
+                store
+                    .get(key)
+                    .await
+                    .map_err(|e| Failure::Retry(e.to_string()))?
+            }
+        };
+        let claim = env.claim_key().map(str::to_string);
+        let hook = env
+            .into_hook(body)
+            .map_err(|e| Failure::Unreadable(e.to_string()))?;
+        if hook.event != "push" {
+            return Err(Failure::Unreadable(format!(
+                "event {} is not a push",
+                hook.event
+            )));
+        }
+        let payload = hook
+            .payload()
+            .map_err(|e| Failure::Unreadable(e.to_string()))?;
+        let push = Push::parse(&payload).map_err(|e| Failure::Unreadable(e.to_string()))?;
+        stats.pushes += 1;
+        let set = self.filter_set(&push.repository, stats).await?;
+        let mut retry = None;
+        for decision in set.evaluate(&push) {
+            stats.filters_evaluated += 1;
+            let filter = &set.filters[decision.filter];
+            let pipeline = &filter.spec.pipeline;
+            if !decision.start {
+                tracing::debug!(delivery = %hook.delivery, %pipeline, why = %decision.why, "not started");
+                continue;
+            }
+            let start = Start {
+                pipeline: pipeline.clone(),
+                token: execution_token(&hook.delivery, pipeline),
+                source: filter
+                    .spec
+                    .source_action
+                    .clone()
+                    .map(|a| (a, push.after.to_string())),
+            };
+            match self.pipelines.start(&start).await {
+                Ok(execution) => {
+                    stats.started += 1;
+                    tracing::info!(delivery = %hook.delivery, %pipeline, %execution, why = %decision.why, "pipeline started");
+                }
+                Err(StartError::NotFound(m)) => {
+                    stats.not_found += 1;
+                    tracing::error!(delivery = %hook.delivery, %pipeline, error = %m, "pipeline not found; check the filter");
+                }
+                Err(e) if e.is_retryable() => retry = Some(e.to_string()),
+                Err(e) => {
+                    tracing::error!(delivery = %hook.delivery, %pipeline, error = %e, "start refused")
+                }
+            }
+        }
+        if let Some(why) = retry {
+            // Already started pipelines are safe to retry: their token is the same.
+            return Err(Failure::Retry(why));
+        }
+        if let (Some(store), Some(key)) = (&self.payloads, claim) {
+            let _ = store.delete(&key).await;
+        }
+        Ok(())
+    }
+
+    async fn filter_set(
+        &self,
+        repository: &str,
+        stats: &mut Stats,
+    ) -> Result<Arc<FilterSet>, Failure> {
+        let prefix = repository_prefix(repository);
+        if let Some((at, set, invalid)) = self.cache.lock().unwrap().get(&prefix) {
+            if at.elapsed() < self.cache_ttl {
+                stats.invalid_filters += invalid;
+                return Ok(set.clone());
+            }
+        }
+        let stored = self
+            .filters
+            .list(&prefix)
+            .await
+            .map_err(|e| Failure::Retry(format!("cannot list filters: {e}")))?;
+        let mut filters = Vec::new();
+        let mut invalid = 0;
+        for s in stored {
+            match FilterSpec::from_json(&s.bytes).and_then(FilterSpec::compile) {
+                Ok(f) => filters.push(f),
+                Err(e) => {
+                    invalid += 1;
+                    tracing::error!(key = %s.key, error = %e, "invalid filter skipped");
+                }
+            }
+        }
+        stats.invalid_filters += invalid;
+        let set = Arc::new(FilterSet::new(filters));
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(prefix, (Instant::now(), set.clone(), invalid));
+        Ok(set)
+    }
+}

@@ -1,0 +1,168 @@
+//! Filters in the config bucket, and CodePipeline executions.
+
+use aws_sdk_codepipeline::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_codepipeline::types::{SourceRevisionOverride, SourceRevisionType};
+use aws_sdk_s3::primitives::ByteStream;
+use futures::future::try_join_all;
+use spigot_core::ports::{FilterStore, Pipelines, PortError, Start, StartError, StoredFilter};
+
+use crate::error::{context, port};
+
+/// Filter objects in S3.
+#[derive(Debug, Clone)]
+pub struct S3Filters {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Filters {
+    /// Filters in `bucket`.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+impl FilterStore for S3Filters {
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredFilter>, PortError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    port(
+                        &format!("S3 ListObjectsV2 s3://{}/{prefix}", self.bucket),
+                        e,
+                    )
+                })?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token {
+                Some(t) if out.is_truncated == Some(true) => token = Some(t),
+                _ => break,
+            }
+        }
+        try_join_all(keys.into_iter().map(|key| async move {
+            let bytes = self.get(&key).await?.unwrap_or_default();
+            Ok(StoredFilter { key, bytes })
+        }))
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out.body.collect().await.map_err(|e| {
+                    PortError::new(format!("reading s3://{}/{key} failed: {e}", self.bucket))
+                })?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(port(&format!("S3 GetObject s3://{}/{key}", self.bucket), e)),
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| port(&format!("S3 PutObject s3://{}/{key}", self.bucket), e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| port(&format!("S3 DeleteObject s3://{}/{key}", self.bucket), e))?;
+        Ok(())
+    }
+}
+
+/// AWS CodePipeline.
+#[derive(Debug, Clone)]
+pub struct CodePipelines {
+    client: aws_sdk_codepipeline::Client,
+}
+
+impl CodePipelines {
+    /// Starts executions through `client`.
+    pub fn new(client: aws_sdk_codepipeline::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Pipelines for CodePipelines {
+    async fn start(&self, start: &Start) -> Result<String, StartError> {
+        let mut req = self
+            .client
+            .start_pipeline_execution()
+            .name(&start.pipeline)
+            .client_request_token(&start.token);
+        if let Some((action, commit)) = &start.source {
+            let revision = SourceRevisionOverride::builder()
+                .action_name(action)
+                .revision_type(SourceRevisionType::CommitId)
+                .revision_value(commit)
+                .build()
+                .map_err(|e| StartError::Rejected(e.to_string()))?;
+            req = req.source_revisions(revision);
+        }
+        match req.send().await {
+            Ok(out) => Ok(out.pipeline_execution_id.unwrap_or_default()),
+            Err(SdkError::ServiceError(se)) => {
+                let status = se.raw().status().as_u16();
+                let err = se.into_err();
+                let message = format!(
+                    "{}: {}",
+                    err.code().unwrap_or("error"),
+                    err.message().unwrap_or("")
+                );
+                Err(match err.code() {
+                    Some("PipelineNotFoundException") => StartError::NotFound(message),
+                    Some(
+                        "ThrottlingException"
+                        | "ConflictException"
+                        | "ConcurrentPipelineExecutionsLimitExceededException"
+                        | "LimitExceededException",
+                    ) => StartError::Throttled(message),
+                    _ if status >= 500 => StartError::Transient(message),
+                    _ => StartError::Rejected(message),
+                })
+            }
+            Err(e) => Err(StartError::Transient(context(&e))),
+        }
+    }
+}

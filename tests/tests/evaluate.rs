@@ -1,0 +1,246 @@
+//! The evaluator against moto S3 (filters) and a local endpoint that speaks
+//! CodePipeline's JSON protocol (moto lacks StartPipelineExecution).
+
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use serde_json::json;
+use spigot_core::filter::{FilterSpec, execution_token};
+use spigot_core::ports::FilterStore;
+use spigot_e2e::*;
+use spigot_evaluator::Evaluator;
+
+type RealEvaluator =
+    Evaluator<spigot_aws::S3Filters, spigot_aws::CodePipelines, spigot_aws::S3Payloads>;
+
+async fn setup() -> (
+    spigot_aws::aws_config::SdkConfig,
+    spigot_aws::local::LocalStack,
+    FakeCodePipeline,
+    RealEvaluator,
+) {
+    let (sdk, stack) = stack().await;
+    let cp = FakeCodePipeline::start().await;
+    let s3 = spigot_aws::s3_client(&sdk);
+    let ev = Evaluator::new(
+        spigot_aws::S3Filters::new(s3.clone(), &stack.bucket),
+        cp.client(&sdk),
+        Some(spigot_aws::S3Payloads::new(s3, &stack.bucket)),
+        Duration::from_secs(0),
+    );
+    (sdk, stack, cp, ev)
+}
+
+async fn put_filter(ev: &RealEvaluator, v: serde_json::Value) {
+    let spec = FilterSpec::from_json(v.to_string().as_bytes()).unwrap();
+    spec.clone().compile().unwrap();
+    ev.filters
+        .put(&spec.key(), spec.to_json().into_bytes())
+        .await
+        .unwrap();
+}
+
+fn mono_push(paths: &[&str]) -> Vec<u8> {
+    json!({
+        "ref": "refs/heads/main", "before": "0000", "after": "c0ffee1234567890c0ffee1234567890c0ffee12",
+        "repository": {"name": "mono", "full_name": "octo-org/mono"},
+        "commits": [{"added": [], "modified": paths, "removed": []}],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Pushes through the real receiver (OFF: no target needed), then takes the evaluation queue as a Lambda event.
+async fn pushes(
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    stack: &spigot_aws::local::LocalStack,
+    hooks: &[(&str, Vec<u8>)],
+) -> SqsEvent {
+    let r = receiver(sdk, stack, "http://127.0.0.1:9", 500);
+    for (delivery, body) in hooks {
+        let (status, json) = answer(
+            &r.handle(&signed_request("push", delivery, body, Some("OFF")), 1)
+                .await,
+        );
+        assert_eq!(status, 202, "{json}");
+    }
+    take_as_sqs_event(sdk, &stack.eval_url).await
+}
+
+async fn mono_filters(ev: &RealEvaluator) {
+    put_filter(ev, json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "svc-a", "Include": ["services/a/**"], "SourceAction": "Source"})).await;
+    put_filter(ev, json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "svc-b", "Include": ["services/b/**"]})).await;
+}
+
+#[tokio::test]
+async fn a_matching_push_starts_its_pipeline_with_token_and_revision() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let event = pushes(
+        &sdk,
+        &stack,
+        &[("ev-1", mono_push(&["services/a/main.rs"]))],
+    )
+    .await;
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.started, stats.filters_evaluated), (1, 2));
+    let reqs = cp.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].0, "CodePipeline_20150709.StartPipelineExecution");
+    assert_eq!(reqs[0].1["name"], "svc-a");
+    assert_eq!(
+        reqs[0].1["clientRequestToken"],
+        execution_token("ev-1", "svc-a")
+    );
+    assert_eq!(
+        reqs[0].1["sourceRevisions"],
+        json!([{"actionName": "Source", "revisionType": "COMMIT_ID", "revisionValue": "c0ffee1234567890c0ffee1234567890c0ffee12"}])
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_push_sends_the_same_token() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let first = pushes(&sdk, &stack, &[("ev-redo", mono_push(&["services/b/x"]))]).await;
+    let again = first.clone();
+    ev.handle(first).await;
+    ev.handle(again).await;
+    let reqs = cp.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].1["name"], "svc-b");
+    assert_eq!(
+        reqs[0].1["clientRequestToken"],
+        reqs[1].1["clientRequestToken"]
+    );
+    assert!(
+        reqs[1].1.get("sourceRevisions").is_none(),
+        "no SourceAction, no revision pin"
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_start_is_a_batch_item_failure() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    cp.set_throttle(true);
+    let event = pushes(
+        &sdk,
+        &stack,
+        &[
+            ("ev-throttle", mono_push(&["services/a/x"])),
+            ("ev-nothing", mono_push(&["docs/x"])),
+        ],
+    )
+    .await;
+    let ids: Vec<String> = event
+        .records
+        .iter()
+        .map(|r| r.message_id.clone().unwrap())
+        .collect();
+    let (resp, stats) = ev.handle(event).await;
+    assert_eq!(resp.batch_item_failures.len(), 1);
+    assert_eq!(resp.batch_item_failures[0].item_identifier, ids[0]);
+    assert_eq!(stats.retried, 1);
+}
+
+#[tokio::test]
+async fn an_unknown_pipeline_is_counted_not_retried() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    cp.set_unknown("svc-a");
+    let event = pushes(
+        &sdk,
+        &stack,
+        &[("ev-unknown", mono_push(&["services/a/x", "services/b/y"]))],
+    )
+    .await;
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.not_found, stats.started), (1, 1));
+    assert_eq!(cp.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_record_does_not_fail_the_others() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let mut event = pushes(&sdk, &stack, &[("ev-good", mono_push(&["services/b/z"]))]).await;
+    let mut bad = SqsMessage::default();
+    bad.message_id = Some("bad-1".into());
+    bad.body = Some("{not an envelope".into());
+    event.records.insert(0, bad);
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.unreadable, stats.started), (1, 1));
+    assert_eq!(cp.requests()[0].1["name"], "svc-b");
+}
+
+#[tokio::test]
+async fn invalid_filter_objects_are_skipped_and_counted() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    ev.filters
+        .put(
+            "filters/octo-org/mono/main/broken.json",
+            b"{\"Repository\": 1}".to_vec(),
+        )
+        .await
+        .unwrap();
+    let event = pushes(&sdk, &stack, &[("ev-broken", mono_push(&["services/a/x"]))]).await;
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.invalid_filters, stats.started), (1, 1));
+    assert_eq!(cp.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn legacy_filter_objects_still_work() {
+    let (sdk, stack, cp, ev) = setup().await;
+    let legacy = json!({"GitHubRepo": "octo-org/mono", "GitHubBranch": "main", "ChangeMatchExpressions": "^src/,docs/", "CodePipelineName": "legacy"});
+    ev.filters
+        .put(
+            "filters/octo-org/mono/main/legacy.json",
+            legacy.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    let event = pushes(
+        &sdk,
+        &stack,
+        &[
+            ("ev-legacy-1", mono_push(&["src/app.py"])),
+            ("ev-legacy-2", mono_push(&["lib/src/x"])),
+        ],
+    )
+    .await;
+    let (_, stats) = ev.handle(event).await;
+    assert_eq!(stats.started, 1);
+    assert_eq!(
+        cp.requests()[0].1["clientRequestToken"],
+        execution_token("ev-legacy-1", "legacy")
+    );
+}
+
+#[tokio::test]
+async fn a_claim_checked_push_is_evaluated_and_its_payload_removed() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&mono_push(&["services/a/big"])).unwrap();
+    body["pad"] = json!("x".repeat(400_000));
+    let event = pushes(&sdk, &stack, &[("ev-big", body.to_string().into_bytes())]).await;
+    let (_, stats) = ev.handle(event).await;
+    assert_eq!(stats.started, 1);
+    assert_eq!(cp.requests()[0].1["name"], "svc-a");
+    let s3 = spigot_aws::s3_client(&sdk);
+    assert!(
+        s3.head_object()
+            .bucket(&stack.bucket)
+            .key("payloads/eval/ev-big")
+            .send()
+            .await
+            .is_err()
+    );
+}

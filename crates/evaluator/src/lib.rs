@@ -40,7 +40,14 @@ pub struct Evaluator<F, P, S> {
     pub payloads: Option<S>,
     /// How long a repository's compiled filters stay cached.
     pub cache_ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Arc<FilterSet>, u64)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// A repository's compiled filters, when they were loaded, and how many were invalid.
+struct Cached {
+    at: Instant,
+    set: Arc<FilterSet>,
+    invalid: u64,
 }
 
 enum Failure {
@@ -176,11 +183,11 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
         stats: &mut Stats,
     ) -> Result<Arc<FilterSet>, Failure> {
         let prefix = repository_prefix(repository);
-        if let Some((at, set, invalid)) = self.cache.lock().unwrap().get(&prefix) {
-            if at.elapsed() < self.cache_ttl {
-                stats.invalid_filters += invalid;
-                return Ok(set.clone());
-            }
+        if let Some(c) = self.cache.lock().unwrap().get(&prefix)
+            && c.at.elapsed() < self.cache_ttl
+        {
+            stats.invalid_filters += c.invalid;
+            return Ok(c.set.clone());
         }
         let stored = self
             .filters
@@ -200,10 +207,14 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
         }
         stats.invalid_filters += invalid;
         let set = Arc::new(FilterSet::new(filters));
-        self.cache
-            .lock()
-            .unwrap()
-            .insert(prefix, (Instant::now(), set.clone(), invalid));
+        self.cache.lock().unwrap().insert(
+            prefix,
+            Cached {
+                at: Instant::now(),
+                set: set.clone(),
+                invalid,
+            },
+        );
         Ok(set)
     }
 }

@@ -7,16 +7,21 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use aws_lambda_events::encodings::Body as LambdaBody;
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use axum::body::Bytes;
 use axum::extract::State as AxState;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use spigot_aws::local::LocalStack;
-use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue, StageSwitch};
+use spigot_aws::{
+    CodePipelines, HttpTarget, S3Filters, S3Payloads, SqsBuffer, SqsEvalQueue, StageSwitch,
+};
+use spigot_core::ports::{Pipelines, Start, StartError};
 use spigot_core::{Secrets, Verifier};
 use spigot_drainer::Drainer;
 use spigot_drainer::engine::{Engine, EngineConfig};
+use spigot_evaluator::Evaluator;
 use spigot_receiver::Receiver;
 
 use crate::CliError;
@@ -48,6 +53,9 @@ pub struct DevArgs {
     /// Run the drainer every this many seconds (0: never).
     #[arg(long, default_value_t = 5)]
     drain_interval: u64,
+    /// Start pipelines through this CodePipeline endpoint [default: print "would start ..." instead].
+    #[arg(long)]
+    codepipeline_endpoint: Option<String>,
     /// Envelopes larger than this keep their body in the bucket.
     #[arg(long, default_value_t = 262_144)]
     claim_check_bytes: usize,
@@ -147,6 +155,28 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
             }
         });
     }
+    let pipelines = match &args.codepipeline_endpoint {
+        None => DevPipelines::Print,
+        Some(url) => DevPipelines::Real(CodePipelines::new(
+            spigot_aws::aws_sdk_codepipeline::Client::from_conf(
+                spigot_aws::aws_sdk_codepipeline::config::Builder::from(&sdk)
+                    .endpoint_url(url)
+                    .build(),
+            ),
+        )),
+    };
+    let s3 = spigot_aws::s3_client(&sdk);
+    let evaluator = Evaluator::new(
+        S3Filters::new(s3.clone(), &stack.bucket),
+        pipelines,
+        Some(S3Payloads::new(s3, &stack.bucket)),
+        Duration::from_secs(5),
+    );
+    tokio::spawn(evaluate_forever(
+        spigot_aws::aws_sdk_sqs::Client::new(&sdk),
+        stack.eval_url.clone(),
+        evaluator,
+    ));
     let app = Arc::new(App { receiver, switch });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -218,6 +248,76 @@ pub fn local_drainer(
             &stack.stage,
         ),
     })
+}
+
+/// Where `spigot dev` starts pipelines: nowhere (it prints), or a CodePipeline endpoint.
+enum DevPipelines {
+    Print,
+    Real(CodePipelines),
+}
+
+impl Pipelines for DevPipelines {
+    async fn start(&self, start: &Start) -> Result<String, StartError> {
+        match self {
+            DevPipelines::Print => {
+                println!("would start {} for {}", start.pipeline, start.reason);
+                Ok("dry-run".into())
+            }
+            DevPipelines::Real(p) => p.start(start).await,
+        }
+    }
+}
+
+/// The evaluator's event source, locally: poll the evaluation queue, hand
+/// batches to the handler, delete what did not fail.
+async fn evaluate_forever(
+    sqs: spigot_aws::aws_sdk_sqs::Client,
+    url: String,
+    evaluator: Evaluator<S3Filters, DevPipelines, S3Payloads>,
+) {
+    loop {
+        let out = match sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot poll the evaluation queue");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        for m in &msgs {
+            let mut rec = SqsMessage::default();
+            rec.message_id = m.message_id.clone();
+            rec.body = m.body.clone();
+            event.records.push(rec);
+        }
+        let (resp, _) = evaluator.handle(event).await;
+        for m in msgs {
+            let failed = resp
+                .batch_item_failures
+                .iter()
+                .any(|f| Some(&f.item_identifier) == m.message_id.as_ref());
+            if let (false, Some(receipt)) = (failed, m.receipt_handle) {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await;
+            }
+        }
+    }
 }
 
 async fn provision_with_retry(

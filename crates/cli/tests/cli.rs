@@ -34,6 +34,7 @@ impl Drop for Dev {
 
 fn start_dev(dir: &PathBuf, target: &str) -> (Dev, String) {
     let port = free_port();
+    let log = std::fs::File::create(dir.join("dev.out")).unwrap();
     let child = spigot(dir)
         .args([
             "dev",
@@ -52,7 +53,7 @@ fn start_dev(dir: &PathBuf, target: &str) -> (Dev, String) {
             "--drain-interval",
             "1",
         ])
-        .stdout(Stdio::null())
+        .stdout(log)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -216,4 +217,40 @@ fn a_missing_id_names_the_ways_to_give_it_and_exits_2() {
     let out = spigot(&dir).args(["on", "--local"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("make run"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_evaluates_pushes_against_filters_and_says_what_it_would_start() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    let stack: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap())
+            .unwrap();
+    let spec = spigot_core::filter::FilterSpec::from_json(
+        br#"{"Repository": "Codertocat/Hello-World", "Branch": "master", "Pipeline": "hello-pipeline"}"#,
+    )
+    .unwrap();
+    spigot_aws::s3_client(&sdk().await)
+        .put_object()
+        .bucket(stack["bucket"].as_str().unwrap())
+        .key(spec.key())
+        .body(spec.to_json().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = post(&url, "cli-eval", &fixture("push.json"), SECRET).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::fs::read_to_string(dir.join("dev.out")).unwrap();
+        if out.contains("would start hello-pipeline for Codertocat/Hello-World@master") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dev did not evaluate the push: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -145,6 +145,8 @@ pub struct Start {
     pub token: String,
     /// Source action and commit to pin (`sourceRevisions`, V2 pipelines).
     pub source: Option<(String, String)>,
+    /// Why it starts, for logs: `owner/repo@branch (reason)`.
+    pub reason: String,
 }
 
 /// Why a start failed.

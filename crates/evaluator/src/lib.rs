@@ -151,6 +151,12 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
                     .source_action
                     .clone()
                     .map(|a| (a, push.after.to_string())),
+                reason: format!(
+                    "{}@{} ({})",
+                    push.repository,
+                    push.branch().unwrap_or_default(),
+                    decision.why
+                ),
             };
             match self.pipelines.start(&start).await {
                 Ok(execution) => {
@@ -216,5 +222,50 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             },
         );
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spigot_core::ports::memory::{MemoryFilters, MemoryPayloads, MemoryPipelines};
+
+    #[tokio::test]
+    async fn the_sample_sqs_event_starts_a_matching_pipeline() {
+        let event: SqsEvent = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../events/sqs-push.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let filters = MemoryFilters::default();
+        let spec = FilterSpec::from_json(
+            br#"{"Repository": "Codertocat/Hello-World", "Branch": "master", "Pipeline": "hello", "Include": ["README.md"]}"#,
+        )
+        .unwrap();
+        filters
+            .put(&spec.key(), spec.to_json().into_bytes())
+            .await
+            .unwrap();
+        let ev = Evaluator::new(
+            filters,
+            MemoryPipelines::default(),
+            None::<MemoryPayloads>,
+            Duration::from_secs(60),
+        );
+        let (resp, stats) = ev.handle(event).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(stats.started, 1);
+        let started = ev.pipelines.started.lock().unwrap();
+        assert_eq!(started[0].pipeline, "hello");
+        assert!(
+            started[0]
+                .reason
+                .starts_with("Codertocat/Hello-World@master (README.md matches README.md)"),
+            "{}",
+            started[0].reason
+        );
     }
 }

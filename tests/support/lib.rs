@@ -103,6 +103,8 @@ pub async fn stack() -> (SdkConfig, LocalStack) {
 /// One request as the fake target saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// HTTP method.
+    pub method: String,
     /// Request path.
     pub path: String,
     /// Headers (lower-case names).
@@ -169,7 +171,7 @@ impl FakeTarget {
         *self.state.rule.lock().unwrap() = Some(Box::new(rule));
     }
 
-    /// Every POST accepted with a 2xx, in arrival order.
+    /// Every POST or PUT accepted with a 2xx, in arrival order.
     pub fn accepted(&self) -> Vec<Recorded> {
         self.state.got.lock().unwrap().clone()
     }
@@ -188,11 +190,12 @@ async fn record(
     body: Bytes,
 ) -> StatusCode {
     let default = state.status.load(Ordering::SeqCst);
-    if method != axum::http::Method::POST {
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
         return StatusCode::from_u16(default).unwrap();
     }
     let n = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
     let rec = Recorded {
+        method: method.to_string(),
         path: uri.path().to_string(),
         headers: headers
             .iter()

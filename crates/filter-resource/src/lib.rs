@@ -1,1 +1,234 @@
+//! `Custom::PipelineFilter`: CloudFormation Create/Update/Delete → filter objects in the config bucket.
+//!
+//! It always answers: a guard sends FAILED when time runs low, and a panic in
+//! the handler still produces a FAILED response, so a stack never hangs.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::cloudformation::CloudFormationCustomResourceRequest as Request;
+use futures::FutureExt;
+use serde_json::Value;
+use spigot_core::cfn::{Outcome, RequestIds, failed_create_id, response_body};
+use spigot_core::filter::{FilterSpec, is_filter_key};
+use spigot_core::ports::FilterStore;
+
+/// Sends the response document to the pre-signed ResponseURL.
+pub trait Responder: Send + Sync {
+    /// One PUT; `Err` with a sentence when it failed.
+    fn put(&self, url: &str, body: String) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The real responder: `PUT` with an empty Content-Type (what the pre-signed URL was signed for).
+#[derive(Debug, Clone)]
+pub struct HttpResponder {
+    client: reqwest::Client,
+}
+
+impl HttpResponder {
+    /// A responder whose PUTs time out after `timeout`.
+    pub fn new(timeout: Duration) -> Result<Self, String> {
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+impl Responder for HttpResponder {
+    async fn put(&self, url: &str, body: String) -> Result<(), String> {
+        let resp = self
+            .client
+            .put(url)
+            .header(reqwest::header::CONTENT_TYPE, "")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("PUT to the ResponseURL failed: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the ResponseURL answered {}", resp.status()))
+        }
+    }
+}
+
+/// The custom resource handler and its ports.
+pub struct FilterResource<F, R> {
+    /// Filter objects.
+    pub filters: F,
+    /// Response sender.
+    pub responder: R,
+    /// The config bucket (returned as `Data.Bucket`).
+    pub bucket: String,
+    /// The CloudWatch log stream, named in failure reasons.
+    pub log_stream: String,
+    /// Time kept back before the deadline to send the response.
+    pub margin: Duration,
+}
+
+/// What was answered (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The outcome sent.
+    pub outcome: Outcome,
+    /// Whether the PUT succeeded.
+    pub sent: bool,
+}
+
+impl<F: FilterStore, R: Responder> FilterResource<F, R> {
+    /// Handles one request (any JSON) with `deadline`; never panics.
+    pub async fn handle(&self, event: Value, deadline: Instant) -> Option<Answered> {
+        let url = event
+            .get("ResponseURL")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let ids = RequestIds {
+            stack_id: text(&event, "StackId"),
+            request_id: text(&event, "RequestId"),
+            logical_resource_id: text(&event, "LogicalResourceId"),
+        };
+        let Some(url) = url.filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        else {
+            tracing::error!(request = %ids.request_id, "request without a usable ResponseURL; nothing can be answered");
+            return None;
+        };
+        let outcome = match serde_json::from_value::<Request>(event.clone()) {
+            Err(e) => Outcome::failed(
+                event
+                    .get("PhysicalResourceId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| failed_create_id(&ids.request_id)),
+                format!("malformed custom resource request: {e}"),
+            ),
+            Ok(req) => self.guarded(req, deadline).await,
+        };
+        match &outcome.reason {
+            Some(r) => {
+                tracing::warn!(request = %ids.request_id, status = ?outcome.status, reason = %r, "answering")
+            }
+            None => {
+                tracing::info!(request = %ids.request_id, physical = %outcome.physical_id, "answering SUCCESS")
+            }
+        }
+        let body = response_body(&ids, &outcome, &self.log_stream);
+        let sent = self.send(&url, body, deadline).await;
+        Some(Answered { outcome, sent })
+    }
+
+    /// Runs the operation, turning a panic or the deadline guard into FAILED.
+    async fn guarded(&self, req: Request, deadline: Instant) -> Outcome {
+        let fallback_id = match &req {
+            Request::Create(c) => failed_create_id(&c.request_id),
+            Request::Update(u) => u.physical_resource_id.clone(),
+            Request::Delete(d) => d.physical_resource_id.clone(),
+            _ => failed_create_id("unknown-request"),
+        };
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(self.margin);
+        let work = AssertUnwindSafe(self.apply(req)).catch_unwind();
+        match tokio::time::timeout(budget, work).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(%what, "handler panicked");
+                Outcome::failed(
+                    fallback_id,
+                    format!("internal error in the filter handler: {what}"),
+                )
+            }
+            Err(_) => Outcome::failed(
+                fallback_id,
+                "timed out before the Lambda deadline (is the config bucket reachable?)",
+            ),
+        }
+    }
+
+    async fn apply(&self, req: Request) -> Outcome {
+        match req {
+            Request::Create(c) => match self.write(&c.resource_properties).await {
+                Ok(key) => Outcome::success(key.clone(), self.data(&key)),
+                Err(reason) => Outcome::failed(failed_create_id(&c.request_id), reason),
+            },
+            Request::Update(u) => match self.write(&u.resource_properties).await {
+                // A new key is a new PhysicalResourceId: CloudFormation then deletes the old one.
+                Ok(key) => Outcome::success(key.clone(), self.data(&key)),
+                Err(reason) => Outcome::failed(u.physical_resource_id, reason),
+            },
+            Request::Delete(d) => {
+                let key = d.physical_resource_id;
+                if !is_filter_key(&key) {
+                    return Outcome::success(key, BTreeMap::new());
+                }
+                match self.filters.delete(&key).await {
+                    Ok(()) => Outcome::success(key, BTreeMap::new()),
+                    Err(e) => Outcome::failed(key, format!("cannot delete the filter: {e}")),
+                }
+            }
+            _ => Outcome::failed(failed_create_id("unknown-request"), "unknown RequestType"),
+        }
+    }
+
+    /// Validates properties and writes the filter; returns its key.
+    async fn write(&self, props: &Value) -> Result<String, String> {
+        let map = props
+            .as_object()
+            .cloned()
+            .ok_or("ResourceProperties must be an object")?;
+        let spec = FilterSpec::from_map(map).map_err(|e| e.to_string())?;
+        let filter = spec.compile().map_err(|e| e.to_string())?;
+        let key = filter.spec.key();
+        if !is_filter_key(&key) {
+            return Err(format!("refusing to write outside filters/: {key}"));
+        }
+        self.filters
+            .put(&key, filter.spec.to_json().into_bytes())
+            .await
+            .map_err(|e| format!("cannot write the filter: {e}"))?;
+        Ok(key)
+    }
+
+    fn data(&self, key: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("Key".to_string(), key.to_string()),
+            ("Bucket".to_string(), self.bucket.clone()),
+        ])
+    }
+
+    /// PUTs the response, retrying transient failures while time remains.
+    async fn send(&self, url: &str, body: String, deadline: Instant) -> bool {
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1..=5 {
+            match self.responder.put(url, body.clone()).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "response not accepted");
+                    if Instant::now() + wait >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        tracing::error!("could not deliver the response to CloudFormation");
+        false
+    }
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}

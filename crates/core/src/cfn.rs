@@ -1,0 +1,167 @@
+//! CloudFormation custom resource responses: what to answer, within 4 KB.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// The largest response body CloudFormation accepts.
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// SUCCESS or FAILED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// The resource is in the state asked for.
+    Success,
+    /// It is not; `Reason` says why.
+    Failed,
+}
+
+/// The ids a response must echo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestIds {
+    /// `StackId`.
+    pub stack_id: String,
+    /// `RequestId`.
+    pub request_id: String,
+    /// `LogicalResourceId`.
+    pub logical_resource_id: String,
+}
+
+/// What a handler decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// SUCCESS or FAILED.
+    pub status: Status,
+    /// `PhysicalResourceId`.
+    pub physical_id: String,
+    /// Why it failed (or a note).
+    pub reason: Option<String>,
+    /// `Data`, readable with `!GetAtt`.
+    pub data: BTreeMap<String, String>,
+}
+
+impl Outcome {
+    /// A success.
+    pub fn success(physical_id: impl Into<String>, data: BTreeMap<String, String>) -> Self {
+        Self {
+            status: Status::Success,
+            physical_id: physical_id.into(),
+            reason: None,
+            data,
+        }
+    }
+
+    /// A failure.
+    pub fn failed(physical_id: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            status: Status::Failed,
+            physical_id: physical_id.into(),
+            reason: Some(reason.into()),
+            data: BTreeMap::new(),
+        }
+    }
+}
+
+/// The PhysicalResourceId given to a resource whose Create failed: never a filter key,
+/// so the Delete CloudFormation sends on rollback touches nothing.
+pub fn failed_create_id(request_id: &str) -> String {
+    format!("spigot-failed-create-{request_id}")
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Body<'a> {
+    status: Status,
+    reason: String,
+    physical_resource_id: &'a str,
+    stack_id: &'a str,
+    request_id: &'a str,
+    logical_resource_id: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    data: &'a BTreeMap<String, String>,
+}
+
+/// The JSON body to PUT to the ResponseURL: at most [`MAX_RESPONSE_BYTES`],
+/// the Reason cut to fit and naming the log stream.
+pub fn response_body(ids: &RequestIds, outcome: &Outcome, log_stream: &str) -> String {
+    let see = format!(" (see CloudWatch log stream {log_stream})");
+    let reason = outcome.reason.clone().unwrap_or_default();
+    let render = |reason: String| {
+        serde_json::to_string(&Body {
+            status: outcome.status,
+            reason,
+            physical_resource_id: &outcome.physical_id,
+            stack_id: &ids.stack_id,
+            request_id: &ids.request_id,
+            logical_resource_id: &ids.logical_resource_id,
+            data: &outcome.data,
+        })
+        .expect("a response always serialises")
+    };
+    let full = render(format!("{reason}{see}"));
+    if full.len() <= MAX_RESPONSE_BYTES {
+        return full;
+    }
+    // Cut the reason (by characters, JSON escaping included) until the body fits.
+    let mut keep = reason.chars().count();
+    loop {
+        keep = keep.saturating_sub((full.len() - MAX_RESPONSE_BYTES).max(keep / 8).max(16));
+        let cut: String = reason.chars().take(keep).collect();
+        let body = render(format!("{cut}...{see}"));
+        if body.len() <= MAX_RESPONSE_BYTES || keep == 0 {
+            return body;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> RequestIds {
+        RequestIds {
+            stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1".into(),
+            request_id: "r-1".into(),
+            logical_resource_id: "Filter".into(),
+        }
+    }
+
+    #[test]
+    fn a_success_echoes_the_ids_and_data() {
+        let mut data = BTreeMap::new();
+        data.insert("Key".into(), "filters/o/r/main/p.json".into());
+        let body = response_body(
+            &ids(),
+            &Outcome::success("filters/o/r/main/p.json", data),
+            "2026/11/23/[$LATEST]abc",
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["Status"], "SUCCESS");
+        assert_eq!(v["RequestId"], "r-1");
+        assert_eq!(v["LogicalResourceId"], "Filter");
+        assert_eq!(v["PhysicalResourceId"], "filters/o/r/main/p.json");
+        assert_eq!(v["Data"]["Key"], "filters/o/r/main/p.json");
+    }
+
+    #[test]
+    fn a_huge_reason_is_cut_to_fit_and_names_the_log_stream() {
+        for reason in ["x".repeat(10_000), "\"\\\u{1F600}".repeat(3000)] {
+            let body = response_body(&ids(), &Outcome::failed("id", reason), "stream-7");
+            assert!(body.len() <= MAX_RESPONSE_BYTES, "{}", body.len());
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["Status"], "FAILED");
+            assert!(
+                v["Reason"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("(see CloudWatch log stream stream-7)")
+            );
+        }
+    }
+
+    #[test]
+    fn failed_create_ids_are_not_filter_keys() {
+        assert!(!crate::filter::is_filter_key(&failed_create_id("abc")));
+    }
+}

@@ -1,0 +1,365 @@
+//! Custom::PipelineFilter against moto S3, with a local HTTP server standing
+//! in for the pre-signed ResponseURL (it records each PUT).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spigot_core::ports::{FilterStore, PortError, StoredFilter};
+use spigot_e2e::*;
+use spigot_filter_resource::{FilterResource, HttpResponder};
+
+fn handler<F: FilterStore>(filters: F, bucket: &str) -> FilterResource<F, HttpResponder> {
+    FilterResource {
+        filters,
+        responder: HttpResponder::new(Duration::from_secs(2)).unwrap(),
+        bucket: bucket.to_string(),
+        log_stream: "2026/11/23/[$LATEST]0123456789abcdef".into(),
+        margin: Duration::from_millis(500),
+    }
+}
+
+fn event(file: &str, url: &str) -> Value {
+    let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["ResponseURL"] = json!(format!("{url}/response?X-Amz-Signature=abc"));
+    v
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(20)
+}
+
+/// The last response PUT: its JSON and its Content-Type.
+fn last_response(url: &FakeTarget) -> (Value, Option<String>, usize) {
+    let got = url.accepted();
+    let last = got.last().expect("a response was PUT");
+    assert_eq!(last.method, "PUT");
+    (
+        serde_json::from_slice(&last.body).unwrap(),
+        last.header("content-type").map(str::to_string),
+        last.body.len(),
+    )
+}
+
+async fn object(sdk: &spigot_aws::aws_config::SdkConfig, bucket: &str, key: &str) -> Option<Value> {
+    let out = spigot_aws::s3_client(sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    Some(serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap())
+}
+
+const KEY: &str = "filters/octo-org/mono/main/billing-service.json";
+
+#[tokio::test]
+async fn create_update_and_delete() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let h = handler(
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
+        &stack.bucket,
+    );
+
+    // Create
+    let a = h
+        .handle(event("cfn-create.json", &url.url), soon())
+        .await
+        .unwrap();
+    assert!(a.sent);
+    let (resp, content_type, _) = last_response(&url);
+    assert_eq!(resp["Status"], "SUCCESS", "{resp}");
+    assert_eq!(resp["PhysicalResourceId"], KEY);
+    assert_eq!(resp["Data"], json!({"Key": KEY, "Bucket": stack.bucket}));
+    assert_eq!(resp["RequestId"], "d8f1a3e2-7b61-11e6-8f6c-0123456789ab");
+    assert_eq!(resp["LogicalResourceId"], "BillingFilter");
+    assert!(resp["StackId"].as_str().unwrap().contains("stack/billing"));
+    assert_eq!(
+        content_type.as_deref(),
+        Some(""),
+        "empty Content-Type, as the URL was signed"
+    );
+    assert_eq!(
+        object(&sdk, &stack.bucket, KEY).await.unwrap()["Include"],
+        json!(["services/billing/**", "libs/common/**"])
+    );
+
+    // Update, same key: overwritten
+    h.handle(event("cfn-update.json", &url.url), soon())
+        .await
+        .unwrap();
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(
+        (resp["Status"].as_str(), resp["PhysicalResourceId"].as_str()),
+        (Some("SUCCESS"), Some(KEY))
+    );
+    assert_eq!(
+        object(&sdk, &stack.bucket, KEY).await.unwrap()["Include"],
+        json!(["services/billing/**"])
+    );
+
+    // Update to a new branch: a new key and PhysicalResourceId; the old object stays for CloudFormation's Delete
+    let mut moved = event("cfn-update.json", &url.url);
+    moved["ResourceProperties"]["Branch"] = json!("release/*");
+    h.handle(moved, soon()).await.unwrap();
+    let (resp, _, _) = last_response(&url);
+    let new_key = "filters/octo-org/mono/release%2F%2A/billing-service.json";
+    assert_eq!(resp["PhysicalResourceId"], new_key);
+    assert!(object(&sdk, &stack.bucket, new_key).await.is_some());
+    assert!(object(&sdk, &stack.bucket, KEY).await.is_some());
+
+    // Delete present, then delete again (already gone)
+    for _ in 0..2 {
+        h.handle(event("cfn-delete.json", &url.url), soon())
+            .await
+            .unwrap();
+        let (resp, _, _) = last_response(&url);
+        assert_eq!(resp["Status"], "SUCCESS", "{resp}");
+        assert!(object(&sdk, &stack.bucket, KEY).await.is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_update_fails_with_the_reason_and_leaves_the_old_object() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let h = handler(
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
+        &stack.bucket,
+    );
+    h.handle(event("cfn-create.json", &url.url), soon())
+        .await
+        .unwrap();
+    let before = object(&sdk, &stack.bucket, KEY).await.unwrap();
+    let mut bad = event("cfn-update.json", &url.url);
+    bad["ResourceProperties"]["Syntax"] = json!("regex");
+    bad["ResourceProperties"]["Include"] = json!(["services/(billing"]);
+    h.handle(bad, soon()).await.unwrap();
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(resp["Status"], "FAILED");
+    assert_eq!(resp["PhysicalResourceId"], KEY, "the old id is kept");
+    let reason = resp["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is not a valid regex") && reason.contains("position"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("[$LATEST]0123456789abcdef"),
+        "names the log stream: {reason}"
+    );
+    assert_eq!(object(&sdk, &stack.bucket, KEY).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_delete_after_a_failed_create_touches_nothing() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let h = handler(
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
+        &stack.bucket,
+    );
+    let mut bad = event("cfn-create.json", &url.url);
+    bad["ResourceProperties"]["Repository"] = json!("not-a-repo");
+    h.handle(bad, soon()).await.unwrap();
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(resp["Status"], "FAILED");
+    let physical = resp["PhysicalResourceId"].as_str().unwrap().to_string();
+    assert!(!physical.starts_with("filters/"));
+    // Something else in the bucket that a careless delete could hit.
+    spigot_aws::s3_client(&sdk)
+        .put_object()
+        .bucket(&stack.bucket)
+        .key("payloads/keep-me")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    for id in [
+        physical.as_str(),
+        "payloads/keep-me",
+        "filters/../payloads/keep-me",
+    ] {
+        let mut del = event("cfn-delete.json", &url.url);
+        del["PhysicalResourceId"] = json!(id);
+        h.handle(del, soon()).await.unwrap();
+        let (resp, _, _) = last_response(&url);
+        assert_eq!(resp["Status"], "SUCCESS", "{id}");
+    }
+    assert!(
+        spigot_aws::s3_client(&sdk)
+            .head_object()
+            .bucket(&stack.bucket)
+            .key("payloads/keep-me")
+            .send()
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn legacy_property_names_are_accepted() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let h = handler(
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
+        &stack.bucket,
+    );
+    let mut legacy = event("cfn-create.json", &url.url);
+    legacy["ResourceProperties"] = json!({
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:x",
+        "GitHubRepo": "octo-org/mono", "GitHubBranch": "main",
+        "ChangeMatchExpressions": "^services/billing/,^libs/", "CodePipelineName": "billing-service",
+    });
+    h.handle(legacy, soon()).await.unwrap();
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(resp["Status"], "SUCCESS", "{resp}");
+    let stored = object(&sdk, &stack.bucket, KEY).await.unwrap();
+    assert_eq!(stored["Syntax"], "regex");
+    assert_eq!(stored["Include"], json!(["^services/billing/", "^libs/"]));
+}
+
+#[tokio::test]
+async fn an_unreachable_bucket_still_gets_a_failed_answer_before_the_deadline() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    // An S3 endpoint that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let conf = spigot_aws::aws_sdk_s3::config::Builder::from(&sdk)
+        .endpoint_url(&silent_url)
+        .force_path_style(true)
+        .build();
+    let h = handler(
+        spigot_aws::S3Filters::new(
+            spigot_aws::aws_sdk_s3::Client::from_conf(conf),
+            &stack.bucket,
+        ),
+        &stack.bucket,
+    );
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(3);
+    let a = h
+        .handle(event("cfn-create.json", &url.url), deadline)
+        .await
+        .unwrap();
+    let answered_at = Instant::now();
+    assert!(a.sent);
+    assert!(
+        answered_at < deadline,
+        "answered {:?} after start, deadline 3 s",
+        answered_at - start
+    );
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(resp["Status"], "FAILED");
+    assert!(
+        resp["Reason"].as_str().unwrap().contains("timed out"),
+        "{resp}"
+    );
+}
+
+/// A store whose every call panics, to prove a panic still answers.
+struct PanickingStore;
+
+impl FilterStore for PanickingStore {
+    async fn list(&self, _: &str) -> Result<Vec<StoredFilter>, PortError> {
+        panic!("list exploded")
+    }
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, PortError> {
+        panic!("get exploded")
+    }
+    async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), PortError> {
+        panic!("put exploded")
+    }
+    async fn delete(&self, _: &str) -> Result<(), PortError> {
+        panic!("delete exploded")
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_the_handler_still_sends_failed() {
+    let url = FakeTarget::start().await;
+    let h = handler(PanickingStore, "bucket");
+    let a = h
+        .handle(event("cfn-create.json", &url.url), soon())
+        .await
+        .unwrap();
+    assert!(a.sent);
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(resp["Status"], "FAILED");
+    assert!(
+        resp["Reason"].as_str().unwrap().contains("put exploded"),
+        "{resp}"
+    );
+}
+
+#[tokio::test]
+async fn a_10_kb_reason_is_cut_to_fit_4_kb() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let h = handler(
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
+        &stack.bucket,
+    );
+    let mut bad = event("cfn-create.json", &url.url);
+    bad["ResourceProperties"]["Syntax"] = json!("regex");
+    bad["ResourceProperties"]["Include"] = json!([format!("({}", "a".repeat(10_000))]);
+    h.handle(bad, soon()).await.unwrap();
+    let (resp, _, len) = last_response(&url);
+    assert!(len <= 4096, "{len} bytes");
+    assert_eq!(resp["Status"], "FAILED");
+    assert!(
+        resp["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("CloudWatch log stream")
+    );
+}
+
+#[tokio::test]
+async fn transient_response_failures_are_retried() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    url.set_rule(|_, n| (n <= 2).then_some(503));
+    let h = handler(
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
+        &stack.bucket,
+    );
+    let a = h
+        .handle(event("cfn-create.json", &url.url), soon())
+        .await
+        .unwrap();
+    assert!(a.sent);
+    assert_eq!(url.attempts(), 3);
+    assert_eq!(url.accepted().len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_requests_do_not_panic() {
+    let url = FakeTarget::start().await;
+    let h = handler(PanickingStore, "bucket");
+    // No usable ResponseURL: logged, nothing sent.
+    for junk in [
+        json!(null),
+        json!([1, 2]),
+        json!({"RequestType": "Create"}),
+        json!({"ResponseURL": "ftp://x"}),
+    ] {
+        assert!(h.handle(junk, soon()).await.is_none());
+    }
+    // A ResponseURL but an unreadable request: FAILED is sent.
+    let junk = json!({"RequestType": "Explode", "ResponseURL": format!("{}/r", url.url), "RequestId": "r-9", "StackId": "s", "LogicalResourceId": "L"});
+    let a = h.handle(junk, soon()).await.unwrap();
+    assert!(a.sent);
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(resp["Status"], "FAILED");
+    assert!(resp["Reason"].as_str().unwrap().contains("malformed"));
+    assert_eq!(resp["RequestId"], "r-9");
+}

@@ -3,14 +3,21 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
 MOTO_PORT ?= 5000
+REGION ?= us-east-1
 export SPIGOT_PYTHON := $(PY)
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test lint venv build deploy bench clean
+.PHONY: run test lint venv build deploy bench bench-coldstart clean
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.build-tools: $(VENV)/.installed requirements-build.txt
+	$(VENV)/bin/pip install --quiet -r requirements-build.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -22,11 +29,28 @@ run: venv
 	$(PY) -m moto.server -H 127.0.0.1 -p $(MOTO_PORT) >/dev/null 2>&1 & \
 	./target/debug/spigot dev --endpoint http://127.0.0.1:$(MOTO_PORT) $(ARGS)
 
-## test: format, lints, every test (the e2e tests start their own moto server).
-test: venv
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+## test: format, lints (Rust and CloudFormation), every test (the e2e tests start their own moto server).
+test: venv lint
 	cargo test --workspace
 
+lint: venv
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/cfn-lint template.yaml examples/*.yaml
+	AWS_DEFAULT_REGION=$(REGION) $(VENV)/bin/sam validate --lint --template template.yaml
+
+## build: arm64 bootstrap binaries of the four functions (sam build, cargo-lambda + zig).
+build: $(VENV)/.build-tools
+	sam build --template template.yaml
+	@ls -l .aws-sam/build/*/bootstrap
+
+## deploy: sam deploy with samconfig.toml (set your parameters there or with ARGS=--parameter-overrides ...).
+deploy: build
+	sam deploy $(ARGS)
+
+## bench: criterion benchmarks (see BENCHMARKS.md).
+bench: venv
+	cargo bench -p spigot-bench
+
 clean:
-	rm -rf $(VENV) target .spigot
+	rm -rf $(VENV) target .spigot .aws-sam

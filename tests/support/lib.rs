@@ -265,19 +265,21 @@ pub fn signed_request(
     req
 }
 
-/// Every message body in a queue (received with visibility 0 so they stay).
+/// Every message body in a queue with its attributes. Receives with a hold until
+/// the queue gives nothing more (FIFO groups included), then releases them all.
 pub async fn peek_all(
     sdk: &SdkConfig,
     queue_url: &str,
 ) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
-    let mut seen = std::collections::BTreeMap::new();
-    for _ in 0..30 {
+    let mut seen = Vec::new();
+    let mut receipts = Vec::new();
+    loop {
         let out = sqs
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)
-            .visibility_timeout(0)
+            .visibility_timeout(30)
             .message_attribute_names("All")
             .send()
             .await
@@ -286,29 +288,27 @@ pub async fn peek_all(
         if msgs.is_empty() {
             break;
         }
-        let mut new = false;
         for m in msgs {
+            receipts.push(m.receipt_handle.clone().unwrap_or_default());
             let attrs = m
                 .message_attributes
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
                 .collect();
-            if seen
-                .insert(
-                    m.message_id.unwrap_or_default(),
-                    (m.body.unwrap_or_default(), attrs),
-                )
-                .is_none()
-            {
-                new = true;
-            }
-        }
-        if !new {
-            break;
+            seen.push((m.body.unwrap_or_default(), attrs));
         }
     }
-    seen.into_values().collect()
+    for r in receipts {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(r)
+            .visibility_timeout(0)
+            .send()
+            .await;
+    }
+    seen
 }
 
 /// `ApproximateNumberOfMessages` + `...NotVisible` of a queue.

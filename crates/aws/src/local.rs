@@ -31,6 +31,9 @@ pub struct LocalStack {
     pub eval_dlq_url: String,
     /// Config bucket.
     pub bucket: String,
+    /// Where `spigot dev` delivers hooks (so `spigot on --local --drain` can drain there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Why the local stack could not be created.
@@ -102,6 +105,7 @@ pub async fn provision(
         eval_url,
         eval_dlq_url,
         bucket,
+        target: None,
     })
 }
 

@@ -87,7 +87,7 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     });
     let secrets = Secrets::parse(&secret).map_err(|e| CliError::Usage(e.to_string()))?;
 
-    let stack = provision_with_retry(&sdk, &endpoint, &args.name).await?;
+    let mut stack = provision_with_retry(&sdk, &endpoint, &args.name).await?;
     std::fs::create_dir_all(".spigot").context("cannot create .spigot/")?;
     std::fs::write(
         DEV_FILE,
@@ -116,6 +116,13 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
             format!("http://{}/", args.sink)
         }
     };
+    stack.target = Some(target_url.clone());
+    std::fs::create_dir_all(".spigot").context("cannot create .spigot/")?;
+    std::fs::write(
+        DEV_FILE,
+        serde_json::to_string_pretty(&stack).expect("serialisable"),
+    )
+    .with_context(|| format!("cannot write {DEV_FILE}"))?;
     let timeout = Duration::from_millis(args.forward_timeout_ms);
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
     let receiver = Receiver {

@@ -1,6 +1,8 @@
 //! `spigot`: operate Spigot on AWS or locally.
 
 mod dev;
+mod dlq;
+mod filters;
 mod resources;
 mod send;
 mod switch;
@@ -45,6 +47,12 @@ enum Command {
     /// Show the state, buffer and dead-letter depths.
     #[command(after_help = "Examples:\n  spigot status --local\n  spigot status --json")]
     Status(switch::StatusArgs),
+    /// Inspect and redrive the buffer's dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Manage and dry-run pipeline filters.
+    #[command(subcommand)]
+    Filters(filters::FiltersCommand),
     /// Print the X-Hub-Signature-256 GitHub would send for a file.
     #[command(
         after_help = "Example:\n  spigot sign --secret \"$WEBHOOK_SECRET\" tests/fixtures/push.json"
@@ -84,6 +92,8 @@ async fn main() -> std::process::ExitCode {
         Command::On(args) => switch::on(&cli.place, args).await,
         Command::Off => switch::off(&cli.place).await,
         Command::Status(args) => switch::status(&cli.place, args).await,
+        Command::Dlq(cmd) => dlq::run(&cli.place, cmd).await,
+        Command::Filters(cmd) => filters::run(&cli.place, cmd).await,
         Command::Sign(args) => send::sign(args),
         Command::Send(args) => send::send(args).await,
         Command::Dev(args) => dev::run(&cli.place, args).await,

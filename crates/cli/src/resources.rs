@@ -71,6 +71,10 @@ pub struct Resolved {
     pub eval_dlq_url: Option<String>,
     /// Config bucket.
     pub bucket: Option<String>,
+    /// The drainer function (stack output `DrainerFunction`), for `spigot on --drain`.
+    pub drainer_function: Option<String>,
+    /// The local stack, with `--local`.
+    pub local: Option<LocalStack>,
     /// Where the stack lookup went (for error messages).
     pub source: String,
 }
@@ -89,13 +93,15 @@ impl Where {
                     self.profile.as_deref(),
                 )
                 .await,
-                api_id: Some(stack.api_id),
-                stage: Some(stack.stage),
-                buffer_url: Some(stack.buffer_url),
-                dlq_url: Some(stack.buffer_dlq_url),
-                eval_url: Some(stack.eval_url),
-                eval_dlq_url: Some(stack.eval_dlq_url),
-                bucket: Some(stack.bucket),
+                api_id: Some(stack.api_id.clone()),
+                stage: Some(stack.stage.clone()),
+                buffer_url: Some(stack.buffer_url.clone()),
+                dlq_url: Some(stack.buffer_dlq_url.clone()),
+                eval_url: Some(stack.eval_url.clone()),
+                eval_dlq_url: Some(stack.eval_dlq_url.clone()),
+                bucket: Some(stack.bucket.clone()),
+                drainer_function: None,
+                local: Some(stack),
                 source: format!("local stack in {DEV_FILE}"),
             };
         } else {
@@ -114,6 +120,8 @@ impl Where {
                 eval_url: None,
                 eval_dlq_url: None,
                 bucket: None,
+                drainer_function: None,
+                local: None,
                 source: String::new(),
             };
             let all_given = self.api_id.is_some()
@@ -135,6 +143,7 @@ impl Where {
                         r.eval_url = get("EvalQueueUrl");
                         r.eval_dlq_url = get("EvalDlqUrl");
                         r.bucket = get("ConfigBucket");
+                        r.drainer_function = get("DrainerFunction");
                         r.source = format!("outputs of stack {name}");
                     }
                     Err(e) => r.source = format!("stack {name} could not be read: {e}"),
@@ -176,6 +185,36 @@ impl Resolved {
                 if self.source.is_empty() { "no stack consulted".to_string() } else { self.source.clone() }
             ))
         })
+    }
+
+    /// The buffer URL.
+    pub fn buffer(&self) -> Result<&str, CliError> {
+        self.need(
+            &self.buffer_url,
+            "buffer-url",
+            "SPIGOT_BUFFER_URL",
+            "BufferQueueUrl",
+        )
+    }
+
+    /// The buffer's dead-letter queue URL.
+    pub fn dlq(&self) -> Result<&str, CliError> {
+        self.need(
+            &self.dlq_url,
+            "dlq-url",
+            "SPIGOT_BUFFER_DLQ_URL",
+            "BufferDlqUrl",
+        )
+    }
+
+    /// The config bucket.
+    pub fn config_bucket(&self) -> Result<&str, CliError> {
+        self.need(
+            &self.bucket,
+            "bucket",
+            "SPIGOT_CONFIG_BUCKET",
+            "ConfigBucket",
+        )
     }
 
     /// The REST API id and stage.

@@ -11,7 +11,11 @@ use crate::CliError;
 use crate::resources::{Resolved, Where};
 
 #[derive(clap::Args)]
-pub struct OnArgs {}
+pub struct OnArgs {
+    /// Drain the buffer right away (invokes the drainer; with --local, drains in this process).
+    #[arg(long)]
+    drain: bool,
+}
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -50,8 +54,78 @@ async fn flip(place: &Where, state: State) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn on(place: &Where, _args: OnArgs) -> Result<(), CliError> {
-    flip(place, State::On).await
+pub async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {
+    flip(place, State::On).await?;
+    if args.drain {
+        drain_now(place).await?;
+    }
+    Ok(())
+}
+
+/// Runs a drain now: in process for the local stack, else by invoking the drainer function.
+async fn drain_now(place: &Where) -> Result<(), CliError> {
+    let r = place.resolve().await?;
+    let buffer = r.buffer()?.to_string();
+    let start = depth(&r, &buffer).await?;
+    let total = start.visible + start.in_flight;
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("drain {bar:30} {pos}/{len} delivered")
+            .expect("valid template"),
+    );
+    let watch = {
+        let (r, bar, buffer) = (r.clone(), bar.clone(), buffer.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(d) = depth(&r, &buffer).await {
+                    bar.set_position(total.saturating_sub(d.visible + d.in_flight));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let summary = match &r.local {
+        Some(stack) => {
+            let target = stack.target.clone().ok_or_else(|| {
+                CliError::Usage(
+                    "the local stack names no target; restart `spigot dev` (make run)".into(),
+                )
+            })?;
+            let drainer = crate::dev::local_drainer(
+                &r.sdk,
+                stack,
+                &target,
+                std::time::Duration::from_secs(7),
+            )?;
+            serde_json::to_value(drainer.drain(None).await).unwrap_or_default()
+        }
+        None => {
+            let function = r.need(
+                &r.drainer_function,
+                "stack",
+                "SPIGOT_STACK",
+                "DrainerFunction",
+            )?;
+            let out = aws_sdk_lambda::Client::new(&r.sdk)
+                .invoke()
+                .function_name(function)
+                .payload(aws_sdk_lambda::primitives::Blob::new(b"{}".to_vec()))
+                .send()
+                .await
+                .with_context(|| format!("cannot invoke the drainer {function}"))?;
+            if let Some(err) = out.function_error {
+                return Err(CliError::Failed(anyhow::anyhow!(
+                    "the drainer failed: {err}"
+                )));
+            }
+            out.payload
+                .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+                .unwrap_or_default()
+        }
+    };
+    watch.abort();
+    bar.finish_and_clear();
+    println!("drain: {summary}");
+    Ok(())
 }
 
 pub async fn off(place: &Where) -> Result<(), CliError> {

@@ -1,7 +1,7 @@
 //! The `spigot` command as a process, against moto and local targets.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -253,4 +253,324 @@ async fn dev_evaluates_pushes_against_filters_and_says_what_it_would_start() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A local stack in moto written to `<dir>/.spigot/dev.json`, as `spigot dev` would.
+async fn local_stack(
+    dir: &Path,
+    target: Option<&str>,
+) -> (
+    spigot_aws::aws_config::SdkConfig,
+    spigot_aws::local::LocalStack,
+) {
+    let (sdk, mut stack) = stack().await;
+    stack.target = target.map(str::to_string);
+    std::fs::create_dir_all(dir.join(".spigot")).unwrap();
+    std::fs::write(
+        dir.join(".spigot/dev.json"),
+        serde_json::to_string(&stack).unwrap(),
+    )
+    .unwrap();
+    (sdk, stack)
+}
+
+async fn dead_letters(sdk: &spigot_aws::aws_config::SdkConfig, dlq: &str, n: usize) -> Vec<String> {
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let hook = spigot_core::Hook {
+            delivery: unique("dead"),
+            event: "push".into(),
+            repository: Some(format!("octo-org/repo{}", i % 3)),
+            headers: vec![("x-github-event".into(), "push".into())],
+            body: push_payload("octo-org/x", &i.to_string()).into_bytes(),
+            received_at_ms: 1,
+        };
+        let mut env = spigot_core::Envelope::from_hook(&hook);
+        env.resend(Some("target answered 404 (client error)".into()));
+        sqs.send_message()
+            .queue_url(dlq)
+            .message_body(env.encode())
+            .message_group_id(env.dedup_id())
+            .message_deduplication_id(env.dedup_id())
+            .message_attributes(
+                "Reason",
+                spigot_aws::aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("target answered 404 (client error)")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        ids.push(hook.delivery);
+    }
+    ids
+}
+
+fn deliveries(
+    msgs: &[(String, std::collections::HashMap<String, String>)],
+) -> std::collections::BTreeSet<String> {
+    msgs.iter()
+        .map(|(b, _)| spigot_core::Envelope::decode(b).unwrap().delivery)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let ids = dead_letters(&sdk, &stack.buffer_dlq_url, 7).await;
+
+    let out = spigot(&dir)
+        .args(["dlq", "list", "--local", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 7);
+    assert!(
+        rows.iter()
+            .all(|r| r["reason"].as_str().unwrap().contains("404"))
+    );
+    assert!(
+        rows.iter()
+            .all(|r| ids.contains(&r["delivery"].as_str().unwrap().to_string()))
+    );
+
+    let out = spigot(&dir)
+        .args(["dlq", "redrive", "--max", "3", "--local"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved 3"));
+    let in_buffer = peek_all(&sdk, &stack.buffer_url).await;
+    let in_dlq = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    assert_eq!((in_buffer.len(), in_dlq.len()), (3, 4));
+    let mut all = deliveries(&in_buffer);
+    all.extend(deliveries(&in_dlq));
+    assert_eq!(all.len(), 7, "nothing lost, nothing doubled");
+    let moved = spigot_core::Envelope::decode(&in_buffer[0].0).unwrap();
+    assert_eq!(
+        moved.attempts, 2,
+        "a redrive is a new send with a fresh deduplication id"
+    );
+
+    let left: Vec<String> = deliveries(&in_dlq).into_iter().collect();
+    let out = spigot(&dir)
+        .args(["dlq", "redrive", "--delivery", &left[2], "--local"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved 1"));
+    assert!(deliveries(&peek_all(&sdk, &stack.buffer_url).await).contains(&left[2]));
+    let still: Vec<String> = deliveries(&peek_all(&sdk, &stack.buffer_dlq_url).await)
+        .into_iter()
+        .collect();
+    assert_eq!(still.len(), 3);
+    assert!(!still.contains(&left[2]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_redrive_loses_nothing() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let ids = dead_letters(&sdk, &stack.buffer_dlq_url, 150).await;
+    let mut child = spigot(&dir)
+        .args(["dlq", "redrive", "--local", "--no-move-task", "--hold", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while depth(&sdk, &stack.buffer_url).await.0 < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the redrive did not start moving"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, mid-redrive
+    child.wait().unwrap();
+    // What the killed process held comes back to the DLQ after its hold expires.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let in_buffer = deliveries(&peek_all(&sdk, &stack.buffer_url).await);
+    let in_dlq = deliveries(&peek_all(&sdk, &stack.buffer_dlq_url).await);
+    println!(
+        "interrupted redrive: {} in buffer, {} in DLQ, {} in both",
+        in_buffer.len(),
+        in_dlq.len(),
+        in_buffer.intersection(&in_dlq).count()
+    );
+    assert!(
+        in_buffer.len() < 150,
+        "the redrive was interrupted before it finished"
+    );
+    for id in &ids {
+        assert!(in_buffer.contains(id) || in_dlq.contains(id), "{id} lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_put_validates_and_test_explains() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let examples = format!("{}/../../examples", env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(dir.join("bad.json"), r#"{"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "p", "Syntax": "regex", "Include": ["services/(a"]}"#).unwrap();
+    let out = spigot(&dir)
+        .args(["filters", "put", "bad.json", "--local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a valid regex: unclosed group at position 9"),
+        "{err}"
+    );
+    let listed = spigot_aws::s3_client(&sdk)
+        .list_objects_v2()
+        .bucket(&stack.bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0), "nothing written");
+
+    let out = spigot(&dir)
+        .args([
+            "filters",
+            "put",
+            &format!("{examples}/filters/billing.json"),
+            "--local",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "filters/octo-org/mono/main/billing-service.json"
+    );
+    let out = spigot(&dir)
+        .args(["filters", "list", "--local"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("billing-service"));
+
+    // Dry run against the bucket...
+    let out = spigot(&dir)
+        .args([
+            "filters",
+            "test",
+            "--event",
+            &format!("{examples}/push-mono.json"),
+            "--local",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("START billing-service"), "{text}");
+    // ...and against local files.
+    let out = spigot(&dir)
+        .args([
+            "filters",
+            "test",
+            "--event",
+            &format!("{examples}/push-mono.json"),
+        ])
+        .args(["--filter", &format!("{examples}/filters/billing.json")])
+        .args(["--filter", &format!("{examples}/filters/web.json")])
+        .args(["--filter", &format!("{examples}/filters/legacy.json")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("push to octo-org/mono@main: 4 changed path(s)"),
+        "{text}"
+    );
+    let line = |pipeline: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(pipeline))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        line("billing-service"),
+        "START billing-service libs/common/src/money.rs matches libs/common/**"
+    );
+    assert_eq!(
+        line("web-frontend"),
+        "skip web-frontend no changed path included, or all excluded"
+    );
+    assert_eq!(
+        line("docs-site"),
+        "START docs-site docs/billing.md matches ^docs/"
+    );
+
+    let out = spigot(&dir)
+        .args(["filters", "delete", "payloads/x", "--local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = spigot(&dir)
+        .args([
+            "filters",
+            "delete",
+            "filters/octo-org/mono/main/billing-service.json",
+            "--local",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_drain_local_drains_in_process() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    spigot(&dir).args(["off", "--local"]).assert().success();
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 12, &["octo-org/a", "octo-org/b"], "OFF")
+        .await;
+    let out = spigot(&dir)
+        .args(["on", "--local", "--drain"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"delivered\":12"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(ledger.check(&target.accepted(), &[]), (12, 0));
 }

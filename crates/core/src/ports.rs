@@ -45,7 +45,7 @@ pub struct Received {
 pub struct DeadLetter {
     /// The message body (an envelope, or the poison text as received).
     pub body: String,
-    /// FIFO group.
+    /// FIFO group: one per dead letter (its deduplication id), so each can be listed and redriven alone.
     pub group: String,
     /// FIFO deduplication id (fresh for every send).
     pub dedup_id: String,

@@ -131,6 +131,10 @@ pub struct Engine<B, P, T> {
 
 struct Run<'a> {
     counters: &'a Counters,
+    /// One ReceiveMessage in flight at a time. FIFO hands each call other groups
+    /// anyway; serialising keeps that true on emulators whose receive is not
+    /// atomic across threads (moto), and costs little next to delivery time.
+    receiving: tokio::sync::Mutex<()>,
     deadline: Option<Instant>,
     cancel: &'a AtomicBool,
     consecutive_failures: AtomicU32,
@@ -173,6 +177,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
     ) -> Summary {
         let run = Run {
             counters,
+            receiving: tokio::sync::Mutex::new(()),
             deadline,
             cancel,
             consecutive_failures: AtomicU32::new(0),
@@ -193,7 +198,11 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             if let Some(s) = run.stopping(self.config.stop_before) {
                 return Some(s);
             }
-            let batch = match self.buffer.receive(10, self.config.wait_seconds).await {
+            let received = {
+                let _turn = run.receiving.lock().await;
+                self.buffer.receive(10, self.config.wait_seconds).await
+            };
+            let batch = match received {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot receive from the buffer");
@@ -385,7 +394,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         env.resend(Some(reason.clone()));
         let letter = DeadLetter {
             body: env.encode(),
-            group: env.group_id(),
+            // One group per dead letter: any of them can be listed or redriven alone.
+            group: env.dedup_id(),
             dedup_id: env.dedup_id(),
             reason,
             status,

@@ -266,7 +266,8 @@ where
                 env.resend(Some(reason.clone()));
                 let letter = DeadLetter {
                     body: env.encode(),
-                    group: env.group_id(),
+                    // One group per dead letter: any of them can be listed or redriven alone.
+                    group: env.dedup_id(),
                     dedup_id: env.dedup_id(),
                     reason: reason.clone(),
                     status,

@@ -1,0 +1,332 @@
+//! `spigot dlq list | redrive`: inspect and replay dead letters.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use spigot_aws::aws_sdk_sqs::Client;
+use spigot_aws::aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use spigot_core::envelope::Envelope;
+
+use crate::CliError;
+use crate::resources::Where;
+
+#[derive(clap::Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters: delivery, event, repository, reason, age.
+    #[command(after_help = "Examples:\n  spigot dlq list --local\n  spigot dlq list --json")]
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead letters back to the buffer (sent first, deleted after: an interrupted redrive duplicates, never loses).
+    #[command(
+        after_help = "Examples:\n  spigot dlq redrive --local\n  spigot dlq redrive --max 3\n  spigot dlq redrive --delivery 72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    )]
+    Redrive {
+        /// Move at most this many.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Move only this delivery id.
+        #[arg(long)]
+        delivery: Option<String>,
+        /// Always use the move loop, even where SQS StartMessageMoveTask is available.
+        #[arg(long)]
+        no_move_task: bool,
+        /// Seconds a dead letter stays hidden while the loop works on it (it reappears in the DLQ if the loop dies).
+        #[arg(long, default_value_t = 60)]
+        hold: i32,
+    },
+}
+
+/// How long `dlq list` keeps received dead letters hidden while it reads them.
+const LIST_HOLD_SECONDS: i32 = 30;
+
+struct Letter {
+    message: Message,
+    envelope: Option<Envelope>,
+}
+
+impl Letter {
+    fn attr(&self, name: &str) -> Option<String> {
+        self.message
+            .message_attributes
+            .as_ref()?
+            .get(name)?
+            .string_value
+            .clone()
+    }
+}
+
+/// Receives everything receivable (holding it), so a scan sees each message once.
+async fn receive_all(
+    sqs: &Client,
+    url: &str,
+    limit: usize,
+    hold: i32,
+) -> anyhow::Result<Vec<Letter>> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(hold)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .with_context(|| format!("cannot receive from {url}"))?
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            break;
+        }
+        out.extend(got.into_iter().map(|m| Letter {
+            envelope: Envelope::decode(m.body.as_deref().unwrap_or_default()).ok(),
+            message: m,
+        }));
+    }
+    Ok(out)
+}
+
+async fn release(sqs: &Client, url: &str, letters: &[Letter]) {
+    for l in letters {
+        if let Some(r) = &l.message.receipt_handle {
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(r)
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+    }
+}
+
+pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
+    let r = place.resolve().await?;
+    let sqs = Client::new(&r.sdk);
+    let dlq = r.dlq()?.to_string();
+    match cmd {
+        DlqCommand::List { json } => list(&sqs, &dlq, json).await,
+        DlqCommand::Redrive {
+            max,
+            delivery,
+            no_move_task,
+            hold,
+        } => {
+            let buffer = r.buffer()?.to_string();
+            if max.is_none() && delivery.is_none() && !no_move_task {
+                match move_task(&sqs, &dlq, &buffer).await {
+                    Ok(handle) => {
+                        println!("started SQS message move task {handle} (DLQ -> buffer)");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "StartMessageMoveTask unavailable; using the move loop")
+                    }
+                }
+            }
+            redrive(
+                &sqs,
+                &dlq,
+                &buffer,
+                max,
+                delivery.as_deref(),
+                hold.clamp(1, 43_200),
+            )
+            .await
+        }
+    }
+}
+
+async fn list(sqs: &Client, dlq: &str, json: bool) -> Result<(), CliError> {
+    let letters = receive_all(sqs, dlq, 10_000, LIST_HOLD_SECONDS).await?;
+    let now = spigot_aws::now_ms();
+    let rows: Vec<serde_json::Value> = letters
+        .iter()
+        .map(|l| {
+            let sent: Option<u64> = l
+                .message
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|v| v.parse().ok());
+            let e = l.envelope.as_ref();
+            json!({
+                "delivery": e.map(|e| e.delivery.clone()),
+                "event": e.map(|e| e.event.clone()),
+                "repository": e.and_then(|e| e.repository.clone()),
+                "reason": l.attr("Reason").or_else(|| e.and_then(|e| e.last_error.clone())),
+                "status": l.attr("Status"),
+                "age_seconds": sent.map(|s| now.saturating_sub(s) / 1000),
+                "message_id": l.message.message_id,
+            })
+        })
+        .collect();
+    release(sqs, dlq, &letters).await;
+    if json {
+        for row in &rows {
+            println!("{row}");
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<38} {:<14} {:<28} {:>7}  REASON",
+        "DELIVERY", "EVENT", "REPOSITORY", "AGE"
+    );
+    for row in &rows {
+        let s = |k: &str| row[k].as_str().unwrap_or("-").to_string();
+        println!(
+            "{:<38} {:<14} {:<28} {:>6}s  {}",
+            s("delivery"),
+            s("event"),
+            s("repository"),
+            row["age_seconds"]
+                .as_u64()
+                .map(|a| a.to_string())
+                .unwrap_or("-".into()),
+            s("reason")
+        );
+    }
+    println!("{} dead letter(s)", rows.len());
+    Ok(())
+}
+
+async fn queue_arn(sqs: &Client, url: &str) -> anyhow::Result<String> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .context("the queue has no ARN")
+}
+
+/// Server-side redrive (SQS StartMessageMoveTask); errors where it is not available.
+async fn move_task(sqs: &Client, dlq: &str, buffer: &str) -> anyhow::Result<String> {
+    let out = sqs
+        .start_message_move_task()
+        .source_arn(queue_arn(sqs, dlq).await?)
+        .destination_arn(queue_arn(sqs, buffer).await?)
+        .send()
+        .await?;
+    Ok(out.task_handle.unwrap_or_default())
+}
+
+async fn redrive(
+    sqs: &Client,
+    dlq: &str,
+    buffer: &str,
+    max: Option<usize>,
+    only: Option<&str>,
+    hold: i32,
+) -> Result<(), CliError> {
+    let total = {
+        let a = sqs
+            .get_queue_attributes()
+            .queue_url(dlq)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .context("cannot read the DLQ depth")?
+            .attributes
+            .unwrap_or_default();
+        a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let goal = max.map(|m| (m as u64).min(total)).unwrap_or(total);
+    let bar = ProgressBar::new(goal).with_style(
+        ProgressStyle::with_template("redrive {bar:30} {pos}/{len} {msg}").expect("valid template"),
+    );
+    let mut moved = 0usize;
+    let mut skipped: Vec<Letter> = Vec::new();
+    let mut failed: HashMap<String, String> = HashMap::new();
+    'outer: loop {
+        let batch = receive_all(sqs, dlq, 10, hold).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for letter in batch {
+            let wanted = match (only, &letter.envelope) {
+                (None, _) => true,
+                (Some(id), Some(e)) => e.delivery == id,
+                (Some(_), None) => false,
+            };
+            if !wanted || max.is_some_and(|m| moved >= m) {
+                skipped.push(letter);
+                continue;
+            }
+            match move_one(sqs, dlq, buffer, &letter).await {
+                Ok(()) => {
+                    moved += 1;
+                    bar.inc(1);
+                }
+                Err(e) => {
+                    failed.insert(
+                        letter.message.message_id.clone().unwrap_or_default(),
+                        e.to_string(),
+                    );
+                    skipped.push(letter);
+                }
+            }
+        }
+        if max.is_some_and(|m| moved >= m) {
+            break 'outer;
+        }
+    }
+    bar.finish_and_clear();
+    release(sqs, dlq, &skipped).await;
+    println!(
+        "moved {moved} dead letter(s) to the buffer; {} left in the DLQ",
+        total.saturating_sub(moved as u64)
+    );
+    for (id, e) in &failed {
+        eprintln!("not moved {id}: {e}");
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(anyhow::anyhow!(
+            "{} dead letter(s) could not be moved",
+            failed.len()
+        )))
+    }
+}
+
+/// Send a copy to the buffer first (fresh deduplication id), then delete the dead letter.
+async fn move_one(sqs: &Client, dlq: &str, buffer: &str, letter: &Letter) -> anyhow::Result<()> {
+    let body = letter.message.body.clone().unwrap_or_default();
+    let (body, group, dedup) = match &letter.envelope {
+        Some(e) => {
+            let mut e = e.clone();
+            e.resend(None);
+            (e.encode(), e.group_id(), e.dedup_id())
+        }
+        // Not an envelope (a poison message): moved as it is, so nothing is lost.
+        None => {
+            let id = letter.message.message_id.clone().unwrap_or_default();
+            (body, "poison".to_string(), format!("redrive-{id}"))
+        }
+    };
+    sqs.send_message()
+        .queue_url(buffer)
+        .message_body(body)
+        .message_group_id(group)
+        .message_deduplication_id(dedup)
+        .send()
+        .await
+        .context("cannot send to the buffer")?;
+    sqs.delete_message()
+        .queue_url(dlq)
+        .receipt_handle(letter.message.receipt_handle.clone().unwrap_or_default())
+        .send()
+        .await
+        .context("sent to the buffer but cannot delete from the DLQ (it will be redriven twice)")?;
+    Ok(())
+}

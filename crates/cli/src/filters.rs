@@ -1,0 +1,195 @@
+//! `spigot filters list | put | delete | test`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::json;
+use spigot_aws::S3Filters;
+use spigot_core::filter::{FilterSet, FilterSpec, PREFIX, is_filter_key, repository_prefix};
+use spigot_core::ports::FilterStore;
+use spigot_core::push::Push;
+
+use crate::CliError;
+use crate::resources::Where;
+
+#[derive(clap::Subcommand)]
+pub enum FiltersCommand {
+    /// List the filters in the config bucket.
+    #[command(
+        after_help = "Examples:\n  spigot filters list --local\n  spigot filters list --json"
+    )]
+    List {
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a filter file and write it to the config bucket (nothing is written if it is invalid).
+    #[command(after_help = "Example:\n  spigot filters put examples/filters/billing.json --local")]
+    Put {
+        /// The filter (JSON; the older GitHubRepo/... format is accepted).
+        file: PathBuf,
+    },
+    /// Delete a filter by key.
+    #[command(
+        after_help = "Example:\n  spigot filters delete filters/octo-org/mono/main/billing-service.json --local"
+    )]
+    Delete {
+        /// The key, as `filters list` shows it.
+        key: String,
+    },
+    /// Dry run: which filters a push payload matches, and why. Starts nothing.
+    #[command(
+        after_help = "Examples:\n  spigot filters test --event examples/push-mono.json --filter examples/filters/billing.json --filter examples/filters/web.json\n  spigot filters test --event push.json --local"
+    )]
+    Test {
+        /// A push payload (as GitHub sends it).
+        #[arg(long)]
+        event: PathBuf,
+        /// Test these filter files instead of the bucket's filters.
+        #[arg(long)]
+        filter: Vec<PathBuf>,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+}
+
+async fn store(place: &Where) -> Result<S3Filters, CliError> {
+    let r = place.resolve().await?;
+    Ok(S3Filters::new(
+        spigot_aws::s3_client(&r.sdk),
+        r.config_bucket()?,
+    ))
+}
+
+pub async fn run(place: &Where, cmd: FiltersCommand) -> Result<(), CliError> {
+    match cmd {
+        FiltersCommand::List { json } => {
+            let store = store(place).await?;
+            let all = store.list(PREFIX).await.context("cannot list filters")?;
+            if !json {
+                println!(
+                    "{:<28} {:<20} {:<24} {:<7} KEY",
+                    "REPOSITORY", "BRANCH", "PIPELINE", "PATHS"
+                );
+            }
+            for f in &all {
+                match FilterSpec::from_json(&f.bytes) {
+                    Ok(s) if json => println!(
+                        "{}",
+                        json!({"key": f.key, "filter": serde_json::to_value(&s).unwrap_or_default()})
+                    ),
+                    Ok(s) => println!(
+                        "{:<28} {:<20} {:<24} {:<7} {}",
+                        s.repository,
+                        s.branch,
+                        s.pipeline,
+                        format!("+{}/-{}", s.include.len(), s.exclude.len()),
+                        f.key
+                    ),
+                    Err(e) if json => println!("{}", json!({"key": f.key, "error": e.to_string()})),
+                    Err(e) => println!("{:<28} {e}  {}", "(invalid)", f.key),
+                }
+            }
+            Ok(())
+        }
+        FiltersCommand::Put { file } => {
+            let spec = FilterSpec::from_json(&read(&file)?)
+                .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", file.display())))?;
+            let filter = spec
+                .compile()
+                .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", file.display())))?;
+            let key = filter.spec.key();
+            store(place)
+                .await?
+                .put(&key, filter.spec.to_json().into_bytes())
+                .await
+                .context("cannot write the filter")?;
+            println!("{key}");
+            Ok(())
+        }
+        FiltersCommand::Delete { key } => {
+            if !is_filter_key(&key) {
+                return Err(CliError::Usage(format!(
+                    "{key:?} is not a filter key (filters/{{owner}}/{{repo}}/{{branch}}/{{pipeline}}.json); see `spigot filters list`"
+                )));
+            }
+            let store = store(place).await?;
+            if store
+                .get(&key)
+                .await
+                .context("cannot read the filter")?
+                .is_none()
+            {
+                return Err(CliError::Failed(anyhow::anyhow!("no filter at {key}")));
+            }
+            store
+                .delete(&key)
+                .await
+                .context("cannot delete the filter")?;
+            println!("deleted {key}");
+            Ok(())
+        }
+        FiltersCommand::Test {
+            event,
+            filter,
+            json,
+        } => {
+            let payload = read(&event)?;
+            let push = Push::parse(&payload)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", event.display())))?;
+            let stored: Vec<(String, Vec<u8>)> = if filter.is_empty() {
+                store(place)
+                    .await?
+                    .list(&repository_prefix(&push.repository))
+                    .await
+                    .context("cannot list filters")?
+                    .into_iter()
+                    .map(|f| (f.key, f.bytes))
+                    .collect()
+            } else {
+                filter
+                    .iter()
+                    .map(|p| read(p).map(|b| (p.display().to_string(), b)))
+                    .collect::<Result<_, _>>()?
+            };
+            let mut filters = Vec::new();
+            for (name, bytes) in stored {
+                match FilterSpec::from_json(&bytes).and_then(FilterSpec::compile) {
+                    Ok(f) => filters.push(f),
+                    Err(e) => eprintln!("skipping {name}: {e}"),
+                }
+            }
+            let set = FilterSet::new(filters);
+            let branch = push.branch().unwrap_or(&push.git_ref);
+            if !json {
+                println!(
+                    "push to {}@{branch}: {} changed path(s)",
+                    push.repository,
+                    push.paths.len()
+                );
+            }
+            for d in set.evaluate(&push) {
+                let f = &set.filters[d.filter].spec;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"pipeline": f.pipeline, "start": d.start, "why": d.why.to_string(), "key": f.key()})
+                    );
+                } else {
+                    println!(
+                        "{} {:<24} {}",
+                        if d.start { "START" } else { "skip " },
+                        f.pipeline,
+                        d.why
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -3,6 +3,7 @@
 mod dev;
 mod dlq;
 mod filters;
+mod relay;
 mod resources;
 mod send;
 mod switch;
@@ -63,6 +64,11 @@ enum Command {
         after_help = "Example:\n  spigot send tests/fixtures/push.json --url http://127.0.0.1:3000/webhook --secret spigot-test-secret --event push"
     )]
     Send(send::SendArgs),
+    /// Pull mode: deliver buffered hooks to a target inside your network (runs until stopped).
+    #[command(
+        after_help = "Examples:\n  spigot relay --to http://jenkins.internal:8080/github-webhook/ --stack spigot\n  spigot relay --to http://127.0.0.1:8080/ --local --once\n  spigot relay --to http://jenkins:8080/ --metrics-listen 127.0.0.1:9464"
+    )]
+    Relay(relay::RelayArgs),
     /// Run Spigot locally on a moto server: queues, bucket, API stage, receiver on 127.0.0.1:3000.
     #[command(
         after_help = "Example:\n  python -m moto.server -p 5000 &\n  spigot dev --endpoint http://127.0.0.1:5000"
@@ -75,7 +81,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default = match (&cli.command, cli.verbose) {
         (_, true) => "debug",
-        (Command::Dev(_), false) => "info",
+        (Command::Dev(_) | Command::Relay(_), false) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -97,6 +103,7 @@ async fn main() -> std::process::ExitCode {
         Command::Sign(args) => send::sign(args),
         Command::Send(args) => send::send(args).await,
         Command::Dev(args) => dev::run(&cli.place, args).await,
+        Command::Relay(args) => relay::run(&cli.place, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

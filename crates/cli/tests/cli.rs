@@ -574,3 +574,223 @@ async fn on_drain_local_drains_in_process() {
     );
     assert_eq!(ledger.check(&target.accepted(), &[]), (12, 0));
 }
+
+/// A relay process (killed on drop).
+fn relay(dir: &Path, target: &str, extra: &[&str]) -> Dev {
+    let log = std::fs::File::create(dir.join(format!("relay-{}.log", unique("")))).unwrap();
+    let child = spigot(&dir.to_path_buf())
+        .args([
+            "relay",
+            "--to",
+            target,
+            "--local",
+            "--poll-wait",
+            "1",
+            "--concurrency",
+            "4",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Dev(child)
+}
+
+async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_delivers_the_buffer_in_order_and_a_4xx_dead_letters_only_that_hook() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(
+            &r,
+            100,
+            &["octo-org/a", "octo-org/b", "octo-org/c", "octo-org/d"],
+            "OFF",
+        )
+        .await;
+    let refused = ledger.sent[17].0.clone();
+    let refused_for_rule = refused.clone();
+    target.set_rule(move |rec, _| {
+        (rec.header("x-github-delivery") == Some(refused_for_rule.as_str())).then_some(404)
+    });
+    let out = spigot(&dir)
+        .args([
+            "relay",
+            "--to",
+            &target.url,
+            "--local",
+            "--once",
+            "--poll-wait",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (delivered, duplicates) = ledger.check(&target.accepted(), std::slice::from_ref(&refused));
+    println!("ledger relay: in 100, delivered {delivered}, duplicates {duplicates}, dlq 1");
+    assert_eq!((delivered, duplicates), (99, 0));
+    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        spigot_core::Envelope::decode(&dead[0].0).unwrap().delivery,
+        refused
+    );
+    assert_eq!(depth(&sdk, &stack.buffer_url).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_waits_out_a_target_outage_and_off_pauses_it() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    target.set_status(503);
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 20, &["octo-org/a", "octo-org/b"], "OFF")
+        .await;
+    let metrics_port = free_port();
+    let _relay = relay(
+        &dir,
+        &target.url,
+        &["--metrics-listen", &format!("127.0.0.1:{metrics_port}")],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        target.attempts(),
+        0,
+        "no delivery attempted while the target is down"
+    );
+    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
+    target.set_status(200);
+    wait_for("the relay to deliver after the outage", 30, || {
+        target.accepted().len() >= 20
+    })
+    .await;
+    assert_eq!(ledger.check(&target.accepted(), &[]), (20, 0));
+
+    // OFF pauses it.
+    spigot(&dir).args(["off", "--local"]).assert().success();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut more = Ledger::default();
+    more.send_round_robin(&r, 5, &["octo-org/a"], "OFF").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(target.accepted().len(), 20, "nothing delivered while OFF");
+    spigot(&dir).args(["on", "--local"]).assert().success();
+    wait_for("the relay to resume", 30, || target.accepted().len() >= 25).await;
+
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("spigot_relay_delivered_total 25"), "{text}");
+    assert!(
+        text.contains("spigot_relay_dead_lettered_total 0"),
+        "{text}"
+    );
+    assert!(text.contains("spigot_buffer_depth 0"), "{text}");
+    assert!(
+        text.contains("spigot_relay_last_delivery_age_seconds"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    target.set_delay_ms(40);
+    let (sdk, stack) = local_stack(&dir, None).await;
+    set_visibility_timeout(&sdk, &stack.buffer_url, 2).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(
+            &r,
+            80,
+            &["octo-org/a", "octo-org/b", "octo-org/c", "octo-org/d"],
+            "OFF",
+        )
+        .await;
+
+    let mut first = relay(&dir, &target.url, &[]);
+    wait_for("deliveries before the kill", 30, || {
+        target.accepted().len() >= 15
+    })
+    .await;
+    first.0.kill().unwrap(); // SIGKILL mid-batch
+    first.0.wait().unwrap();
+    let at_kill = target.accepted().len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // Restart; SIGTERM once it has delivered a bit more.
+    let mut second = relay(&dir, &target.url, &[]);
+    wait_for("deliveries after the restart", 30, || {
+        target.accepted().len() >= at_kill + 15
+    })
+    .await;
+    let pid = second.0.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+    assert_eq!(
+        depth(&sdk, &stack.buffer_url).await.1,
+        0,
+        "nothing left invisible after SIGTERM"
+    );
+
+    // Finish the rest.
+    let out = spigot(&dir)
+        .args([
+            "relay",
+            "--to",
+            &target.url,
+            "--local",
+            "--once",
+            "--poll-wait",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!(
+        "ledger relay-kill: in 80, delivered {delivered}, duplicates {duplicates} (delivered before SIGKILL: {at_kill})"
+    );
+    assert_eq!(delivered, 80);
+    assert!(
+        duplicates <= 4 * 10,
+        "duplicates {duplicates} exceed the batches in flight"
+    );
+}

@@ -1,0 +1,257 @@
+//! Cold start of each release `bootstrap` against a fake Lambda Runtime API on
+//! loopback: process start -> first `/next` (init), first and warm invocation
+//! latency, peak RSS. AWS calls go to a local moto server; the receiver
+//! forwards to a local target.
+//!
+//! Needs `cargo build --release` of the four functions first (`make bench` does it).
+
+use std::collections::VecDeque;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::IntoResponse;
+use spigot_core::ports::Switch;
+use spigot_core::spigot::State as SpigotState;
+use tokio::sync::Notify;
+
+const WARM: usize = 20;
+
+#[derive(Default)]
+struct Api {
+    events: Mutex<VecDeque<String>>,
+    first_next: Mutex<Option<Instant>>,
+    served: Mutex<Vec<Instant>>,
+    answered: Mutex<Vec<(Instant, String)>>,
+    errors: Mutex<Vec<String>>,
+    done: Notify,
+}
+
+async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    let now = Instant::now();
+    api.first_next.lock().unwrap().get_or_insert(now);
+    let event = api.events.lock().unwrap().pop_front();
+    let Some(event) = event else {
+        api.done.notify_one();
+        // Out of events: hold the connection; the harness kills the process.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    let n = {
+        let mut served = api.served.lock().unwrap();
+        served.push(Instant::now());
+        served.len()
+    };
+    let deadline = spigot_aws::now_ms() + 30_000;
+    let mut h = HeaderMap::new();
+    h.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_str(&format!("req-{n}")).unwrap(),
+    );
+    h.insert(
+        "lambda-runtime-deadline-ms",
+        HeaderValue::from_str(&deadline.to_string()).unwrap(),
+    );
+    h.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:bench"),
+    );
+    h.insert(
+        "lambda-runtime-trace-id",
+        HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"),
+    );
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    (h, event)
+}
+
+async fn response(
+    State(api): State<Arc<Api>>,
+    Path(_id): Path<String>,
+    body: Bytes,
+) -> &'static str {
+    api.answered
+        .lock()
+        .unwrap()
+        .push((Instant::now(), String::from_utf8_lossy(&body).into_owned()));
+    "{}"
+}
+
+async fn error(State(api): State<Arc<Api>>, body: Bytes) -> &'static str {
+    api.errors
+        .lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&body).into_owned());
+    api.done.notify_one();
+    "{}"
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+struct Run {
+    name: &'static str,
+    init_ms: f64,
+    first_ms: f64,
+    warm_ms: f64,
+    rss_mb: f64,
+    size_mb: f64,
+}
+
+async fn measure(name: &'static str, env: Vec<(String, String)>, event: String) -> Run {
+    let api = Arc::new(Api::default());
+    api.events
+        .lock()
+        .unwrap()
+        .extend(std::iter::repeat_n(event, WARM + 1));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/2018-06-01/runtime/invocation/next",
+            axum::routing::get(next),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            axum::routing::post(response),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/error",
+            axum::routing::post(error),
+        )
+        .route("/2018-06-01/runtime/init/error", axum::routing::post(error))
+        .with_state(api.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let bin = format!(
+        "{}/../../target/release/spigot-{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let size_mb = std::fs::metadata(&bin)
+        .map(|m| m.len() as f64 / 1e6)
+        .unwrap_or(0.0);
+    let start = Instant::now();
+    let mut child = Command::new(&bin)
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", format!("spigot-{name}"))
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/23/[$LATEST]bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/spigot/bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {bin} ({e}); build it with `cargo build --release -p spigot-{name}`")
+        });
+    tokio::time::timeout(Duration::from_secs(60), api.done.notified())
+        .await
+        .expect("all invocations answered");
+    let rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
+    child.kill().ok();
+    child.wait().ok();
+    server.abort();
+    let errors = api.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "{name} reported errors: {errors:?}");
+    let served = api.served.lock().unwrap().clone();
+    let answered = api.answered.lock().unwrap().clone();
+    assert_eq!(
+        answered.len(),
+        WARM + 1,
+        "{name}: every invocation answered"
+    );
+    let init = api.first_next.lock().unwrap().expect("init finished") - start;
+    let lat: Vec<f64> = served
+        .iter()
+        .zip(&answered)
+        .map(|(s, (a, _))| (*a - *s).as_secs_f64() * 1000.0)
+        .collect();
+    Run {
+        name,
+        init_ms: init.as_secs_f64() * 1000.0,
+        first_ms: lat[0],
+        warm_ms: lat[1..].iter().sum::<f64>() / WARM as f64,
+        rss_mb,
+        size_mb,
+    }
+}
+
+fn event(file: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../events/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let (sdk, st) = spigot_e2e::stack().await;
+    spigot_e2e::switch(&sdk, &st)
+        .set(SpigotState::On)
+        .await
+        .unwrap();
+    let target = spigot_e2e::FakeTarget::start().await;
+    let moto = spigot_e2e::moto().to_string();
+    let common = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = vec![
+            ("AWS_ENDPOINT_URL".into(), moto.clone()),
+            ("BUFFER_QUEUE_URL".into(), st.buffer_url.clone()),
+            ("BUFFER_DLQ_URL".into(), st.buffer_dlq_url.clone()),
+            ("CONFIG_BUCKET".into(), st.bucket.clone()),
+            (
+                "TARGET_URL".into(),
+                format!("{}/github-webhook/", target.url),
+            ),
+            ("API_ID".into(), st.api_id.clone()),
+            ("STAGE_NAME".into(), st.stage.clone()),
+        ];
+        v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        v
+    };
+    // The custom resource answers to a local ResponseURL.
+    let mut cfn: serde_json::Value = serde_json::from_str(&event("cfn-create.json")).unwrap();
+    cfn["ResponseURL"] = serde_json::json!(format!("{}/cfn-response", target.url));
+    let runs = vec![
+        measure(
+            "receiver",
+            common(&[("WEBHOOK_SECRET", "spigot-test-secret")]),
+            event("push.json"),
+        )
+        .await,
+        measure("drainer", common(&[]), event("scheduled.json")).await,
+        measure("evaluator", common(&[]), event("sqs-push.json")).await,
+        measure("filter-resource", common(&[]), cfn.to_string()).await,
+    ];
+    println!("coldstart (x86_64 release build, this machine; {WARM} warm invocations each):");
+    println!(
+        "{:<16} {:>9} {:>11} {:>10} {:>10} {:>9}",
+        "function", "init ms", "first ms", "warm ms", "peak MB", "size MB"
+    );
+    for r in runs {
+        println!(
+            "{:<16} {:>9.2} {:>11.2} {:>10.2} {:>10.1} {:>9.1}",
+            r.name, r.init_ms, r.first_ms, r.warm_ms, r.rss_mb, r.size_mb
+        );
+    }
+}

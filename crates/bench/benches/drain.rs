@@ -1,0 +1,139 @@
+//! Drain throughput: 1,000 buffered hooks in moto to a local target, the
+//! engine (batches, concurrency across groups, batch deletes) side by side
+//! with the naive loop of the original Python spigot (receive one, post,
+//! delete one). Zero loss is checked for both.
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer};
+use spigot_core::ports::{Buffer, Target};
+use spigot_core::{Envelope, Hook};
+use spigot_drainer::engine::{Counters, Engine, EngineConfig};
+use spigot_e2e::{FakeTarget, depth, stack};
+
+const HOOKS: usize = 1000;
+const REPOS: usize = 20;
+
+async fn fill(buffer: &SqsBuffer) {
+    futures::stream::iter(0..HOOKS)
+        .for_each_concurrent(16, |i| async move {
+            let hook = Hook {
+                delivery: format!("bench-{i}"),
+                event: "push".into(),
+                repository: Some(format!("octo-org/repo-{}", i % REPOS)),
+                headers: vec![
+                    ("x-github-event".into(), "push".into()),
+                    ("x-github-delivery".into(), format!("bench-{i}")),
+                ],
+                body: spigot_bench::push_of_size(2048),
+                received_at_ms: 0,
+            };
+            buffer.send(&Envelope::from_hook(&hook)).await.unwrap();
+        })
+        .await;
+}
+
+fn distinct(target: &FakeTarget) -> usize {
+    let mut ids: Vec<String> = target
+        .accepted()
+        .iter()
+        .filter_map(|r| r.header("x-github-delivery").map(str::to_string))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.len()
+}
+
+async fn run(latency_ms: u64) {
+    let target = FakeTarget::start().await;
+    target.set_delay_ms(latency_ms);
+    let http = HttpTarget::new(
+        &target.url,
+        Default::default(),
+        format!("{}/", target.url),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+
+    // Engine.
+    let (sdk, st) = stack().await;
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
+    let buffer = SqsBuffer::new(sqs.clone(), &st.buffer_url, &st.buffer_dlq_url);
+    fill(&buffer).await;
+    let engine = Engine {
+        buffer,
+        payloads: Some(S3Payloads::new(spigot_aws::s3_client(&sdk), &st.bucket)),
+        target: http.clone(),
+        config: EngineConfig {
+            concurrency: 8,
+            breaker_threshold: 3,
+            wait_seconds: 0,
+            stop_before: Duration::ZERO,
+            until_empty: true,
+            heartbeat: None,
+            backoff_base: 30,
+            backoff_cap: 900,
+        },
+    };
+    let start = Instant::now();
+    let mut runs = 0;
+    while depth(&sdk, &st.buffer_url).await != (0, 0) {
+        engine
+            .run(None, &AtomicBool::new(false), &Counters::default())
+            .await;
+        runs += 1;
+    }
+    let engine_secs = start.elapsed().as_secs_f64();
+    let engine_delivered = distinct(&target);
+
+    // Naive loop on a fresh stack.
+    let naive_target = FakeTarget::start().await;
+    naive_target.set_delay_ms(latency_ms);
+    let naive_http = HttpTarget::new(
+        &naive_target.url,
+        Default::default(),
+        format!("{}/", naive_target.url),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let (_, st2) = stack().await;
+    let buffer2 = SqsBuffer::new(sqs.clone(), &st2.buffer_url, &st2.buffer_dlq_url);
+    fill(&buffer2).await;
+    let start = Instant::now();
+    loop {
+        let got = buffer2.receive(1, 0).await.unwrap();
+        let Some(m) = got.into_iter().next() else {
+            break;
+        };
+        let env = Envelope::decode(&m.body).unwrap();
+        let body = env.inline_body().unwrap().unwrap();
+        let hook = env.into_hook(body).unwrap();
+        assert!(naive_http.deliver(&hook).await.is_delivered());
+        buffer2.delete(&[m.receipt]).await.unwrap();
+    }
+    let naive_secs = start.elapsed().as_secs_f64();
+    let naive_delivered = distinct(&naive_target);
+    assert_eq!(
+        (engine_delivered, naive_delivered),
+        (HOOKS, HOOKS),
+        "zero loss"
+    );
+    println!(
+        "drain: {HOOKS} hooks over {REPOS} repositories, target latency {latency_ms} ms: engine {:.0} hooks/s ({runs} run(s), {} duplicates), naive loop {:.0} hooks/s, speed-up {:.1}x",
+        HOOKS as f64 / engine_secs,
+        target.accepted().len() - engine_delivered,
+        HOOKS as f64 / naive_secs,
+        naive_secs / engine_secs
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    run(0).await;
+    run(20).await;
+}

@@ -1,0 +1,174 @@
+//! Bounded load test on loopback: 5,000 signed webhooks, 50 in flight, to a
+//! `spigot dev` process while the spigot is flipped OFF and ON twice. Checks
+//! the ledger (every delivery id reaches the target) and reports the
+//! receiver's throughput and latency percentiles. Stops by itself.
+//!
+//! Needs the `spigot` binary (`make bench` builds it; or set SPIGOT_BIN).
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use spigot_core::signature::sign_sha256;
+use spigot_e2e::{FakeTarget, SECRET, free_port, moto, unique};
+
+const HOOKS: usize = 5000;
+const IN_FLIGHT: usize = 50;
+
+fn spigot_bin() -> PathBuf {
+    std::env::var_os("SPIGOT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../target/release/spigot"
+            ))
+        })
+}
+
+fn flip(dir: &PathBuf, state: &str) {
+    let ok = Command::new(spigot_bin())
+        .current_dir(dir)
+        .args([state, "--local"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "spigot {state} --local failed");
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let target = FakeTarget::start().await;
+    let dir = std::env::temp_dir().join(unique("spigot-load-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut dev = Command::new(spigot_bin())
+        .current_dir(&dir)
+        .args([
+            "dev",
+            "--endpoint",
+            moto(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--target",
+            &target.url,
+        ])
+        .args([
+            "--name",
+            &unique("load"),
+            "--secret",
+            SECRET,
+            "--drain-interval",
+            "1",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spigot binary (build it with cargo build --release -p spigot-cli)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "spigot dev did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{addr}/webhook");
+    let client = reqwest::Client::new();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(HOOKS)));
+    let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
+
+    // Flip OFF at 20 % and 60 %, ON at 40 % and 80 % of the hooks sent.
+    let flipper = {
+        let (sent, dir) = (sent.clone(), dir.clone());
+        std::thread::spawn(move || {
+            for (at, state) in [(0.2, "off"), (0.4, "on"), (0.6, "off"), (0.8, "on")] {
+                while (sent.load(Ordering::Relaxed) as f64) < at * HOOKS as f64 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                flip(&dir, state);
+            }
+        })
+    };
+    let start = Instant::now();
+    futures::stream::iter(0..HOOKS)
+        .for_each_concurrent(IN_FLIGHT, |i| {
+            let (client, url, sent, latencies, statuses) = (
+                client.clone(),
+                url.clone(),
+                sent.clone(),
+                latencies.clone(),
+                statuses.clone(),
+            );
+            async move {
+                let body =
+                    spigot_e2e::push_payload(&format!("octo-org/repo-{}", i % 25), &i.to_string())
+                        .into_bytes();
+                let t = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header("X-GitHub-Event", "push")
+                    .header("X-GitHub-Delivery", format!("load-{i}"))
+                    .header("Content-Type", "application/json")
+                    .header("X-Hub-Signature-256", sign_sha256(SECRET.as_bytes(), &body))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("spigot dev answers");
+                latencies
+                    .lock()
+                    .unwrap()
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
+                *statuses
+                    .lock()
+                    .unwrap()
+                    .entry(resp.status().as_u16())
+                    .or_default() += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .await;
+    let send_secs = start.elapsed().as_secs_f64();
+    flipper.join().unwrap();
+
+    // Everything buffered drains after the last ON.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let distinct = || {
+        let mut ids: Vec<String> = target
+            .accepted()
+            .iter()
+            .filter_map(|r| r.header("x-github-delivery").map(str::to_string))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    while distinct() < HOOKS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let total_secs = start.elapsed().as_secs_f64();
+    dev.kill().ok();
+    dev.wait().ok();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let delivered = distinct();
+    println!(
+        "load: {HOOKS} hooks, {IN_FLIGHT} in flight, OFF/ON twice: receiver {:.0} req/s, latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms; answers {:?}; delivered {delivered}/{HOOKS} (duplicates {}) after {:.1} s",
+        HOOKS as f64 / send_secs,
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1],
+        statuses.lock().unwrap(),
+        target.accepted().len() - delivered,
+        total_secs
+    );
+    assert_eq!(delivered, HOOKS, "hooks lost");
+}

@@ -8,7 +8,7 @@ export SPIGOT_PYTHON := $(PY)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test lint venv build deploy bench bench-coldstart clean
+.PHONY: run test lint venv build deploy bench bench-baseline bench-coldstart clean
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -48,9 +48,23 @@ build: $(VENV)/.build-tools
 deploy: build
 	sam deploy $(ARGS)
 
-## bench: criterion benchmarks (see BENCHMARKS.md).
+## bench: every benchmark of BENCHMARKS.md; criterion compares with the saved baseline `main` when there is one.
 bench: venv
-	cargo bench -p spigot-bench
+	cargo build --release -p spigot-cli -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource
+	cargo bench -p spigot-bench --bench hot_paths -- $(if $(wildcard target/criterion/*/main),--baseline main,--save-baseline main)
+	cargo bench -p spigot-bench --bench python_baseline
+	cargo bench -p spigot-bench --bench drain
+	cargo bench -p spigot-bench --bench coldstart
+	cargo bench -p spigot-bench --bench load
+
+## bench-baseline: record the current criterion figures as baseline `main`.
+bench-baseline: venv
+	cargo bench -p spigot-bench --bench hot_paths -- --save-baseline main
+
+## bench-coldstart: only the cold start harness.
+bench-coldstart: venv
+	cargo build --release -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource
+	cargo bench -p spigot-bench --bench coldstart
 
 clean:
 	rm -rf $(VENV) target .spigot .aws-sam

@@ -165,7 +165,7 @@ async fn a_drainer_killed_mid_run_loses_nothing() {
 async fn a_run_cut_by_the_deadline_releases_the_rest() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    target.set_delay_ms(150);
+    target.set_delay_ms(200);
     let r = receiver(&sdk, &stack, &target.url, 2000);
     let mut d = drainer(&sdk, &stack, &target.url, 1);
     d.engine.config.stop_before = Duration::from_millis(300);
@@ -176,7 +176,8 @@ async fn a_run_cut_by_the_deadline_releases_the_rest() {
     switch(&sdk, &stack).set(State::On).await.unwrap();
 
     let counters = Counters::default();
-    let deadline = Instant::now() + Duration::from_millis(900);
+    // 20 hooks at 200 ms each need 4 s; the deadline leaves 2 s.
+    let deadline = Instant::now() + Duration::from_millis(2000);
     let s = d
         .engine
         .run(Some(deadline), &AtomicBool::new(false), &counters)

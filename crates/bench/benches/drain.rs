@@ -29,6 +29,7 @@ async fn fill(buffer: &SqsBuffer) {
                 ],
                 body: spigot_bench::push_of_size(2048),
                 received_at_ms: 0,
+                json_body: false,
             };
             buffer.send(&Envelope::from_hook(&hook)).await.unwrap();
         })

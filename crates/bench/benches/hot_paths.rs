@@ -14,6 +14,34 @@ fn receiver(c: &mut Criterion) {
     c.bench_function("receiver_hot_path_10kb_push", |b| {
         b.iter(|| receive(&verifier, &headers, std::hint::black_box(&body)))
     });
+    // Its parts, to see where the time goes.
+    let sig = headers[5].1.clone();
+    c.bench_function("part_verify_10kb", |b| {
+        b.iter(|| {
+            verifier
+                .verify(std::hint::black_box(&body), Some(&sig), None)
+                .unwrap()
+        })
+    });
+    c.bench_function("part_read_hook_10kb", |b| {
+        b.iter(|| {
+            Hook::read(
+                headers.iter().map(|(k, v)| (*k, v.as_str())),
+                std::hint::black_box(&body).clone(),
+                0,
+            )
+            .unwrap()
+        })
+    });
+    let hook = Hook::read(
+        headers.iter().map(|(k, v)| (*k, v.as_str())),
+        body.clone(),
+        0,
+    )
+    .unwrap();
+    c.bench_function("part_envelope_encode_10kb", |b| {
+        b.iter(|| Envelope::from_hook(std::hint::black_box(&hook)).encode())
+    });
 }
 
 fn evaluator(c: &mut Criterion) {
@@ -64,6 +92,7 @@ fn envelope(c: &mut Criterion) {
         headers: vec![("x-github-event".into(), "push".into())],
         body,
         received_at_ms: 0,
+        json_body: true,
     };
     c.bench_function("envelope_encode_decode_1mb", |b| {
         b.iter(|| {

@@ -285,6 +285,7 @@ async fn dead_letters(sdk: &spigot_aws::aws_config::SdkConfig, dlq: &str, n: usi
             headers: vec![("x-github-event".into(), "push".into())],
             body: push_payload("octo-org/x", &i.to_string()).into_bytes(),
             received_at_ms: 1,
+            json_body: false,
         };
         let mut env = spigot_core::Envelope::from_hook(&hook);
         env.resend(Some("target answered 404 (client error)".into()));
@@ -793,4 +794,103 @@ async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
         duplicates <= 4 * 10,
         "duplicates {duplicates} exceed the batches in flight"
     );
+}
+
+/// A local endpoint speaking SQS's JSON protocol (awsJson1_0) for the two calls a
+/// server-side redrive makes; moto lacks StartMessageMoveTask. Records every call.
+async fn fake_sqs() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+) {
+    use axum::http::HeaderMap;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+        let calls = recorded.clone();
+        async move {
+            let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            calls.lock().unwrap().push((target.clone(), json.clone()));
+            let reply = match target.as_str() {
+                "AmazonSQS.GetQueueAttributes" => {
+                    let name = json["QueueUrl"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string();
+                    serde_json::json!({"Attributes": {"QueueArn": format!("arn:aws:sqs:us-east-1:123456789012:{name}")}})
+                }
+                "AmazonSQS.StartMessageMoveTask" => serde_json::json!({"TaskHandle": "task-handle-1"}),
+                _ => serde_json::json!({}),
+            };
+            ([("content-type", "application/x-amz-json-1.0")], reply.to_string())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_redrive_uses_start_message_move_task_where_sqs_has_it() {
+    let dir = workdir();
+    let (url, calls) = fake_sqs().await;
+    let q = |name: &str| format!("{url}/123456789012/{name}");
+    let out = spigot(&dir)
+        .args(["dlq", "redrive", "--endpoint", &url, "--api-id", "x"])
+        .args([
+            "--buffer-url",
+            &q("spigot-buffer.fifo"),
+            "--dlq-url",
+            &q("spigot-buffer-dlq.fifo"),
+        ])
+        .args([
+            "--eval-url",
+            &q("e"),
+            "--eval-dlq-url",
+            &q("ed"),
+            "--bucket",
+            "b",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("started SQS message move task task-handle-1")
+    );
+    let calls = calls.lock().unwrap();
+    let task = calls
+        .iter()
+        .find(|(t, _)| t == "AmazonSQS.StartMessageMoveTask")
+        .expect("a move task was started");
+    assert_eq!(
+        task.1["SourceArn"],
+        "arn:aws:sqs:us-east-1:123456789012:spigot-buffer-dlq.fifo"
+    );
+    assert_eq!(
+        task.1["DestinationArn"],
+        "arn:aws:sqs:us-east-1:123456789012:spigot-buffer.fifo"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_redrive_falls_back_to_the_move_loop_where_sqs_lacks_the_move_task() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let ids = dead_letters(&sdk, &stack.buffer_dlq_url, 12).await;
+    let out = spigot(&dir)
+        .args(["dlq", "redrive", "--local"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved 12"));
+    let moved = deliveries(&peek_all(&sdk, &stack.buffer_url).await);
+    assert_eq!(moved, ids.into_iter().collect());
+    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
 }

@@ -1,7 +1,10 @@
 //! The versioned SQS message that carries a hook through the buffer.
 
+use std::fmt::Write as _;
+
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::webhook::Hook;
@@ -32,9 +35,13 @@ pub enum EnvelopeError {
 }
 
 /// Where the body is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
+    /// A JSON body, embedded verbatim (no escaping: the exact bytes, cheaply).
+    Json {
+        /// The body's JSON text, exactly as sent.
+        json: String,
+    },
     /// A UTF-8 body, inline.
     Text {
         /// The body.
@@ -54,8 +61,47 @@ pub enum Body {
     },
 }
 
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A plain struct, not an internally tagged enum: serde buffers those,
+        // and a buffered raw JSON value loses its exact text.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            kind: String,
+            json: Option<Box<RawValue>>,
+            text: Option<String>,
+            data: Option<String>,
+            key: Option<String>,
+            size: Option<u64>,
+        }
+        use serde::de::Error;
+        let w = Wire::deserialize(d)?;
+        let missing = |f: &'static str| D::Error::missing_field(f);
+        match w.kind.as_str() {
+            "json" => Ok(Body::Json {
+                json: w.json.ok_or_else(|| missing("json"))?.get().to_string(),
+            }),
+            "text" => Ok(Body::Text {
+                text: w.text.ok_or_else(|| missing("text"))?,
+            }),
+            "base64" => Ok(Body::Base64 {
+                data: w.data.ok_or_else(|| missing("data"))?,
+            }),
+            "claim" => Ok(Body::Claim {
+                key: w.key.ok_or_else(|| missing("key"))?,
+                size: w.size.ok_or_else(|| missing("size"))?,
+            }),
+            other => Err(D::Error::unknown_variant(
+                other,
+                &["json", "text", "base64", "claim"],
+            )),
+        }
+    }
+}
+
 /// A hook on its way through the buffer (or a dead-letter queue).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Envelope {
     /// Format version.
     pub v: u32,
@@ -64,7 +110,7 @@ pub struct Envelope {
     /// `X-GitHub-Event`.
     pub event: String,
     /// `repository.full_name`, when the payload has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub repository: Option<String>,
     /// The headers that travel with the hook.
     pub headers: Vec<(String, String)>,
@@ -78,14 +124,21 @@ pub struct Envelope {
     #[serde(default)]
     pub attempts: u32,
     /// The last failure, for operators.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_error: Option<String>,
 }
 
 impl Envelope {
     /// Wraps a hook, body inline.
     pub fn from_hook(hook: &Hook) -> Self {
+        let verbatim = hook.json_body
+            && hook.body.first().is_some_and(|b| !b.is_ascii_whitespace())
+            && hook.body.last().is_some_and(|b| !b.is_ascii_whitespace());
         let body = match std::str::from_utf8(&hook.body) {
+            // Surrounding whitespace would not survive a raw JSON value: such bodies go as text.
+            Ok(text) if verbatim => Body::Json {
+                json: text.to_string(),
+            },
             Ok(text) => Body::Text {
                 text: text.to_string(),
             },
@@ -107,9 +160,58 @@ impl Envelope {
         }
     }
 
-    /// The JSON text sent to SQS.
+    /// The JSON text sent to SQS. Written by hand so that a JSON body is
+    /// embedded verbatim (serde would escape it as a string).
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("an envelope always serialises")
+        let json = |v: &dyn erased::Json| v.to_json();
+        let mut out = String::with_capacity(self.body_len() + 512);
+        let _ = write!(
+            out,
+            "{{\"v\":{},\"delivery\":{},\"event\":{},\"repository\":{},\"headers\":{},\"body\":",
+            self.v,
+            json(&self.delivery),
+            json(&self.event),
+            json(&self.repository),
+            json(&self.headers),
+        );
+        match &self.body {
+            Body::Json { json: text } => {
+                out.push_str("{\"kind\":\"json\",\"json\":");
+                out.push_str(text);
+                out.push('}');
+            }
+            Body::Text { text } => {
+                let _ = write!(out, "{{\"kind\":\"text\",\"text\":{}}}", json(text));
+            }
+            Body::Base64 { data } => {
+                let _ = write!(out, "{{\"kind\":\"base64\",\"data\":{}}}", json(data));
+            }
+            Body::Claim { key, size } => {
+                let _ = write!(
+                    out,
+                    "{{\"kind\":\"claim\",\"key\":{},\"size\":{size}}}",
+                    json(key)
+                );
+            }
+        }
+        let _ = write!(
+            out,
+            ",\"sha256\":{},\"received_at_ms\":{},\"attempts\":{},\"last_error\":{}}}",
+            json(&self.sha256),
+            self.received_at_ms,
+            self.attempts,
+            json(&self.last_error),
+        );
+        out
+    }
+
+    fn body_len(&self) -> usize {
+        match &self.body {
+            Body::Json { json } => json.len(),
+            Body::Text { text } => text.len() + text.len() / 8,
+            Body::Base64 { data } => data.len(),
+            Body::Claim { .. } => 0,
+        }
     }
 
     /// Reads an SQS message body.
@@ -129,6 +231,7 @@ impl Envelope {
     /// The inline body bytes, or `None` for a claim-check.
     pub fn inline_body(&self) -> Result<Option<Vec<u8>>, EnvelopeError> {
         match &self.body {
+            Body::Json { json } => Ok(Some(json.as_bytes().to_vec())),
             Body::Text { text } => Ok(Some(text.as_bytes().to_vec())),
             Body::Base64 { data } => base64::engine::general_purpose::STANDARD
                 .decode(data)
@@ -162,7 +265,9 @@ impl Envelope {
         if sha256_hex(&body) != self.sha256 {
             return Err(EnvelopeError::HashMismatch(self.delivery));
         }
+        let json_body = matches!(self.body, Body::Json { .. });
         Ok(Hook {
+            json_body,
             delivery: self.delivery,
             event: self.event,
             repository: self.repository,
@@ -199,6 +304,19 @@ impl Envelope {
     }
 }
 
+mod erased {
+    /// A small field written as JSON by serde (strings escaped, options as null).
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("plain fields always serialise")
+        }
+    }
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -226,7 +344,32 @@ mod tests {
             headers: vec![("x-github-event".into(), "push".into())],
             body: body.to_vec(),
             received_at_ms: 1_700_000_000_000,
+            json_body: false,
         }
+    }
+
+    #[test]
+    fn json_bodies_travel_verbatim_and_come_back_identical() {
+        let raw = br#"{"a": "x\"y",  "b":[1, 2.50, {"c":null}], "u":"\u00e9"}"#;
+        let mut h = hook(raw);
+        h.json_body = true;
+        let e = Envelope::from_hook(&h);
+        assert!(matches!(e.body, Body::Json { .. }));
+        let text = e.encode();
+        assert!(
+            text.contains(r#""json":{"a": "x\"y",  "b":[1, 2.50"#),
+            "{text}"
+        );
+        let back = Envelope::decode(&text).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.inline_body().unwrap().unwrap(), raw);
+        // Surrounding whitespace would be lost by a raw value: carried as text instead.
+        let mut spaced = hook(b" {} ");
+        spaced.json_body = true;
+        assert!(matches!(
+            Envelope::from_hook(&spaced).body,
+            Body::Text { .. }
+        ));
     }
 
     #[test]
@@ -306,9 +449,12 @@ mod tests {
     proptest! {
         #[test]
         fn decode_encode_is_identity(body in proptest::collection::vec(any::<u8>(), 0..2048),
-                                     text in ".{0,200}", attempts in 0u32..5) {
-            for bytes in [body.clone(), text.clone().into_bytes()] {
-                let mut e = Envelope::from_hook(&hook(&bytes));
+                                     text in ".{0,200}", attempts in 0u32..5, n in any::<i64>(), s in ".{0,40}") {
+            let json = serde_json::json!({"n": n, "s": s, "list": [s.clone(), n.to_string()]}).to_string().into_bytes();
+            for (bytes, is_json) in [(body.clone(), false), (text.clone().into_bytes(), false), (json, true)] {
+                let mut h = hook(&bytes);
+                h.json_body = is_json;
+                let mut e = Envelope::from_hook(&h);
                 e.attempts = attempts;
                 let back = Envelope::decode(&e.encode()).unwrap();
                 prop_assert_eq!(&back, &e);

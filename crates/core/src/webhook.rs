@@ -69,6 +69,9 @@ pub struct Hook {
     pub body: Vec<u8>,
     /// When it was received, milliseconds since the Unix epoch.
     pub received_at_ms: u64,
+    /// The body itself is a JSON document (checked when it was read), so an
+    /// envelope can carry it verbatim instead of as an escaped string.
+    pub json_body: bool,
 }
 
 impl Hook {
@@ -110,8 +113,18 @@ impl Hook {
             headers,
             body,
             received_at_ms,
+            json_body: false,
         };
-        hook.repository = repository_of(&hook.payload()?)?;
+        let (repository, json_body) = {
+            let payload = hook.payload()?;
+            // The payload is the body unless it was form-encoded; either way it parses as JSON here.
+            (
+                repository_of(&payload)?,
+                matches!(payload, Cow::Borrowed(_)),
+            )
+        };
+        hook.repository = repository;
+        hook.json_body = json_body;
         Ok(hook)
     }
 

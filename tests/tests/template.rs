@@ -1,0 +1,87 @@
+//! The SAM template and the code agree: every environment variable a function
+//! is given is one the code reads, and every stack output the CLI reads exists.
+
+use std::collections::BTreeSet;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Names under each `Variables:` block of the template (indentation-based, as SAM writes it).
+fn template_variables(template: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut block_indent: Option<usize> = None;
+    for line in template.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match block_indent {
+            Some(b) if indent > b => {
+                if let Some((k, _)) = text.split_once(':') {
+                    if k.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    {
+                        names.insert(k.to_string());
+                    }
+                }
+            }
+            _ => block_indent = None,
+        }
+        if text == "Variables:" {
+            block_indent = Some(indent);
+        }
+    }
+    names
+}
+
+#[test]
+fn every_function_variable_is_read_by_the_code() {
+    let vars = template_variables(&read("template.yaml"));
+    assert!(
+        vars.contains("BUFFER_QUEUE_URL") && vars.contains("WEBHOOK_SECRET_ARN"),
+        "{vars:?}"
+    );
+    let config = read("crates/core/src/config.rs");
+    for v in &vars {
+        assert!(
+            config.contains(&format!("\"{v}\"")),
+            "template sets {v}, which no code reads"
+        );
+    }
+}
+
+#[test]
+fn the_outputs_the_cli_reads_exist() {
+    let template = read("template.yaml");
+    let outputs = &template[template.find("\nOutputs:").expect("an Outputs section")..];
+    for key in [
+        "ApiId",
+        "StageName",
+        "BufferQueueUrl",
+        "BufferDlqUrl",
+        "EvalQueueUrl",
+        "EvalDlqUrl",
+        "ConfigBucket",
+        "DrainerFunction",
+        "FilterServiceToken",
+        "WebhookUrl",
+        "RelayPolicyArn",
+    ] {
+        assert!(
+            outputs.contains(&format!("\n  {key}:")),
+            "output {key} missing"
+        );
+        if key != "WebhookUrl" && key != "FilterServiceToken" && key != "RelayPolicyArn" {
+            assert!(
+                read("crates/cli/src/resources.rs").contains(&format!("\"{key}\"")),
+                "the CLI does not read {key}"
+            );
+        }
+    }
+    assert!(
+        outputs.contains("${AWS::StackName}-FilterServiceToken"),
+        "the service token is exported"
+    );
+}

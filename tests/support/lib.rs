@@ -727,3 +727,45 @@ pub async fn take_as_sqs_event(
         }
     }
 }
+
+/// Every message of a queue, taken out of it (received and deleted): unlike
+/// [`peek_all`], this sees all of a FIFO queue, whose groups lock behind
+/// messages in flight. For the end of a test.
+pub async fn take_all(
+    sdk: &SdkConfig,
+    queue_url: &str,
+) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
+    let mut seen = Vec::new();
+    loop {
+        let msgs = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if msgs.is_empty() {
+            return seen;
+        }
+        for m in msgs {
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+            let attrs = m
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+                .collect();
+            seen.push((m.body.unwrap_or_default(), attrs));
+        }
+    }
+}

@@ -19,12 +19,11 @@ fn template_variables(template: &str) -> BTreeSet<String> {
         }
         match block_indent {
             Some(b) if indent > b => {
-                if let Some((k, _)) = text.split_once(':') {
-                    if k.chars()
+                if let Some((k, _)) = text.split_once(':')
+                    && k.chars()
                         .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                    {
-                        names.insert(k.to_string());
-                    }
+                {
+                    names.insert(k.to_string());
                 }
             }
             _ => block_indent = None,

@@ -156,14 +156,29 @@ async fn measure(name: &'static str, env: Vec<(String, String)>, event: String) 
         .env("RUST_LOG", "warn")
         .envs(env)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join(format!("coldstart-{name}.log")))
+                .unwrap(),
+        )
         .spawn()
         .unwrap_or_else(|e| {
             panic!("cannot run {bin} ({e}); build it with `cargo build --release -p spigot-{name}`")
         });
-    tokio::time::timeout(Duration::from_secs(60), api.done.notified())
+    if tokio::time::timeout(Duration::from_secs(60), api.done.notified())
         .await
-        .expect("all invocations answered");
+        .is_err()
+    {
+        child.kill().ok();
+        panic!(
+            "{name}: not every invocation was answered in 60 s (served {}, answered {}, first /next {:?}); see {}",
+            api.served.lock().unwrap().len(),
+            api.answered.lock().unwrap().len(),
+            api.first_next.lock().unwrap().map(|t| t - start),
+            std::env::temp_dir()
+                .join(format!("coldstart-{name}.log"))
+                .display()
+        );
+    }
     let rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
     child.kill().ok();
     child.wait().ok();

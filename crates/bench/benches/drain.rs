@@ -130,11 +130,106 @@ async fn run(latency_ms: u64) {
     );
 }
 
+/// The same two consumers over a simulated SQS with a realistic round trip per call.
+async fn run_simulated(rtt_ms: u64, latency_ms: u64) {
+    use spigot_bench::simulated::SimulatedSqs;
+    let rtt = Duration::from_millis(rtt_ms);
+    // Filling is not measured: sends go without the round trip.
+    async fn fill_sim(q: &SimulatedSqs) {
+        for i in 0..HOOKS {
+            let hook = Hook {
+                delivery: format!("sim-{i}"),
+                event: "push".into(),
+                repository: Some(format!("octo-org/repo-{}", i % REPOS)),
+                headers: vec![("x-github-delivery".into(), format!("sim-{i}"))],
+                body: spigot_bench::push_of_size(2048),
+                received_at_ms: 0,
+                json_body: true,
+            };
+            q.send(&Envelope::from_hook(&hook)).await.unwrap();
+        }
+    }
+    let target = FakeTarget::start().await;
+    target.set_delay_ms(latency_ms);
+    let http = HttpTarget::new(
+        &target.url,
+        Default::default(),
+        format!("{}/", target.url),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let engine = Engine {
+        buffer: SimulatedSqs::new(Duration::ZERO),
+        payloads: None::<S3Payloads>,
+        target: http.clone(),
+        config: EngineConfig {
+            concurrency: 8,
+            breaker_threshold: 3,
+            wait_seconds: 0,
+            stop_before: Duration::ZERO,
+            until_empty: true,
+            heartbeat: None,
+            backoff_base: 30,
+            backoff_cap: 900,
+        },
+    };
+    fill_sim(&engine.buffer).await;
+    engine.buffer.set_rtt(rtt);
+    let start = Instant::now();
+    while !engine.buffer.is_empty() {
+        engine
+            .run(None, &AtomicBool::new(false), &Counters::default())
+            .await;
+    }
+    let engine_secs = start.elapsed().as_secs_f64();
+    let engine_calls = engine.buffer.calls();
+    assert_eq!(distinct(&target), HOOKS, "zero loss");
+
+    let naive_target = FakeTarget::start().await;
+    naive_target.set_delay_ms(latency_ms);
+    let naive_http = HttpTarget::new(
+        &naive_target.url,
+        Default::default(),
+        format!("{}/", naive_target.url),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let q = SimulatedSqs::new(Duration::ZERO);
+    fill_sim(&q).await;
+    q.set_rtt(rtt);
+    let start = Instant::now();
+    loop {
+        let Some(m) = q.receive(1, 0).await.unwrap().into_iter().next() else {
+            break;
+        };
+        let env = Envelope::decode(&m.body).unwrap();
+        let body = env.inline_body().unwrap().unwrap();
+        assert!(
+            naive_http
+                .deliver(&env.into_hook(body).unwrap())
+                .await
+                .is_delivered()
+        );
+        q.delete(&[m.receipt]).await.unwrap();
+    }
+    let naive_secs = start.elapsed().as_secs_f64();
+    assert_eq!(distinct(&naive_target), HOOKS, "zero loss");
+    println!(
+        "drain (simulated SQS, {rtt_ms} ms per call): {HOOKS} hooks, {REPOS} repositories, target latency {latency_ms} ms: engine {:.0} hooks/s ({} SQS calls), naive loop {:.0} hooks/s, speed-up {:.1}x",
+        HOOKS as f64 / engine_secs,
+        engine_calls,
+        HOOKS as f64 / naive_secs,
+        naive_secs / engine_secs
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    run_simulated(10, 0).await;
+    run_simulated(10, 20).await;
     run(0).await;
     run(20).await;
 }

@@ -40,9 +40,74 @@ fn flip(dir: &PathBuf, state: &str) {
     assert!(ok.success(), "spigot {state} --local failed");
 }
 
+/// The receiver's own capacity: the Lambda handler in process, in-memory queue
+/// ports, forwarding over HTTP to a local target; same hooks, same concurrency.
+async fn in_process() {
+    use spigot_core::ports::memory::{MemoryBuffer, MemoryEvalQueue, MemoryPayloads};
+    let target = FakeTarget::start().await;
+    let receiver = Arc::new(spigot_receiver::Receiver {
+        buffer: MemoryBuffer::default(),
+        payloads: Some(MemoryPayloads::default()),
+        target: Some(
+            spigot_aws::HttpTarget::new(
+                &target.url,
+                Default::default(),
+                format!("{}/", target.url),
+                Duration::from_secs(7),
+            )
+            .unwrap(),
+        ),
+        eval: Some(MemoryEvalQueue::default()),
+        verifier: spigot_core::Verifier::new(
+            Some(spigot_core::Secrets::parse(SECRET).unwrap()),
+            false,
+        ),
+        claim_check_bytes: 262_144,
+    });
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(HOOKS)));
+    let start = Instant::now();
+    futures::stream::iter(0..HOOKS)
+        .for_each_concurrent(IN_FLIGHT, |i| {
+            let (receiver, latencies) = (receiver.clone(), latencies.clone());
+            async move {
+                let body =
+                    spigot_e2e::push_payload(&format!("octo-org/repo-{}", i % 25), &i.to_string())
+                        .into_bytes();
+                let state = if (i / 1000) % 2 == 1 { "OFF" } else { "ON" };
+                let req =
+                    spigot_e2e::signed_request("push", &format!("mem-{i}"), &body, Some(state));
+                let t = Instant::now();
+                let resp = receiver.handle(&req, 0).await;
+                assert!(resp.status_code == 200 || resp.status_code == 202);
+                latencies
+                    .lock()
+                    .unwrap()
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        })
+        .await;
+    let secs = start.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let buffered = receiver.buffer.sent.lock().unwrap().len();
+    println!(
+        "load (receiver in process, in-memory queues, HTTP target): {HOOKS} hooks, {IN_FLIGHT} in flight, OFF/ON twice: {:.0} req/s, latency p50 {:.2} ms p99 {:.2} ms; forwarded {}, buffered {buffered}",
+        HOOKS as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        target.accepted().len()
+    );
+    assert_eq!(target.accepted().len() + buffered, HOOKS, "hooks lost");
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    in_process().await;
+    if std::env::args().any(|a| a == "in-process") {
         return;
     }
     let target = FakeTarget::start().await;

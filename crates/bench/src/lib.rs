@@ -67,3 +67,4 @@ pub fn receive(
     .expect("a hook");
     spigot_core::Envelope::from_hook(&hook).encode()
 }
+pub mod simulated;

@@ -411,7 +411,7 @@ async fn an_interrupted_redrive_loses_nothing() {
     child.wait().unwrap();
     // What the killed process held comes back to the DLQ after its hold expires.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let in_buffer = deliveries(&peek_all(&sdk, &stack.buffer_url).await);
+    let in_buffer = deliveries(&take_all(&sdk, &stack.buffer_url).await);
     let in_dlq = deliveries(&peek_all(&sdk, &stack.buffer_dlq_url).await);
     println!(
         "interrupted redrive: {} in buffer, {} in DLQ, {} in both",
@@ -643,6 +643,7 @@ async fn relay_delivers_the_buffer_in_order_and_a_4xx_dead_letters_only_that_hoo
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("relay said: {}", String::from_utf8_lossy(&out.stderr));
     let (delivered, duplicates) = ledger.check(&target.accepted(), std::slice::from_ref(&refused));
     println!("ledger relay: in 100, delivered {delivered}, duplicates {duplicates}, dlq 1");
     assert_eq!((delivered, duplicates), (99, 0));
@@ -890,7 +891,7 @@ async fn a_full_redrive_falls_back_to_the_move_loop_where_sqs_lacks_the_move_tas
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("moved 12"));
-    let moved = deliveries(&peek_all(&sdk, &stack.buffer_url).await);
+    let moved = deliveries(&take_all(&sdk, &stack.buffer_url).await);
     assert_eq!(moved, ids.into_iter().collect());
     assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
 }

@@ -135,6 +135,10 @@ struct Run<'a> {
     /// anyway; serialising keeps that true on emulators whose receive is not
     /// atomic across threads (moto), and costs little next to delivery time.
     receiving: tokio::sync::Mutex<()>,
+    /// Workers delivering a batch right now.
+    busy: std::sync::atomic::AtomicUsize,
+    /// Batches finished so far (a batch finishing during a receive unlocks groups it could not see).
+    finished: AtomicU64,
     deadline: Option<Instant>,
     cancel: &'a AtomicBool,
     consecutive_failures: AtomicU32,
@@ -178,6 +182,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         let run = Run {
             counters,
             receiving: tokio::sync::Mutex::new(()),
+            busy: std::sync::atomic::AtomicUsize::new(0),
+            finished: AtomicU64::new(0),
             deadline,
             cancel,
             consecutive_failures: AtomicU32::new(0),
@@ -200,8 +206,19 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
             let received = {
                 let _turn = run.receiving.lock().await;
-                self.buffer.receive(10, self.config.wait_seconds).await
+                // Another worker may have found the end while this one waited its turn.
+                if let Some(s) = run.stopping(self.config.stop_before) {
+                    return Some(s);
+                }
+                let finished_before = run.finished.load(Ordering::SeqCst);
+                let r = self.buffer.receive(10, self.config.wait_seconds).await;
+                // Counted busy before the next receive can look.
+                if r.as_ref().is_ok_and(|b| !b.is_empty()) {
+                    run.busy.fetch_add(1, Ordering::SeqCst);
+                }
+                (r, finished_before != run.finished.load(Ordering::SeqCst))
             };
+            let (received, unlocked_meanwhile) = received;
             let batch = match received {
                 Ok(b) => b,
                 Err(e) => {
@@ -212,11 +229,22 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             };
             if batch.is_empty() {
                 if self.config.until_empty {
+                    // Nobody is delivering, so nothing is locked behind a batch in
+                    // flight: the buffer is drained, and the other workers need not
+                    // each wait out a long poll to learn it.
+                    if unlocked_meanwhile {
+                        continue; // look again: groups were locked when this receive began
+                    }
+                    if run.busy.load(Ordering::SeqCst) == 0 {
+                        run.halt(Stop::Empty);
+                    }
                     return Some(Stop::Empty);
                 }
                 continue;
             }
             self.batch(run, batch).await;
+            run.finished.fetch_add(1, Ordering::SeqCst);
+            run.busy.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Where {
     /// Config bucket (filters, claim-check payloads).
     #[arg(long, global = true, env = "SPIGOT_CONFIG_BUCKET")]
     pub bucket: Option<String>,
+    /// The drainer function (for `spigot on --drain`).
+    #[arg(long, global = true, env = "SPIGOT_DRAINER_FUNCTION")]
+    pub drainer_function: Option<String>,
     /// AWS endpoint override (a moto server, say).
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint: Option<String>,
@@ -162,6 +165,7 @@ impl Where {
         pick(&self.eval_url, &mut r.eval_url);
         pick(&self.eval_dlq_url, &mut r.eval_dlq_url);
         pick(&self.bucket, &mut r.bucket);
+        pick(&self.drainer_function, &mut r.drainer_function);
         if r.stage.is_none() {
             r.stage = Some("live".into());
         }

@@ -895,3 +895,94 @@ async fn a_full_redrive_falls_back_to_the_move_loop_where_sqs_lacks_the_move_tas
     assert_eq!(moved, ids.into_iter().collect());
     assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
 }
+
+/// A local endpoint answering the calls `spigot on --drain` makes against AWS:
+/// API Gateway GetStage/UpdateStage (REST JSON), SQS GetQueueAttributes (JSON 1.0)
+/// and Lambda Invoke (REST JSON); moto cannot invoke a function without Docker.
+async fn fake_aws() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+) {
+    use axum::http::{HeaderMap, Method, Uri};
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+        let calls = recorded.clone();
+        async move {
+            let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let what = if target.is_empty() { format!("{method} {}", uri.path()) } else { target };
+            calls.lock().unwrap().push((what.clone(), uri.path().to_string(), String::from_utf8_lossy(&body).into_owned()));
+            let (ct, reply) = if what.starts_with("GET /restapis/") {
+                ("application/json", r#"{"stageName":"live","variables":{"spigot_state":"OFF"}}"#.to_string())
+            } else if what.starts_with("PATCH /restapis/") {
+                ("application/json", r#"{"stageName":"live","variables":{"spigot_state":"ON"}}"#.to_string())
+            } else if what == "AmazonSQS.GetQueueAttributes" {
+                ("application/x-amz-json-1.0", r#"{"Attributes":{"ApproximateNumberOfMessages":"0","ApproximateNumberOfMessagesNotVisible":"0"}}"#.to_string())
+            } else if what.starts_with("POST /2015-03-31/functions/") {
+                ("application/json", r#"{"delivered":3,"retried":0,"dead_lettered":0,"released":0,"held":0,"stop":"empty"}"#.to_string())
+            } else {
+                ("application/json", "{}".to_string())
+            };
+            ([("content-type", ct)], reply)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_drain_against_aws_flips_the_stage_and_invokes_the_drainer() {
+    let dir = workdir();
+    let (url, calls) = fake_aws().await;
+    let out = spigot(&dir)
+        .args(["on", "--drain", "--endpoint", &url, "--region", "us-east-1"])
+        .args([
+            "--api-id",
+            "abc123",
+            "--stage",
+            "live",
+            "--drainer-function",
+            "spigot-DrainerFunction-1",
+        ])
+        .args([
+            "--buffer-url",
+            &format!("{url}/123456789012/b.fifo"),
+            "--dlq-url",
+            "d",
+            "--eval-url",
+            "e",
+            "--eval-dlq-url",
+            "ed",
+            "--bucket",
+            "b",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("spigot OFF -> ON"), "{stdout}");
+    assert!(stdout.contains("\"delivered\":3"), "{stdout}");
+    let calls = calls.lock().unwrap();
+    let patch = calls
+        .iter()
+        .find(|(w, _, _)| w.starts_with("PATCH"))
+        .expect("UpdateStage");
+    assert_eq!(patch.1, "/restapis/abc123/stages/live");
+    assert!(
+        patch.2.contains("/variables/spigot_state") && patch.2.contains("\"ON\""),
+        "{}",
+        patch.2
+    );
+    assert!(
+        calls.iter().any(|(w, _, _)| w == "POST /2015-03-31/functions/spigot-DrainerFunction-1/invocations"),
+        "{calls:?}"
+    );
+}

@@ -272,10 +272,28 @@ pub async fn peek_all(
     queue_url: &str,
 ) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
+    let held = receive_held(&sqs, queue_url, false).await;
+    for m in &held {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await;
+    }
+    held.into_iter().map(body_and_attributes).collect()
+}
+
+/// Receives with a hold until the queue gives nothing more; with `delete`, deletes each as it comes.
+async fn receive_held(
+    sqs: &spigot_aws::aws_sdk_sqs::Client,
+    queue_url: &str,
+    delete: bool,
+) -> Vec<spigot_aws::aws_sdk_sqs::types::Message> {
     let mut seen = Vec::new();
-    let mut receipts = Vec::new();
     loop {
-        let out = sqs
+        let msgs = sqs
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)
@@ -283,32 +301,36 @@ pub async fn peek_all(
             .message_attribute_names("All")
             .send()
             .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
+            .unwrap()
+            .messages
+            .unwrap_or_default();
         if msgs.is_empty() {
-            break;
+            return seen;
         }
         for m in msgs {
-            receipts.push(m.receipt_handle.clone().unwrap_or_default());
-            let attrs = m
-                .message_attributes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
-                .collect();
-            seen.push((m.body.unwrap_or_default(), attrs));
+            if delete {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            seen.push(m);
         }
     }
-    for r in receipts {
-        let _ = sqs
-            .change_message_visibility()
-            .queue_url(queue_url)
-            .receipt_handle(r)
-            .visibility_timeout(0)
-            .send()
-            .await;
-    }
-    seen
+}
+
+fn body_and_attributes(
+    m: spigot_aws::aws_sdk_sqs::types::Message,
+) -> (String, std::collections::HashMap<String, String>) {
+    let attrs = m
+        .message_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+        .collect();
+    (m.body.unwrap_or_default(), attrs)
 }
 
 /// `ApproximateNumberOfMessages` + `...NotVisible` of a queue.
@@ -736,36 +758,9 @@ pub async fn take_all(
     queue_url: &str,
 ) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
-    let mut seen = Vec::new();
-    loop {
-        let msgs = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
-        if msgs.is_empty() {
-            return seen;
-        }
-        for m in msgs {
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
-                .send()
-                .await
-                .unwrap();
-            let attrs = m
-                .message_attributes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
-                .collect();
-            seen.push((m.body.unwrap_or_default(), attrs));
-        }
-    }
+    receive_held(&sqs, queue_url, true)
+        .await
+        .into_iter()
+        .map(body_and_attributes)
+        .collect()
 }

@@ -6,6 +6,9 @@ pub enum AwsError {
     /// The webhook secret could not be read.
     #[error("cannot read webhook secret {0}: {1}")]
     Secret(String, String),
+    /// A setting the adapter needs is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] spigot_core::config::ConfigError),
     /// An HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(String),

@@ -2,31 +2,32 @@
 
 use aws_sdk_codepipeline::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_codepipeline::types::{SourceRevisionOverride, SourceRevisionType};
-use aws_sdk_s3::primitives::ByteStream;
 use futures::future::try_join_all;
 use spigot_core::ports::{FilterStore, Pipelines, PortError, Start, StartError, StoredFilter};
 
 use crate::error::{context, port};
+use crate::s3::Objects;
 
 /// Filter objects in S3.
 #[derive(Debug, Clone)]
 pub struct S3Filters {
-    client: aws_sdk_s3::Client,
-    bucket: String,
+    objects: Objects,
 }
 
 impl S3Filters {
     /// Filters in `bucket`.
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         Self {
-            client,
-            bucket: bucket.into(),
+            objects: Objects {
+                client,
+                bucket: bucket.into(),
+            },
         }
     }
 
     /// The bucket.
     pub fn bucket(&self) -> &str {
-        &self.bucket
+        &self.objects.bucket
     }
 }
 
@@ -36,16 +37,17 @@ impl FilterStore for S3Filters {
         let mut token = None;
         loop {
             let out = self
+                .objects
                 .client
                 .list_objects_v2()
-                .bucket(&self.bucket)
+                .bucket(self.bucket())
                 .prefix(prefix)
                 .set_continuation_token(token)
                 .send()
                 .await
                 .map_err(|e| {
                     port(
-                        &format!("S3 ListObjectsV2 s3://{}/{prefix}", self.bucket),
+                        &format!("S3 ListObjectsV2 s3://{}/{prefix}", self.bucket()),
                         e,
                     )
                 })?;
@@ -60,54 +62,22 @@ impl FilterStore for S3Filters {
             }
         }
         try_join_all(keys.into_iter().map(|key| async move {
-            let bytes = self.get(&key).await?.unwrap_or_default();
+            let bytes = self.objects.get(&key).await?.unwrap_or_default();
             Ok(StoredFilter { key, bytes })
         }))
         .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let bytes = out.body.collect().await.map_err(|e| {
-                    PortError::new(format!("reading s3://{}/{key} failed: {e}", self.bucket))
-                })?;
-                Ok(Some(bytes.into_bytes().to_vec()))
-            }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(port(&format!("S3 GetObject s3://{}/{key}", self.bucket), e)),
-        }
+        self.objects.get(key).await
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| port(&format!("S3 PutObject s3://{}/{key}", self.bucket), e))?;
-        Ok(())
+        self.objects.put(key, bytes, Some("application/json")).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), PortError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| port(&format!("S3 DeleteObject s3://{}/{key}", self.bucket), e))?;
-        Ok(())
+        self.objects.delete(key).await
     }
 }
 

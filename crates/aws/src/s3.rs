@@ -1,4 +1,4 @@
-//! Claim-check payloads in the config bucket.
+//! Objects in the config bucket: claim-check payloads here, filters in `pipelines`.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -6,29 +6,46 @@ use spigot_core::ports::{PayloadStore, PortError};
 
 use crate::error::port;
 
-/// Bodies stored aside in S3.
+/// Get/put/delete of objects in one bucket, shared by the payload and filter stores.
 #[derive(Debug, Clone)]
-pub struct S3Payloads {
-    client: Client,
-    bucket: String,
+pub(crate) struct Objects {
+    pub(crate) client: Client,
+    pub(crate) bucket: String,
 }
 
-impl S3Payloads {
-    /// Payloads in `bucket`.
-    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
-        Self {
-            client,
-            bucket: bucket.into(),
-        }
+impl Objects {
+    /// The object at `key`, `None` when there is none.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(port(&format!("S3 GetObject s3://{}/{key}", self.bucket), e)),
+        };
+        let bytes = out.body.collect().await.map_err(|e| {
+            PortError::new(format!("reading s3://{}/{key} failed: {e}", self.bucket))
+        })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
     }
-}
 
-impl PayloadStore for S3Payloads {
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
+    /// Writes `bytes` at `key`, with a Content-Type when given.
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: Option<&str>,
+    ) -> Result<(), PortError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_content_type(content_type.map(str::to_string))
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -36,22 +53,8 @@ impl PayloadStore for S3Payloads {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| port(&format!("S3 GetObject s3://{}/{key}", self.bucket), e))?;
-        let bytes = out.body.collect().await.map_err(|e| {
-            PortError::new(format!("reading s3://{}/{key} failed: {e}", self.bucket))
-        })?;
-        Ok(bytes.into_bytes().to_vec())
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), PortError> {
+    /// Deletes `key` (absent is fine).
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), PortError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -60,5 +63,42 @@ impl PayloadStore for S3Payloads {
             .await
             .map_err(|e| port(&format!("S3 DeleteObject s3://{}/{key}", self.bucket), e))?;
         Ok(())
+    }
+}
+
+/// Bodies stored aside in S3.
+#[derive(Debug, Clone)]
+pub struct S3Payloads {
+    objects: Objects,
+}
+
+impl S3Payloads {
+    /// Payloads in `bucket`.
+    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        Self {
+            objects: Objects {
+                client,
+                bucket: bucket.into(),
+            },
+        }
+    }
+}
+
+impl PayloadStore for S3Payloads {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
+        self.objects.put(key, bytes, None).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
+        self.objects.get(key).await?.ok_or_else(|| {
+            PortError::new(format!(
+                "claim-check payload s3://{}/{key} is missing",
+                self.objects.bucket
+            ))
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.objects.delete(key).await
     }
 }

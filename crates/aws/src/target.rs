@@ -44,6 +44,16 @@ impl HttpTarget {
         })
     }
 
+    /// The target of the functions: `TARGET_URL`, `EVENT_PATHS`, the health URL and `FORWARD_TIMEOUT_MS`.
+    pub fn from_settings(settings: &spigot_core::config::Settings) -> Result<Self, AwsError> {
+        Self::new(
+            settings.require_target()?,
+            settings.event_paths.clone(),
+            settings.health_url()?,
+            Duration::from_millis(settings.forward_timeout_ms),
+        )
+    }
+
     /// The URL a hook of `event` is posted to.
     pub fn url_for(&self, event: &str) -> String {
         self.paths.url_for(&self.url, event)

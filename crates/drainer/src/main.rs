@@ -25,12 +25,7 @@ async fn main() -> Result<(), Error> {
                 .config_bucket
                 .as_ref()
                 .map(|b| S3Payloads::new(spigot_aws::s3_client(&sdk), b)),
-            target: HttpTarget::new(
-                settings.require_target()?,
-                settings.event_paths.clone(),
-                settings.health_url()?,
-                timeout,
-            )?,
+            target: HttpTarget::from_settings(&settings)?,
             config: EngineConfig {
                 concurrency: settings.drain_concurrency,
                 breaker_threshold: settings.breaker_threshold,

@@ -1,7 +1,5 @@
 //! Lambda entry point of the receiver.
 
-use std::time::Duration;
-
 use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
@@ -21,12 +19,7 @@ async fn main() -> Result<(), Error> {
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
     let target = match settings.delivery_mode {
         DeliveryMode::Pull => None,
-        DeliveryMode::Push => Some(HttpTarget::new(
-            settings.require_target()?,
-            settings.event_paths.clone(),
-            settings.health_url()?,
-            Duration::from_millis(settings.forward_timeout_ms),
-        )?),
+        DeliveryMode::Push => Some(HttpTarget::from_settings(&settings)?),
     };
     let receiver = Receiver {
         buffer: SqsBuffer::new(

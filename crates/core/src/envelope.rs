@@ -1,6 +1,5 @@
 //! The versioned SQS message that carries a hook through the buffer.
 
-use std::fmt::Write as _;
 
 use base64::Engine;
 use serde::{Deserialize, Deserializer};
@@ -163,8 +162,27 @@ impl Envelope {
     /// The JSON text sent to SQS. Written by hand so that a JSON body is
     /// embedded verbatim (serde would escape it as a string).
     pub fn encode(&self) -> String {
-        let json = |v: &dyn erased::Json| v.to_json();
         let mut out = String::with_capacity(self.body_len() + 512);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// `encode().len()`, without building the text (a JSON body is not copied).
+    pub fn encoded_len(&self) -> usize {
+        struct Count(usize);
+        impl std::fmt::Write for Count {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0 += s.len();
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        self.write_to(&mut count);
+        count.0
+    }
+
+    fn write_to(&self, out: &mut impl std::fmt::Write) {
+        let json = |v: &dyn erased::Json| v.to_json();
         let _ = write!(
             out,
             "{{\"v\":{},\"delivery\":{},\"event\":{},\"repository\":{},\"headers\":{},\"body\":",
@@ -174,26 +192,16 @@ impl Envelope {
             json(&self.repository),
             json(&self.headers),
         );
-        match &self.body {
-            Body::Json { json: text } => {
-                out.push_str("{\"kind\":\"json\",\"json\":");
-                out.push_str(text);
-                out.push('}');
-            }
-            Body::Text { text } => {
-                let _ = write!(out, "{{\"kind\":\"text\",\"text\":{}}}", json(text));
-            }
-            Body::Base64 { data } => {
-                let _ = write!(out, "{{\"kind\":\"base64\",\"data\":{}}}", json(data));
-            }
-            Body::Claim { key, size } => {
-                let _ = write!(
-                    out,
-                    "{{\"kind\":\"claim\",\"key\":{},\"size\":{size}}}",
-                    json(key)
-                );
-            }
-        }
+        let _ = match &self.body {
+            Body::Json { json: text } => write!(out, "{{\"kind\":\"json\",\"json\":{text}}}"),
+            Body::Text { text } => write!(out, "{{\"kind\":\"text\",\"text\":{}}}", json(text)),
+            Body::Base64 { data } => write!(out, "{{\"kind\":\"base64\",\"data\":{}}}", json(data)),
+            Body::Claim { key, size } => write!(
+                out,
+                "{{\"kind\":\"claim\",\"key\":{},\"size\":{size}}}",
+                json(key)
+            ),
+        };
         let _ = write!(
             out,
             ",\"sha256\":{},\"received_at_ms\":{},\"attempts\":{},\"last_error\":{}}}",
@@ -202,7 +210,6 @@ impl Envelope {
             self.attempts,
             json(&self.last_error),
         );
-        out
     }
 
     fn body_len(&self) -> usize {
@@ -456,6 +463,7 @@ mod tests {
                 h.json_body = is_json;
                 let mut e = Envelope::from_hook(&h);
                 e.attempts = attempts;
+                prop_assert_eq!(e.encoded_len(), e.encode().len());
                 let back = Envelope::decode(&e.encode()).unwrap();
                 prop_assert_eq!(&back, &e);
                 let inline = back.inline_body().unwrap().unwrap();

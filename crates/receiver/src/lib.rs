@@ -187,7 +187,7 @@ where
     /// The envelope of `hook`, its body claim-checked under `prefix` when too large.
     async fn envelope(&self, hook: &Hook, prefix: &str) -> Result<Envelope, (u16, String)> {
         let mut env = Envelope::from_hook(hook);
-        let size = env.encode().len();
+        let size = env.encoded_len();
         if size <= self.claim_check_bytes {
             return Ok(env);
         }

@@ -1,6 +1,5 @@
 //! The versioned SQS message that carries a hook through the buffer.
 
-
 use base64::Engine;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;

@@ -1,13 +1,14 @@
 //! The drainer and the zero-loss promise, each scenario with a ledger
 //! (moto + a switchable local target).
 
+use spigot_core::resources::Resource;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use spigot_core::ports::Switch;
 use spigot_core::spigot::State;
-use spigot_drainer::engine::{Counters, Stop};
 use spigot_e2e::*;
+use spigot_engine::{Counters, Skipped, Stop};
 
 const REPOS: [&str; 5] = [
     "octo-org/alpha",
@@ -45,23 +46,29 @@ async fn drain_until_empty(
 async fn off_window_then_on_delivers_everything_in_order() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let d = drainer(&sdk, &stack, &target.url, 8);
     switch(&sdk, &stack).set(State::Off).await.unwrap();
 
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 200, &REPOS, "OFF").await;
     let off = d.drain(None).await;
-    assert_eq!(off.skipped.as_deref(), Some("spigot is OFF"));
+    assert_eq!(off.skipped, Some(Skipped::Off));
     assert_eq!(target.attempts(), 0);
-    assert_eq!(depth(&sdk, &stack.buffer_url).await.0, 200);
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await.0, 200);
 
     switch(&sdk, &stack).set(State::On).await.unwrap();
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
     let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
     println!("ledger off-window: in 200, delivered {delivered}, duplicates {duplicates}, dlq 0");
     assert_eq!((delivered, duplicates), (200, 0));
-    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
+    assert!(peek_all(&sdk, stack.get(Resource::DlqUrl)).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +76,7 @@ async fn target_down_spends_no_receives_then_everything_arrives() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     target.set_status(503);
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let d = drainer(&sdk, &stack, &target.url, 4);
 
     let mut ledger = Ledger::default();
@@ -78,10 +85,7 @@ async fn target_down_spends_no_receives_then_everything_arrives() {
     assert_eq!(attempts_during_receive, 30);
     for _ in 0..3 {
         let s = d.drain(None).await;
-        assert_eq!(
-            s.skipped.as_deref(),
-            Some("target is down (health probe failed)")
-        );
+        assert_eq!(s.skipped, Some(Skipped::TargetDown));
     }
     assert_eq!(
         target.attempts(),
@@ -92,10 +96,16 @@ async fn target_down_spends_no_receives_then_everything_arrives() {
         d.engine.buffer.receive_counts.lock().unwrap().is_empty(),
         "nothing received during the outage"
     );
-    assert_eq!(depth(&sdk, &stack.buffer_url).await, (30, 0));
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (30, 0));
 
     target.set_status(200);
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
     let counts = d.engine.buffer.receive_counts.lock().unwrap().clone();
     assert_eq!(counts.len(), 30);
     assert!(
@@ -111,13 +121,19 @@ async fn target_down_spends_no_receives_then_everything_arrives() {
 async fn flapping_target_loses_nothing() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let d = drainer(&sdk, &stack, &target.url, 4);
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 60, &REPOS, "OFF").await;
     target.set_rule(|_, n| (n % 3 == 0).then_some(503));
     switch(&sdk, &stack).set(State::On).await.unwrap();
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(90)).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(90),
+    )
+    .await;
     let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
     println!(
         "ledger flapping: in 60, delivered {delivered}, duplicates {duplicates}, attempts {}, dlq 0",
@@ -125,16 +141,16 @@ async fn flapping_target_loses_nothing() {
     );
     assert_eq!((delivered, duplicates), (60, 0));
     assert!(target.attempts() > 60, "the rule did fail some requests");
-    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
+    assert!(peek_all(&sdk, stack.get(Resource::DlqUrl)).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drainer_killed_mid_run_loses_nothing() {
     let (sdk, stack) = stack().await;
-    set_visibility_timeout(&sdk, &stack.buffer_url, 2).await;
+    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 2).await;
     let target = FakeTarget::start().await;
     target.set_delay_ms(20);
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let d = drainer(&sdk, &stack, &target.url, 4);
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 80, &REPOS, "OFF").await;
@@ -148,7 +164,13 @@ async fn a_drainer_killed_mid_run_loses_nothing() {
     let at_kill = target.accepted().len();
     // What was in flight comes back after the visibility timeout.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
     let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
     println!(
         "ledger killed: in 80, delivered {delivered}, duplicates {duplicates} (delivered before the kill: {at_kill}), dlq 0"
@@ -166,7 +188,7 @@ async fn a_run_cut_by_the_deadline_releases_the_rest() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     target.set_delay_ms(200);
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let mut d = drainer(&sdk, &stack, &target.url, 1);
     d.engine.config.stop_before = Duration::from_millis(300);
     let mut ledger = Ledger::default();
@@ -186,8 +208,17 @@ async fn a_run_cut_by_the_deadline_releases_the_rest() {
     assert!(s.delivered >= 1 && s.delivered < 20, "{s:?}");
     assert!(s.released >= 1, "{s:?}");
     // Released at once: nothing left invisible.
-    assert_eq!(depth(&sdk, &stack.buffer_url).await, (20 - s.delivered, 0));
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    assert_eq!(
+        depth(&sdk, stack.get(Resource::BufferUrl)).await,
+        (20 - s.delivered, 0)
+    );
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
     let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
     println!(
         "ledger deadline: in 20, delivered {delivered}, duplicates {duplicates}, first run {s:?}"
@@ -199,7 +230,7 @@ async fn a_run_cut_by_the_deadline_releases_the_rest() {
 async fn a_404_dead_letters_only_that_repository() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let d = drainer(&sdk, &stack, &target.url, 4);
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 25, &REPOS, "OFF").await;
@@ -209,7 +240,13 @@ async fn a_404_dead_letters_only_that_repository() {
             .then_some(404)
     });
     switch(&sdk, &stack).set(State::On).await.unwrap();
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
     let beta: Vec<String> = ledger
         .sent
         .iter()
@@ -217,7 +254,7 @@ async fn a_404_dead_letters_only_that_repository() {
         .map(|(d, _, _)| d.clone())
         .collect();
     let (delivered, duplicates) = ledger.check(&target.accepted(), &beta);
-    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
     println!(
         "ledger 404: in 25, delivered {delivered}, duplicates {duplicates}, dlq {}",
         dead.len()
@@ -235,11 +272,11 @@ async fn a_404_dead_letters_only_that_repository() {
 async fn a_poison_message_is_dead_lettered_and_the_drain_goes_on() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let d = drainer(&sdk, &stack, &target.url, 2);
     spigot_aws::aws_sdk_sqs::Client::new(&sdk)
         .send_message()
-        .queue_url(&stack.buffer_url)
+        .queue_url(stack.get(Resource::BufferUrl))
         .message_body("this is not an envelope")
         .message_group_id("octo-org/alpha")
         .message_deduplication_id("poison-1")
@@ -249,10 +286,16 @@ async fn a_poison_message_is_dead_lettered_and_the_drain_goes_on() {
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 10, &REPOS, "OFF").await;
     switch(&sdk, &stack).set(State::On).await.unwrap();
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
     let (delivered, _) = ledger.check(&target.accepted(), &[]);
     assert_eq!(delivered, 10);
-    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, "this is not an envelope");
     assert!(
@@ -267,40 +310,46 @@ async fn a_poison_message_is_dead_lettered_and_the_drain_goes_on() {
 async fn a_5_mb_hook_travels_by_claim_check_and_leaves_nothing_behind() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 5000);
+    let r = receiver(&sdk, &stack, &target.url, 5000).await;
     let d = drainer(&sdk, &stack, &target.url, 1);
     let pad = "x".repeat(5 * 1024 * 1024);
     let body = serde_json::json!({"ref": "refs/heads/main", "repository": {"full_name": "octo-org/big"}, "pad": pad})
         .to_string()
         .into_bytes();
     let (status, json) = answer(
-        &r.handle(&signed_request("push", "big-1", &body, Some("OFF")), 1)
+        &r.handle_event(&signed_request("push", "big-1", &body, Some("OFF")), 1)
             .await,
     );
     assert_eq!(status, 202, "{json}");
     let s3 = spigot_aws::s3_client(&sdk);
     let stored = s3
         .get_object()
-        .bucket(&stack.bucket)
+        .bucket(stack.get(Resource::Bucket))
         .key("payloads/big-1")
         .send()
         .await
         .unwrap();
     assert_eq!(stored.content_length(), Some(body.len() as i64));
-    let msg = &peek_all(&sdk, &stack.buffer_url).await[0].0;
+    let msg = &peek_all(&sdk, stack.get(Resource::BufferUrl)).await[0].0;
     assert!(
         msg.len() < 4096,
         "the message carries a reference, not the body"
     );
 
     switch(&sdk, &stack).set(State::On).await.unwrap();
-    drain_until_empty(&d, &sdk, &stack.buffer_url, Duration::from_secs(60)).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
     let got = target.accepted();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, body, "byte-identical");
     assert!(
         s3.head_object()
-            .bucket(&stack.bucket)
+            .bucket(stack.get(Resource::Bucket))
             .key("payloads/big-1")
             .send()
             .await
@@ -316,8 +365,8 @@ async fn an_unreadable_state_does_not_drain() {
     let d = drainer(&sdk, &stack, &target.url, 1);
     spigot_aws::aws_sdk_apigateway::Client::new(&sdk)
         .update_stage()
-        .rest_api_id(&stack.api_id)
-        .stage_name(&stack.stage)
+        .rest_api_id(stack.get(Resource::ApiId))
+        .stage_name(stack.get(Resource::Stage))
         .patch_operations(
             spigot_aws::aws_sdk_apigateway::types::PatchOperation::builder()
                 .op(spigot_aws::aws_sdk_apigateway::types::Op::Replace)
@@ -329,5 +378,9 @@ async fn an_unreadable_state_does_not_drain() {
         .await
         .unwrap();
     let s = d.drain(None).await;
-    assert!(s.skipped.unwrap().contains("SOMETIMES"));
+    assert!(
+        matches!(&s.skipped, Some(Skipped::StateInvalid(e)) if e.contains("SOMETIMES")),
+        "{:?}",
+        s.skipped
+    );
 }

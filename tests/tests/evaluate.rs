@@ -1,6 +1,7 @@
 //! The evaluator against moto S3 (filters) and a local endpoint that speaks
 //! CodePipeline's JSON protocol (moto lacks StartPipelineExecution).
 
+use spigot_core::resources::Resource;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
@@ -23,9 +24,9 @@ async fn setup() -> (
     let cp = FakeCodePipeline::start().await;
     let s3 = spigot_aws::s3_client(&sdk);
     let ev = Evaluator::new(
-        spigot_aws::S3Filters::new(s3.clone(), &stack.bucket),
+        spigot_aws::S3Filters::new(s3.clone(), stack.get(Resource::Bucket)),
         cp.client(&sdk),
-        Some(spigot_aws::S3Payloads::new(s3, &stack.bucket)),
+        Some(spigot_aws::S3Payloads::new(s3, stack.get(Resource::Bucket))),
         Duration::from_secs(0),
     );
     (sdk, stack, cp, ev)
@@ -56,15 +57,15 @@ async fn pushes(
     stack: &spigot_aws::local::LocalStack,
     hooks: &[(&str, Vec<u8>)],
 ) -> SqsEvent {
-    let r = receiver(sdk, stack, "http://127.0.0.1:9", 500);
+    let r = receiver(sdk, stack, "http://127.0.0.1:9", 500).await;
     for (delivery, body) in hooks {
         let (status, json) = answer(
-            &r.handle(&signed_request("push", delivery, body, Some("OFF")), 1)
+            &r.handle_event(&signed_request("push", delivery, body, Some("OFF")), 1)
                 .await,
         );
         assert_eq!(status, 202, "{json}");
     }
-    take_as_sqs_event(sdk, &stack.eval_url).await
+    take_as_sqs_event(sdk, stack.get(Resource::EvalUrl)).await
 }
 
 async fn mono_filters(ev: &RealEvaluator) {
@@ -237,7 +238,7 @@ async fn a_claim_checked_push_is_evaluated_and_its_payload_removed() {
     let s3 = spigot_aws::s3_client(&sdk);
     assert!(
         s3.head_object()
-            .bucket(&stack.bucket)
+            .bucket(stack.get(Resource::Bucket))
             .key("payloads/eval/ev-big")
             .send()
             .await

@@ -1,6 +1,7 @@
 //! Custom::PipelineFilter against moto S3, with a local HTTP server standing
 //! in for the pre-signed ResponseURL (it records each PUT).
 
+use spigot_core::resources::Resource;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -59,8 +60,8 @@ async fn create_update_and_delete() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
-        &stack.bucket,
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        stack.get(Resource::Bucket),
     );
 
     // Create
@@ -72,7 +73,10 @@ async fn create_update_and_delete() {
     let (resp, content_type, _) = last_response(&url);
     assert_eq!(resp["Status"], "SUCCESS", "{resp}");
     assert_eq!(resp["PhysicalResourceId"], KEY);
-    assert_eq!(resp["Data"], json!({"Key": KEY, "Bucket": stack.bucket}));
+    assert_eq!(
+        resp["Data"],
+        json!({"Key": KEY, "Bucket": stack.get(Resource::Bucket)})
+    );
     assert_eq!(resp["RequestId"], "d8f1a3e2-7b61-11e6-8f6c-0123456789ab");
     assert_eq!(resp["LogicalResourceId"], "BillingFilter");
     assert!(resp["StackId"].as_str().unwrap().contains("stack/billing"));
@@ -82,7 +86,9 @@ async fn create_update_and_delete() {
         "empty Content-Type, as the URL was signed"
     );
     assert_eq!(
-        object(&sdk, &stack.bucket, KEY).await.unwrap()["Include"],
+        object(&sdk, stack.get(Resource::Bucket), KEY)
+            .await
+            .unwrap()["Include"],
         json!(["services/billing/**", "libs/common/**"])
     );
 
@@ -96,7 +102,9 @@ async fn create_update_and_delete() {
         (Some("SUCCESS"), Some(KEY))
     );
     assert_eq!(
-        object(&sdk, &stack.bucket, KEY).await.unwrap()["Include"],
+        object(&sdk, stack.get(Resource::Bucket), KEY)
+            .await
+            .unwrap()["Include"],
         json!(["services/billing/**"])
     );
 
@@ -107,8 +115,16 @@ async fn create_update_and_delete() {
     let (resp, _, _) = last_response(&url);
     let new_key = "filters/octo-org/mono/release%2F%2A/billing-service.json";
     assert_eq!(resp["PhysicalResourceId"], new_key);
-    assert!(object(&sdk, &stack.bucket, new_key).await.is_some());
-    assert!(object(&sdk, &stack.bucket, KEY).await.is_some());
+    assert!(
+        object(&sdk, stack.get(Resource::Bucket), new_key)
+            .await
+            .is_some()
+    );
+    assert!(
+        object(&sdk, stack.get(Resource::Bucket), KEY)
+            .await
+            .is_some()
+    );
 
     // Delete present, then delete again (already gone)
     for _ in 0..2 {
@@ -117,7 +133,11 @@ async fn create_update_and_delete() {
             .unwrap();
         let (resp, _, _) = last_response(&url);
         assert_eq!(resp["Status"], "SUCCESS", "{resp}");
-        assert!(object(&sdk, &stack.bucket, KEY).await.is_none());
+        assert!(
+            object(&sdk, stack.get(Resource::Bucket), KEY)
+                .await
+                .is_none()
+        );
     }
 }
 
@@ -126,13 +146,15 @@ async fn an_invalid_update_fails_with_the_reason_and_leaves_the_old_object() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
-        &stack.bucket,
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        stack.get(Resource::Bucket),
     );
     h.handle(event("cfn-create.json", &url.url), soon())
         .await
         .unwrap();
-    let before = object(&sdk, &stack.bucket, KEY).await.unwrap();
+    let before = object(&sdk, stack.get(Resource::Bucket), KEY)
+        .await
+        .unwrap();
     let mut bad = event("cfn-update.json", &url.url);
     bad["ResourceProperties"]["Syntax"] = json!("regex");
     bad["ResourceProperties"]["Include"] = json!(["services/(billing"]);
@@ -149,7 +171,12 @@ async fn an_invalid_update_fails_with_the_reason_and_leaves_the_old_object() {
         reason.contains("[$LATEST]0123456789abcdef"),
         "names the log stream: {reason}"
     );
-    assert_eq!(object(&sdk, &stack.bucket, KEY).await.unwrap(), before);
+    assert_eq!(
+        object(&sdk, stack.get(Resource::Bucket), KEY)
+            .await
+            .unwrap(),
+        before
+    );
 }
 
 #[tokio::test]
@@ -157,8 +184,8 @@ async fn a_delete_after_a_failed_create_touches_nothing() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
-        &stack.bucket,
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        stack.get(Resource::Bucket),
     );
     let mut bad = event("cfn-create.json", &url.url);
     bad["ResourceProperties"]["Repository"] = json!("not-a-repo");
@@ -170,7 +197,7 @@ async fn a_delete_after_a_failed_create_touches_nothing() {
     // Something else in the bucket that a careless delete could hit.
     spigot_aws::s3_client(&sdk)
         .put_object()
-        .bucket(&stack.bucket)
+        .bucket(stack.get(Resource::Bucket))
         .key("payloads/keep-me")
         .body(b"x".to_vec().into())
         .send()
@@ -190,7 +217,7 @@ async fn a_delete_after_a_failed_create_touches_nothing() {
     assert!(
         spigot_aws::s3_client(&sdk)
             .head_object()
-            .bucket(&stack.bucket)
+            .bucket(stack.get(Resource::Bucket))
             .key("payloads/keep-me")
             .send()
             .await
@@ -203,8 +230,8 @@ async fn legacy_property_names_are_accepted() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
-        &stack.bucket,
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        stack.get(Resource::Bucket),
     );
     let mut legacy = event("cfn-create.json", &url.url);
     legacy["ResourceProperties"] = json!({
@@ -215,7 +242,9 @@ async fn legacy_property_names_are_accepted() {
     h.handle(legacy, soon()).await.unwrap();
     let (resp, _, _) = last_response(&url);
     assert_eq!(resp["Status"], "SUCCESS", "{resp}");
-    let stored = object(&sdk, &stack.bucket, KEY).await.unwrap();
+    let stored = object(&sdk, stack.get(Resource::Bucket), KEY)
+        .await
+        .unwrap();
     assert_eq!(stored["Syntax"], "regex");
     assert_eq!(stored["Include"], json!(["^services/billing/", "^libs/"]));
 }
@@ -240,9 +269,9 @@ async fn an_unreachable_bucket_still_gets_a_failed_answer_before_the_deadline() 
     let h = handler(
         spigot_aws::S3Filters::new(
             spigot_aws::aws_sdk_s3::Client::from_conf(conf),
-            &stack.bucket,
+            stack.get(Resource::Bucket),
         ),
-        &stack.bucket,
+        stack.get(Resource::Bucket),
     );
     let start = Instant::now();
     let deadline = start + Duration::from_secs(3);
@@ -305,8 +334,8 @@ async fn a_10_kb_reason_is_cut_to_fit_4_kb() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
-        &stack.bucket,
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        stack.get(Resource::Bucket),
     );
     let mut bad = event("cfn-create.json", &url.url);
     bad["ResourceProperties"]["Syntax"] = json!("regex");
@@ -329,8 +358,8 @@ async fn transient_response_failures_are_retried() {
     let url = FakeTarget::start().await;
     url.set_rule(|_, n| (n <= 2).then_some(503));
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), &stack.bucket),
-        &stack.bucket,
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        stack.get(Resource::Bucket),
     );
     let a = h
         .handle(event("cfn-create.json", &url.url), soon())

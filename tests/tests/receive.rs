@@ -2,6 +2,7 @@
 
 use base64::Engine;
 use spigot_core::envelope::Envelope;
+use spigot_core::resources::Resource;
 use spigot_e2e::*;
 
 fn decode_bytes(env: &Envelope) -> Vec<u8> {
@@ -17,10 +18,11 @@ async fn on_forwards_the_exact_bytes_and_github_headers() {
         &stack,
         &format!("{}/github-webhook/", target.url),
         2000,
-    );
+    )
+    .await;
     let body = fixture("push.json");
     let req = signed_request("push", "d-on-1", &body, Some("ON"));
-    let (status, json) = answer(&r.handle(&req, 1).await);
+    let (status, json) = answer(&r.handle_event(&req, 1).await);
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["status"], "delivered");
     let got = target.accepted();
@@ -41,9 +43,9 @@ async fn on_forwards_the_exact_bytes_and_github_headers() {
             "header {h}"
         );
     }
-    assert_eq!(depth(&sdk, &stack.buffer_url).await, (0, 0));
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
     // A push also goes to the evaluation queue, spigot or not.
-    let evals = peek_all(&sdk, &stack.eval_url).await;
+    let evals = peek_all(&sdk, stack.get(Resource::EvalUrl)).await;
     assert_eq!(evals.len(), 1);
     assert_eq!(Envelope::decode(&evals[0].0).unwrap().delivery, "d-on-1");
 }
@@ -52,10 +54,10 @@ async fn on_forwards_the_exact_bytes_and_github_headers() {
 async fn off_buffers_and_nothing_reaches_the_target() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("pull_request.opened.json");
     let (status, json) = answer(
-        &r.handle(
+        &r.handle_event(
             &signed_request("pull_request", "d-off-1", &body, Some("OFF")),
             1,
         )
@@ -67,13 +69,17 @@ async fn off_buffers_and_nothing_reaches_the_target() {
         serde_json::json!({"status": "buffered", "delivery": "d-off-1"})
     );
     assert_eq!(target.attempts(), 0);
-    let msgs = peek_all(&sdk, &stack.buffer_url).await;
+    let msgs = peek_all(&sdk, stack.get(Resource::BufferUrl)).await;
     assert_eq!(msgs.len(), 1);
     let env = Envelope::decode(&msgs[0].0).unwrap();
     assert_eq!(decode_bytes(&env), body);
     assert_eq!(env.repository.as_deref(), Some("Codertocat/Hello-World"));
     // Not a push: nothing for the evaluator.
-    assert!(peek_all(&sdk, &stack.eval_url).await.is_empty());
+    assert!(
+        peek_all(&sdk, stack.get(Resource::EvalUrl))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -84,32 +90,32 @@ async fn retryable_failures_buffer_with_202() {
     let body = fixture("push.json");
 
     target.set_status(503);
-    let r = receiver(&sdk, &stack, &target.url, 1000);
+    let r = receiver(&sdk, &stack, &target.url, 1000).await;
     let (s1, j1) = answer(
-        &r.handle(&signed_request("push", "d-503", &body, Some("ON")), 1)
+        &r.handle_event(&signed_request("push", "d-503", &body, Some("ON")), 1)
             .await,
     );
     assert_eq!((s1, j1["status"].as_str()), (202, Some("buffered")));
     assert!(j1["reason"].as_str().unwrap().contains("503"));
 
-    let r = receiver(&sdk, &stack, &closed, 1000);
+    let r = receiver(&sdk, &stack, &closed, 1000).await;
     let (s2, _) = answer(
-        &r.handle(&signed_request("push", "d-closed", &body, Some("ON")), 1)
+        &r.handle_event(&signed_request("push", "d-closed", &body, Some("ON")), 1)
             .await,
     );
     assert_eq!(s2, 202);
 
     target.set_status(200);
     target.set_delay_ms(1500);
-    let r = receiver(&sdk, &stack, &target.url, 300);
+    let r = receiver(&sdk, &stack, &target.url, 300).await;
     let (s3, j3) = answer(
-        &r.handle(&signed_request("push", "d-slow", &body, Some("ON")), 1)
+        &r.handle_event(&signed_request("push", "d-slow", &body, Some("ON")), 1)
             .await,
     );
     assert_eq!(s3, 202);
     assert!(j3["reason"].as_str().unwrap().contains("300 ms"), "{j3}");
 
-    let mut buffered: Vec<String> = peek_all(&sdk, &stack.buffer_url)
+    let mut buffered: Vec<String> = peek_all(&sdk, stack.get(Resource::BufferUrl))
         .await
         .iter()
         .map(|(b, _)| {
@@ -127,29 +133,29 @@ async fn permanent_failure_dead_letters_with_the_reason_and_502() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     target.set_status(404);
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("push.json");
     let (status, json) = answer(
-        &r.handle(&signed_request("push", "d-404", &body, Some("ON")), 1)
+        &r.handle_event(&signed_request("push", "d-404", &body, Some("ON")), 1)
             .await,
     );
     assert_eq!(status, 502, "{json}");
     assert_eq!(json["status"], "dead-lettered");
-    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].1.get("Status").map(String::as_str), Some("404"));
     assert!(dead[0].1["Reason"].contains("404"));
     let env = Envelope::decode(&dead[0].0).unwrap();
     assert_eq!(decode_bytes(&env), body);
     assert!(env.last_error.unwrap().contains("404"));
-    assert_eq!(depth(&sdk, &stack.buffer_url).await, (0, 0));
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
 }
 
 #[tokio::test]
 async fn bad_signature_is_401_and_nothing_is_stored() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("push.json");
     let mut req = signed_request("push", "d-bad", &body, Some("OFF"));
     req.body = Some(
@@ -157,15 +163,19 @@ async fn bad_signature_is_401_and_nothing_is_stored() {
             .unwrap()
             .replace("Codertocat", "Attacker"),
     );
-    let (status, json) = answer(&r.handle(&req, 1).await);
+    let (status, json) = answer(&r.handle_event(&req, 1).await);
     assert_eq!(status, 401);
     assert!(json["error"].as_str().unwrap().contains("does not match"));
     let mut unsigned = signed_request("push", "d-unsigned", &body, Some("OFF"));
     unsigned.headers.remove("x-hub-signature-256");
-    let (status, json) = answer(&r.handle(&unsigned, 1).await);
+    let (status, json) = answer(&r.handle_event(&unsigned, 1).await);
     assert_eq!(status, 401);
     assert!(json["error"].as_str().unwrap().contains("missing"));
-    for q in [&stack.buffer_url, &stack.buffer_dlq_url, &stack.eval_url] {
+    for q in [
+        stack.get(Resource::BufferUrl),
+        stack.get(Resource::DlqUrl),
+        stack.get(Resource::EvalUrl),
+    ] {
         assert!(peek_all(&sdk, q).await.is_empty());
     }
     assert_eq!(target.attempts(), 0);
@@ -175,10 +185,10 @@ async fn bad_signature_is_401_and_nothing_is_stored() {
 async fn ping_is_answered_here_and_not_stored() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     for state in ["ON", "OFF"] {
         let (status, json) = answer(
-            &r.handle(
+            &r.handle_event(
                 &signed_request("ping", "d-ping", &fixture("ping.json"), Some(state)),
                 1,
             )
@@ -187,7 +197,11 @@ async fn ping_is_answered_here_and_not_stored() {
         assert_eq!((status, json["status"].as_str()), (200, Some("pong")));
     }
     assert_eq!(target.attempts(), 0);
-    for q in [&stack.buffer_url, &stack.buffer_dlq_url, &stack.eval_url] {
+    for q in [
+        stack.get(Resource::BufferUrl),
+        stack.get(Resource::DlqUrl),
+        stack.get(Resource::EvalUrl),
+    ] {
         assert!(peek_all(&sdk, q).await.is_empty());
     }
 }
@@ -196,7 +210,7 @@ async fn ping_is_answered_here_and_not_stored() {
 async fn form_and_base64_bodies_round_trip() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     for (file, state) in [
         ("push-form.json", "ON"),
         ("push-base64.json", "ON"),
@@ -209,7 +223,7 @@ async fn form_and_base64_bodies_round_trip() {
         // A fresh delivery id each time (the FIFO buffer collapses repeats).
         let d = format!("{file}-{state}");
         req.headers.insert("x-github-delivery", d.parse().unwrap());
-        let (status, json) = answer(&r.handle(&req, 1).await);
+        let (status, json) = answer(&r.handle_event(&req, 1).await);
         assert_eq!(
             status,
             if state == "ON" { 200 } else { 202 },
@@ -234,7 +248,7 @@ async fn form_and_base64_bodies_round_trip() {
         Some("application/x-www-form-urlencoded")
     );
     assert_eq!(got[1].body, sent("push-base64.json"));
-    let mut buffered: Vec<(String, Vec<u8>)> = peek_all(&sdk, &stack.buffer_url)
+    let mut buffered: Vec<(String, Vec<u8>)> = peek_all(&sdk, stack.get(Resource::BufferUrl))
         .await
         .iter()
         .map(|(b, _)| {
@@ -246,7 +260,7 @@ async fn form_and_base64_bodies_round_trip() {
     assert_eq!(buffered[0].1, sent("push-base64.json"));
     assert_eq!(buffered[1].1, sent("push-form.json"));
     // The form body's repository was read from its payload= field.
-    let env = Envelope::decode(&peek_all(&sdk, &stack.eval_url).await[0].0).unwrap();
+    let env = Envelope::decode(&peek_all(&sdk, stack.get(Resource::EvalUrl)).await[0].0).unwrap();
     assert_eq!(env.repository.as_deref(), Some("Codertocat/Hello-World"));
 }
 
@@ -254,12 +268,12 @@ async fn form_and_base64_bodies_round_trip() {
 async fn missing_headers_and_unreadable_bodies_are_400() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("push.json");
     for header in ["x-github-event", "x-github-delivery"] {
         let mut req = signed_request("push", "d-400", &body, Some("ON"));
         req.headers.remove(header);
-        let (status, json) = answer(&r.handle(&req, 1).await);
+        let (status, json) = answer(&r.handle_event(&req, 1).await);
         assert_eq!(status, 400);
         assert!(
             json["error"]
@@ -273,41 +287,48 @@ async fn missing_headers_and_unreadable_bodies_are_400() {
     let mut req = signed_request("push", "d-b64", &body, Some("ON"));
     req.is_base64_encoded = true;
     req.body = Some("%%% not base64".into());
-    assert_eq!(answer(&r.handle(&req, 1).await).0, 400);
+    assert_eq!(answer(&r.handle_event(&req, 1).await).0, 400);
     let junk = b"this is not json";
     let (status, json) = answer(
-        &r.handle(&signed_request("push", "d-junk", junk, Some("ON")), 1)
+        &r.handle_event(&signed_request("push", "d-junk", junk, Some("ON")), 1)
             .await,
     );
     assert_eq!(status, 400, "{json}");
     assert_eq!(target.attempts(), 0);
-    assert!(peek_all(&sdk, &stack.buffer_url).await.is_empty());
+    assert!(
+        peek_all(&sdk, stack.get(Resource::BufferUrl))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn unknown_or_missing_state_buffers() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("push.json");
     let (s1, _) = answer(
-        &r.handle(&signed_request("push", "d-maybe", &body, Some("MAYBE")), 1)
+        &r.handle_event(&signed_request("push", "d-maybe", &body, Some("MAYBE")), 1)
             .await,
     );
     let (s2, _) = answer(
-        &r.handle(&signed_request("push", "d-none", &body, None), 1)
+        &r.handle_event(&signed_request("push", "d-none", &body, None), 1)
             .await,
     );
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(target.attempts(), 0);
-    assert_eq!(peek_all(&sdk, &stack.buffer_url).await.len(), 2);
+    assert_eq!(
+        peek_all(&sdk, stack.get(Resource::BufferUrl)).await.len(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn sample_events_verify_with_the_documented_secret() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     for (file, want) in [
         ("push.json", 200),
         ("ping.json", 200),
@@ -315,7 +336,7 @@ async fn sample_events_verify_with_the_documented_secret() {
         ("push-base64.json", 200),
         ("push-bad-signature.json", 401),
     ] {
-        let (status, json) = answer(&r.handle(&event_file(file), 1).await);
+        let (status, json) = answer(&r.handle_event(&event_file(file), 1).await);
         assert_eq!(status, want, "{file}: {json}");
     }
 }

@@ -1,4 +1,5 @@
-use spigot_core::ports::PortError;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use spigot_core::ports::{PortError, PortErrorKind};
 
 /// Errors of setting up an adapter.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,57 @@ pub(crate) fn context<E: std::error::Error>(e: &E) -> String {
     text
 }
 
-/// An SDK error as a port error naming the operation.
-pub(crate) fn port<E: std::error::Error>(op: &str, e: E) -> PortError {
-    PortError::new(format!("{op} failed: {}", context(&e)))
+/// An SDK error as a port error naming the operation, its kind read from the error code.
+pub(crate) fn port<E: std::error::Error + ProvideErrorMetadata>(op: &str, e: E) -> PortError {
+    PortError::of(kind(e.code()), format!("{op} failed: {}", context(&e)))
+}
+
+/// The kind of an AWS error code (`None`: no answer, a network failure).
+pub(crate) fn kind(code: Option<&str>) -> PortErrorKind {
+    let Some(code) = code else {
+        return PortErrorKind::Transient;
+    };
+    let lower = code.to_ascii_lowercase();
+    if lower.contains("throttl") || lower == "slowdown" || lower.contains("toomanyrequests") {
+        PortErrorKind::Throttled { retry_after: None }
+    } else if lower.contains("accessdenied")
+        || lower.contains("unauthorized")
+        || lower.contains("forbidden")
+    {
+        PortErrorKind::Denied
+    } else if lower.contains("notfound")
+        || lower.starts_with("nosuch")
+        || lower.contains("nonexistent")
+    {
+        PortErrorKind::NotFound
+    } else if lower.contains("invalid") || lower.contains("validation") {
+        PortErrorKind::Invalid
+    } else {
+        PortErrorKind::Transient
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_map_to_kinds() {
+        assert_eq!(kind(None), PortErrorKind::Transient);
+        assert_eq!(
+            kind(Some("ThrottlingException")),
+            PortErrorKind::Throttled { retry_after: None }
+        );
+        assert_eq!(
+            kind(Some("SlowDown")),
+            PortErrorKind::Throttled { retry_after: None }
+        );
+        assert_eq!(kind(Some("AccessDeniedException")), PortErrorKind::Denied);
+        assert_eq!(kind(Some("NoSuchKey")), PortErrorKind::NotFound);
+        assert_eq!(
+            kind(Some("AWS.SimpleQueueService.NonExistentQueue")),
+            PortErrorKind::NotFound
+        );
+        assert_eq!(kind(Some("InternalError")), PortErrorKind::Transient);
+    }
 }

@@ -7,33 +7,41 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde::{Deserialize, Serialize};
 
+use spigot_core::config::Settings;
+use spigot_core::resources::{Resource, Resources};
+
 use crate::error::context;
 
 /// The stage that holds `spigot_state`.
-pub const STAGE: &str = "live";
+pub const STAGE: &str = spigot_core::resources::DEFAULT_STAGE;
 
-/// The ids of a local stack (written to `.spigot/dev.json`).
+/// A local stack (written to `.spigot/dev.json`): its endpoint, resources and target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalStack {
     /// The AWS endpoint (moto).
     pub endpoint: String,
-    /// REST API id.
-    pub api_id: String,
-    /// Stage name.
-    pub stage: String,
-    /// FIFO buffer URL.
-    pub buffer_url: String,
-    /// FIFO dead-letter queue URL.
-    pub buffer_dlq_url: String,
-    /// Evaluation queue URL.
-    pub eval_url: String,
-    /// Evaluation dead-letter queue URL.
-    pub eval_dlq_url: String,
-    /// Config bucket.
-    pub bucket: String,
-    /// Where `spigot dev` delivers hooks (so `spigot on --local --drain` can drain there).
+    /// The queues, bucket and API stage, named as in [`spigot_core::resources::TABLE`].
+    #[serde(flatten)]
+    pub resources: Resources,
+    /// Where `spigot dev` delivers hooks (so `spigot on --drain --local` can drain there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+}
+
+impl LocalStack {
+    /// The value of `r` (every resource but the drainer function is provisioned).
+    pub fn get(&self, r: Resource) -> &str {
+        self.resources.get(r).unwrap_or_default()
+    }
+
+    /// Settings naming this stack's resources, as a function in it would read them.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            resources: self.resources.clone(),
+            target_url: self.target.clone(),
+            ..Settings::default()
+        }
+    }
 }
 
 /// Why the local stack could not be created.
@@ -96,15 +104,17 @@ pub async fn provision(
     }
 
     let api_id = api(sdk, name).await.map_err(fail("REST API stage"))?;
+    let resources = Resources::default()
+        .with(Resource::ApiId, api_id)
+        .with(Resource::Stage, STAGE)
+        .with(Resource::BufferUrl, buffer_url)
+        .with(Resource::DlqUrl, buffer_dlq_url)
+        .with(Resource::EvalUrl, eval_url)
+        .with(Resource::EvalDlqUrl, eval_dlq_url)
+        .with(Resource::Bucket, bucket);
     Ok(LocalStack {
         endpoint: endpoint.to_string(),
-        api_id,
-        stage: STAGE.to_string(),
-        buffer_url,
-        buffer_dlq_url,
-        eval_url,
-        eval_dlq_url,
-        bucket,
+        resources,
         target: None,
     })
 }

@@ -2,7 +2,9 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use spigot_core::ports::{PayloadStore, PortError};
+use spigot_core::config::Settings;
+use spigot_core::ports::{PayloadStore, PortError, PortErrorKind};
+use spigot_core::resources::Resource;
 
 use crate::error::port;
 
@@ -84,6 +86,16 @@ impl S3Payloads {
     }
 }
 
+impl S3Payloads {
+    /// Payloads in `CONFIG_BUCKET`, when set.
+    pub fn from_settings(sdk: &aws_config::SdkConfig, settings: &Settings) -> Option<Self> {
+        settings
+            .resources
+            .get(Resource::Bucket)
+            .map(|b| Self::new(crate::s3_client(sdk), b))
+    }
+}
+
 impl PayloadStore for S3Payloads {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
         self.objects.put(key, bytes, None).await
@@ -91,10 +103,13 @@ impl PayloadStore for S3Payloads {
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
         self.objects.get(key).await?.ok_or_else(|| {
-            PortError::new(format!(
-                "claim-check payload s3://{}/{key} is missing",
-                self.objects.bucket
-            ))
+            PortError::of(
+                PortErrorKind::NotFound,
+                format!(
+                    "claim-check payload s3://{}/{key} is missing",
+                    self.objects.bucket
+                ),
+            )
         })
     }
 

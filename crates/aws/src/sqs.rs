@@ -1,11 +1,14 @@
 //! The SQS FIFO buffer (+ DLQ) and the evaluation queue.
 
+use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
 };
+use spigot_core::config::{ConfigError, Settings};
 use spigot_core::envelope::Envelope;
 use spigot_core::ports::{Buffer, DeadLetter, EvalQueue, PortError, Received};
+use spigot_core::resources::Resource;
 
 use crate::error::port;
 
@@ -25,6 +28,15 @@ impl SqsBuffer {
             queue_url: queue_url.into(),
             dlq_url: dlq_url.into(),
         }
+    }
+
+    /// The buffer and DLQ named by `BUFFER_QUEUE_URL` and `BUFFER_DLQ_URL`.
+    pub fn from_settings(sdk: &SdkConfig, settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self::new(
+            Client::new(sdk),
+            settings.require(Resource::BufferUrl)?,
+            settings.require(Resource::DlqUrl)?,
+        ))
     }
 
     /// The buffer's URL.
@@ -178,6 +190,16 @@ impl SqsEvalQueue {
             client,
             url: url.into(),
         }
+    }
+}
+
+impl SqsEvalQueue {
+    /// The evaluation queue of `EVAL_QUEUE_URL`, when set.
+    pub fn from_settings(sdk: &SdkConfig, settings: &Settings) -> Option<Self> {
+        settings
+            .resources
+            .get(Resource::EvalUrl)
+            .map(|u| Self::new(Client::new(sdk), u))
     }
 }
 

@@ -2,7 +2,9 @@
 
 use aws_sdk_apigateway::Client;
 use aws_sdk_apigateway::types::{Op, PatchOperation};
-use spigot_core::ports::{PortError, Switch};
+use spigot_core::config::{ConfigError, Settings};
+use spigot_core::ports::{PortError, Switch, SwitchError};
+use spigot_core::resources::Resource;
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 
 use crate::error::port;
@@ -25,6 +27,18 @@ impl StageSwitch {
         }
     }
 
+    /// The switch on `API_ID` / `STAGE_NAME`.
+    pub fn from_settings(
+        sdk: &aws_config::SdkConfig,
+        settings: &Settings,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self::new(
+            Client::new(sdk),
+            settings.require(Resource::ApiId)?,
+            settings.require(Resource::Stage)?,
+        ))
+    }
+
     /// Every stage variable (the dev server hands them to the receiver).
     pub async fn variables(&self) -> Result<std::collections::HashMap<String, String>, PortError> {
         let out = self
@@ -45,12 +59,14 @@ impl StageSwitch {
 }
 
 impl Switch for StageSwitch {
-    async fn read(&self) -> Result<Option<String>, PortError> {
-        Ok(self.variables().await?.remove(STAGE_VARIABLE))
+    async fn read(&self) -> Result<State, SwitchError> {
+        let vars = self.variables().await?;
+        Ok(State::from_stage_variable(
+            vars.get(STAGE_VARIABLE).map(String::as_str),
+        )?)
     }
 
-    async fn set(&self, state: State) -> Result<Option<String>, PortError> {
-        let old = self.read().await?;
+    async fn set(&self, state: State) -> Result<(), PortError> {
         self.client
             .update_stage()
             .rest_api_id(&self.api_id)
@@ -70,6 +86,6 @@ impl Switch for StageSwitch {
                     e,
                 )
             })?;
-        Ok(old)
+        Ok(())
     }
 }

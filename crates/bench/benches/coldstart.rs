@@ -5,6 +5,7 @@
 //!
 //! Needs `cargo build --release` of the four functions first (`make bench` does it).
 
+use spigot_core::resources::Resource;
 use std::collections::VecDeque;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -231,15 +232,21 @@ async fn main() {
     let common = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = vec![
             ("AWS_ENDPOINT_URL".into(), moto.clone()),
-            ("BUFFER_QUEUE_URL".into(), st.buffer_url.clone()),
-            ("BUFFER_DLQ_URL".into(), st.buffer_dlq_url.clone()),
-            ("CONFIG_BUCKET".into(), st.bucket.clone()),
+            (
+                "BUFFER_QUEUE_URL".into(),
+                st.get(Resource::BufferUrl).to_string(),
+            ),
+            (
+                "BUFFER_DLQ_URL".into(),
+                st.get(Resource::DlqUrl).to_string(),
+            ),
+            ("CONFIG_BUCKET".into(), st.get(Resource::Bucket).to_string()),
             (
                 "TARGET_URL".into(),
                 format!("{}/github-webhook/", target.url),
             ),
-            ("API_ID".into(), st.api_id.clone()),
-            ("STAGE_NAME".into(), st.stage.clone()),
+            ("API_ID".into(), st.get(Resource::ApiId).to_string()),
+            ("STAGE_NAME".into(), st.get(Resource::Stage).to_string()),
         ];
         v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         v

@@ -3,6 +3,7 @@
 //! with the naive loop of the original Python spigot (receive one, post,
 //! delete one). Zero loss is checked for both.
 
+use spigot_core::resources::Resource;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use futures::StreamExt;
 use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer};
 use spigot_core::ports::{Buffer, Target};
 use spigot_core::{Envelope, Hook};
-use spigot_drainer::engine::{Counters, Engine, EngineConfig};
 use spigot_e2e::{FakeTarget, depth, stack};
+use spigot_engine::policy::Policy;
+use spigot_engine::{Counters, Engine, EngineConfig};
 
 const HOOKS: usize = 1000;
 const REPOS: usize = 20;
@@ -61,26 +63,24 @@ async fn run(latency_ms: u64) {
     // Engine.
     let (sdk, st) = stack().await;
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
-    let buffer = SqsBuffer::new(sqs.clone(), &st.buffer_url, &st.buffer_dlq_url);
+    let buffer = SqsBuffer::new(
+        sqs.clone(),
+        st.get(Resource::BufferUrl),
+        st.get(Resource::DlqUrl),
+    );
     fill(&buffer).await;
-    let engine = Engine {
+    let engine = Engine::new(
         buffer,
-        payloads: Some(S3Payloads::new(spigot_aws::s3_client(&sdk), &st.bucket)),
-        target: http.clone(),
-        config: EngineConfig {
-            concurrency: 8,
-            breaker_threshold: 3,
-            wait_seconds: 0,
-            stop_before: Duration::ZERO,
-            until_empty: true,
-            heartbeat: None,
-            backoff_base: 30,
-            backoff_cap: 900,
-        },
-    };
+        Some(S3Payloads::new(
+            spigot_aws::s3_client(&sdk),
+            st.get(Resource::Bucket),
+        )),
+        http.clone(),
+        bench_config(),
+    );
     let start = Instant::now();
     let mut runs = 0;
-    while depth(&sdk, &st.buffer_url).await != (0, 0) {
+    while depth(&sdk, st.get(Resource::BufferUrl)).await != (0, 0) {
         engine
             .run(None, &AtomicBool::new(false), &Counters::default())
             .await;
@@ -100,7 +100,11 @@ async fn run(latency_ms: u64) {
     )
     .unwrap();
     let (_, st2) = stack().await;
-    let buffer2 = SqsBuffer::new(sqs.clone(), &st2.buffer_url, &st2.buffer_dlq_url);
+    let buffer2 = SqsBuffer::new(
+        sqs.clone(),
+        st2.get(Resource::BufferUrl),
+        st2.get(Resource::DlqUrl),
+    );
     fill(&buffer2).await;
     let start = Instant::now();
     loop {
@@ -158,21 +162,12 @@ async fn run_simulated(rtt_ms: u64, latency_ms: u64) {
         Duration::from_secs(5),
     )
     .unwrap();
-    let engine = Engine {
-        buffer: SimulatedSqs::new(Duration::ZERO),
-        payloads: None::<S3Payloads>,
-        target: http.clone(),
-        config: EngineConfig {
-            concurrency: 8,
-            breaker_threshold: 3,
-            wait_seconds: 0,
-            stop_before: Duration::ZERO,
-            until_empty: true,
-            heartbeat: None,
-            backoff_base: 30,
-            backoff_cap: 900,
-        },
-    };
+    let engine = Engine::new(
+        SimulatedSqs::new(Duration::ZERO),
+        None::<S3Payloads>,
+        http.clone(),
+        bench_config(),
+    );
     fill_sim(&engine.buffer).await;
     engine.buffer.set_rtt(rtt);
     let start = Instant::now();
@@ -232,4 +227,16 @@ async fn main() {
     run_simulated(10, 20).await;
     run(0).await;
     run(20).await;
+}
+
+/// The drainer's shape without a deadline: 8 workers, production backoff.
+fn bench_config() -> EngineConfig {
+    EngineConfig {
+        concurrency: 8,
+        wait_seconds: 0,
+        stop_before: Duration::ZERO,
+        until_empty: true,
+        heartbeat: None,
+        policy: Policy::production(3),
+    }
 }

@@ -63,6 +63,7 @@ async fn in_process() {
             false,
         ),
         claim_check_bytes: 262_144,
+        metrics: Arc::new(spigot_core::ports::QuietMetrics),
     });
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(HOOKS)));
     let start = Instant::now();
@@ -77,7 +78,7 @@ async fn in_process() {
                 let req =
                     spigot_e2e::signed_request("push", &format!("mem-{i}"), &body, Some(state));
                 let t = Instant::now();
-                let resp = receiver.handle(&req, 0).await;
+                let resp = receiver.handle_event(&req, 0).await;
                 assert!(resp.status_code == 200 || resp.status_code == 202);
                 latencies
                     .lock()

@@ -11,6 +11,7 @@ use spigot_core::envelope::Envelope;
 
 use crate::CliError;
 use crate::resources::Where;
+use spigot_core::resources::Resource;
 
 #[derive(clap::Subcommand)]
 pub enum DlqCommand {
@@ -36,7 +37,7 @@ pub enum DlqCommand {
         #[arg(long)]
         no_move_task: bool,
         /// Seconds a dead letter stays hidden while the loop works on it (it reappears in the DLQ if the loop dies).
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=43_200))]
         hold: i32,
     },
 }
@@ -109,7 +110,7 @@ async fn release(sqs: &Client, url: &str, letters: &[Letter]) {
 pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
     let r = place.resolve().await?;
     let sqs = Client::new(&r.sdk);
-    let dlq = r.dlq()?.to_string();
+    let dlq = r.need(Resource::DlqUrl)?.to_string();
     match cmd {
         DlqCommand::List { json } => list(&sqs, &dlq, json).await,
         DlqCommand::Redrive {
@@ -118,7 +119,7 @@ pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
             no_move_task,
             hold,
         } => {
-            let buffer = r.buffer()?.to_string();
+            let buffer = r.need(Resource::BufferUrl)?.to_string();
             if max.is_none() && delivery.is_none() && !no_move_task {
                 match move_task(&sqs, &dlq, &buffer).await {
                     Ok(handle) => {
@@ -130,15 +131,7 @@ pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
                     }
                 }
             }
-            redrive(
-                &sqs,
-                &dlq,
-                &buffer,
-                max,
-                delivery.as_deref(),
-                hold.clamp(1, 43_200),
-            )
-            .await
+            redrive(&sqs, &dlq, &buffer, max, delivery.as_deref(), hold).await
         }
     }
 }
@@ -218,6 +211,31 @@ async fn move_task(sqs: &Client, dlq: &str, buffer: &str) -> anyhow::Result<Stri
     Ok(out.task_handle.unwrap_or_default())
 }
 
+/// `ApproximateNumberOfMessages` of the DLQ.
+async fn dlq_depth(sqs: &Client, dlq: &str) -> Result<u64, CliError> {
+    let a = sqs
+        .get_queue_attributes()
+        .queue_url(dlq)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .context("cannot read the DLQ depth")?
+        .attributes
+        .unwrap_or_default();
+    Ok(a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0))
+}
+
+/// What a redrive did so far.
+#[derive(Default)]
+struct Moves {
+    moved: usize,
+    /// Received but not moved (not wanted, over --max, or failed): released at the end.
+    kept: Vec<Letter>,
+    failed: HashMap<String, String>,
+}
+
 async fn redrive(
     sqs: &Client,
     dlq: &str,
@@ -226,28 +244,14 @@ async fn redrive(
     only: Option<&str>,
     hold: i32,
 ) -> Result<(), CliError> {
-    let total = {
-        let a = sqs
-            .get_queue_attributes()
-            .queue_url(dlq)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await
-            .context("cannot read the DLQ depth")?
-            .attributes
-            .unwrap_or_default();
-        a.get(&QueueAttributeName::ApproximateNumberOfMessages)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let total = dlq_depth(sqs, dlq).await?;
     let goal = max.map(|m| (m as u64).min(total)).unwrap_or(total);
     let bar = ProgressBar::new(goal).with_style(
         ProgressStyle::with_template("redrive {bar:30} {pos}/{len} {msg}").expect("valid template"),
     );
-    let mut moved = 0usize;
-    let mut skipped: Vec<Letter> = Vec::new();
-    let mut failed: HashMap<String, String> = HashMap::new();
-    'outer: loop {
+    let full = |m: &Moves| max.is_some_and(|max| m.moved >= max);
+    let mut moves = Moves::default();
+    while !full(&moves) {
         let batch = receive_all(sqs, dlq, 10, hold).await?;
         if batch.is_empty() {
             break;
@@ -258,43 +262,43 @@ async fn redrive(
                 (Some(id), Some(e)) => e.delivery == id,
                 (Some(_), None) => false,
             };
-            if !wanted || max.is_some_and(|m| moved >= m) {
-                skipped.push(letter);
+            if !wanted || full(&moves) {
+                moves.kept.push(letter);
                 continue;
             }
             match move_one(sqs, dlq, buffer, &letter).await {
                 Ok(()) => {
-                    moved += 1;
+                    moves.moved += 1;
                     bar.inc(1);
                 }
                 Err(e) => {
-                    failed.insert(
-                        letter.message.message_id.clone().unwrap_or_default(),
-                        e.to_string(),
-                    );
-                    skipped.push(letter);
+                    let id = letter.message.message_id.clone().unwrap_or_default();
+                    moves.failed.insert(id, e.to_string());
+                    moves.kept.push(letter);
                 }
             }
         }
-        if max.is_some_and(|m| moved >= m) {
-            break 'outer;
-        }
     }
     bar.finish_and_clear();
-    release(sqs, dlq, &skipped).await;
+    release(sqs, dlq, &moves.kept).await;
+    report(&moves, total)
+}
+
+fn report(moves: &Moves, total: u64) -> Result<(), CliError> {
     println!(
-        "moved {moved} dead letter(s) to the buffer; {} left in the DLQ",
-        total.saturating_sub(moved as u64)
+        "moved {} dead letter(s) to the buffer; {} left in the DLQ",
+        moves.moved,
+        total.saturating_sub(moves.moved as u64)
     );
-    for (id, e) in &failed {
+    for (id, e) in &moves.failed {
         eprintln!("not moved {id}: {e}");
     }
-    if failed.is_empty() {
+    if moves.failed.is_empty() {
         Ok(())
     } else {
         Err(CliError::Failed(anyhow::anyhow!(
             "{} dead letter(s) could not be moved",
-            failed.len()
+            moves.failed.len()
         )))
     }
 }

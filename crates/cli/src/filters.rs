@@ -11,6 +11,7 @@ use spigot_core::push::Push;
 
 use crate::CliError;
 use crate::resources::Where;
+use spigot_core::resources::Resource;
 
 #[derive(clap::Subcommand)]
 pub enum FiltersCommand {
@@ -62,134 +63,153 @@ async fn store(place: &Where) -> Result<S3Filters, CliError> {
     let r = place.resolve().await?;
     Ok(S3Filters::new(
         spigot_aws::s3_client(&r.sdk),
-        r.config_bucket()?,
+        r.need(Resource::Bucket)?,
     ))
 }
 
 pub async fn run(place: &Where, cmd: FiltersCommand) -> Result<(), CliError> {
     match cmd {
-        FiltersCommand::List { json } => {
-            let store = store(place).await?;
-            let all = store.list(PREFIX).await.context("cannot list filters")?;
-            if !json {
-                println!(
-                    "{:<28} {:<20} {:<24} {:<7} KEY",
-                    "REPOSITORY", "BRANCH", "PIPELINE", "PATHS"
-                );
-            }
-            for f in &all {
-                match FilterSpec::from_json(&f.bytes) {
-                    Ok(s) if json => println!(
-                        "{}",
-                        json!({"key": f.key, "filter": serde_json::to_value(&s).unwrap_or_default()})
-                    ),
-                    Ok(s) => println!(
-                        "{:<28} {:<20} {:<24} {:<7} {}",
-                        s.repository,
-                        s.branch,
-                        s.pipeline,
-                        format!("+{}/-{}", s.include.len(), s.exclude.len()),
-                        f.key
-                    ),
-                    Err(e) if json => println!("{}", json!({"key": f.key, "error": e.to_string()})),
-                    Err(e) => println!("{:<28} {e}  {}", "(invalid)", f.key),
-                }
-            }
-            Ok(())
-        }
-        FiltersCommand::Put { file } => {
-            let spec = FilterSpec::from_json(&read(&file)?)
-                .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", file.display())))?;
-            let filter = spec
-                .compile()
-                .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", file.display())))?;
-            let key = filter.spec.key();
-            store(place)
-                .await?
-                .put(&key, filter.spec.to_json().into_bytes())
-                .await
-                .context("cannot write the filter")?;
-            println!("{key}");
-            Ok(())
-        }
-        FiltersCommand::Delete { key } => {
-            if !is_filter_key(&key) {
-                return Err(CliError::Usage(format!(
-                    "{key:?} is not a filter key (filters/{{owner}}/{{repo}}/{{branch}}/{{pipeline}}.json); see `spigot filters list`"
-                )));
-            }
-            let store = store(place).await?;
-            if store
-                .get(&key)
-                .await
-                .context("cannot read the filter")?
-                .is_none()
-            {
-                return Err(CliError::Failed(anyhow::anyhow!("no filter at {key}")));
-            }
-            store
-                .delete(&key)
-                .await
-                .context("cannot delete the filter")?;
-            println!("deleted {key}");
-            Ok(())
-        }
+        FiltersCommand::List { json } => list(place, json).await,
+        FiltersCommand::Put { file } => put(place, &file).await,
+        FiltersCommand::Delete { key } => delete(place, &key).await,
         FiltersCommand::Test {
             event,
             filter,
             json,
-        } => {
-            let payload = read(&event)?;
-            let push = Push::parse(&payload)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", event.display())))?;
-            let stored: Vec<(String, Vec<u8>)> = if filter.is_empty() {
-                store(place)
-                    .await?
-                    .list(&repository_prefix(&push.repository))
-                    .await
-                    .context("cannot list filters")?
-                    .into_iter()
-                    .map(|f| (f.key, f.bytes))
-                    .collect()
-            } else {
-                filter
-                    .iter()
-                    .map(|p| read(p).map(|b| (p.display().to_string(), b)))
-                    .collect::<Result<_, _>>()?
-            };
-            let mut filters = Vec::new();
-            for (name, bytes) in stored {
-                match FilterSpec::from_json(&bytes).and_then(FilterSpec::compile) {
-                    Ok(f) => filters.push(f),
-                    Err(e) => eprintln!("skipping {name}: {e}"),
-                }
-            }
-            let set = FilterSet::new(filters);
-            let branch = push.branch().unwrap_or(&push.git_ref);
-            if !json {
-                println!(
-                    "push to {}@{branch}: {} changed path(s)",
-                    push.repository,
-                    push.paths.len()
-                );
-            }
-            for d in set.evaluate(&push) {
-                let f = &set.filters[d.filter].spec;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"pipeline": f.pipeline, "start": d.start, "why": d.why.to_string(), "key": f.key()})
-                    );
-                } else {
-                    println!(
-                        "{} {:<24} {}",
-                        if d.start { "START" } else { "skip " },
-                        f.pipeline,
-                        d.why
-                    );
-                }
-            }
-            Ok(())
+        } => test(place, &event, &filter, json).await,
+    }
+}
+
+async fn list(place: &Where, json: bool) -> Result<(), CliError> {
+    let store = store(place).await?;
+    let all = store.list(PREFIX).await.context("cannot list filters")?;
+    if !json {
+        println!(
+            "{:<28} {:<20} {:<24} {:<7} KEY",
+            "REPOSITORY", "BRANCH", "PIPELINE", "PATHS"
+        );
+    }
+    for f in &all {
+        match FilterSpec::from_json(&f.bytes) {
+            Ok(s) if json => println!(
+                "{}",
+                json!({"key": f.key, "filter": serde_json::to_value(&s).unwrap_or_default()})
+            ),
+            Ok(s) => println!(
+                "{:<28} {:<20} {:<24} {:<7} {}",
+                s.repository,
+                s.branch,
+                s.pipeline,
+                format!("+{}/-{}", s.include.len(), s.exclude.len()),
+                f.key
+            ),
+            Err(e) if json => println!("{}", json!({"key": f.key, "error": e.to_string()})),
+            Err(e) => println!("{:<28} {e}  {}", "(invalid)", f.key),
         }
     }
+    Ok(())
+}
+
+async fn put(place: &Where, file: &PathBuf) -> Result<(), CliError> {
+    let invalid = |e: spigot_core::filter::FilterError| {
+        CliError::Failed(anyhow::anyhow!("{}: {e}", file.display()))
+    };
+    let filter = FilterSpec::from_json(&read(file)?)
+        .and_then(FilterSpec::compile)
+        .map_err(invalid)?;
+    let key = filter.spec.key();
+    store(place)
+        .await?
+        .put(&key, filter.spec.to_json().into_bytes())
+        .await
+        .context("cannot write the filter")?;
+    println!("{key}");
+    Ok(())
+}
+
+async fn delete(place: &Where, key: &str) -> Result<(), CliError> {
+    if !is_filter_key(key) {
+        return Err(CliError::Usage(format!(
+            "{key:?} is not a filter key (filters/{{owner}}/{{repo}}/{{branch}}/{{pipeline}}.json); see `spigot filters list`"
+        )));
+    }
+    let store = store(place).await?;
+    let found = store.get(key).await.context("cannot read the filter")?;
+    if found.is_none() {
+        return Err(CliError::Failed(anyhow::anyhow!("no filter at {key}")));
+    }
+    store
+        .delete(key)
+        .await
+        .context("cannot delete the filter")?;
+    println!("deleted {key}");
+    Ok(())
+}
+
+/// The filters to test: the given files, else the bucket's filters of the push's repository.
+async fn filters_for(
+    place: &Where,
+    repository: &str,
+    files: &[PathBuf],
+) -> Result<FilterSet, CliError> {
+    let stored: Vec<(String, Vec<u8>)> = if files.is_empty() {
+        store(place)
+            .await?
+            .list(&repository_prefix(repository))
+            .await
+            .context("cannot list filters")?
+            .into_iter()
+            .map(|f| (f.key, f.bytes))
+            .collect()
+    } else {
+        files
+            .iter()
+            .map(|p| read(p).map(|b| (p.display().to_string(), b)))
+            .collect::<Result<_, _>>()?
+    };
+    let mut filters = Vec::new();
+    for (name, bytes) in stored {
+        match FilterSpec::from_json(&bytes).and_then(FilterSpec::compile) {
+            Ok(f) => filters.push(f),
+            Err(e) => eprintln!("skipping {name}: {e}"),
+        }
+    }
+    Ok(FilterSet::new(filters))
+}
+
+async fn test(
+    place: &Where,
+    event: &PathBuf,
+    files: &[PathBuf],
+    json: bool,
+) -> Result<(), CliError> {
+    let payload = read(event)?;
+    let push =
+        Push::parse(&payload).map_err(|e| CliError::Usage(format!("{}: {e}", event.display())))?;
+    let set = filters_for(place, &push.repository, files).await?;
+    let branch = push.branch().unwrap_or(&push.git_ref);
+    if !json {
+        println!(
+            "push to {}@{branch}: {} changed path(s)",
+            push.repository,
+            push.paths.len()
+        );
+    }
+    for d in set.evaluate(&push) {
+        let f = &set.filters[d.filter].spec;
+        if json {
+            println!(
+                "{}",
+                json!({"pipeline": f.pipeline, "start": d.start, "why": d.why.to_string(), "key": f.key()})
+            );
+        } else {
+            println!(
+                "{} {:<24} {}",
+                if d.start { "START" } else { "skip " },
+                f.pipeline,
+                d.why
+            );
+        }
+    }
+    Ok(())
 }

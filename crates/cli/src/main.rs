@@ -1,8 +1,9 @@
 //! `spigot`: operate Spigot on AWS or locally.
 
-mod dev;
+mod daemon;
 mod dlq;
 mod filters;
+mod local;
 mod relay;
 mod resources;
 mod send;
@@ -73,7 +74,7 @@ enum Command {
     #[command(
         after_help = "Example:\n  python -m moto.server -p 5000 &\n  spigot dev --endpoint http://127.0.0.1:5000"
     )]
-    Dev(dev::DevArgs),
+    Dev(local::DevArgs),
 }
 
 #[tokio::main]
@@ -102,7 +103,7 @@ async fn main() -> std::process::ExitCode {
         Command::Filters(cmd) => filters::run(&cli.place, cmd).await,
         Command::Sign(args) => send::sign(args),
         Command::Send(args) => send::send(args).await,
-        Command::Dev(args) => dev::run(&cli.place, args).await,
+        Command::Dev(args) => local::run(&cli.place, args).await,
         Command::Relay(args) => relay::run(&cli.place, args).await,
     };
     match result {

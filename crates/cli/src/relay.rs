@@ -5,16 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer, StageSwitch};
-use spigot_core::ports::{Switch, Target};
-use spigot_core::spigot::State;
-use spigot_drainer::engine::{Counters, Engine, EngineConfig, Stop};
+use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer};
+use spigot_core::ports::{Clock, SystemClock};
+use spigot_core::resources::Resource;
+use spigot_engine::{Counters, Engine, EngineConfig, Skipped, Stop, gate};
 
 use crate::CliError;
+use crate::daemon::{Exposition, cancel_when_closed, pause, stop_on_signals};
 use crate::resources::{Resolved, Where};
 
 #[derive(clap::Args)]
@@ -23,8 +24,8 @@ pub struct RelayArgs {
     #[arg(long)]
     to: String,
     /// Hooks delivered at once (each FIFO group stays in order).
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
+    concurrency: u16,
     /// Deliver what is buffered now, then exit.
     #[arg(long)]
     once: bool,
@@ -32,7 +33,7 @@ pub struct RelayArgs {
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// Long-poll wait of each receive, seconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i32).range(0..=20))]
     poll_wait: i32,
     /// Timeout of one delivery, milliseconds.
     #[arg(long, default_value_t = 30_000)]
@@ -48,145 +49,68 @@ struct Shared {
     buffer_url: String,
 }
 
-pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
-    let r = place.resolve().await?;
-    let buffer_url = r.buffer()?.to_string();
-    let dlq_url = r.dlq()?.to_string();
-    let (api, stage) = r.api()?;
-    let switch = StageSwitch::new(
-        spigot_aws::aws_sdk_apigateway::Client::new(&r.sdk),
-        api,
-        stage,
-    );
+type RelayEngine = Engine<SqsBuffer, S3Payloads, HttpTarget>;
+
+fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
     let paths = spigot_core::config::EventPaths::parse(&args.event_paths)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let engine = Engine {
-        buffer: SqsBuffer::new(
+    let target = HttpTarget::new(
+        &args.to,
+        paths,
+        spigot_core::config::origin(&args.to),
+        Duration::from_millis(args.timeout_ms),
+    )
+    .context("cannot build the target client")?;
+    Ok(Engine::new(
+        SqsBuffer::new(
             spigot_aws::aws_sdk_sqs::Client::new(&r.sdk),
-            &buffer_url,
-            &dlq_url,
+            r.need(Resource::BufferUrl)?,
+            r.need(Resource::DlqUrl)?,
         ),
-        payloads: r
-            .bucket
-            .as_ref()
+        r.get(Resource::Bucket)
             .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b)),
-        target: HttpTarget::new(
-            &args.to,
-            paths,
-            spigot_core::config::origin(&args.to),
-            timeout,
-        )
-        .context("cannot build the target client")?,
-        config: EngineConfig {
-            concurrency: args.concurrency.max(1),
-            breaker_threshold: 3,
-            wait_seconds: args.poll_wait.clamp(0, 20),
-            stop_before: Duration::ZERO,
-            until_empty: args.once,
-            // Keep in-flight messages hidden while a slow target works.
-            heartbeat: Some(Duration::from_secs(30)),
-            backoff_base: 30,
-            backoff_cap: 900,
-        },
-    };
+        target,
+        EngineConfig::relay(usize::from(args.concurrency), args.poll_wait, args.once),
+    ))
+}
+
+pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
+    let r = place.resolve().await?;
+    let switch = crate::switch::switch(&r)?;
+    let engine = engine(&r, &args)?;
     let shared = Arc::new(Shared {
         counters: Counters::default(),
-        resolved: r.clone(),
-        buffer_url: buffer_url.clone(),
+        buffer_url: r.need(Resource::BufferUrl)?.to_string(),
+        resolved: r,
     });
     if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || metrics(shared.clone())),
-            );
-            axum::serve(listener, app).await.ok();
-        });
+        crate::daemon::serve_metrics(addr, move || metrics(shared.clone())).await?;
     }
-
-    // SIGINT / SIGTERM: finish in-flight deliveries, release the rest, exit 0.
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            tracing::info!("stopping: finishing in-flight deliveries");
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
-    eprintln!("spigot relay: {buffer_url} -> {}", args.to);
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        // OFF pauses the relay, like the drainer.
-        match switch
-            .read()
-            .await
-            .map(|v| State::from_stage_variable(v.as_deref()))
-        {
-            Ok(Ok(State::On)) => {}
-            Ok(Ok(State::Off)) => {
-                tracing::info!("spigot is OFF: relay paused");
-                if args.once {
-                    break;
+    let stop = stop_on_signals();
+    eprintln!("spigot relay: {} -> {}", shared.buffer_url, args.to);
+    while !stop.load(Ordering::SeqCst) {
+        // OFF pauses the relay, like the drainer; a target down waits.
+        if let Err(skipped) = gate(&switch, &engine.target).await {
+            match &skipped {
+                Skipped::Off => tracing::info!("spigot is OFF: relay paused"),
+                Skipped::StateInvalid(e) => tracing::error!(error = %e, "relay paused"),
+                Skipped::SwitchUnreachable(e) => {
+                    tracing::warn!(error = %e, "cannot read the spigot state; retrying")
                 }
-                pause(&stop, Duration::from_secs(5)).await;
-                continue;
+                Skipped::TargetDown => tracing::warn!(target = %args.to, "target is down; waiting"),
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "relay paused");
-                pause(&stop, Duration::from_secs(5)).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the spigot state; retrying");
-                pause(&stop, Duration::from_secs(5)).await;
-                continue;
-            }
-        }
-        if !engine.target.probe().await {
-            tracing::warn!(target = %args.to, "target is down; waiting");
-            if args.once {
+            if args.once && matches!(skipped, Skipped::Off | Skipped::TargetDown) {
                 break;
             }
-            pause(&stop, Duration::from_secs(2)).await;
+            let seconds = if skipped == Skipped::TargetDown { 2 } else { 5 };
+            pause(&stop, Duration::from_secs(seconds)).await;
             continue;
         }
-        // Run until stopped, the breaker trips, or the spigot turns OFF.
-        let cancel = Arc::new(AtomicBool::new(false));
-        let watcher = {
-            let (cancel, stop) = (cancel.clone(), stop.clone());
-            let switch = switch.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    let off = !matches!(
-                        switch
-                            .read()
-                            .await
-                            .map(|v| State::from_stage_variable(v.as_deref())),
-                        Ok(Ok(State::On))
-                    );
-                    if stop.load(Ordering::SeqCst) || off {
-                        cancel.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            })
-        };
-        let summary = engine.run(None, &cancel, &shared.counters).await;
-        watcher.abort();
+        // Run until stopped, the breaker trips, or the spigot stops draining.
+        let watch = cancel_when_closed(switch.clone(), stop.clone());
+        let summary = engine.run(None, &watch.cancel, &shared.counters).await;
+        drop(watch);
         tracing::info!(?summary, "relay run ended");
         match summary.stop {
             Some(Stop::Empty) if args.once => break,
@@ -204,65 +128,53 @@ pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn pause(stop: &AtomicBool, d: Duration) {
-    let until = tokio::time::Instant::now() + d;
-    while tokio::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn metrics(shared: Arc<Shared>) -> String {
     let s = shared.counters.summary(None);
     let depth = crate::switch::depth(&shared.resolved, &shared.buffer_url)
         .await
         .ok();
     let last = shared.counters.last_delivery_ms.load(Ordering::Relaxed);
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    metric(
+    let mut out = Exposition::default();
+    out.metric(
         "spigot_relay_delivered_total",
         "counter",
         "Hooks delivered and deleted.",
-        s.delivered.to_string(),
+        s.delivered,
     );
-    metric(
+    out.metric(
         "spigot_relay_retried_total",
         "counter",
         "Retryable delivery failures.",
-        s.retried.to_string(),
+        s.retried,
     );
-    metric(
+    out.metric(
         "spigot_relay_dead_lettered_total",
         "counter",
         "Hooks sent to the dead-letter queue.",
-        s.dead_lettered.to_string(),
+        s.dead_lettered,
     );
-    metric(
+    out.metric(
         "spigot_relay_released_total",
         "counter",
         "Hooks released unattempted.",
-        s.released.to_string(),
+        s.released,
     );
     if let Some(d) = depth {
-        metric(
+        out.metric(
             "spigot_buffer_depth",
             "gauge",
             "Hooks waiting in the buffer (visible + in flight).",
-            (d.visible + d.in_flight).to_string(),
+            d.visible + d.in_flight,
         );
     }
     if last > 0 {
-        let age = spigot_aws::now_ms().saturating_sub(last) as f64 / 1000.0;
-        metric(
+        let age = SystemClock.now_ms().saturating_sub(last) as f64 / 1000.0;
+        out.metric(
             "spigot_relay_last_delivery_age_seconds",
             "gauge",
             "Seconds since the last delivery.",
             format!("{age:.3}"),
         );
     }
-    out
+    out.text()
 }

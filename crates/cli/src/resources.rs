@@ -1,10 +1,12 @@
 //! Finding the resources a command acts on:
 //! flags > environment (`SPIGOT_*`) > stack outputs (`--stack`) > `--local` (`.spigot/dev.json`).
+//! The flags, variables and outputs come from one table, [`spigot_core::resources::TABLE`].
 
 use std::path::Path;
 
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::local::LocalStack;
+use spigot_core::resources::{Resource, Resources, TABLE};
 
 use crate::CliError;
 
@@ -20,30 +22,9 @@ pub struct Where {
     /// CloudFormation stack whose outputs name the resources [default: stack_name in samconfig.toml, else spigot].
     #[arg(long, global = true, env = "SPIGOT_STACK")]
     pub stack: Option<String>,
-    /// REST API id holding the stage variable spigot_state.
-    #[arg(long, global = true, env = "SPIGOT_API_ID")]
-    pub api_id: Option<String>,
-    /// Stage name.
-    #[arg(long, global = true, env = "SPIGOT_STAGE")]
-    pub stage: Option<String>,
-    /// Buffer (FIFO) queue URL.
-    #[arg(long, global = true, env = "SPIGOT_BUFFER_URL")]
-    pub buffer_url: Option<String>,
-    /// Buffer dead-letter queue URL.
-    #[arg(long, global = true, env = "SPIGOT_BUFFER_DLQ_URL")]
-    pub dlq_url: Option<String>,
-    /// Evaluation queue URL.
-    #[arg(long, global = true, env = "SPIGOT_EVAL_QUEUE_URL")]
-    pub eval_url: Option<String>,
-    /// Evaluation dead-letter queue URL.
-    #[arg(long, global = true, env = "SPIGOT_EVAL_DLQ_URL")]
-    pub eval_dlq_url: Option<String>,
-    /// Config bucket (filters, claim-check payloads).
-    #[arg(long, global = true, env = "SPIGOT_CONFIG_BUCKET")]
-    pub bucket: Option<String>,
-    /// The drainer function (for `spigot on --drain`).
-    #[arg(long, global = true, env = "SPIGOT_DRAINER_FUNCTION")]
-    pub drainer_function: Option<String>,
+    /// One flag per resource of the table (`--buffer-url`, `--api-id`, ...).
+    #[command(flatten)]
+    pub named: Named,
     /// AWS endpoint override (a moto server, say).
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint: Option<String>,
@@ -55,27 +36,53 @@ pub struct Where {
     pub profile: Option<String>,
 }
 
+/// The resources named by flags or `SPIGOT_*` variables: one global flag per row of the table.
+#[derive(Debug, Clone, Default)]
+pub struct Named(pub Resources);
+
+impl clap::FromArgMatches for Named {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut named = Self::default();
+        named.update_from_arg_matches(m)?;
+        Ok(named)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for row in TABLE {
+            if let Some(v) = m.get_one::<String>(row.flag) {
+                self.0.set(row.resource, v.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for Named {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        TABLE.iter().fold(cmd, |cmd, row| {
+            cmd.arg(
+                clap::Arg::new(row.flag)
+                    .long(row.flag)
+                    .env(row.cli_env)
+                    .global(true)
+                    .value_name("VALUE")
+                    .help(format!("{} [stack output {}]", row.what, row.output)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
 /// The resolved resources (any may still be missing; [`Resolved::need`] says how to give it).
 #[derive(Debug, Clone)]
 pub struct Resolved {
     /// SDK configuration for them.
     pub sdk: SdkConfig,
-    /// REST API id.
-    pub api_id: Option<String>,
-    /// Stage.
-    pub stage: Option<String>,
-    /// Buffer URL.
-    pub buffer_url: Option<String>,
-    /// Buffer DLQ URL.
-    pub dlq_url: Option<String>,
-    /// Evaluation queue URL.
-    pub eval_url: Option<String>,
-    /// Evaluation DLQ URL.
-    pub eval_dlq_url: Option<String>,
-    /// Config bucket.
-    pub bucket: Option<String>,
-    /// The drainer function (stack output `DrainerFunction`), for `spigot on --drain`.
-    pub drainer_function: Option<String>,
+    /// The resources found.
+    pub resources: Resources,
     /// The local stack, with `--local`.
     pub local: Option<LocalStack>,
     /// Where the stack lookup went (for error messages).
@@ -85,148 +92,68 @@ pub struct Resolved {
 impl Where {
     /// Resolves every id, consulting the stack or the local file only for what flags and env leave out.
     pub async fn resolve(&self) -> Result<Resolved, CliError> {
-        let mut r;
-        if self.local {
+        let (region, profile) = (self.region.as_deref(), self.profile.as_deref());
+        let mut r = if self.local {
             let stack = read_dev_file(Path::new(DEV_FILE))?;
             let endpoint = self.endpoint.clone().unwrap_or(stack.endpoint.clone());
-            r = Resolved {
-                sdk: spigot_aws::sdk_config_with(
-                    Some(&endpoint),
-                    self.region.as_deref(),
-                    self.profile.as_deref(),
-                )
-                .await,
-                api_id: Some(stack.api_id.clone()),
-                stage: Some(stack.stage.clone()),
-                buffer_url: Some(stack.buffer_url.clone()),
-                dlq_url: Some(stack.buffer_dlq_url.clone()),
-                eval_url: Some(stack.eval_url.clone()),
-                eval_dlq_url: Some(stack.eval_dlq_url.clone()),
-                bucket: Some(stack.bucket.clone()),
-                drainer_function: None,
+            Resolved {
+                sdk: spigot_aws::sdk_config_with(Some(&endpoint), region, profile).await,
+                resources: stack.resources.clone(),
                 local: Some(stack),
                 source: format!("local stack in {DEV_FILE}"),
-            };
-        } else {
-            let sdk = spigot_aws::sdk_config_with(
-                self.endpoint.as_deref(),
-                self.region.as_deref(),
-                self.profile.as_deref(),
-            )
-            .await;
-            r = Resolved {
-                sdk,
-                api_id: None,
-                stage: None,
-                buffer_url: None,
-                dlq_url: None,
-                eval_url: None,
-                eval_dlq_url: None,
-                bucket: None,
-                drainer_function: None,
-                local: None,
-                source: String::new(),
-            };
-            let all_given = self.api_id.is_some()
-                && self.buffer_url.is_some()
-                && self.dlq_url.is_some()
-                && self.eval_url.is_some()
-                && self.eval_dlq_url.is_some()
-                && self.bucket.is_some();
-            if !all_given {
-                let name = self.stack.clone().unwrap_or_else(stack_from_samconfig);
-                match stack_outputs(&r.sdk, &name).await {
-                    Ok(out) => {
-                        let get =
-                            |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                        r.api_id = get("ApiId");
-                        r.stage = get("StageName");
-                        r.buffer_url = get("BufferQueueUrl");
-                        r.dlq_url = get("BufferDlqUrl");
-                        r.eval_url = get("EvalQueueUrl");
-                        r.eval_dlq_url = get("EvalDlqUrl");
-                        r.bucket = get("ConfigBucket");
-                        r.drainer_function = get("DrainerFunction");
-                        r.source = format!("outputs of stack {name}");
-                    }
-                    Err(e) => r.source = format!("stack {name} could not be read: {e}"),
-                }
             }
-        }
-        let pick = |flag: &Option<String>, found: &mut Option<String>| {
-            if flag.is_some() {
-                *found = flag.clone();
+        } else {
+            let sdk = spigot_aws::sdk_config_with(self.endpoint.as_deref(), region, profile).await;
+            let all_given = TABLE
+                .iter()
+                .filter(|row| !row.optional)
+                .all(|row| self.named.0.is_named(row.resource));
+            let (resources, source) = if all_given {
+                (Resources::default(), String::new())
+            } else {
+                let name = self.stack.clone().unwrap_or_else(stack_from_samconfig);
+                match stack_outputs(&sdk, &name).await {
+                    Ok(out) => (
+                        Resources::from_outputs(out.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                        format!("outputs of stack {name}"),
+                    ),
+                    Err(e) => (
+                        Resources::default(),
+                        format!("stack {name} could not be read: {e}"),
+                    ),
+                }
+            };
+            Resolved {
+                sdk,
+                resources,
+                local: None,
+                source,
             }
         };
-        pick(&self.api_id, &mut r.api_id);
-        pick(&self.stage, &mut r.stage);
-        pick(&self.buffer_url, &mut r.buffer_url);
-        pick(&self.dlq_url, &mut r.dlq_url);
-        pick(&self.eval_url, &mut r.eval_url);
-        pick(&self.eval_dlq_url, &mut r.eval_dlq_url);
-        pick(&self.bucket, &mut r.bucket);
-        pick(&self.drainer_function, &mut r.drainer_function);
-        if r.stage.is_none() {
-            r.stage = Some("live".into());
-        }
+        r.resources.overlay(&self.named.0);
         Ok(r)
     }
 }
 
 impl Resolved {
-    /// The value of `field`, or the error naming the three ways to give it.
-    pub fn need<'a>(
-        &self,
-        value: &'a Option<String>,
-        flag: &str,
-        env: &str,
-        output: &str,
-    ) -> Result<&'a str, CliError> {
-        value.as_deref().ok_or_else(|| {
+    /// The value of `resource`, or the error naming the three ways to give it.
+    pub fn need(&self, resource: Resource) -> Result<&str, CliError> {
+        let row = resource.row();
+        self.resources.get(resource).ok_or_else(|| {
             CliError::Usage(format!(
                 "no {output} known: pass --{flag}, set {env}, or name the deployed stack with --stack (its output {output}); \
-                 for the local stack add --local. ({})",
-                if self.source.is_empty() { "no stack consulted".to_string() } else { self.source.clone() }
+                 for the local stack add --local. ({source})",
+                output = row.output,
+                flag = row.flag,
+                env = row.cli_env,
+                source = if self.source.is_empty() { "no stack consulted" } else { &self.source },
             ))
         })
     }
 
-    /// The buffer URL.
-    pub fn buffer(&self) -> Result<&str, CliError> {
-        self.need(
-            &self.buffer_url,
-            "buffer-url",
-            "SPIGOT_BUFFER_URL",
-            "BufferQueueUrl",
-        )
-    }
-
-    /// The buffer's dead-letter queue URL.
-    pub fn dlq(&self) -> Result<&str, CliError> {
-        self.need(
-            &self.dlq_url,
-            "dlq-url",
-            "SPIGOT_BUFFER_DLQ_URL",
-            "BufferDlqUrl",
-        )
-    }
-
-    /// The config bucket.
-    pub fn config_bucket(&self) -> Result<&str, CliError> {
-        self.need(
-            &self.bucket,
-            "bucket",
-            "SPIGOT_CONFIG_BUCKET",
-            "ConfigBucket",
-        )
-    }
-
-    /// The REST API id and stage.
-    pub fn api(&self) -> Result<(&str, &str), CliError> {
-        Ok((
-            self.need(&self.api_id, "api-id", "SPIGOT_API_ID", "ApiId")?,
-            self.stage.as_deref().unwrap_or("live"),
-        ))
+    /// The resource, when known.
+    pub fn get(&self, resource: Resource) -> Option<&str> {
+        self.resources.get(resource)
     }
 }
 

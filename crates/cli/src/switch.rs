@@ -4,8 +4,9 @@ use anyhow::Context;
 use serde_json::json;
 use spigot_aws::StageSwitch;
 use spigot_aws::aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use spigot_core::ports::Switch;
-use spigot_core::spigot::State;
+use spigot_core::ports::{Switch, SwitchError};
+use spigot_core::resources::Resource;
+use spigot_core::spigot::{State, StateError};
 
 use crate::CliError;
 use crate::resources::{Resolved, Where};
@@ -24,22 +25,45 @@ pub struct StatusArgs {
     json: bool,
 }
 
-fn switch(r: &Resolved) -> Result<StageSwitch, CliError> {
-    let (api, stage) = r.api()?;
+/// The switch of the resolved stack.
+pub fn switch(r: &Resolved) -> Result<StageSwitch, CliError> {
     Ok(StageSwitch::new(
         spigot_aws::aws_sdk_apigateway::Client::new(&r.sdk),
-        api,
-        stage,
+        r.need(Resource::ApiId)?,
+        r.need(Resource::Stage)?,
     ))
+}
+
+/// The switch of a local stack.
+pub fn stage_switch(
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    stack: &spigot_aws::local::LocalStack,
+) -> StageSwitch {
+    StageSwitch::new(
+        spigot_aws::aws_sdk_apigateway::Client::new(sdk),
+        stack.get(Resource::ApiId),
+        stack.get(Resource::Stage),
+    )
+}
+
+/// What the switch reads, as shown to an operator: the state, "unset", or the bad value.
+fn shown(read: Result<State, SwitchError>) -> Result<Option<String>, CliError> {
+    match read {
+        Ok(s) => Ok(Some(s.to_string())),
+        Err(SwitchError::State(StateError::Missing)) => Ok(None),
+        Err(SwitchError::State(StateError::Unknown(v))) => Ok(Some(v)),
+        Err(SwitchError::Port(e)) => Err(CliError::Failed(
+            anyhow::Error::new(e).context("cannot read the spigot state"),
+        )),
+    }
 }
 
 async fn flip(place: &Where, state: State) -> Result<(), CliError> {
     let r = place.resolve().await?;
-    let old = switch(&r)?
-        .set(state)
-        .await
-        .context("cannot flip the spigot")?;
-    let waiting = match &r.buffer_url {
+    let switch = switch(&r)?;
+    let old = shown(switch.read().await).context("cannot flip the spigot")?;
+    switch.set(state).await.context("cannot flip the spigot")?;
+    let waiting = match r.get(Resource::BufferUrl) {
         Some(url) => depth(&r, url).await.map(|d| d.visible + d.in_flight).ok(),
         None => None,
     };
@@ -65,7 +89,7 @@ pub async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {
 /// Runs a drain now: in process for the local stack, else by invoking the drainer function.
 async fn drain_now(place: &Where) -> Result<(), CliError> {
     let r = place.resolve().await?;
-    let buffer = r.buffer()?.to_string();
+    let buffer = r.need(Resource::BufferUrl)?.to_string();
     let start = depth(&r, &buffer).await?;
     let total = start.visible + start.in_flight;
     let bar = indicatif::ProgressBar::new(total).with_style(
@@ -90,21 +114,12 @@ async fn drain_now(place: &Where) -> Result<(), CliError> {
                     "the local stack names no target; restart `spigot dev` (make run)".into(),
                 )
             })?;
-            let drainer = crate::dev::local_drainer(
-                &r.sdk,
-                stack,
-                &target,
-                std::time::Duration::from_secs(7),
-            )?;
+            let drainer =
+                crate::local::drainer(&r.sdk, stack, &target, std::time::Duration::from_secs(7))?;
             serde_json::to_value(drainer.drain(None).await).unwrap_or_default()
         }
         None => {
-            let function = r.need(
-                &r.drainer_function,
-                "stack",
-                "SPIGOT_STACK",
-                "DrainerFunction",
-            )?;
+            let function = r.need(Resource::DrainerFunction)?;
             let out = aws_sdk_lambda::Client::new(&r.sdk)
                 .invoke()
                 .function_name(function)
@@ -156,6 +171,14 @@ pub async fn depth(r: &Resolved, url: &str) -> anyhow::Result<Depth> {
     })
 }
 
+/// The depth of queue `q`, when the stack names it.
+async fn optional_depth(r: &Resolved, q: Resource) -> anyhow::Result<Option<Depth>> {
+    match r.get(q) {
+        Some(url) => Ok(Some(depth(r, url).await?)),
+        None => Ok(None),
+    }
+}
+
 /// Age in seconds of the oldest message a peek sees (visibility untouched).
 async fn oldest_age(r: &Resolved, url: &str) -> Option<u64> {
     let out = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk)
@@ -184,34 +207,17 @@ async fn oldest_age(r: &Resolved, url: &str) -> Option<u64> {
 
 pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
     let r = place.resolve().await?;
-    let state = switch(&r)?
-        .read()
-        .await
-        .context("cannot read the spigot state")?;
-    let buffer_url = r.need(
-        &r.buffer_url,
-        "buffer-url",
-        "SPIGOT_BUFFER_URL",
-        "BufferQueueUrl",
-    )?;
+    let state = shown(switch(&r)?.read().await)?;
+    let buffer_url = r.need(Resource::BufferUrl)?;
     let buffer = depth(&r, buffer_url).await?;
     let oldest = if buffer.visible > 0 {
         oldest_age(&r, buffer_url).await
     } else {
         None
     };
-    let dlq = match &r.dlq_url {
-        Some(u) => Some(depth(&r, u).await?),
-        None => None,
-    };
-    let eval = match &r.eval_url {
-        Some(u) => Some(depth(&r, u).await?),
-        None => None,
-    };
-    let eval_dlq = match &r.eval_dlq_url {
-        Some(u) => Some(depth(&r, u).await?),
-        None => None,
-    };
+    let dlq = optional_depth(&r, Resource::DlqUrl).await?;
+    let eval = optional_depth(&r, Resource::EvalUrl).await?;
+    let eval_dlq = optional_depth(&r, Resource::EvalDlqUrl).await?;
     if args.json {
         println!(
             "{}",

@@ -1,5 +1,6 @@
 //! The `spigot` command as a process, against moto and local targets.
 
+use spigot_core::resources::Resource;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -322,7 +323,7 @@ fn deliveries(
 async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
     let dir = workdir();
     let (sdk, stack) = local_stack(&dir, None).await;
-    let ids = dead_letters(&sdk, &stack.buffer_dlq_url, 7).await;
+    let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 7).await;
 
     let out = spigot(&dir)
         .args(["dlq", "list", "--local", "--json"])
@@ -357,8 +358,8 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("moved 3"));
-    let in_buffer = peek_all(&sdk, &stack.buffer_url).await;
-    let in_dlq = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    let in_buffer = peek_all(&sdk, stack.get(Resource::BufferUrl)).await;
+    let in_dlq = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
     assert_eq!((in_buffer.len(), in_dlq.len()), (3, 4));
     let mut all = deliveries(&in_buffer);
     all.extend(deliveries(&in_dlq));
@@ -380,8 +381,8 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("moved 1"));
-    assert!(deliveries(&peek_all(&sdk, &stack.buffer_url).await).contains(&left[2]));
-    let still: Vec<String> = deliveries(&peek_all(&sdk, &stack.buffer_dlq_url).await)
+    assert!(deliveries(&peek_all(&sdk, stack.get(Resource::BufferUrl)).await).contains(&left[2]));
+    let still: Vec<String> = deliveries(&peek_all(&sdk, stack.get(Resource::DlqUrl)).await)
         .into_iter()
         .collect();
     assert_eq!(still.len(), 3);
@@ -392,7 +393,7 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
 async fn an_interrupted_redrive_loses_nothing() {
     let dir = workdir();
     let (sdk, stack) = local_stack(&dir, None).await;
-    let ids = dead_letters(&sdk, &stack.buffer_dlq_url, 150).await;
+    let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 150).await;
     let mut child = spigot(&dir)
         .args(["dlq", "redrive", "--local", "--no-move-task", "--hold", "3"])
         .stdout(Stdio::null())
@@ -400,7 +401,7 @@ async fn an_interrupted_redrive_loses_nothing() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while depth(&sdk, &stack.buffer_url).await.0 < 10 {
+    while depth(&sdk, stack.get(Resource::BufferUrl)).await.0 < 10 {
         assert!(
             Instant::now() < deadline,
             "the redrive did not start moving"
@@ -411,8 +412,8 @@ async fn an_interrupted_redrive_loses_nothing() {
     child.wait().unwrap();
     // What the killed process held comes back to the DLQ after its hold expires.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let in_buffer = deliveries(&take_all(&sdk, &stack.buffer_url).await);
-    let in_dlq = deliveries(&peek_all(&sdk, &stack.buffer_dlq_url).await);
+    let in_buffer = deliveries(&take_all(&sdk, stack.get(Resource::BufferUrl)).await);
+    let in_dlq = deliveries(&peek_all(&sdk, stack.get(Resource::DlqUrl)).await);
     println!(
         "interrupted redrive: {} in buffer, {} in DLQ, {} in both",
         in_buffer.len(),
@@ -446,7 +447,7 @@ async fn filters_put_validates_and_test_explains() {
     );
     let listed = spigot_aws::s3_client(&sdk)
         .list_objects_v2()
-        .bucket(&stack.bucket)
+        .bucket(stack.get(Resource::Bucket))
         .send()
         .await
         .unwrap();
@@ -553,7 +554,7 @@ async fn on_drain_local_drains_in_process() {
     let dir = workdir();
     let target = FakeTarget::start().await;
     let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     spigot(&dir).args(["off", "--local"]).assert().success();
     let mut ledger = Ledger::default();
     ledger
@@ -611,7 +612,7 @@ async fn relay_delivers_the_buffer_in_order_and_a_4xx_dead_letters_only_that_hoo
     let dir = workdir();
     let target = FakeTarget::start().await;
     let (sdk, stack) = local_stack(&dir, None).await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let mut ledger = Ledger::default();
     ledger
         .send_round_robin(
@@ -647,13 +648,13 @@ async fn relay_delivers_the_buffer_in_order_and_a_4xx_dead_letters_only_that_hoo
     let (delivered, duplicates) = ledger.check(&target.accepted(), std::slice::from_ref(&refused));
     println!("ledger relay: in 100, delivered {delivered}, duplicates {duplicates}, dlq 1");
     assert_eq!((delivered, duplicates), (99, 0));
-    let dead = peek_all(&sdk, &stack.buffer_dlq_url).await;
+    let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
         spigot_core::Envelope::decode(&dead[0].0).unwrap().delivery,
         refused
     );
-    assert_eq!(depth(&sdk, &stack.buffer_url).await, (0, 0));
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -662,7 +663,7 @@ async fn relay_waits_out_a_target_outage_and_off_pauses_it() {
     let target = FakeTarget::start().await;
     target.set_status(503);
     let (sdk, stack) = local_stack(&dir, None).await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let mut ledger = Ledger::default();
     ledger
         .send_round_robin(&r, 20, &["octo-org/a", "octo-org/b"], "OFF")
@@ -679,7 +680,7 @@ async fn relay_waits_out_a_target_outage_and_off_pauses_it() {
         0,
         "no delivery attempted while the target is down"
     );
-    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
+    assert!(peek_all(&sdk, stack.get(Resource::DlqUrl)).await.is_empty());
     target.set_status(200);
     wait_for("the relay to deliver after the outage", 30, || {
         target.accepted().len() >= 20
@@ -721,8 +722,8 @@ async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
     let target = FakeTarget::start().await;
     target.set_delay_ms(40);
     let (sdk, stack) = local_stack(&dir, None).await;
-    set_visibility_timeout(&sdk, &stack.buffer_url, 2).await;
-    let r = receiver(&sdk, &stack, &target.url, 2000);
+    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 2).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let mut ledger = Ledger::default();
     ledger
         .send_round_robin(
@@ -767,7 +768,7 @@ async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
     };
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
     assert_eq!(
-        depth(&sdk, &stack.buffer_url).await.1,
+        depth(&sdk, stack.get(Resource::BufferUrl)).await.1,
         0,
         "nothing left invisible after SIGTERM"
     );
@@ -797,42 +798,27 @@ async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
     );
 }
 
-/// A local endpoint speaking SQS's JSON protocol (awsJson1_0) for the two calls a
-/// server-side redrive makes; moto lacks StartMessageMoveTask. Records every call.
-async fn fake_sqs() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
-) {
-    use axum::http::HeaderMap;
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let recorded = calls.clone();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
-        let calls = recorded.clone();
-        async move {
-            let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            calls.lock().unwrap().push((target.clone(), json.clone()));
-            let reply = match target.as_str() {
-                "AmazonSQS.GetQueueAttributes" => {
-                    let name = json["QueueUrl"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string();
-                    serde_json::json!({"Attributes": {"QueueArn": format!("arn:aws:sqs:us-east-1:123456789012:{name}")}})
-                }
-                "AmazonSQS.StartMessageMoveTask" => serde_json::json!({"TaskHandle": "task-handle-1"}),
-                _ => serde_json::json!({}),
-            };
-            ([("content-type", "application/x-amz-json-1.0")], reply.to_string())
-        }
+/// SQS's JSON protocol (awsJson1_0) on the shared fake endpoint, for the two
+/// calls a server-side redrive makes; moto lacks StartMessageMoveTask.
+async fn fake_sqs() -> FakeAws {
+    let aws = FakeAws::start().await;
+    let json = |v: serde_json::Value| Some((200, "application/x-amz-json-1.0", v.to_string()));
+    aws.on("AmazonSQS.GetQueueAttributes", move |call| {
+        let url = call.json["QueueUrl"].as_str().unwrap_or("");
+        let name = url.rsplit('/').next().unwrap_or("");
+        json(serde_json::json!({"Attributes": {"QueueArn": format!("arn:aws:sqs:us-east-1:123456789012:{name}")}}))
+    })
+    .on("AmazonSQS.StartMessageMoveTask", move |_| {
+        json(serde_json::json!({"TaskHandle": "task-handle-1"}))
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    (url, calls)
+    aws
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_redrive_uses_start_message_move_task_where_sqs_has_it() {
     let dir = workdir();
-    let (url, calls) = fake_sqs().await;
+    let aws = fake_sqs().await;
+    let url = aws.url.clone();
     let q = |name: &str| format!("{url}/123456789012/{name}");
     let out = spigot(&dir)
         .args(["dlq", "redrive", "--endpoint", &url, "--api-id", "x"])
@@ -861,17 +847,17 @@ async fn a_full_redrive_uses_start_message_move_task_where_sqs_has_it() {
         String::from_utf8_lossy(&out.stdout)
             .contains("started SQS message move task task-handle-1")
     );
-    let calls = calls.lock().unwrap();
+    let calls = aws.calls();
     let task = calls
         .iter()
-        .find(|(t, _)| t == "AmazonSQS.StartMessageMoveTask")
+        .find(|c| c.operation == "AmazonSQS.StartMessageMoveTask")
         .expect("a move task was started");
     assert_eq!(
-        task.1["SourceArn"],
+        task.json["SourceArn"],
         "arn:aws:sqs:us-east-1:123456789012:spigot-buffer-dlq.fifo"
     );
     assert_eq!(
-        task.1["DestinationArn"],
+        task.json["DestinationArn"],
         "arn:aws:sqs:us-east-1:123456789012:spigot-buffer.fifo"
     );
 }
@@ -880,7 +866,7 @@ async fn a_full_redrive_uses_start_message_move_task_where_sqs_has_it() {
 async fn a_full_redrive_falls_back_to_the_move_loop_where_sqs_lacks_the_move_task() {
     let dir = workdir();
     let (sdk, stack) = local_stack(&dir, None).await;
-    let ids = dead_letters(&sdk, &stack.buffer_dlq_url, 12).await;
+    let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 12).await;
     let out = spigot(&dir)
         .args(["dlq", "redrive", "--local"])
         .output()
@@ -891,51 +877,37 @@ async fn a_full_redrive_falls_back_to_the_move_loop_where_sqs_lacks_the_move_tas
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("moved 12"));
-    let moved = deliveries(&take_all(&sdk, &stack.buffer_url).await);
+    let moved = deliveries(&take_all(&sdk, stack.get(Resource::BufferUrl)).await);
     assert_eq!(moved, ids.into_iter().collect());
-    assert!(peek_all(&sdk, &stack.buffer_dlq_url).await.is_empty());
+    assert!(peek_all(&sdk, stack.get(Resource::DlqUrl)).await.is_empty());
 }
 
-/// A local endpoint answering the calls `spigot on --drain` makes against AWS:
+/// The calls `spigot on --drain` makes against AWS, on the shared fake endpoint:
 /// API Gateway GetStage/UpdateStage (REST JSON), SQS GetQueueAttributes (JSON 1.0)
 /// and Lambda Invoke (REST JSON); moto cannot invoke a function without Docker.
-async fn fake_aws() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
-) {
-    use axum::http::{HeaderMap, Method, Uri};
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let recorded = calls.clone();
-    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
-        let calls = recorded.clone();
-        async move {
-            let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let what = if target.is_empty() { format!("{method} {}", uri.path()) } else { target };
-            calls.lock().unwrap().push((what.clone(), uri.path().to_string(), String::from_utf8_lossy(&body).into_owned()));
-            let (ct, reply) = if what.starts_with("GET /restapis/") {
-                ("application/json", r#"{"stageName":"live","variables":{"spigot_state":"OFF"}}"#.to_string())
-            } else if what.starts_with("PATCH /restapis/") {
-                ("application/json", r#"{"stageName":"live","variables":{"spigot_state":"ON"}}"#.to_string())
-            } else if what == "AmazonSQS.GetQueueAttributes" {
-                ("application/x-amz-json-1.0", r#"{"Attributes":{"ApproximateNumberOfMessages":"0","ApproximateNumberOfMessagesNotVisible":"0"}}"#.to_string())
-            } else if what.starts_with("POST /2015-03-31/functions/") {
-                ("application/json", r#"{"delivered":3,"retried":0,"dead_lettered":0,"released":0,"held":0,"stop":"empty"}"#.to_string())
-            } else {
-                ("application/json", "{}".to_string())
-            };
-            ([("content-type", ct)], reply)
-        }
+async fn fake_aws() -> FakeAws {
+    let aws = FakeAws::start().await;
+    let reply = |ct: &'static str, body: &str| Some((200, ct, body.to_string()));
+    aws.on("GET /restapis/", move |_| {
+        reply("application/json", r#"{"stageName":"live","variables":{"spigot_state":"OFF"}}"#)
+    })
+    .on("PATCH /restapis/", move |_| {
+        reply("application/json", r#"{"stageName":"live","variables":{"spigot_state":"ON"}}"#)
+    })
+    .on("AmazonSQS.GetQueueAttributes", move |_| {
+        reply("application/x-amz-json-1.0", r#"{"Attributes":{"ApproximateNumberOfMessages":"0","ApproximateNumberOfMessagesNotVisible":"0"}}"#)
+    })
+    .on("POST /2015-03-31/functions/", move |_| {
+        reply("application/json", r#"{"delivered":3,"retried":0,"dead_lettered":0,"released":0,"held":0,"stop":"empty"}"#)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    (url, calls)
+    aws
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_drain_against_aws_flips_the_stage_and_invokes_the_drainer() {
     let dir = workdir();
-    let (url, calls) = fake_aws().await;
+    let aws = fake_aws().await;
+    let url = aws.url.clone();
     let out = spigot(&dir)
         .args(["on", "--drain", "--endpoint", &url, "--region", "us-east-1"])
         .args([
@@ -970,19 +942,22 @@ async fn on_drain_against_aws_flips_the_stage_and_invokes_the_drainer() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("spigot OFF -> ON"), "{stdout}");
     assert!(stdout.contains("\"delivered\":3"), "{stdout}");
-    let calls = calls.lock().unwrap();
+    let calls = aws.calls();
     let patch = calls
         .iter()
-        .find(|(w, _, _)| w.starts_with("PATCH"))
+        .find(|c| c.operation.starts_with("PATCH"))
         .expect("UpdateStage");
-    assert_eq!(patch.1, "/restapis/abc123/stages/live");
+    assert_eq!(patch.path, "/restapis/abc123/stages/live");
     assert!(
-        patch.2.contains("/variables/spigot_state") && patch.2.contains("\"ON\""),
+        patch.body.contains("/variables/spigot_state") && patch.body.contains("\"ON\""),
         "{}",
-        patch.2
+        patch.body
     );
     assert!(
-        calls.iter().any(|(w, _, _)| w == "POST /2015-03-31/functions/spigot-DrainerFunction-1/invocations"),
+        calls
+            .iter()
+            .any(|c| c.operation
+                == "POST /2015-03-31/functions/spigot-DrainerFunction-1/invocations"),
         "{calls:?}"
     );
 }

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::resources::{Resource, Resources};
+
 /// A setting that is missing or unreadable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A required setting is not set.
-    #[error("{0} is not set; {1}")]
+    #[error("{0} is not set; set it to {1}")]
     Missing(&'static str, &'static str),
     /// A setting has a value that cannot be used.
     #[error("{name}={value:?} is invalid: expected {expected}")]
@@ -49,20 +51,11 @@ pub struct Settings {
     pub event_paths: EventPaths,
     /// `FORWARD_TIMEOUT_MS`: timeout of one delivery. Default 7000 (GitHub waits 10 s).
     pub forward_timeout_ms: u64,
-    /// `BUFFER_QUEUE_URL`: the FIFO buffer.
-    pub buffer_queue_url: Option<String>,
-    /// `BUFFER_DLQ_URL`: the FIFO dead-letter queue of the buffer.
-    pub buffer_dlq_url: Option<String>,
-    /// `EVAL_QUEUE_URL`: push events for the evaluator. Unset: not sent.
-    pub eval_queue_url: Option<String>,
-    /// `CONFIG_BUCKET`: filters and claim-check payloads.
-    pub config_bucket: Option<String>,
+    /// The queues, bucket and API stage (`BUFFER_QUEUE_URL`, `BUFFER_DLQ_URL`, `EVAL_QUEUE_URL`,
+    /// `CONFIG_BUCKET`, `API_ID`, `STAGE_NAME`): see [`crate::resources::TABLE`].
+    pub resources: Resources,
     /// `CLAIM_CHECK_BYTES`: envelopes above this size keep their body in S3. Default 262144.
     pub claim_check_bytes: usize,
-    /// `API_ID`: the REST API whose stage holds `spigot_state`.
-    pub api_id: Option<String>,
-    /// `STAGE_NAME`: that stage. Default `live`.
-    pub stage_name: String,
     /// `DRAIN_CONCURRENCY`: message groups delivered at once. Default 8.
     pub drain_concurrency: usize,
     /// `BREAKER_THRESHOLD`: consecutive retryable failures that stop a drain. Default 3.
@@ -71,6 +64,13 @@ pub struct Settings {
     pub delivery_mode: DeliveryMode,
     /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
     pub filter_cache_seconds: u64,
+}
+
+impl Default for Settings {
+    /// Every default, nothing named.
+    fn default() -> Self {
+        Self::from_lookup(|_| None).expect("the defaults are valid")
+    }
 }
 
 impl Settings {
@@ -102,10 +102,7 @@ impl Settings {
                 1,
                 60_000,
             )?,
-            buffer_queue_url: get("BUFFER_QUEUE_URL"),
-            buffer_dlq_url: get("BUFFER_DLQ_URL"),
-            eval_queue_url: get("EVAL_QUEUE_URL"),
-            config_bucket: get("CONFIG_BUCKET"),
+            resources: Resources::from_lambda_env(get),
             claim_check_bytes: parse_num(
                 "CLAIM_CHECK_BYTES",
                 get("CLAIM_CHECK_BYTES"),
@@ -113,8 +110,6 @@ impl Settings {
                 1024,
                 1_048_576,
             )? as usize,
-            api_id: get("API_ID"),
-            stage_name: get("STAGE_NAME").unwrap_or_else(|| "live".to_string()),
             drain_concurrency: parse_num("DRAIN_CONCURRENCY", get("DRAIN_CONCURRENCY"), 8, 1, 100)?
                 as usize,
             breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)?
@@ -148,19 +143,12 @@ impl Settings {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// `BUFFER_QUEUE_URL`, or an error saying so.
-    pub fn require_buffer(&self) -> Result<&str, ConfigError> {
-        self.buffer_queue_url.as_deref().ok_or(ConfigError::Missing(
-            "BUFFER_QUEUE_URL",
-            "set it to the URL of the FIFO buffer queue",
-        ))
-    }
-
-    /// `BUFFER_DLQ_URL`, or an error saying so.
-    pub fn require_dlq(&self) -> Result<&str, ConfigError> {
-        self.buffer_dlq_url.as_deref().ok_or(ConfigError::Missing(
-            "BUFFER_DLQ_URL",
-            "set it to the URL of the buffer's FIFO dead-letter queue",
+    /// The resource `r`, or an error naming its environment variable.
+    pub fn require(&self, r: Resource) -> Result<&str, ConfigError> {
+        let row = r.row();
+        self.resources.get(r).ok_or(ConfigError::Missing(
+            row.lambda_env.unwrap_or(row.cli_env),
+            row.what,
         ))
     }
 
@@ -168,23 +156,7 @@ impl Settings {
     pub fn require_target(&self) -> Result<&str, ConfigError> {
         self.target_url.as_deref().ok_or(ConfigError::Missing(
             "TARGET_URL",
-            "set it to the CI server's webhook URL, e.g. https://jenkins.example.com",
-        ))
-    }
-
-    /// `CONFIG_BUCKET`, or an error saying so.
-    pub fn require_bucket(&self) -> Result<&str, ConfigError> {
-        self.config_bucket.as_deref().ok_or(ConfigError::Missing(
-            "CONFIG_BUCKET",
-            "set it to the config bucket (filters/ and payloads/)",
-        ))
-    }
-
-    /// `API_ID`, or an error saying so.
-    pub fn require_api(&self) -> Result<&str, ConfigError> {
-        self.api_id.as_deref().ok_or(ConfigError::Missing(
-            "API_ID",
-            "set it to the id of the REST API that holds spigot_state",
+            "the CI server's webhook URL, e.g. https://jenkins.example.com",
         ))
     }
 
@@ -307,11 +279,17 @@ mod tests {
         assert_eq!(s.claim_check_bytes, 262_144);
         assert_eq!(s.drain_concurrency, 8);
         assert_eq!(s.breaker_threshold, 3);
-        assert_eq!(s.stage_name, "live");
+        assert_eq!(s.resources.get(Resource::Stage), Some("live"));
         assert_eq!(s.filter_cache_seconds, 60);
         assert!(!s.allow_sha1);
         assert_eq!(s.delivery_mode, DeliveryMode::Push);
-        assert!(s.require_buffer().is_err());
+        assert!(s.require(Resource::BufferUrl).is_err());
+        assert!(
+            s.require(Resource::BufferUrl)
+                .unwrap_err()
+                .to_string()
+                .contains("BUFFER_QUEUE_URL")
+        );
     }
 
     #[test]

@@ -32,6 +32,22 @@ impl State {
         value.ok_or(StateError::Missing)?.parse()
     }
 
+    /// True when the receiver forwards new hooks to the target (else it buffers them).
+    pub fn forwards(self) -> bool {
+        match self {
+            State::On => true,
+            State::Off => false,
+        }
+    }
+
+    /// True when the drainer (and the relay) deliver the buffer.
+    pub fn drains(self) -> bool {
+        match self {
+            State::On => true,
+            State::Off => false,
+        }
+    }
+
     /// `ON` or `OFF`, as stored in the stage variable.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,6 +95,12 @@ mod tests {
         assert_eq!("".parse::<State>(), Err(StateError::Unknown("".into())));
         assert_eq!(State::from_stage_variable(None), Err(StateError::Missing));
         assert_eq!(State::from_stage_variable(Some("ON")), Ok(State::On));
+    }
+
+    #[test]
+    fn behaviour_table() {
+        assert!(State::On.forwards() && State::On.drains());
+        assert!(!State::Off.forwards() && !State::Off.drains());
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! The drainer: on a schedule, while the spigot is ON and the target answers,
-//! deliver the buffer in order per repository.
+//! The drainer: on a schedule, while the spigot drains and the target answers,
+//! deliver the buffer in order per repository with the shared engine.
 
-pub mod engine;
-
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use engine::{Counters, Engine, Summary};
+use spigot_aws::aws_config::SdkConfig;
+use spigot_aws::{AwsError, HttpTarget, S3Payloads, SqsBuffer, StageSwitch};
+use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
-use spigot_core::ports::{Buffer, PayloadStore, Switch, Target};
-use spigot_core::spigot::State;
+use spigot_core::ports::{
+    Buffer, Clock, MetricsSink, PayloadStore, StdoutMetrics, Switch, SystemClock, Target,
+};
+use spigot_engine::{Counters, Engine, EngineConfig, Summary, gate};
 
 /// The drainer: the engine plus the switch it obeys.
 pub struct Drainer<B, P, T, S> {
@@ -17,12 +20,43 @@ pub struct Drainer<B, P, T, S> {
     pub engine: Engine<B, P, T>,
     /// The spigot's switch.
     pub switch: S,
+    /// Where the run's EMF metrics go.
+    pub metrics: Arc<dyn MetricsSink>,
+}
+
+/// The drainer on AWS adapters.
+pub type AwsDrainer = Drainer<SqsBuffer, S3Payloads, HttpTarget, StageSwitch>;
+
+/// The drainer of a deployment (or a local stack): its buffer, bucket, target and stage.
+pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsError> {
+    Ok(Drainer {
+        engine: Engine::new(
+            SqsBuffer::from_settings(sdk, settings)?,
+            S3Payloads::from_settings(sdk, settings),
+            HttpTarget::from_settings(settings)?,
+            EngineConfig::lambda(settings),
+        ),
+        switch: StageSwitch::from_settings(sdk, settings)?,
+        metrics: Arc::new(StdoutMetrics),
+    })
 }
 
 impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
-    /// One scheduled run: OFF or target down → return at once without receiving.
+    /// One scheduled run: gate closed (OFF, target down) → return at once without receiving.
     pub async fn drain(&self, deadline: Option<Instant>) -> Summary {
-        let summary = self.drain_inner(deadline).await;
+        let summary = match gate(&self.switch, &self.engine.target).await {
+            Err(skipped) => {
+                if let spigot_engine::Skipped::StateInvalid(e) = &skipped {
+                    tracing::error!(error = %e, "not draining");
+                }
+                Summary::skipped(skipped)
+            }
+            Ok(()) => {
+                self.engine
+                    .run(deadline, &AtomicBool::new(false), &Counters::default())
+                    .await
+            }
+        };
         tracing::info!(
             delivered = summary.delivered,
             retried = summary.retried,
@@ -38,28 +72,7 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             .count("Retried", summary.retried)
             .count("DeadLettered", summary.dead_lettered)
             .count("Released", summary.released);
-        println!("{}", m.line(spigot_aws::now_ms()));
+        self.metrics.emit(&m, SystemClock.now_ms());
         summary
-    }
-
-    async fn drain_inner(&self, deadline: Option<Instant>) -> Summary {
-        match self.switch.read().await {
-            Err(e) => return Summary::skipped(format!("cannot read the spigot state: {e}")),
-            Ok(raw) => match State::from_stage_variable(raw.as_deref()) {
-                Ok(State::On) => {}
-                Ok(State::Off) => return Summary::skipped("spigot is OFF"),
-                Err(e) => {
-                    tracing::error!(error = %e, "not draining");
-                    return Summary::skipped(e.to_string());
-                }
-            },
-        }
-        if !self.engine.target.probe().await {
-            return Summary::skipped("target is down (health probe failed)");
-        }
-        let counters = Counters::default();
-        self.engine
-            .run(deadline, &AtomicBool::new(false), &counters)
-            .await
     }
 }

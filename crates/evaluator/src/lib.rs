@@ -5,11 +5,35 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use spigot_aws::aws_config::SdkConfig;
+use spigot_aws::{AwsError, CodePipelines, S3Filters, S3Payloads};
+use spigot_core::config::Settings;
 use spigot_core::envelope::Envelope;
 use spigot_core::filter::{FilterSet, FilterSpec, execution_token, repository_prefix};
 use spigot_core::metrics::Metrics;
-use spigot_core::ports::{FilterStore, PayloadStore, Pipelines, Start, StartError};
+use spigot_core::ports::{
+    Clock, FilterStore, MetricsSink, PayloadStore, Pipelines, Start, StartError, StdoutMetrics,
+    SystemClock,
+};
 use spigot_core::push::Push;
+use spigot_core::resources::Resource;
+use spigot_core::webhook::Hook;
+use spigot_engine::open::{OpenError, Opened, open};
+
+/// The evaluator on AWS adapters.
+pub type AwsEvaluator = Evaluator<S3Filters, CodePipelines, S3Payloads>;
+
+/// The evaluator of a deployment: filters and payloads in `CONFIG_BUCKET`, CodePipeline.
+pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator, AwsError> {
+    let bucket = settings.require(Resource::Bucket)?;
+    let s3 = spigot_aws::s3_client(sdk);
+    Ok(Evaluator::new(
+        S3Filters::new(s3.clone(), bucket),
+        CodePipelines::new(spigot_aws::aws_sdk_codepipeline::Client::new(sdk)),
+        Some(S3Payloads::new(s3, bucket)),
+        Duration::from_secs(settings.filter_cache_seconds),
+    ))
+}
 
 /// Counts of one batch (also the EMF metrics).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,6 +64,8 @@ pub struct Evaluator<F, P, S> {
     pub payloads: Option<S>,
     /// How long a repository's compiled filters stay cached.
     pub cache_ttl: Duration,
+    /// Where each batch's EMF metrics go.
+    pub metrics: Arc<dyn MetricsSink>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -63,6 +89,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             pipelines,
             payloads,
             cache_ttl,
+            metrics: Arc::new(StdoutMetrics),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -95,47 +122,55 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             .count("PipelineNotFound", stats.not_found)
             .count("InvalidFilters", stats.invalid_filters)
             .count("Errors", stats.retried + stats.unreadable);
-        println!("{}", m.line(spigot_aws::now_ms()));
+        self.metrics.emit(&m, SystemClock.now_ms());
         (response, stats)
     }
 
     async fn record(&self, record: &SqsMessage, stats: &mut Stats) -> Result<(), Failure> {
-        let env = Envelope::decode(record.body.as_deref().unwrap_or_default())
-            .map_err(|e| Failure::Unreadable(e.to_string()))?;
-        let body = match env
-            .inline_body()
-            .map_err(|e| Failure::Unreadable(e.to_string()))?
-        {
-            Some(b) => b,
-            None => {
-                let key = env.claim_key().unwrap_or_default();
-                let store = self.payloads.as_ref().ok_or_else(|| {
-                    Failure::Retry("claim-checked push but no CONFIG_BUCKET".into())
-                })?;
-                store
-                    .get(key)
-                    .await
-                    .map_err(|e| Failure::Retry(e.to_string()))?
-            }
-        };
-        let claim = env.claim_key().map(str::to_string);
-        let hook = env
-            .into_hook(body)
-            .map_err(|e| Failure::Unreadable(e.to_string()))?;
-        if hook.event != "push" {
-            return Err(Failure::Unreadable(format!(
-                "event {} is not a push",
-                hook.event
-            )));
-        }
+        let opened = self.open(record).await?;
+        let hook = &opened.hook;
         let payload = hook
             .payload()
             .map_err(|e| Failure::Unreadable(e.to_string()))?;
         let push = Push::parse(&payload).map_err(|e| Failure::Unreadable(e.to_string()))?;
         stats.pushes += 1;
         let set = self.filter_set(&push.repository, stats).await?;
+        self.start_matching(hook, &push, &set, stats).await?;
+        if let (Some(store), Some(key)) = (&self.payloads, opened.claim) {
+            let _ = store.delete(&key).await;
+        }
+        Ok(())
+    }
+
+    /// The push hook of a record (its body read back from the claim-check store if need be).
+    async fn open(&self, record: &SqsMessage) -> Result<Opened, Failure> {
+        let env = Envelope::decode(record.body.as_deref().unwrap_or_default())
+            .map_err(|e| Failure::Unreadable(e.to_string()))?;
+        let opened = open(&env, self.payloads.as_ref())
+            .await
+            .map_err(|e| match e {
+                OpenError::Retry(why) => Failure::Retry(why),
+                OpenError::Permanent(why) => Failure::Unreadable(why),
+            })?;
+        if opened.hook.event != "push" {
+            return Err(Failure::Unreadable(format!(
+                "event {} is not a push",
+                opened.hook.event
+            )));
+        }
+        Ok(opened)
+    }
+
+    /// Starts every pipeline whose filter matches; a retryable failure retries the whole record.
+    async fn start_matching(
+        &self,
+        hook: &Hook,
+        push: &Push<'_>,
+        set: &FilterSet,
+        stats: &mut Stats,
+    ) -> Result<(), Failure> {
         let mut retry = None;
-        for decision in set.evaluate(&push) {
+        for decision in set.evaluate(push) {
             stats.filters_evaluated += 1;
             let filter = &set.filters[decision.filter];
             let pipeline = &filter.spec.pipeline;
@@ -173,14 +208,11 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
                 }
             }
         }
-        if let Some(why) = retry {
+        match retry {
             // Already started pipelines are safe to retry: their token is the same.
-            return Err(Failure::Retry(why));
+            Some(why) => Err(Failure::Retry(why)),
+            None => Ok(()),
         }
-        if let (Some(store), Some(key)) = (&self.payloads, claim) {
-            let _ = store.delete(&key).await;
-        }
-        Ok(())
     }
 
     async fn filter_set(

@@ -3,6 +3,7 @@
 //! It always answers: a guard sends FAILED when time runs low, and a panic in
 //! the handler still produces a FAILED response, so a stack never hangs.
 
+use spigot_aws::S3Filters;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -69,6 +70,24 @@ pub struct FilterResource<F, R> {
     pub log_stream: String,
     /// Time kept back before the deadline to send the response.
     pub margin: Duration,
+}
+
+/// The handler of a deployment: filters in `CONFIG_BUCKET`, responses over HTTPS.
+pub fn build(
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    settings: &spigot_core::config::Settings,
+) -> Result<FilterResource<S3Filters, HttpResponder>, spigot_aws::AwsError> {
+    let bucket = settings
+        .require(spigot_core::resources::Resource::Bucket)?
+        .to_string();
+    Ok(FilterResource {
+        filters: S3Filters::new(spigot_aws::s3_client(sdk), &bucket),
+        responder: HttpResponder::new(Duration::from_secs(5))
+            .map_err(spigot_aws::AwsError::Http)?,
+        bucket,
+        log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_default(),
+        margin: Duration::from_secs(5),
+    })
 }
 
 /// What was answered (for logs and tests).

@@ -1,19 +1,28 @@
-//! The receiver: API Gateway proxy event -> verify -> forward or buffer.
+//! The receiver: a webhook request -> verify -> forward or buffer.
 //!
-//! [`Receiver::handle`] is generic over core's ports, so the same code runs
-//! in Lambda, in `spigot dev`, and in tests (against moto or in memory).
+//! [`Receiver::handle`] is generic over core's ports and takes an [`Inbound`]
+//! request, so the same code runs in Lambda (from an API Gateway event), in
+//! `spigot dev` (from its HTTP server), and in tests.
+
+pub mod ingress;
+
+use std::sync::Arc;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
-use aws_lambda_events::encodings::Body as ResponseBody;
-use aws_lambda_events::http::HeaderValue;
 use serde_json::json;
-use spigot_core::Verifier;
+use spigot_aws::aws_config::SdkConfig;
+use spigot_aws::{AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
+use spigot_core::config::{DeliveryMode, Settings};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
-use spigot_core::ports::{Buffer, DeadLetter, EvalQueue, PayloadStore, Target};
+use spigot_core::ports::{Buffer, EvalQueue, MetricsSink, PayloadStore, StdoutMetrics, Target};
 use spigot_core::spigot::{STAGE_VARIABLE, State};
-use spigot_core::webhook::{self, Hook};
+use spigot_core::webhook::Hook;
+use spigot_core::{Secrets, Verifier};
+use spigot_engine::letter::dead_letter;
+
+pub use ingress::{Answer, Inbound};
 
 /// Claim-check prefix of buffered bodies (the drainer deletes them after delivery).
 pub const BUFFER_PAYLOADS: &str = "payloads/";
@@ -34,33 +43,119 @@ pub struct Receiver<B, P, T, E> {
     pub verifier: Verifier,
     /// Envelopes larger than this keep their body in the payload store.
     pub claim_check_bytes: usize,
+    /// Where the EMF metrics of each request go.
+    pub metrics: Arc<dyn MetricsSink>,
 }
 
-/// What happened to one request, for the response and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Delivered,
-    Buffered,
-    DeadLettered,
-    Pong,
-    Unauthorized,
-    BadRequest,
-    TooLarge,
-    Unavailable,
+/// The receiver on AWS adapters.
+pub type AwsReceiver = Receiver<SqsBuffer, S3Payloads, HttpTarget, SqsEvalQueue>;
+
+/// The receiver of a deployment (or a local stack), as its settings name it;
+/// the webhook secret is read from Secrets Manager when `WEBHOOK_SECRET_ARN` is set.
+pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, AwsError> {
+    let secret = match (&settings.webhook_secret_arn, &settings.webhook_secret) {
+        (Some(arn), _) => Some(spigot_aws::fetch_secret(sdk, arn).await?),
+        (None, secret) => secret.clone(),
+    };
+    let secrets = secret
+        .as_deref()
+        .map(Secrets::parse)
+        .transpose()
+        .map_err(|e| AwsError::Secret("WEBHOOK_SECRET".into(), e.to_string()))?;
+    Ok(Receiver {
+        buffer: SqsBuffer::from_settings(sdk, settings)?,
+        payloads: S3Payloads::from_settings(sdk, settings),
+        target: match settings.delivery_mode {
+            DeliveryMode::Pull => None,
+            DeliveryMode::Push => Some(HttpTarget::from_settings(settings)?),
+        },
+        eval: SqsEvalQueue::from_settings(sdk, settings),
+        verifier: Verifier::new(secrets, settings.allow_sha1),
+        claim_check_bytes: settings.claim_check_bytes,
+        metrics: Arc::new(StdoutMetrics),
+    })
 }
 
-impl Outcome {
-    fn metric(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "Forwarded",
-            Outcome::Buffered => "Buffered",
-            Outcome::DeadLettered => "DeadLettered",
-            Outcome::Pong => "Pings",
-            Outcome::Unauthorized => "Unauthorized",
-            Outcome::BadRequest => "BadRequests",
-            Outcome::TooLarge => "TooLarge",
-            Outcome::Unavailable => "BufferErrors",
-        }
+/// A request the receiver took: what became of the hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Taken {
+    Delivered(String),
+    Buffered {
+        delivery: String,
+        reason: Option<String>,
+    },
+    DeadLettered {
+        delivery: String,
+        reason: String,
+    },
+    Pong(String),
+}
+
+/// A request the receiver refused, or a hook it could not keep.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    /// The signature does not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The body or the GitHub headers cannot be read.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Too large for a queue message, and no bucket to claim-check it.
+    #[error("{message}")]
+    TooLarge { delivery: String, message: String },
+    /// The hook could not be kept (queue or bucket unreachable): GitHub must redeliver it.
+    #[error("{message}")]
+    Unavailable { delivery: String, message: String },
+}
+
+/// Why an envelope could not be made ready to send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Stow {
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Taken {
+    fn answer(self) -> (&'static str, Answer) {
+        let (metric, status, body) = match self {
+            Taken::Delivered(d) => (
+                "Forwarded",
+                200,
+                json!({"status": "delivered", "delivery": d}),
+            ),
+            Taken::Buffered { delivery, reason } => {
+                let mut body = json!({"status": "buffered", "delivery": delivery});
+                if let Some(r) = reason {
+                    body["reason"] = json!(r);
+                }
+                ("Buffered", 202, body)
+            }
+            Taken::DeadLettered { delivery, reason } => (
+                "DeadLettered",
+                502,
+                json!({"status": "dead-lettered", "delivery": delivery, "reason": reason}),
+            ),
+            Taken::Pong(d) => ("Pings", 200, json!({"status": "pong", "delivery": d})),
+        };
+        (metric, Answer { status, body })
+    }
+}
+
+impl Refusal {
+    fn answer(self) -> (&'static str, Answer) {
+        let rejected = |e: String| json!({"status": "rejected", "error": e});
+        let error = |d: String, e: String| json!({"status": "error", "delivery": d, "error": e});
+        let (metric, status, body) = match self {
+            Refusal::Unauthorized(e) => ("Unauthorized", 401, rejected(e)),
+            Refusal::BadRequest(e) => ("BadRequests", 400, rejected(e)),
+            Refusal::TooLarge { delivery, message } => ("TooLarge", 413, error(delivery, message)),
+            Refusal::Unavailable { delivery, message } => {
+                ("BufferErrors", 503, error(delivery, message))
+            }
+        };
+        (metric, Answer { status, body })
     }
 }
 
@@ -72,95 +167,64 @@ where
     E: EvalQueue,
 {
     /// Handles one webhook request received at `now_ms`.
-    pub async fn handle(
+    pub async fn handle(&self, inbound: &Inbound, now_ms: u64) -> Answer {
+        let (metric, answer) = match self.process(inbound, now_ms).await {
+            Ok(taken) => taken.answer(),
+            Err(refusal) => refusal.answer(),
+        };
+        self.metrics
+            .emit(&Metrics::new("receiver").count(metric, 1), now_ms);
+        answer
+    }
+
+    /// Handles an API Gateway REST proxy event.
+    pub async fn handle_event(
         &self,
         req: &ApiGatewayProxyRequest,
         now_ms: u64,
     ) -> ApiGatewayProxyResponse {
-        let (outcome, status, body) = self.process(req, now_ms).await;
-        println!(
-            "{}",
-            Metrics::new("receiver")
-                .count(outcome.metric(), 1)
-                .line(now_ms)
-        );
-        respond(status, body)
-    }
-
-    async fn process(
-        &self,
-        req: &ApiGatewayProxyRequest,
-        now_ms: u64,
-    ) -> (Outcome, u16, serde_json::Value) {
-        let bad = |outcome: Outcome, status: u16, error: String| {
-            (
-                outcome,
-                status,
-                json!({"status": "rejected", "error": error}),
-            )
-        };
-        let body = match webhook::decode_body(req.body.as_deref(), req.is_base64_encoded) {
-            Ok(b) => b,
-            Err(e) => return bad(Outcome::BadRequest, 400, e.to_string()),
-        };
-        let headers: Vec<(&str, &str)> = req
-            .headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-            .collect();
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| *v)
-        };
-        let delivery_hint = find("x-github-delivery")
-            .unwrap_or("-")
-            .chars()
-            .take(64)
-            .collect::<String>();
-        if let Err(e) =
-            self.verifier
-                .verify(&body, find("x-hub-signature-256"), find("x-hub-signature"))
-        {
-            tracing::warn!(delivery = %delivery_hint, error = %e, "refused: bad signature");
-            return bad(Outcome::Unauthorized, 401, e.to_string());
-        }
-        let hook = match Hook::read(headers.iter().copied(), body, now_ms) {
-            Ok(h) => h,
+        let answer = match Inbound::from_rest(req) {
+            Ok(inbound) => self.handle(&inbound, now_ms).await,
             Err(e) => {
-                tracing::warn!(delivery = %delivery_hint, error = %e, "refused: unreadable hook");
-                return bad(Outcome::BadRequest, 400, e.to_string());
+                let (metric, answer) = Refusal::BadRequest(e.to_string()).answer();
+                self.metrics
+                    .emit(&Metrics::new("receiver").count(metric, 1), now_ms);
+                answer
             }
         };
-        let (delivery, event) = (hook.delivery.clone(), hook.event.clone());
-        tracing::info!(%delivery, %event, repository = ?hook.repository, bytes = hook.body.len(), "received");
+        answer.to_rest()
+    }
+
+    async fn process(&self, inbound: &Inbound, now_ms: u64) -> Result<Taken, Refusal> {
+        let hook = self.verify(inbound, now_ms)?;
+        let delivery = hook.delivery.clone();
+        tracing::info!(%delivery, event = %hook.event, repository = ?hook.repository, bytes = hook.body.len(), "received");
         if hook.event == "ping" {
-            return (
-                Outcome::Pong,
-                200,
-                json!({"status": "pong", "delivery": delivery}),
-            );
+            return Ok(Taken::Pong(delivery));
         }
         if let (true, Some(eval)) = (hook.event == "push", &self.eval) {
             let sent = match self.envelope(&hook, EVAL_PAYLOADS).await {
                 Ok(env) => eval.enqueue(&env).await.map_err(|e| e.to_string()),
-                Err(r) => Err(r.1),
+                Err(e) => Err(e.to_string()),
             };
             if let Err(e) = sent {
                 tracing::error!(%delivery, error = %e, "cannot queue push for pipeline evaluation");
-                return (
-                    Outcome::Unavailable,
-                    503,
-                    json!({"status": "error", "delivery": delivery,
-                           "error": format!("cannot queue the push for pipeline evaluation ({e}); redeliver it from GitHub")}),
-                );
+                return Err(Refusal::Unavailable {
+                    delivery,
+                    message: format!(
+                        "cannot queue the push for pipeline evaluation ({e}); redeliver it from GitHub"
+                    ),
+                });
             }
         }
-        let state =
-            State::from_stage_variable(req.stage_variables.get(STAGE_VARIABLE).map(String::as_str));
+        let state = State::from_stage_variable(
+            inbound
+                .stage_variables
+                .get(STAGE_VARIABLE)
+                .map(String::as_str),
+        );
         let target = match (&state, &self.target) {
-            (Ok(State::On), Some(t)) => t,
+            (Ok(s), Some(t)) if s.forwards() => t,
             (Err(e), _) => {
                 tracing::error!(%delivery, error = %e, "spigot state unreadable; buffering to be safe");
                 return self.buffer(hook, None).await;
@@ -170,11 +234,7 @@ where
         match target.deliver(&hook).await {
             Delivery::Delivered(status) => {
                 tracing::info!(%delivery, status, "forwarded");
-                (
-                    Outcome::Delivered,
-                    200,
-                    json!({"status": "delivered", "delivery": delivery}),
-                )
+                Ok(Taken::Delivered(delivery))
             }
             Delivery::Retryable(f) => {
                 tracing::warn!(%delivery, reason = %f.reason, "target unavailable; buffering");
@@ -184,71 +244,78 @@ where
         }
     }
 
+    /// The hook of a request whose signature verifies.
+    fn verify(&self, inbound: &Inbound, now_ms: u64) -> Result<Hook, Refusal> {
+        let delivery_hint: String = inbound
+            .header("x-github-delivery")
+            .unwrap_or("-")
+            .chars()
+            .take(64)
+            .collect();
+        if let Err(e) = self.verifier.verify(
+            &inbound.body,
+            inbound.header("x-hub-signature-256"),
+            inbound.header("x-hub-signature"),
+        ) {
+            tracing::warn!(delivery = %delivery_hint, error = %e, "refused: bad signature");
+            return Err(Refusal::Unauthorized(e.to_string()));
+        }
+        let headers = inbound
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        Hook::read(headers, inbound.body.clone(), now_ms).map_err(|e| {
+            tracing::warn!(delivery = %delivery_hint, error = %e, "refused: unreadable hook");
+            Refusal::BadRequest(e.to_string())
+        })
+    }
+
     /// The envelope of `hook`, its body claim-checked under `prefix` when too large.
-    async fn envelope(&self, hook: &Hook, prefix: &str) -> Result<Envelope, (u16, String)> {
+    async fn envelope(&self, hook: &Hook, prefix: &str) -> Result<Envelope, Stow> {
         let mut env = Envelope::from_hook(hook);
-        let size = env.encoded_len();
-        if size <= self.claim_check_bytes {
+        if env.encoded_len() <= self.claim_check_bytes {
             return Ok(env);
         }
         let Some(store) = &self.payloads else {
-            return Err((
-                413,
-                format!(
-                    "payload of {} bytes is larger than CLAIM_CHECK_BYTES={} and no CONFIG_BUCKET is set for claim-checks",
-                    hook.body.len(),
-                    self.claim_check_bytes
-                ),
-            ));
+            return Err(Stow::TooLarge(format!(
+                "payload of {} bytes is larger than CLAIM_CHECK_BYTES={} and no CONFIG_BUCKET is set for claim-checks",
+                hook.body.len(),
+                self.claim_check_bytes
+            )));
         };
         let key = env.check_body(prefix, hook.body.len() as u64);
         store
             .put(&key, hook.body.clone())
             .await
-            .map_err(|e| (503, format!("cannot store the payload: {e}")))?;
+            .map_err(|e| Stow::Unavailable(format!("cannot store the payload: {e}")))?;
         Ok(env)
     }
 
-    async fn buffer(
-        &self,
-        hook: Hook,
-        reason: Option<String>,
-    ) -> (Outcome, u16, serde_json::Value) {
+    async fn buffer(&self, hook: Hook, reason: Option<String>) -> Result<Taken, Refusal> {
         let delivery = hook.delivery.clone();
         let result = match self.envelope(&hook, BUFFER_PAYLOADS).await {
             Ok(env) => self
                 .buffer
                 .send(&env)
                 .await
-                .map_err(|e| (503, e.to_string())),
+                .map_err(|e| Stow::Unavailable(e.to_string())),
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => {
                 tracing::info!(%delivery, "buffered");
-                let mut body = json!({"status": "buffered", "delivery": delivery});
-                if let Some(r) = reason {
-                    body["reason"] = json!(r);
-                }
-                (Outcome::Buffered, 202, body)
+                Ok(Taken::Buffered { delivery, reason })
             }
-            Err((status, e)) => {
+            Err(Stow::TooLarge(message)) => {
+                tracing::error!(%delivery, error = %message, "cannot buffer");
+                Err(Refusal::TooLarge { delivery, message })
+            }
+            Err(Stow::Unavailable(e)) => {
                 tracing::error!(%delivery, error = %e, "cannot buffer");
-                let outcome = if status == 413 {
-                    Outcome::TooLarge
-                } else {
-                    Outcome::Unavailable
-                };
-                let error = if status == 413 {
-                    e
-                } else {
-                    format!("cannot buffer the hook ({e}); redeliver it from GitHub")
-                };
-                (
-                    outcome,
-                    status,
-                    json!({"status": "error", "delivery": delivery, "error": error}),
-                )
+                Err(Refusal::Unavailable {
+                    delivery,
+                    message: format!("cannot buffer the hook ({e}); redeliver it from GitHub"),
+                })
             }
         }
     }
@@ -258,53 +325,30 @@ where
         hook: Hook,
         reason: String,
         status: Option<u16>,
-    ) -> (Outcome, u16, serde_json::Value) {
+    ) -> Result<Taken, Refusal> {
         let delivery = hook.delivery.clone();
         tracing::warn!(%delivery, %reason, "target refused the hook; dead-lettering");
         let result = match self.envelope(&hook, BUFFER_PAYLOADS).await {
-            Ok(mut env) => {
-                env.resend(Some(reason.clone()));
-                let letter = DeadLetter {
-                    body: env.encode(),
-                    // One group per dead letter: any of them can be listed or redriven alone.
-                    group: env.dedup_id(),
-                    dedup_id: env.dedup_id(),
-                    reason: reason.clone(),
-                    status,
-                };
-                self.buffer
-                    .dead_letter(&letter)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err((_, e)) => Err(e),
+            Ok(env) => self
+                .buffer
+                .dead_letter(&dead_letter(env, reason.clone(), status))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => (
-                Outcome::DeadLettered,
-                502,
-                json!({"status": "dead-lettered", "delivery": delivery, "reason": reason}),
-            ),
+            Ok(()) => Ok(Taken::DeadLettered { delivery, reason }),
             Err(e) => {
                 tracing::error!(%delivery, error = %e, "cannot dead-letter");
-                (
-                    Outcome::Unavailable,
-                    503,
-                    json!({"status": "error", "delivery": delivery,
-                           "error": format!("target refused the hook ({reason}) and it could not be dead-lettered ({e}); redeliver it from GitHub")}),
-                )
+                Err(Refusal::Unavailable {
+                    delivery,
+                    message: format!(
+                        "target refused the hook ({reason}) and it could not be dead-lettered ({e}); redeliver it from GitHub"
+                    ),
+                })
             }
         }
     }
-}
-
-fn respond(status: u16, body: serde_json::Value) -> ApiGatewayProxyResponse {
-    let mut resp = ApiGatewayProxyResponse::default();
-    resp.status_code = i64::from(status);
-    resp.headers
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    resp.body = Some(ResponseBody::Text(body.to_string()));
-    resp
 }
 
 #[cfg(test)]
@@ -327,10 +371,12 @@ mod tests {
             eval: Some(MemoryEvalQueue::default()),
             verifier: Verifier::new(Some(Secrets::parse("s3cret").unwrap()), false),
             claim_check_bytes: 1024,
+            metrics: Arc::new(spigot_core::ports::QuietMetrics),
         }
     }
 
     fn request(event: &str, body: &str, state: Option<&str>) -> ApiGatewayProxyRequest {
+        use aws_lambda_events::http::HeaderValue;
         let mut req = ApiGatewayProxyRequest::default();
         for (k, v) in [
             ("X-GitHub-Event", event.to_string()),
@@ -358,7 +404,7 @@ mod tests {
             status: Some(404),
             reason: "target answered 404".into(),
         })]);
-        let resp = r.handle(&request("push", PUSH, Some("ON")), 1).await;
+        let resp = r.handle_event(&request("push", PUSH, Some("ON")), 1).await;
         assert_eq!(resp.status_code, 502);
         let dead = r.buffer.dead.lock().unwrap();
         assert_eq!(dead.len(), 1);
@@ -374,9 +420,11 @@ mod tests {
     async fn buffer_failure_is_503_and_says_to_redeliver() {
         let r = receiver(vec![]);
         *r.buffer.fail.lock().unwrap() = Some("SQS is down".into());
-        let resp = r.handle(&request("issues", "{}", Some("OFF")), 1).await;
+        let resp = r
+            .handle_event(&request("issues", "{}", Some("OFF")), 1)
+            .await;
         assert_eq!(resp.status_code, 503);
-        let Some(ResponseBody::Text(t)) = resp.body else {
+        let Some(aws_lambda_events::encodings::Body::Text(t)) = resp.body else {
             panic!()
         };
         assert!(t.contains("redeliver"), "{t}");
@@ -389,7 +437,7 @@ mod tests {
             r#"{{"repository":{{"full_name":"o/r"}},"pad":"{}"}}"#,
             "x".repeat(5000)
         );
-        let resp = r.handle(&request("push", &big, Some("OFF")), 1).await;
+        let resp = r.handle_event(&request("push", &big, Some("OFF")), 1).await;
         assert_eq!(resp.status_code, 202);
         let sent = r.buffer.sent.lock().unwrap();
         let env = Envelope::decode(&sent[0]).unwrap();
@@ -405,7 +453,9 @@ mod tests {
         let mut r = receiver(vec![]);
         r.payloads = None;
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
-        let resp = r.handle(&request("issues", &big, Some("OFF")), 1).await;
+        let resp = r
+            .handle_event(&request("issues", &big, Some("OFF")), 1)
+            .await;
         assert_eq!(resp.status_code, 413);
     }
 
@@ -413,7 +463,9 @@ mod tests {
     async fn pull_mode_buffers_even_when_on() {
         let mut r = receiver(vec![]);
         r.target = None;
-        let resp = r.handle(&request("issues", "{}", Some("ON")), 1).await;
+        let resp = r
+            .handle_event(&request("issues", "{}", Some("ON")), 1)
+            .await;
         assert_eq!(resp.status_code, 202);
         assert_eq!(r.buffer.sent.lock().unwrap().len(), 1);
     }

@@ -1,38 +1,24 @@
-//! The drain engine: receive from the buffer, deliver in order per group and
+//! The run loop: receive from the buffer, deliver in order per group and
 //! concurrently across groups, delete what was delivered, back off, dead-letter.
 //! The drainer Lambda runs it until the buffer is empty; `spigot relay` runs it
 //! until stopped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde::Serialize;
-use spigot_core::delivery::{Delivery, backoff_seconds};
+use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
-use spigot_core::ports::{Buffer, DeadLetter, PayloadStore, Received, Target};
+use spigot_core::ports::{Buffer, Clock, DeadLetter, PayloadStore, Received, SystemClock, Target};
 
-/// How the engine runs.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Workers, each receiving its own batches (FIFO hands each a different set of groups).
-    pub concurrency: usize,
-    /// Consecutive retryable failures that stop the run.
-    pub breaker_threshold: u32,
-    /// Long-poll wait of each receive, seconds.
-    pub wait_seconds: i32,
-    /// Stop receiving when less than this remains before the deadline (forward timeout + margin).
-    pub stop_before: Duration,
-    /// Stop when a receive comes back empty (the drainer); otherwise poll on (the relay).
-    pub until_empty: bool,
-    /// First retry backoff in seconds (doubles per receive), and its cap.
-    pub backoff_base: i32,
-    /// Cap of the retry backoff in seconds.
-    pub backoff_cap: i32,
-    /// While a delivery runs, extend the message's visibility by this much every half of it (relay).
-    pub heartbeat: Option<Duration>,
-}
+use crate::config::EngineConfig;
+use crate::gate::Skipped;
+use crate::letter::{dead_letter, poison_letter};
+use crate::open::{OpenError, open};
+use crate::policy::Breaker;
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,12 +70,12 @@ pub struct Summary {
     pub stop: Option<Stop>,
     /// Why it did not run, when skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<String>,
+    pub skipped: Option<Skipped>,
 }
 
 impl Summary {
     /// A run that did not start.
-    pub fn skipped(why: impl Into<String>) -> Self {
+    pub fn skipped(why: Skipped) -> Self {
         Self {
             delivered: 0,
             retried: 0,
@@ -97,7 +83,7 @@ impl Summary {
             released: 0,
             held: 0,
             stop: None,
-            skipped: Some(why.into()),
+            skipped: Some(why),
         }
     }
 }
@@ -127,6 +113,21 @@ pub struct Engine<B, P, T> {
     pub target: T,
     /// Settings.
     pub config: EngineConfig,
+    /// Time of deliveries (the relay's last-delivery gauge).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl<B, P, T> Engine<B, P, T> {
+    /// An engine on these ports, on the system clock.
+    pub fn new(buffer: B, payloads: Option<P>, target: T, config: EngineConfig) -> Self {
+        Self {
+            buffer,
+            payloads,
+            target,
+            config,
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 struct Run<'a> {
@@ -141,7 +142,7 @@ struct Run<'a> {
     finished: AtomicU64,
     deadline: Option<Instant>,
     cancel: &'a AtomicBool,
-    consecutive_failures: AtomicU32,
+    breaker: Breaker,
     stop: std::sync::Mutex<Option<Stop>>,
 }
 
@@ -186,7 +187,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             finished: AtomicU64::new(0),
             deadline,
             cancel,
-            consecutive_failures: AtomicU32::new(0),
+            breaker: Breaker::default(),
             stop: std::sync::Mutex::new(None),
         };
         let workers = (0..self.config.concurrency.max(1)).map(|_| self.worker(&run));
@@ -298,11 +299,11 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
             match self.one(&m).await {
                 Step::Delivered(claim) => {
-                    run.consecutive_failures.store(0, Ordering::SeqCst);
+                    run.breaker.success();
                     run.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     run.counters
                         .last_delivery_ms
-                        .store(spigot_aws::now_ms(), Ordering::Relaxed);
+                        .store(self.clock.now_ms(), Ordering::Relaxed);
                     receipts.push(m.receipt.clone());
                     claims.extend(claim);
                 }
@@ -311,11 +312,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     receipts.push(m.receipt.clone());
                 }
                 Step::Retry(reason) => {
-                    let wait = backoff_seconds(
-                        m.receive_count,
-                        self.config.backoff_base,
-                        self.config.backoff_cap,
-                    );
+                    let wait = self.config.policy.backoff(m.receive_count);
                     tracing::warn!(message = %m.message_id, %reason, wait, "retryable failure; backing off");
                     run.counters.retried.fetch_add(1, Ordering::Relaxed);
                     let _ = self.buffer.set_visibility(&m.receipt, wait).await;
@@ -325,9 +322,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                         run.counters.held.fetch_add(1, Ordering::Relaxed);
                         let _ = self.buffer.set_visibility(&later.receipt, 0).await;
                     }
-                    let n = run.consecutive_failures.fetch_add(1, Ordering::SeqCst) + 1;
-                    if n >= self.config.breaker_threshold {
-                        tracing::warn!(failures = n, "circuit breaker open: stopping this run");
+                    if run.breaker.failure(&self.config.policy) {
+                        tracing::warn!("circuit breaker open: stopping this run");
                         run.halt(Stop::Breaker);
                     }
                     break;
@@ -351,50 +347,23 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         let env = match Envelope::decode(&m.body) {
             Ok(e) => e,
             Err(e) => {
-                let letter = DeadLetter {
-                    body: m.body.clone(),
-                    group: if m.group.is_empty() {
-                        "poison".into()
-                    } else {
-                        m.group.clone()
-                    },
-                    dedup_id: format!("poison-{}", m.message_id),
-                    reason: e.to_string(),
-                    status: None,
-                };
-                return self.dead_letter(&letter, &m.message_id).await;
+                return self
+                    .dead_letter(&poison_letter(m, e.to_string()), &m.message_id)
+                    .await;
             }
         };
-        let body = match env.inline_body() {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                let key = env.claim_key().unwrap_or_default().to_string();
-                match &self.payloads {
-                    Some(store) => match store.get(&key).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            return Step::Retry(format!("cannot read claim-check payload: {e}"));
-                        }
-                    },
-                    None => {
-                        return Step::Retry(
-                            "claim-checked hook but no CONFIG_BUCKET is set".into(),
-                        );
-                    }
-                }
+        let opened = match open(&env, self.payloads.as_ref()).await {
+            Ok(o) => o,
+            Err(OpenError::Retry(reason)) => return Step::Retry(reason),
+            Err(OpenError::Permanent(reason)) => {
+                return self.dead_envelope(env, reason, None).await;
             }
-            Err(e) => return self.dead_envelope(env, e.to_string(), None).await,
         };
-        let claim = env.claim_key().map(str::to_string);
-        let hook = match env.clone().into_hook(body) {
-            Ok(h) => h,
-            Err(e) => return self.dead_envelope(env, e.to_string(), None).await,
-        };
-        let delivery = self.deliver_with_heartbeat(&hook, &m.receipt).await;
-        match delivery {
+        let hook = &opened.hook;
+        match self.deliver_with_heartbeat(hook, &m.receipt).await {
             Delivery::Delivered(status) => {
                 tracing::info!(delivery = %hook.delivery, event = %hook.event, status, "delivered");
-                Step::Delivered(claim)
+                Step::Delivered(opened.claim)
             }
             Delivery::Retryable(f) => Step::Retry(f.reason),
             Delivery::Permanent(f) => self.dead_envelope(env, f.reason, f.status).await,
@@ -417,19 +386,11 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         }
     }
 
-    async fn dead_envelope(&self, mut env: Envelope, reason: String, status: Option<u16>) -> Step {
+    async fn dead_envelope(&self, env: Envelope, reason: String, status: Option<u16>) -> Step {
         tracing::warn!(delivery = %env.delivery, %reason, "dead-lettering");
-        env.resend(Some(reason.clone()));
-        let letter = DeadLetter {
-            body: env.encode(),
-            // One group per dead letter: any of them can be listed or redriven alone.
-            group: env.dedup_id(),
-            dedup_id: env.dedup_id(),
-            reason,
-            status,
-        };
         let id = env.delivery.clone();
-        self.dead_letter(&letter, &id).await
+        self.dead_letter(&dead_letter(env, reason, status), &id)
+            .await
     }
 
     async fn dead_letter(&self, letter: &DeadLetter, id: &str) -> Step {

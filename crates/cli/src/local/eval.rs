@@ -1,0 +1,109 @@
+//! The evaluator's event source, locally: poll the evaluation queue, hand
+//! batches to the handler, delete what did not fail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use spigot_aws::aws_config::SdkConfig;
+use spigot_aws::local::LocalStack;
+use spigot_aws::{CodePipelines, S3Filters, S3Payloads};
+use spigot_core::ports::{Pipelines, QuietMetrics, Start, StartError};
+use spigot_core::resources::Resource;
+use spigot_evaluator::Evaluator;
+
+/// Where `spigot dev` starts pipelines: nowhere (it prints), or a CodePipeline endpoint.
+enum DevPipelines {
+    Print,
+    Real(CodePipelines),
+}
+
+impl Pipelines for DevPipelines {
+    async fn start(&self, start: &Start) -> Result<String, StartError> {
+        match self {
+            DevPipelines::Print => {
+                println!("would start {} for {}", start.pipeline, start.reason);
+                Ok("dry-run".into())
+            }
+            DevPipelines::Real(p) => p.start(start).await,
+        }
+    }
+}
+
+/// Evaluates the local stack's pushes in the background.
+pub fn spawn(sdk: &SdkConfig, stack: &LocalStack, codepipeline_endpoint: Option<&str>) {
+    let pipelines = match codepipeline_endpoint {
+        None => DevPipelines::Print,
+        Some(url) => DevPipelines::Real(CodePipelines::new(
+            spigot_aws::aws_sdk_codepipeline::Client::from_conf(
+                spigot_aws::aws_sdk_codepipeline::config::Builder::from(sdk)
+                    .endpoint_url(url)
+                    .build(),
+            ),
+        )),
+    };
+    let s3 = spigot_aws::s3_client(sdk);
+    let bucket = stack.get(Resource::Bucket);
+    let mut evaluator = Evaluator::new(
+        S3Filters::new(s3.clone(), bucket),
+        pipelines,
+        Some(S3Payloads::new(s3, bucket)),
+        Duration::from_secs(5),
+    );
+    evaluator.metrics = Arc::new(QuietMetrics);
+    tokio::spawn(evaluate_forever(
+        spigot_aws::aws_sdk_sqs::Client::new(sdk),
+        stack.get(Resource::EvalUrl).to_string(),
+        evaluator,
+    ));
+}
+
+async fn evaluate_forever(
+    sqs: spigot_aws::aws_sdk_sqs::Client,
+    url: String,
+    evaluator: Evaluator<S3Filters, DevPipelines, S3Payloads>,
+) {
+    loop {
+        let out = match sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot poll the evaluation queue");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        for m in &msgs {
+            let mut rec = SqsMessage::default();
+            rec.message_id = m.message_id.clone();
+            rec.body = m.body.clone();
+            event.records.push(rec);
+        }
+        let (resp, _) = evaluator.handle(event).await;
+        for m in msgs {
+            let failed = resp
+                .batch_item_failures
+                .iter()
+                .any(|f| Some(&f.item_identifier) == m.message_id.as_ref());
+            if let (false, Some(receipt)) = (failed, m.receipt_handle) {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await;
+            }
+        }
+    }
+}

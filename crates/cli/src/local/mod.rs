@@ -1,0 +1,110 @@
+//! `spigot dev`: the whole system on one machine, on a moto server. The pieces
+//! are the deployed ones (receiver, drainer, evaluator built by their crates'
+//! `build`); only what Lambda and API Gateway would do around them is here.
+
+mod drainer;
+mod eval;
+mod server;
+mod sink;
+mod stack;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use spigot_core::Secrets;
+use spigot_core::ports::QuietMetrics;
+
+pub use drainer::drainer;
+
+use crate::CliError;
+use crate::resources::{DEV_FILE, Where};
+
+/// The secret `spigot dev` uses when none is given (the one the sample events are signed with).
+pub const TEST_SECRET: &str = "spigot-test-secret";
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Serve POST /webhook here.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Forward hooks here [default: the built-in sink].
+    #[arg(long)]
+    target: Option<String>,
+    /// Address of the built-in sink that prints each delivery (when no --target).
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    sink: SocketAddr,
+    /// Webhook secret(s), comma-separated [default: spigot-test-secret, the sample events' secret].
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Name of the local resources (queues, bucket, API).
+    #[arg(long, default_value = "spigot-dev")]
+    name: String,
+    /// Forward timeout in milliseconds.
+    #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    forward_timeout_ms: u64,
+    /// Run the drainer every this many seconds (0: never).
+    #[arg(long, default_value_t = 5)]
+    drain_interval: u64,
+    /// Start pipelines through this CodePipeline endpoint [default: print "would start ..." instead].
+    #[arg(long)]
+    codepipeline_endpoint: Option<String>,
+    /// Envelopes larger than this keep their body in the bucket.
+    #[arg(long, default_value_t = 262_144)]
+    claim_check_bytes: usize,
+}
+
+pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
+    let endpoint = place
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:5000".to_string());
+    let sdk = spigot_aws::sdk_config_with(
+        Some(&endpoint),
+        place.region.as_deref(),
+        place.profile.as_deref(),
+    )
+    .await;
+    let secret = args.secret.clone().unwrap_or_else(|| {
+        tracing::warn!(
+            "no --secret or WEBHOOK_SECRET: using the public test secret {TEST_SECRET:?}"
+        );
+        TEST_SECRET.to_string()
+    });
+    let secrets = Secrets::parse(&secret).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut stack = stack::provision_with_retry(&sdk, &endpoint, &args.name).await?;
+    let target_url = match &args.target {
+        Some(t) => t.clone(),
+        None => sink::start(args.sink, secrets).await?,
+    };
+    stack.target = Some(target_url.clone());
+    stack::write(&stack)?;
+
+    let timeout = Duration::from_millis(args.forward_timeout_ms);
+    let mut settings = stack.settings();
+    settings.webhook_secret = Some(secret);
+    settings.forward_timeout_ms = args.forward_timeout_ms;
+    settings.claim_check_bytes = args.claim_check_bytes;
+    let mut receiver = spigot_receiver::build(&sdk, &settings)
+        .await
+        .context("cannot build the receiver")?;
+    receiver.metrics = std::sync::Arc::new(QuietMetrics);
+    if args.drain_interval > 0 {
+        let drainer = drainer(&sdk, &stack, &target_url, timeout)?;
+        drainer::every(drainer, Duration::from_secs(args.drain_interval));
+    }
+    eval::spawn(&sdk, &stack, args.codepipeline_endpoint.as_deref());
+    eprintln!(
+        "spigot dev: POST webhooks to http://{}/webhook -> {target_url}\n  local stack {} (API {} stage {}) in {endpoint}; ids in {DEV_FILE}\n  spigot off --local / spigot on --local flips the spigot; Ctrl-C stops",
+        args.listen,
+        args.name,
+        stack.get(spigot_core::resources::Resource::ApiId),
+        stack.get(spigot_core::resources::Resource::Stage),
+    );
+    server::serve(
+        args.listen,
+        receiver,
+        crate::switch::stage_switch(&sdk, &stack),
+    )
+    .await
+}

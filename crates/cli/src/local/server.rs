@@ -1,0 +1,73 @@
+//! What API Gateway does in front of the receiver: `POST /webhook` with the
+//! stage's variables, read on each request so `spigot off --local` takes effect at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use spigot_aws::StageSwitch;
+use spigot_core::ports::{Clock, SystemClock};
+use spigot_receiver::{AwsReceiver, Inbound};
+
+use crate::CliError;
+
+struct App {
+    receiver: AwsReceiver,
+    switch: StageSwitch,
+}
+
+/// Serves the receiver at `listen` until Ctrl-C.
+pub async fn serve(
+    listen: SocketAddr,
+    receiver: AwsReceiver,
+    switch: StageSwitch,
+) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen}; is another spigot dev running? pass --listen")
+        })?;
+    let router = axum::Router::new()
+        .route("/webhook", axum::routing::post(webhook))
+        // Up to the Lambda request limit (6 MB), like the deployed receiver.
+        .layer(axum::extract::DefaultBodyLimit::max(6 * 1024 * 1024))
+        .route(
+            "/",
+            axum::routing::get(|| async { "spigot dev: POST GitHub webhooks to /webhook\n" }),
+        )
+        .with_state(Arc::new(App { receiver, switch }));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the dev server stopped")?;
+    Ok(())
+}
+
+async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut inbound = Inbound {
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+        stage_variables: Default::default(),
+    };
+    match app.switch.variables().await {
+        Ok(vars) => inbound.stage_variables = vars,
+        Err(e) => tracing::error!(error = %e, "cannot read the stage; the receiver will buffer"),
+    }
+    let answer = app.receiver.handle(&inbound, SystemClock.now_ms()).await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [("content-type", "application/json")],
+        answer.body.to_string(),
+    )
+        .into_response()
+}

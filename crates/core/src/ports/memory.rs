@@ -1,0 +1,204 @@
+//! In-memory ports for unit tests of handler logic (feature `memory`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use super::*;
+use crate::delivery::Delivery;
+use crate::envelope::Envelope;
+use crate::webhook::Hook;
+
+/// A buffer in memory: every send is recorded, receive pops in order.
+#[derive(Debug, Default)]
+pub struct MemoryBuffer {
+    /// Envelopes sent, as encoded text.
+    pub sent: Mutex<VecDeque<String>>,
+    /// Dead letters sent.
+    pub dead: Mutex<Vec<DeadLetter>>,
+    /// When set, every call fails with this message.
+    pub fail: Mutex<Option<String>>,
+}
+
+impl MemoryBuffer {
+    fn check(&self) -> Result<(), PortError> {
+        match &*self.fail.lock().unwrap() {
+            Some(m) => Err(PortError::new(m.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Buffer for MemoryBuffer {
+    async fn send(&self, envelope: &Envelope) -> Result<(), PortError> {
+        self.check()?;
+        self.sent.lock().unwrap().push_back(envelope.encode());
+        Ok(())
+    }
+    async fn receive(&self, max: i32, _wait: i32) -> Result<Vec<Received>, PortError> {
+        self.check()?;
+        let mut q = self.sent.lock().unwrap();
+        let n = (max.max(0) as usize).min(q.len());
+        Ok(q.drain(..n)
+            .enumerate()
+            .map(|(i, body)| Received {
+                message_id: i.to_string(),
+                receipt: i.to_string(),
+                group: Envelope::decode(&body)
+                    .map(|e| e.group_id())
+                    .unwrap_or_default(),
+                body,
+                receive_count: 1,
+            })
+            .collect())
+    }
+    async fn delete(&self, _receipts: &[String]) -> Result<(), PortError> {
+        self.check()
+    }
+    async fn set_visibility(&self, _receipt: &str, _seconds: i32) -> Result<(), PortError> {
+        self.check()
+    }
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
+        self.check()?;
+        self.dead.lock().unwrap().push(letter.clone());
+        Ok(())
+    }
+}
+
+/// Payloads in memory.
+#[derive(Debug, Default)]
+pub struct MemoryPayloads(pub Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl PayloadStore for MemoryPayloads {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
+        self.0.lock().unwrap().insert(key.to_string(), bytes);
+        Ok(())
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, PortError> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| PortError::of(PortErrorKind::NotFound, format!("no payload at {key}")))
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+/// A target that answers from a script of outcomes and records what it got.
+#[derive(Debug, Default)]
+pub struct MemoryTarget {
+    /// Outcomes to give, in order; when empty, `Delivered(200)`.
+    pub script: Mutex<VecDeque<Delivery>>,
+    /// Hooks received.
+    pub got: Mutex<Vec<Hook>>,
+}
+
+impl Target for MemoryTarget {
+    async fn deliver(&self, hook: &Hook) -> Delivery {
+        self.got.lock().unwrap().push(hook.clone());
+        self.script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Delivery::Delivered(200))
+    }
+    async fn probe(&self) -> bool {
+        true
+    }
+}
+
+/// Filters in memory.
+#[derive(Debug, Default)]
+pub struct MemoryFilters(pub Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl FilterStore for MemoryFilters {
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredFilter>, PortError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| StoredFilter {
+                key: k.clone(),
+                bytes: v.clone(),
+            })
+            .collect())
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
+        self.0.lock().unwrap().insert(key.to_string(), bytes);
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+/// Pipelines in memory: records starts, answers from a script.
+#[derive(Debug, Default)]
+pub struct MemoryPipelines {
+    /// Starts requested.
+    pub started: Mutex<Vec<Start>>,
+    /// Answers to give, in order; when empty, success.
+    pub script: Mutex<VecDeque<Result<String, StartError>>>,
+}
+
+impl Pipelines for MemoryPipelines {
+    async fn start(&self, start: &Start) -> Result<String, StartError> {
+        self.started.lock().unwrap().push(start.clone());
+        self.script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Ok("execution-1".into()))
+    }
+}
+
+/// An evaluation queue in memory.
+#[derive(Debug, Default)]
+pub struct MemoryEvalQueue(pub Mutex<Vec<Envelope>>);
+
+impl EvalQueue for MemoryEvalQueue {
+    async fn enqueue(&self, envelope: &Envelope) -> Result<(), PortError> {
+        self.0.lock().unwrap().push(envelope.clone());
+        Ok(())
+    }
+}
+
+/// A switch in memory.
+#[derive(Debug)]
+pub struct MemorySwitch(pub Mutex<Result<crate::spigot::State, crate::spigot::StateError>>);
+
+impl MemorySwitch {
+    /// A switch in `state`.
+    pub fn new(state: crate::spigot::State) -> Self {
+        Self(Mutex::new(Ok(state)))
+    }
+}
+
+impl Switch for MemorySwitch {
+    async fn read(&self) -> Result<crate::spigot::State, SwitchError> {
+        Ok(self.0.lock().unwrap().clone()?)
+    }
+    async fn set(&self, state: crate::spigot::State) -> Result<(), PortError> {
+        *self.0.lock().unwrap() = Ok(state);
+        Ok(())
+    }
+}
+
+/// A clock that says what it is told.
+#[derive(Debug, Default)]
+pub struct FixedClock(pub std::sync::atomic::AtomicU64);
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

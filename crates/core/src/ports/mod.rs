@@ -1,0 +1,27 @@
+//! Ports: the capabilities the handlers need, one trait a file, implemented by
+//! `spigot-aws` for AWS and by [`memory`] (feature `memory`) for unit tests.
+
+mod buffer;
+mod clock;
+mod error;
+mod eval;
+mod filters;
+mod metrics;
+mod payloads;
+mod pipelines;
+mod switch;
+mod target;
+
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+
+pub use buffer::{Buffer, DeadLetter, Received};
+pub use clock::{Clock, SystemClock};
+pub use error::{PortError, PortErrorKind};
+pub use eval::EvalQueue;
+pub use filters::{FilterStore, StoredFilter};
+pub use metrics::{MetricsSink, QuietMetrics, StdoutMetrics};
+pub use payloads::PayloadStore;
+pub use pipelines::{Pipelines, Start, StartError};
+pub use switch::{Switch, SwitchError};
+pub use target::Target;

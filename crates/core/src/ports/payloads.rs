@@ -1,0 +1,13 @@
+use std::future::Future;
+
+use super::PortError;
+
+/// Claim-check storage for bodies too large for a queue message.
+pub trait PayloadStore: Send + Sync {
+    /// Stores `bytes` under `key`.
+    fn put(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Reads `key` (absent: a [`super::PortErrorKind::NotFound`] error).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, PortError>> + Send;
+    /// Deletes `key` (absent is fine).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}

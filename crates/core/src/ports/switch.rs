@@ -1,0 +1,23 @@
+use std::future::Future;
+
+use super::PortError;
+use crate::spigot::{State, StateError};
+
+/// Why the switch could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    /// The control plane could not be reached.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// `spigot_state` is unset or holds something else.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The spigot's switch (the stage variable `spigot_state`).
+pub trait Switch: Send + Sync {
+    /// The state the switch is in.
+    fn read(&self) -> impl Future<Output = Result<State, SwitchError>> + Send;
+    /// Sets the state.
+    fn set(&self, state: State) -> impl Future<Output = Result<(), PortError>> + Send;
+}

@@ -1,0 +1,21 @@
+//! spigot-engine: delivering the buffer, shared by the drainer Lambda,
+//! `spigot relay` and `spigot dev`. No Lambda runtime, no SDK: it drives
+//! core's ports.
+//!
+//! * [`run`] — the run loop: receive, deliver in order per group and
+//!   concurrently across groups, delete, release.
+//! * [`policy`] — what happens after a failure: backoff, circuit breaker.
+//! * [`gate`] — whether a run may start: spigot state and target probe.
+//! * [`open`] — an envelope back to its hook (claim-check read, hash check).
+//! * [`letter`] — dead letters, built one way for every caller.
+
+pub mod config;
+pub mod gate;
+pub mod letter;
+pub mod open;
+pub mod policy;
+pub mod run;
+
+pub use config::EngineConfig;
+pub use gate::{Skipped, gate};
+pub use run::{Counters, Engine, Stop, Summary};

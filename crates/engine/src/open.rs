@@ -1,0 +1,53 @@
+//! An envelope back to the hook it carries: the body inline or read from the
+//! claim-check store, checked against the SHA-256 recorded at receipt.
+
+use spigot_core::envelope::Envelope;
+use spigot_core::ports::PayloadStore;
+use spigot_core::webhook::Hook;
+
+/// Why an envelope could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The body may be readable later (the store is unreachable or not configured).
+    #[error("{0}")]
+    Retry(String),
+    /// The envelope can never give its hook (bad base64, altered bytes).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// An opened envelope: the hook, and the claim-check key to delete once it is delivered.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The hook, byte-identical to what was received.
+    pub hook: Hook,
+    /// The claim-check object, when the body was stored aside.
+    pub claim: Option<String>,
+}
+
+/// Opens `env`, reading a claim-checked body from `payloads`.
+pub async fn open<P: PayloadStore>(
+    env: &Envelope,
+    payloads: Option<&P>,
+) -> Result<Opened, OpenError> {
+    let body = match env.inline_body() {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            let key = env.claim_key().unwrap_or_default();
+            let store = payloads.ok_or_else(|| {
+                OpenError::Retry("claim-checked hook but no CONFIG_BUCKET is set".into())
+            })?;
+            store
+                .get(key)
+                .await
+                .map_err(|e| OpenError::Retry(format!("cannot read claim-check payload: {e}")))?
+        }
+        Err(e) => return Err(OpenError::Permanent(e.to_string())),
+    };
+    let claim = env.claim_key().map(str::to_string);
+    let hook = env
+        .clone()
+        .into_hook(body)
+        .map_err(|e| OpenError::Permanent(e.to_string()))?;
+    Ok(Opened { hook, claim })
+}

@@ -1,0 +1,179 @@
+//! The handlers, built by their crates' `build` on a local stack, and the
+//! requests GitHub would send them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::apigw::ApiGatewayProxyRequest;
+use aws_lambda_events::http::HeaderValue;
+use spigot_aws::aws_config::SdkConfig;
+use spigot_aws::local::LocalStack;
+use spigot_core::ports::{Buffer, DeadLetter, PortError, QuietMetrics, Received};
+use spigot_core::signature::sign_sha256;
+use spigot_engine::EngineConfig;
+
+/// The secret every test payload is signed with.
+pub const SECRET: &str = "spigot-test-secret";
+
+/// A GitHub-style push payload for `repo`, with a marker to tell hooks apart.
+pub fn push_payload(repo: &str, marker: &str) -> String {
+    serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": "1111111111111111111111111111111111111111",
+        "repository": {"name": repo.split('/').nth(1).unwrap_or(repo), "full_name": repo},
+        "commits": [{"id": "1111111111111111111111111111111111111111", "added": [], "modified": ["README.md"], "removed": []}],
+        "marker": marker,
+    })
+    .to_string()
+}
+
+/// An API Gateway proxy request as GitHub's hook would arrive, signed with [`SECRET`].
+pub fn signed_request(
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    state: Option<&str>,
+) -> ApiGatewayProxyRequest {
+    let mut req = ApiGatewayProxyRequest::default();
+    for (k, v) in [
+        ("X-GitHub-Event", event.to_string()),
+        ("X-GitHub-Delivery", delivery.to_string()),
+        ("X-GitHub-Hook-ID", "4242".to_string()),
+        ("X-Hub-Signature-256", sign_sha256(SECRET.as_bytes(), body)),
+        ("Content-Type", "application/json".to_string()),
+        ("User-Agent", "GitHub-Hookshot/abc123".to_string()),
+    ] {
+        req.headers.insert(k, HeaderValue::from_str(&v).unwrap());
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => req.body = Some(text.to_string()),
+        Err(_) => {
+            use base64::Engine;
+            req.body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+            req.is_base64_encoded = true;
+        }
+    }
+    if let Some(s) = state {
+        req.stage_variables.insert("spigot_state".into(), s.into());
+    }
+    req
+}
+
+/// The receiver Lambda's handler over the real adapters of a local stack.
+pub type RealReceiver = spigot_receiver::AwsReceiver;
+
+/// A receiver on `stack` forwarding to `target_url` with `timeout_ms`, built as the Lambda builds it.
+pub async fn receiver(
+    sdk: &SdkConfig,
+    stack: &LocalStack,
+    target_url: &str,
+    timeout_ms: u64,
+) -> RealReceiver {
+    let mut settings = stack.settings();
+    settings.target_url = Some(target_url.to_string());
+    settings.forward_timeout_ms = timeout_ms;
+    settings.webhook_secret = Some(SECRET.to_string());
+    let mut r = spigot_receiver::build(sdk, &settings).await.unwrap();
+    r.metrics = Arc::new(QuietMetrics);
+    r
+}
+
+/// Loads a file of `events/`.
+pub fn event_file(name: &str) -> ApiGatewayProxyRequest {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Loads a file of `tests/fixtures/` as bytes.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// The status and JSON body of a proxy response.
+pub fn answer(
+    resp: &aws_lambda_events::apigw::ApiGatewayProxyResponse,
+) -> (i64, serde_json::Value) {
+    let body = match &resp.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        _ => serde_json::Value::Null,
+    };
+    (resp.status_code, body)
+}
+
+/// The drainer over the real adapters of a local stack, its buffer recording receive counts.
+pub type RealDrainer = spigot_drainer::Drainer<
+    RecordingBuffer,
+    spigot_aws::S3Payloads,
+    spigot_aws::HttpTarget,
+    spigot_aws::StageSwitch,
+>;
+
+/// A drainer on `stack` delivering to `target_url`, built as the Lambda builds it, with test backoffs.
+pub fn drainer(
+    sdk: &SdkConfig,
+    stack: &LocalStack,
+    target_url: &str,
+    concurrency: usize,
+) -> RealDrainer {
+    let mut settings = stack.settings();
+    settings.target_url = Some(target_url.to_string());
+    settings.forward_timeout_ms = 2000;
+    let built = spigot_drainer::build(sdk, &settings).unwrap();
+    let engine = built.engine;
+    spigot_drainer::Drainer {
+        engine: spigot_engine::Engine::new(
+            RecordingBuffer::new(engine.buffer),
+            engine.payloads,
+            engine.target,
+            EngineConfig::test(concurrency, Duration::from_millis(2000)),
+        ),
+        switch: built.switch,
+        metrics: Arc::new(QuietMetrics),
+    }
+}
+
+/// The stage switch of a local stack.
+pub fn switch(sdk: &SdkConfig, stack: &LocalStack) -> spigot_aws::StageSwitch {
+    spigot_aws::StageSwitch::from_settings(sdk, &stack.settings()).unwrap()
+}
+
+/// A buffer that records the `ApproximateReceiveCount` of everything it receives.
+pub struct RecordingBuffer {
+    inner: spigot_aws::SqsBuffer,
+    /// Receive counts seen, in order.
+    pub receive_counts: Mutex<Vec<u32>>,
+}
+
+impl RecordingBuffer {
+    /// Wraps `inner`.
+    pub fn new(inner: spigot_aws::SqsBuffer) -> Self {
+        Self {
+            inner,
+            receive_counts: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Buffer for RecordingBuffer {
+    async fn send(&self, e: &spigot_core::Envelope) -> Result<(), PortError> {
+        self.inner.send(e).await
+    }
+    async fn receive(&self, max: i32, wait: i32) -> Result<Vec<Received>, PortError> {
+        let got = self.inner.receive(max, wait).await?;
+        self.receive_counts
+            .lock()
+            .unwrap()
+            .extend(got.iter().map(|m| m.receive_count));
+        Ok(got)
+    }
+    async fn delete(&self, r: &[String]) -> Result<(), PortError> {
+        self.inner.delete(r).await
+    }
+    async fn set_visibility(&self, r: &str, s: i32) -> Result<(), PortError> {
+        self.inner.set_visibility(r, s).await
+    }
+    async fn dead_letter(&self, l: &DeadLetter) -> Result<(), PortError> {
+        self.inner.dead_letter(l).await
+    }
+}

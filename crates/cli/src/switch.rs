@@ -3,7 +3,7 @@
 use anyhow::Context;
 use serde_json::json;
 use spigot_aws::StageSwitch;
-use spigot_aws::aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use spigot_aws::aws_sdk_sqs::types::QueueAttributeName;
 use spigot_core::ports::{Switch, SwitchError};
 use spigot_core::resources::Resource;
 use spigot_core::spigot::{State, StateError};
@@ -179,30 +179,36 @@ async fn optional_depth(r: &Resolved, q: Resource) -> anyhow::Result<Option<Dept
     }
 }
 
-/// Age in seconds of the oldest message a peek sees (visibility untouched).
+/// Age in seconds of the oldest buffered hook, from CloudWatch's
+/// `ApproximateAgeOfOldestMessage` (last 5 minutes). Never a receive: any
+/// `ReceiveMessage`, even with visibility 0, raises the head message's receive
+/// count towards the dead-letter threshold. `None` locally (moto keeps no SQS
+/// metrics) and where CloudWatch cannot be read.
 async fn oldest_age(r: &Resolved, url: &str) -> Option<u64> {
-    let out = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk)
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(10)
-        .visibility_timeout(0)
-        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+    if r.local.is_some() {
+        return None;
+    }
+    let queue = url.rsplit('/').next()?;
+    let now = std::time::SystemTime::now();
+    let out = aws_sdk_cloudwatch::Client::new(&r.sdk)
+        .get_metric_statistics()
+        .namespace("AWS/SQS")
+        .metric_name("ApproximateAgeOfOldestMessage")
+        .dimensions(Dimension::builder().name("QueueName").value(queue).build())
+        .start_time(DateTime::from(now - std::time::Duration::from_secs(300)))
+        .end_time(DateTime::from(now))
+        .period(60)
+        .statistics(Statistic::Maximum)
         .send()
         .await
         .ok()?;
-    let now = spigot_aws::now_ms();
-    out.messages
-        .unwrap_or_default()
+    out.datapoints()
         .iter()
-        .filter_map(|m| {
-            m.attributes
-                .as_ref()?
-                .get(&MessageSystemAttributeName::SentTimestamp)?
-                .parse::<u64>()
-                .ok()
-        })
-        .min()
-        .map(|sent| now.saturating_sub(sent) / 1000)
+        .filter_map(|d| Some((d.timestamp()?.secs(), d.maximum()?)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, age)| age as u64)
 }
 
 pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {

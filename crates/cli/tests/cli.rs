@@ -961,3 +961,35 @@ async fn on_drain_against_aws_flips_the_stage_and_invokes_the_drainer() {
         "{calls:?}"
     );
 }
+
+/// #14.1: `spigot status` is read-only. 60 calls (what `watch -n2 spigot status`
+/// does in two minutes) during an OFF window must not raise any receive count:
+/// the buffer dead-letters after 50 receives.
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_status_calls_leave_the_buffer_untouched() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    spigot(&dir).args(["off", "--local"]).assert().success();
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 3, &["octo-org/a"], "OFF").await;
+    for _ in 0..60 {
+        let out = spigot(&dir).args(["status", "--local"]).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("3 waiting"));
+    }
+    let dead = take_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    assert!(
+        dead.is_empty(),
+        "status dead-lettered {} hook(s)",
+        dead.len()
+    );
+    let out = spigot(&dir)
+        .args(["on", "--local", "--drain"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Ledger: 3 in, 3 delivered in order, 0 duplicates, 0 dead-lettered.
+    assert_eq!(ledger.check(&target.accepted(), &[]), (3, 0));
+}

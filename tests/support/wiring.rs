@@ -143,6 +143,8 @@ pub struct RecordingBuffer {
     inner: spigot_aws::SqsBuffer,
     /// Receive counts seen, in order.
     pub receive_counts: Mutex<Vec<u32>>,
+    /// The next this many dead-letter sends fail (a DLQ outage).
+    pub failing_dead_letters: std::sync::atomic::AtomicUsize,
 }
 
 impl RecordingBuffer {
@@ -151,6 +153,7 @@ impl RecordingBuffer {
         Self {
             inner,
             receive_counts: Mutex::new(Vec::new()),
+            failing_dead_letters: Default::default(),
         }
     }
 }
@@ -174,6 +177,16 @@ impl Buffer for RecordingBuffer {
         self.inner.set_visibility(r, s).await
     }
     async fn dead_letter(&self, l: &DeadLetter) -> Result<(), PortError> {
+        use std::sync::atomic::Ordering;
+        let failing = &self.failing_dead_letters;
+        if failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PortError::new(
+                "SQS SendMessage to the dead-letter queue failed: unreachable",
+            ));
+        }
         self.inner.dead_letter(l).await
     }
 }

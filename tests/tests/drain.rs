@@ -384,3 +384,48 @@ async fn an_unreadable_state_does_not_drain() {
         s.skipped
     );
 }
+
+/// #14.5: a dead letter that cannot be sent holds its group back like a
+/// retryable failure: the later hooks of its repository must not overtake it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_dead_letter_send_holds_its_repository_back() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let d = drainer(&sdk, &stack, &target.url, 1);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 3, &["octo-org/alpha"], "OFF")
+        .await;
+    let first = ledger.sent[0].0.clone();
+    target.set_rule(move |rec, _| (rec.header("x-github-delivery") == Some(&first)).then_some(404));
+    d.engine
+        .buffer
+        .failing_dead_letters
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+
+    let run = d.drain(None).await;
+    assert_eq!(
+        run.delivered, 0,
+        "later hooks overtook the undead-lettered head: {run:?}"
+    );
+    assert_eq!(run.retried, 1);
+    // Positive control: once the DLQ answers, the head is dead-lettered and the rest follow.
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(30),
+    )
+    .await;
+    let head = vec![ledger.sent[0].0.clone()];
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &head);
+    let dead = take_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    println!(
+        "ledger failed DLQ send: in 3, delivered {delivered}, duplicates {duplicates}, dlq {}",
+        dead.len()
+    );
+    assert_eq!((delivered, duplicates, dead.len()), (2, 0, 1));
+    assert!(dead[0].1["Reason"].contains("404"));
+}

@@ -328,7 +328,6 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     }
                     break;
                 }
-                Step::Leave => {}
             }
         }
         (receipts, claims)
@@ -397,9 +396,10 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         match self.buffer.dead_letter(letter).await {
             Ok(()) => Step::DeadLettered,
             Err(e) => {
-                // Not deleted: it stays in the buffer and is tried again later.
-                tracing::error!(%id, error = %e, "cannot dead-letter; leaving it in the buffer");
-                Step::Leave
+                // Not deleted: it stays in the buffer, backed off like a retryable failure,
+                // and the rest of its group waits behind it (nothing overtakes it).
+                tracing::error!(%id, error = %e, "cannot dead-letter; backing off");
+                Step::Retry(format!("cannot dead-letter: {e}"))
             }
         }
     }
@@ -409,5 +409,4 @@ enum Step {
     Delivered(Option<String>),
     DeadLettered,
     Retry(String),
-    Leave,
 }

@@ -176,6 +176,9 @@ impl Buffer for RecordingBuffer {
     async fn set_visibility(&self, r: &str, s: i32) -> Result<(), PortError> {
         self.inner.set_visibility(r, s).await
     }
+    async fn depth(&self) -> Result<u64, PortError> {
+        self.inner.depth().await
+    }
     async fn dead_letter(&self, l: &DeadLetter) -> Result<(), PortError> {
         use std::sync::atomic::Ordering;
         let failing = &self.failing_dead_letters;

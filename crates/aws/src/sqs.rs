@@ -4,6 +4,7 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
 };
 use spigot_core::config::{ConfigError, Settings};
 use spigot_core::envelope::Envelope;
@@ -133,6 +134,27 @@ impl Buffer for SqsBuffer {
             .await
             .map_err(|e| port("SQS ChangeMessageVisibility on the buffer", e))?;
         Ok(())
+    }
+
+    async fn depth(&self) -> Result<u64, PortError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| port("SQS GetQueueAttributes of the buffer", e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |k: QueueAttributeName| {
+            attrs
+                .get(&k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(get(QueueAttributeName::ApproximateNumberOfMessages)
+            + get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
     }
 
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {

@@ -3,7 +3,7 @@
 use aws_sdk_apigateway::Client;
 use aws_sdk_apigateway::types::{Op, PatchOperation};
 use spigot_core::config::{ConfigError, Settings};
-use spigot_core::ports::{PortError, Switch, SwitchError};
+use spigot_core::ports::{PortError, StageRef, Stages, Switch, SwitchError};
 use spigot_core::resources::Resource;
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 
@@ -67,10 +67,33 @@ impl Switch for StageSwitch {
     }
 
     async fn set(&self, state: State) -> Result<(), PortError> {
+        let stage = StageRef {
+            api_id: self.api_id.clone(),
+            stage: self.stage.clone(),
+        };
+        ApiStages::new(self.client.clone()).set(&stage, state).await
+    }
+}
+
+/// `spigot_state` on any stage of the account's REST APIs.
+#[derive(Debug, Clone)]
+pub struct ApiStages {
+    client: Client,
+}
+
+impl ApiStages {
+    /// Stages through `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Stages for ApiStages {
+    async fn set(&self, stage: &StageRef, state: State) -> Result<(), PortError> {
         self.client
             .update_stage()
-            .rest_api_id(&self.api_id)
-            .stage_name(&self.stage)
+            .rest_api_id(&stage.api_id)
+            .stage_name(&stage.stage)
             .patch_operations(
                 PatchOperation::builder()
                     .op(Op::Replace)
@@ -82,7 +105,7 @@ impl Switch for StageSwitch {
             .await
             .map_err(|e| {
                 port(
-                    &format!("API Gateway UpdateStage {}/{}", self.api_id, self.stage),
+                    &format!("API Gateway UpdateStage {}/{}", stage.api_id, stage.stage),
                     e,
                 )
             })?;

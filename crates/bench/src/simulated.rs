@@ -150,6 +150,11 @@ impl Buffer for SimulatedSqs {
         Ok(())
     }
 
+    async fn depth(&self) -> Result<u64, PortError> {
+        self.call().await;
+        Ok(self.state.lock().unwrap().queue.len() as u64)
+    }
+
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
         self.call().await;
         self.state.lock().unwrap().dead.push(letter.clone());

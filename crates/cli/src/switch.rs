@@ -62,18 +62,27 @@ async fn flip(place: &Where, state: State) -> Result<(), CliError> {
     let r = place.resolve().await?;
     let switch = switch(&r)?;
     let old = shown(switch.read().await).context("cannot flip the spigot")?;
-    switch.set(state).await.context("cannot flip the spigot")?;
     let waiting = match r.get(Resource::BufferUrl) {
         Some(url) => depth(&r, url).await.map(|d| d.visible + d.in_flight).ok(),
         None => None,
     };
+    // ON with hooks still buffered: new hooks queue behind them until the drainer empties the buffer.
+    let state = match (state, waiting) {
+        (State::On, Some(n)) if n > 0 => State::Draining,
+        (state, _) => state,
+    };
+    switch.set(state).await.context("cannot flip the spigot")?;
     println!(
         "spigot {} -> {}{}",
         old.as_deref().unwrap_or("unset"),
         state,
-        waiting
-            .map(|n| format!(" ({n} hooks in the buffer)"))
-            .unwrap_or_default()
+        match (state, waiting) {
+            (State::Draining, Some(n)) => format!(
+                " ({n} hooks in the buffer; new hooks queue behind them, ON once they are delivered)"
+            ),
+            (_, Some(n)) => format!(" ({n} hooks in the buffer)"),
+            (_, None) => String::new(),
+        }
     );
     Ok(())
 }

@@ -133,10 +133,14 @@ async fn dev_serves_webhooks_and_on_off_flip_it() {
     let (status, _) = post(&url, "cli-3", &body, "wrong secret").await;
     assert_eq!(status, 401);
 
+    // ON with a hook buffered goes through DRAINING; the dev drainer delivers
+    // what was buffered while OFF, then sets ON.
     let out = spigot(&dir).args(["on", "--local"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OFF -> ON"));
-    assert_eq!(status_json(&dir)["state"], "ON");
-    // The dev drainer delivers what was buffered while OFF.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("OFF -> DRAINING"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while target.accepted().len() < 2 {
         assert!(
@@ -992,4 +996,89 @@ async fn sixty_status_calls_leave_the_buffer_untouched() {
     assert!(out.status.success());
     // Ledger: 3 in, 3 delivered in order, 0 duplicates, 0 dead-lettered.
     assert_eq!(ledger.check(&target.accepted(), &[]), (3, 0));
+}
+
+/// Polls `spigot status` until the state is `want`.
+async fn wait_for_state(dir: &PathBuf, want: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while status_json(dir)["state"] != want {
+        assert!(
+            Instant::now() < deadline,
+            "the spigot did not become {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// #14.7: a hook sent right after `spigot on` must not overtake the older hooks
+/// of its repository that still wait in the buffer.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_on_a_new_hook_queues_behind_the_buffered_ones_then_hooks_go_live() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    spigot(&dir).args(["off", "--local"]).assert().success();
+    let mut sent = Vec::new();
+    for i in 1..=5 {
+        let body = push_payload("octo-org/r", &i.to_string()).into_bytes();
+        let id = format!("{}-{i}", unique("order"));
+        let (status, json) = post(&url, &id, &body, SECRET).await;
+        assert_eq!(status, 202, "{json}");
+        sent.push(id);
+    }
+    let out = spigot(&dir).args(["on", "--local"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OFF -> DRAINING"));
+    let body = push_payload("octo-org/r", "6").into_bytes();
+    let sixth = format!("{}-6", unique("order"));
+    let (status, json) = post(&url, &sixth, &body, SECRET).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (202, Some("buffered")),
+        "{json}"
+    );
+    sent.push(sixth);
+    wait_for("all six delivered", 60, || target.accepted().len() >= 6).await;
+    let got: Vec<String> = target
+        .accepted()
+        .iter()
+        .map(|r| r.header("x-github-delivery").unwrap().to_string())
+        .collect();
+    // Ledger: 6 in, 6 delivered in order, 0 duplicates, 0 dead-lettered.
+    assert_eq!(got, sent, "order within the repository");
+    wait_for_state(&dir, "ON", 30).await;
+    let (status, json) = post(&url, "live-7", &body, SECRET).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("delivered")),
+        "{json}"
+    );
+}
+
+/// #14.7: a receiver that buffers because the target failed sets DRAINING, so
+/// later hooks queue behind; the drainer sets ON once the buffer is empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_outage_sets_draining_until_the_buffer_is_delivered() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    target.set_status(503);
+    let body = push_payload("octo-org/r", "1").into_bytes();
+    let (status, _) = post(&url, "outage-1", &body, SECRET).await;
+    assert_eq!(status, 202);
+    assert_eq!(status_json(&dir)["state"], "DRAINING");
+    target.set_status(200);
+    let (status, json) = post(&url, "outage-2", &body, SECRET).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (202, Some("buffered")),
+        "{json}"
+    );
+    wait_for("both delivered", 60, || target.accepted().len() >= 2).await;
+    let got: Vec<_> = target
+        .accepted()
+        .iter()
+        .map(|r| r.header("x-github-delivery").unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["outage-1", "outage-2"]);
+    wait_for_state(&dir, "ON", 30).await;
 }

@@ -1,4 +1,5 @@
-//! The switch: is the spigot ON (forward) or OFF (buffer)?
+//! The switch: is the spigot ON (forward), DRAINING (buffer behind older hooks
+//! while the drainer catches up) or OFF (buffer, no drain)?
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +12,9 @@ pub const STAGE_VARIABLE: &str = "spigot_state";
 pub enum State {
     /// Hooks pass through to the target.
     On,
+    /// The buffer still holds hooks: new ones are buffered behind them and the
+    /// drainer delivers; it sets ON once a run ends with the buffer empty.
+    Draining,
     /// Hooks wait in the buffer (maintenance).
     Off,
 }
@@ -22,7 +26,7 @@ pub enum StateError {
     #[error("stage variable spigot_state is not set; set it to ON or OFF (spigot on|off)")]
     Missing,
     /// The stage variable holds something else.
-    #[error("spigot_state must be ON or OFF, got {0:?}")]
+    #[error("spigot_state must be ON, DRAINING or OFF, got {0:?}")]
     Unknown(String),
 }
 
@@ -36,22 +40,31 @@ impl State {
     pub fn forwards(self) -> bool {
         match self {
             State::On => true,
-            State::Off => false,
+            State::Draining | State::Off => false,
         }
     }
 
     /// True when the drainer (and the relay) deliver the buffer.
     pub fn drains(self) -> bool {
         match self {
-            State::On => true,
+            State::On | State::Draining => true,
             State::Off => false,
         }
     }
 
-    /// `ON` or `OFF`, as stored in the stage variable.
+    /// The state to leave once the buffer is empty: DRAINING becomes ON.
+    pub fn when_drained(self) -> Option<State> {
+        match self {
+            State::Draining => Some(State::On),
+            State::On | State::Off => None,
+        }
+    }
+
+    /// `ON`, `DRAINING` or `OFF`, as stored in the stage variable.
     pub fn as_str(self) -> &'static str {
         match self {
             State::On => "ON",
+            State::Draining => "DRAINING",
             State::Off => "OFF",
         }
     }
@@ -64,6 +77,7 @@ impl FromStr for State {
         match s.trim().to_ascii_uppercase().as_str() {
             "ON" => Ok(State::On),
             "OFF" => Ok(State::Off),
+            "DRAINING" => Ok(State::Draining),
             _ => Err(StateError::Unknown(s.chars().take(40).collect())),
         }
     }
@@ -101,11 +115,14 @@ mod tests {
     fn behaviour_table() {
         assert!(State::On.forwards() && State::On.drains());
         assert!(!State::Off.forwards() && !State::Off.drains());
+        assert!(!State::Draining.forwards() && State::Draining.drains());
+        assert_eq!(State::Draining.when_drained(), Some(State::On));
+        assert_eq!(State::On.when_drained(), None);
     }
 
     #[test]
     fn round_trips_through_its_string() {
-        for s in [State::On, State::Off] {
+        for s in [State::On, State::Draining, State::Off] {
             assert_eq!(s.as_str().parse::<State>(), Ok(s));
         }
     }

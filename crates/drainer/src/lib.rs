@@ -12,7 +12,8 @@ use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
     Buffer, Clock, MetricsSink, PayloadStore, StdoutMetrics, Switch, SystemClock, Target,
 };
-use spigot_engine::{Counters, Engine, EngineConfig, Summary, gate};
+use spigot_core::spigot::State;
+use spigot_engine::{Counters, Engine, EngineConfig, Stop, Summary, gate};
 
 /// The drainer: the engine plus the switch it obeys.
 pub struct Drainer<B, P, T, S> {
@@ -51,11 +52,7 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
                 }
                 Summary::skipped(skipped)
             }
-            Ok(()) => {
-                self.engine
-                    .run(deadline, &AtomicBool::new(false), &Counters::default())
-                    .await
-            }
+            Ok(state) => self.run(state, deadline).await,
         };
         tracing::info!(
             delivered = summary.delivered,
@@ -73,6 +70,42 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             .count("DeadLettered", summary.dead_lettered)
             .count("Released", summary.released);
         self.metrics.emit(&m, SystemClock.now_ms());
+        summary
+    }
+
+    /// Drains; a DRAINING spigot becomes ON once a run ends with the buffer
+    /// empty, and one more run delivers what was buffered during the flip.
+    async fn run(&self, state: State, deadline: Option<Instant>) -> Summary {
+        let counters = Counters::default();
+        let cancel = AtomicBool::new(false);
+        let mut summary = self.engine.run(deadline, &cancel, &counters).await;
+        let Some(next) = state.when_drained() else {
+            return summary;
+        };
+        if summary.stop != Some(Stop::Empty) {
+            return summary;
+        }
+        match self.engine.buffer.depth().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    waiting = n,
+                    "buffer not empty yet (hooks in backoff): staying DRAINING"
+                );
+                return summary;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the buffer depth: staying DRAINING");
+                return summary;
+            }
+        }
+        if let Err(e) = self.switch.set(next).await {
+            tracing::error!(error = %e, "buffer drained but the spigot could not be set ON");
+            return summary;
+        }
+        tracing::info!("buffer drained: spigot {} -> {}", state, next);
+        summary = self.engine.run(deadline, &cancel, &counters).await;
+        summary.switched_to = Some(next.as_str());
         summary
     }
 }

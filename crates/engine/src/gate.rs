@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 use spigot_core::ports::{Switch, SwitchError, Target};
+use spigot_core::spigot::State;
 
 /// Why a run did not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,24 +36,24 @@ impl Serialize for Skipped {
     }
 }
 
-/// Opens the gate when the spigot drains and the target answers its probe.
-/// Nothing is received from the buffer otherwise, so no receive count is burnt.
-pub async fn gate(switch: &impl Switch, target: &impl Target) -> Result<(), Skipped> {
-    match switch.read().await {
-        Ok(state) if state.drains() => {}
+/// Opens the gate when the spigot drains (ON or DRAINING) and the target
+/// answers its probe; returns the state it found. Nothing is received from the
+/// buffer otherwise, so no receive count is burnt.
+pub async fn gate(switch: &impl Switch, target: &impl Target) -> Result<State, Skipped> {
+    let state = match switch.read().await {
+        Ok(state) if state.drains() => state,
         Ok(_) => return Err(Skipped::Off),
         Err(SwitchError::Port(e)) => return Err(Skipped::SwitchUnreachable(e.to_string())),
         Err(SwitchError::State(e)) => return Err(Skipped::StateInvalid(e.to_string())),
-    }
+    };
     if !target.probe().await {
         return Err(Skipped::TargetDown);
     }
-    Ok(())
+    Ok(state)
 }
 
 #[cfg(test)]
 mod tests {
-    use spigot_core::State;
     use spigot_core::ports::memory::{MemorySwitch, MemoryTarget};
 
     use super::*;
@@ -60,7 +61,14 @@ mod tests {
     #[tokio::test]
     async fn opens_only_when_the_spigot_drains() {
         let target = MemoryTarget::default();
-        assert_eq!(gate(&MemorySwitch::new(State::On), &target).await, Ok(()));
+        assert_eq!(
+            gate(&MemorySwitch::new(State::On), &target).await,
+            Ok(State::On)
+        );
+        assert_eq!(
+            gate(&MemorySwitch::new(State::Draining), &target).await,
+            Ok(State::Draining)
+        );
         assert_eq!(
             gate(&MemorySwitch::new(State::Off), &target).await,
             Err(Skipped::Off)

@@ -71,6 +71,9 @@ pub struct Summary {
     /// Why it did not run, when skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Skipped>,
+    /// The state the run left the spigot in, when it changed it (DRAINING -> ON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switched_to: Option<&'static str>,
 }
 
 impl Summary {
@@ -84,6 +87,7 @@ impl Summary {
             held: 0,
             stop: None,
             skipped: Some(why),
+            switched_to: None,
         }
     }
 }
@@ -99,6 +103,7 @@ impl Counters {
             held: self.held.load(Ordering::Relaxed),
             stop,
             skipped: None,
+            switched_to: None,
         }
     }
 }

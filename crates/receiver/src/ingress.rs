@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body as ResponseBody;
 use aws_lambda_events::http::HeaderValue;
+use spigot_core::ports::StageRef;
 use spigot_core::webhook;
 
 /// A webhook request: raw body bytes, headers, and the stage variables of the stage it came through.
@@ -18,6 +19,8 @@ pub struct Inbound {
     pub body: Vec<u8>,
     /// The stage variables (`spigot_state`).
     pub stage_variables: HashMap<String, String>,
+    /// The API stage the request came through (the receiver sets DRAINING there).
+    pub stage: Option<StageRef>,
 }
 
 impl Inbound {
@@ -32,6 +35,13 @@ impl Inbound {
                 .collect(),
             body: webhook::decode_body(req.body.as_deref(), req.is_base64_encoded)?,
             stage_variables: req.stage_variables.clone(),
+            stage: match (&req.request_context.apiid, &req.request_context.stage) {
+                (Some(api_id), Some(stage)) => Some(StageRef {
+                    api_id: api_id.clone(),
+                    stage: stage.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 

@@ -7,16 +7,19 @@
 pub mod ingress;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
-use spigot_aws::{AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
+use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
 use spigot_core::config::{DeliveryMode, Settings};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
-use spigot_core::ports::{Buffer, EvalQueue, MetricsSink, PayloadStore, StdoutMetrics, Target};
+use spigot_core::ports::{
+    Buffer, EvalQueue, MetricsSink, PayloadStore, StageRef, Stages, StdoutMetrics, Target,
+};
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 use spigot_core::webhook::Hook;
 use spigot_core::{Secrets, Verifier};
@@ -30,7 +33,7 @@ pub const BUFFER_PAYLOADS: &str = "payloads/";
 pub const EVAL_PAYLOADS: &str = "payloads/eval/";
 
 /// The receiver and the ports it drives.
-pub struct Receiver<B, P, T, E> {
+pub struct Receiver<B, P, T, E, C> {
     /// The FIFO buffer (and its dead-letter queue).
     pub buffer: B,
     /// Claim-check storage; `None` answers 413 to hooks too large for a message.
@@ -45,10 +48,16 @@ pub struct Receiver<B, P, T, E> {
     pub claim_check_bytes: usize,
     /// Where the EMF metrics of each request go.
     pub metrics: Arc<dyn MetricsSink>,
+    /// Sets DRAINING on the request's stage when the target fails, so that later
+    /// hooks queue behind the buffered ones; `None`: never.
+    pub stages: Option<C>,
 }
 
+/// How long the receiver waits for the DRAINING flip (best effort, beside the buffering).
+pub const DRAINING_FLIP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The receiver on AWS adapters.
-pub type AwsReceiver = Receiver<SqsBuffer, S3Payloads, HttpTarget, SqsEvalQueue>;
+pub type AwsReceiver = Receiver<SqsBuffer, S3Payloads, HttpTarget, SqsEvalQueue, ApiStages>;
 
 /// The receiver of a deployment (or a local stack), as its settings name it;
 /// the webhook secret is read from Secrets Manager when `WEBHOOK_SECRET_ARN` is set.
@@ -73,6 +82,9 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, 
         verifier: Verifier::new(secrets, settings.allow_sha1),
         claim_check_bytes: settings.claim_check_bytes,
         metrics: Arc::new(StdoutMetrics),
+        stages: Some(ApiStages::new(spigot_aws::aws_sdk_apigateway::Client::new(
+            sdk,
+        ))),
     })
 }
 
@@ -159,12 +171,13 @@ impl Refusal {
     }
 }
 
-impl<B, P, T, E> Receiver<B, P, T, E>
+impl<B, P, T, E, C> Receiver<B, P, T, E, C>
 where
     B: Buffer,
     P: PayloadStore,
     T: Target,
     E: EvalQueue,
+    C: Stages,
 {
     /// Handles one webhook request received at `now_ms`.
     pub async fn handle(&self, inbound: &Inbound, now_ms: u64) -> Answer {
@@ -238,9 +251,31 @@ where
             }
             Delivery::Retryable(f) => {
                 tracing::warn!(%delivery, reason = %f.reason, "target unavailable; buffering");
-                self.buffer(hook, Some(f.reason)).await
+                let (taken, ()) = tokio::join!(
+                    self.buffer(hook, Some(f.reason)),
+                    self.mark_draining(inbound.stage.as_ref())
+                );
+                taken
             }
             Delivery::Permanent(f) => self.dead_letter(hook, f.reason, f.status).await,
+        }
+    }
+
+    /// The target failed while ON: later hooks must queue behind this one, so the
+    /// stage goes DRAINING (best effort, bounded; the drainer sets ON when drained).
+    async fn mark_draining(&self, stage: Option<&StageRef>) {
+        let (Some(stages), Some(stage)) = (&self.stages, stage) else {
+            return;
+        };
+        match tokio::time::timeout(DRAINING_FLIP_TIMEOUT, stages.set(stage, State::Draining)).await
+        {
+            Ok(Ok(())) => {
+                tracing::info!(api = %stage.api_id, stage = %stage.stage, "spigot ON -> DRAINING")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot set DRAINING; later hooks may overtake")
+            }
+            Err(_) => tracing::warn!("setting DRAINING timed out; later hooks may overtake"),
         }
     }
 
@@ -358,7 +393,7 @@ mod tests {
     use spigot_core::signature::sign_sha256;
     use spigot_core::{Failure, Secrets};
 
-    type Mem = Receiver<MemoryBuffer, MemoryPayloads, MemoryTarget, MemoryEvalQueue>;
+    type Mem = Receiver<MemoryBuffer, MemoryPayloads, MemoryTarget, MemoryEvalQueue, MemoryStages>;
 
     fn receiver(script: Vec<Delivery>) -> Mem {
         Receiver {
@@ -372,6 +407,7 @@ mod tests {
             verifier: Verifier::new(Some(Secrets::parse("s3cret").unwrap()), false),
             claim_check_bytes: 1024,
             metrics: Arc::new(spigot_core::ports::QuietMetrics),
+            stages: Some(MemoryStages::default()),
         }
     }
 
@@ -414,6 +450,45 @@ mod tests {
             "a dead letter gets a fresh dedup id"
         );
         assert!(r.buffer.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_target_sets_draining_on_the_request_stage_and_a_refusal_does_not() {
+        let stage = StageRef {
+            api_id: "api1".into(),
+            stage: "live".into(),
+        };
+        let with_stage = |req: ApiGatewayProxyRequest| {
+            let mut inbound = Inbound::from_rest(&req).unwrap();
+            inbound.stage = Some(stage.clone());
+            inbound
+        };
+        let down = receiver(vec![Delivery::unreachable("connection refused")]);
+        let answer = down
+            .handle(&with_stage(request("push", PUSH, Some("ON"))), 1)
+            .await;
+        assert_eq!(answer.status, 202);
+        let set = down.stages.as_ref().unwrap().0.lock().unwrap().clone();
+        assert_eq!(set, vec![(stage.clone(), State::Draining)]);
+
+        let refused = receiver(vec![Delivery::Permanent(Failure {
+            status: Some(404),
+            reason: "target answered 404".into(),
+        })]);
+        let answer = refused
+            .handle(&with_stage(request("push", PUSH, Some("ON"))), 1)
+            .await;
+        assert_eq!(answer.status, 502);
+        assert!(
+            refused
+                .stages
+                .as_ref()
+                .unwrap()
+                .0
+                .lock()
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

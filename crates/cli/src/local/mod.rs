@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use spigot_core::Secrets;
 use spigot_core::ports::QuietMetrics;
+use spigot_core::resources::Resource;
 
 pub use drainer::drainer;
 
@@ -98,13 +99,13 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         "spigot dev: POST webhooks to http://{}/webhook -> {target_url}\n  local stack {} (API {} stage {}) in {endpoint}; ids in {DEV_FILE}\n  spigot off --local / spigot on --local flips the spigot; Ctrl-C stops",
         args.listen,
         args.name,
-        stack.get(spigot_core::resources::Resource::ApiId),
-        stack.get(spigot_core::resources::Resource::Stage),
+        stack.get(Resource::ApiId),
+        stack.get(Resource::Stage),
     );
-    server::serve(
-        args.listen,
-        receiver,
-        crate::switch::stage_switch(&sdk, &stack),
-    )
-    .await
+    let stage = spigot_core::ports::StageRef {
+        api_id: stack.get(Resource::ApiId).to_string(),
+        stage: stack.get(Resource::Stage).to_string(),
+    };
+    let switch = crate::switch::stage_switch(&sdk, &stack);
+    server::serve(args.listen, receiver, switch, stage).await
 }

@@ -10,7 +10,7 @@ use axum::extract::State as AxState;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use spigot_aws::StageSwitch;
-use spigot_core::ports::{Clock, SystemClock};
+use spigot_core::ports::{Clock, StageRef, SystemClock};
 use spigot_receiver::{AwsReceiver, Inbound};
 
 use crate::CliError;
@@ -18,6 +18,7 @@ use crate::CliError;
 struct App {
     receiver: AwsReceiver,
     switch: StageSwitch,
+    stage: StageRef,
 }
 
 /// Serves the receiver at `listen` until Ctrl-C.
@@ -25,6 +26,7 @@ pub async fn serve(
     listen: SocketAddr,
     receiver: AwsReceiver,
     switch: StageSwitch,
+    stage: StageRef,
 ) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -39,7 +41,11 @@ pub async fn serve(
             "/",
             axum::routing::get(|| async { "spigot dev: POST GitHub webhooks to /webhook\n" }),
         )
-        .with_state(Arc::new(App { receiver, switch }));
+        .with_state(Arc::new(App {
+            receiver,
+            switch,
+            stage,
+        }));
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -57,6 +63,7 @@ async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Byte
             .collect(),
         body: body.to_vec(),
         stage_variables: Default::default(),
+        stage: Some(app.stage.clone()),
     };
     match app.switch.variables().await {
         Ok(vars) => inbound.stage_variables = vars,

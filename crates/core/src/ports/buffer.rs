@@ -51,6 +51,8 @@ pub trait Buffer: Send + Sync {
         receipt: &str,
         seconds: i32,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Hooks in the buffer, visible or in flight (approximate on SQS).
+    fn depth(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
     /// Sends a message to the dead-letter queue, with the reason as attributes.
     fn dead_letter(
         &self,

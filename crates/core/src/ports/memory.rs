@@ -57,6 +57,10 @@ impl Buffer for MemoryBuffer {
     async fn set_visibility(&self, _receipt: &str, _seconds: i32) -> Result<(), PortError> {
         self.check()
     }
+    async fn depth(&self) -> Result<u64, PortError> {
+        self.check()?;
+        Ok(self.sent.lock().unwrap().len() as u64)
+    }
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
         self.check()?;
         self.dead.lock().unwrap().push(letter.clone());
@@ -200,5 +204,16 @@ pub struct FixedClock(pub std::sync::atomic::AtomicU64);
 impl Clock for FixedClock {
     fn now_ms(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Stages in memory: records every state set.
+#[derive(Debug, Default)]
+pub struct MemoryStages(pub Mutex<Vec<(StageRef, crate::spigot::State)>>);
+
+impl Stages for MemoryStages {
+    async fn set(&self, stage: &StageRef, state: crate::spigot::State) -> Result<(), PortError> {
+        self.0.lock().unwrap().push((stage.clone(), state));
+        Ok(())
     }
 }

@@ -23,5 +23,5 @@ pub use filters::{FilterStore, StoredFilter};
 pub use metrics::{MetricsSink, QuietMetrics, StdoutMetrics};
 pub use payloads::PayloadStore;
 pub use pipelines::{Pipelines, Start, StartError};
-pub use switch::{Switch, SwitchError};
+pub use switch::{StageRef, Stages, Switch, SwitchError};
 pub use target::Target;

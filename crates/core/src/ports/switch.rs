@@ -21,3 +21,23 @@ pub trait Switch: Send + Sync {
     /// Sets the state.
     fn set(&self, state: State) -> impl Future<Output = Result<(), PortError>> + Send;
 }
+
+/// A stage of an API whose `spigot_state` governs the hooks that come through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageRef {
+    /// The API id.
+    pub api_id: String,
+    /// The stage name.
+    pub stage: String,
+}
+
+/// Sets `spigot_state` on the stage a request came through (the receiver
+/// learns its stage from each request, not from its configuration).
+pub trait Stages: Send + Sync {
+    /// Sets `state` on `stage`.
+    fn set(
+        &self,
+        stage: &StageRef,
+        state: State,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}

@@ -46,6 +46,9 @@ struct TargetState {
     delay_ms: AtomicU64,
     seen: AtomicUsize,
     got: Mutex<Vec<Recorded>>,
+    retry_after: AtomicU64,
+    /// When each POST arrived, in order.
+    times: Mutex<Vec<std::time::Instant>>,
     rule: Mutex<Option<Rule>>,
 }
 
@@ -79,6 +82,16 @@ impl FakeTarget {
         *self.state.rule.lock().unwrap() = Some(Box::new(rule));
     }
 
+    /// Sends `Retry-After: seconds` with every 429 and 503 (0: none).
+    pub fn set_retry_after(&self, seconds: u64) {
+        self.state.retry_after.store(seconds, Ordering::SeqCst);
+    }
+
+    /// When each POST arrived, in arrival order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.state.times.lock().unwrap().clone()
+    }
+
     /// Every POST or PUT accepted with a 2xx, in arrival order.
     pub fn accepted(&self) -> Vec<Recorded> {
         self.state.got.lock().unwrap().clone()
@@ -96,12 +109,14 @@ async fn record(
     headers: HeaderMap,
     method: axum::http::Method,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let default = state.status.load(Ordering::SeqCst);
     if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
-        return StatusCode::from_u16(default).unwrap();
+        return StatusCode::from_u16(default).unwrap().into_response();
     }
     let n = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
+    state.times.lock().unwrap().push(std::time::Instant::now());
     let rec = Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -125,5 +140,10 @@ async fn record(
     if (200..300).contains(&status) {
         state.got.lock().unwrap().push(rec);
     }
-    StatusCode::from_u16(status).unwrap()
+    let retry_after = state.retry_after.load(Ordering::SeqCst);
+    let code = StatusCode::from_u16(status).unwrap();
+    if retry_after > 0 && (status == 429 || status == 503) {
+        return (code, [("retry-after", retry_after.to_string())]).into_response();
+    }
+    code.into_response()
 }

@@ -429,3 +429,93 @@ async fn a_failed_dead_letter_send_holds_its_repository_back() {
     assert_eq!((delivered, duplicates, dead.len()), (2, 0, 1));
     assert!(dead[0].1["Reason"].contains("404"));
 }
+
+/// #14.2: the engine owns the retry budget. A hook its target keeps refusing
+/// with 503 is dead-lettered with a reason after `max_attempts` attempts
+/// (not by SQS after N receives, which holds and releases also count), and
+/// the hooks held behind it are then delivered on their first attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_engine_dead_letters_after_its_own_attempt_cap_with_a_reason() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut d = drainer(&sdk, &stack, &target.url, 1);
+    d.engine.config.policy.max_attempts = 3;
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 3, &["octo-org/alpha"], "OFF")
+        .await;
+    let head = ledger.sent[0].0.clone();
+    let refused = head.clone();
+    target
+        .set_rule(move |rec, _| (rec.header("x-github-delivery") == Some(&refused)).then_some(503));
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let (delivered, duplicates) = ledger.check(&target.accepted(), std::slice::from_ref(&head));
+    let dead = take_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    println!(
+        "ledger attempt cap: in 3, delivered {delivered}, duplicates {duplicates}, dlq {}, attempts at the target {}",
+        dead.len(),
+        target.attempts()
+    );
+    assert_eq!((delivered, duplicates, dead.len()), (2, 0, 1));
+    assert!(
+        dead[0].1["Reason"].contains("gave up after 3 delivery attempts")
+            && dead[0].1["Reason"].contains("503"),
+        "{:?}",
+        dead[0].1
+    );
+    assert_eq!(
+        target.attempts(),
+        3 + 2,
+        "three attempts at the head, one each for the rest"
+    );
+    // The attempt count is forgotten once the hook is dead-lettered.
+    let left = spigot_aws::s3_client(&sdk)
+        .list_objects_v2()
+        .bucket(stack.get(Resource::Bucket))
+        .prefix("attempts/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.key_count(), Some(0));
+}
+
+/// #14.10: a 503 with `Retry-After` is not retried before the target asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_respected() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let d = drainer(&sdk, &stack, &target.url, 1);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 1, &["octo-org/alpha"], "OFF")
+        .await;
+    target.set_rule(|_, n| (n == 1).then_some(503));
+    target.set_retry_after(4);
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(30),
+    )
+    .await;
+    let times = target.arrivals();
+    assert_eq!(times.len(), 2);
+    let waited = times[1] - times[0];
+    // The test policy backs off 1-2 s; the target asked for 4.
+    assert!(
+        waited >= Duration::from_millis(3900),
+        "retried after {waited:?}"
+    );
+    assert_eq!(ledger.check(&target.accepted(), &[]), (1, 0));
+}

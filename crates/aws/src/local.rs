@@ -44,6 +44,10 @@ impl LocalStack {
     }
 }
 
+/// The buffer's `maxReceiveCount`: a backstop no normal operation reaches (the
+/// engine dead-letters, with a reason, after `MAX_ATTEMPTS` delivery attempts).
+pub const MAX_RECEIVES: u32 = 500;
+
 /// Why the local stack could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -77,7 +81,7 @@ pub async fn provision(
         &sqs,
         &format!("{name}-buffer.fifo"),
         true,
-        Some((&buffer_dlq_url, 50)),
+        Some((&buffer_dlq_url, MAX_RECEIVES)),
     )
     .await
     .map_err(fail("buffer queue"))?;

@@ -70,7 +70,8 @@ impl Target for HttpTarget {
             req = req.header(name.as_str(), value.as_str());
         }
         match req.send().await {
-            Ok(resp) => Delivery::from_status(resp.status().as_u16()),
+            Ok(resp) => Delivery::from_status(resp.status().as_u16())
+                .with_retry_after(retry_after(resp.headers())),
             Err(e) if e.is_timeout() => Delivery::unreachable(format!(
                 "target did not answer within {} ms",
                 self.timeout.as_millis()
@@ -91,6 +92,17 @@ impl Target for HttpTarget {
             Err(_) => false,
         }
     }
+}
+
+/// `Retry-After` in seconds (the delta-seconds form; an HTTP date is ignored).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn root(e: &dyn std::error::Error) -> String {

@@ -237,6 +237,6 @@ fn bench_config() -> EngineConfig {
         stop_before: Duration::ZERO,
         until_empty: true,
         heartbeat: None,
-        policy: Policy::production(3),
+        policy: Policy::production(3, 100),
     }
 }

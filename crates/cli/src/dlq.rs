@@ -51,6 +51,30 @@ struct Letter {
 }
 
 impl Letter {
+    /// Why it is dead: Spigot's recorded reason, or (a letter SQS moved by itself
+    /// after the buffer's maxReceiveCount) how many receives it took.
+    fn reason(&self) -> String {
+        if let Some(r) = self.attr("Reason") {
+            return r;
+        }
+        if let Some(r) = self.envelope.as_ref().and_then(|e| e.last_error.clone()) {
+            return r;
+        }
+        // This listing's own receive is one of them.
+        let receives = self
+            .message
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|n| n.saturating_sub(1))
+            .filter(|n| *n > 0);
+        match receives {
+            Some(n) => format!("moved by SQS after {n} receives (the buffer's maxReceiveCount); Spigot recorded no reason"),
+            None => "moved by SQS after the buffer's maxReceiveCount of receives; Spigot recorded no reason".into(),
+        }
+    }
+
     fn attr(&self, name: &str) -> Option<String> {
         self.message
             .message_attributes
@@ -153,7 +177,7 @@ async fn list(sqs: &Client, dlq: &str, json: bool) -> Result<(), CliError> {
                 "delivery": e.map(|e| e.delivery.clone()),
                 "event": e.map(|e| e.event.clone()),
                 "repository": e.and_then(|e| e.repository.clone()),
-                "reason": l.attr("Reason").or_else(|| e.and_then(|e| e.last_error.clone())),
+                "reason": l.reason(),
                 "status": l.attr("Status"),
                 "age_seconds": sent.map(|s| now.saturating_sub(s) / 1000),
                 "message_id": l.message.message_id,

@@ -38,6 +38,9 @@ pub struct RelayArgs {
     /// Timeout of one delivery, milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
+    /// Delivery attempts before a hook is dead-lettered with its last reason.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_attempts: u32,
     /// Per-event paths on the target, e.g. push=/github-webhook/,pull_request=/ghprbhook/
     #[arg(long, default_value = "")]
     event_paths: String,
@@ -70,7 +73,12 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
         r.get(Resource::Bucket)
             .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b)),
         target,
-        EngineConfig::relay(usize::from(args.concurrency), args.poll_wait, args.once),
+        EngineConfig::relay(
+            usize::from(args.concurrency),
+            args.poll_wait,
+            args.once,
+            args.max_attempts,
+        ),
     ))
 }
 

@@ -1082,3 +1082,43 @@ async fn a_target_outage_sets_draining_until_the_buffer_is_delivered() {
     assert_eq!(got, ["outage-1", "outage-2"]);
     wait_for_state(&dir, "ON", 30).await;
 }
+
+/// #14.2: a letter SQS moved by itself (no Reason attribute) is listed with a clear reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_list_explains_letters_sqs_moved_by_itself() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let hook = spigot_core::Hook {
+        delivery: unique("moved"),
+        event: "push".into(),
+        repository: Some("octo-org/a".into()),
+        headers: vec![("x-github-event".into(), "push".into())],
+        body: push_payload("octo-org/a", "1").into_bytes(),
+        received_at_ms: 1,
+        json_body: false,
+    };
+    let env = spigot_core::Envelope::from_hook(&hook);
+    spigot_aws::aws_sdk_sqs::Client::new(&sdk)
+        .send_message()
+        .queue_url(stack.get(Resource::DlqUrl))
+        .message_body(env.encode())
+        .message_group_id("octo-org_a")
+        .message_deduplication_id(env.dedup_id())
+        .send()
+        .await
+        .unwrap();
+    let out = spigot(&dir)
+        .args(["dlq", "list", "--local", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row["delivery"], hook.delivery);
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("moved by SQS after"),
+        "{row}"
+    );
+}

@@ -60,6 +60,8 @@ pub struct Settings {
     pub drain_concurrency: usize,
     /// `BREAKER_THRESHOLD`: consecutive retryable failures that stop a drain. Default 3.
     pub breaker_threshold: u32,
+    /// `MAX_ATTEMPTS`: delivery attempts before a hook is dead-lettered with its last reason. Default 100.
+    pub max_attempts: u32,
     /// `DELIVERY_MODE`: `push` (default) or `pull`.
     pub delivery_mode: DeliveryMode,
     /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
@@ -114,6 +116,7 @@ impl Settings {
                 as usize,
             breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)?
                 as u32,
+            max_attempts: parse_num("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), 100, 1, 10_000)? as u32,
             filter_cache_seconds: parse_num(
                 "FILTER_CACHE_SECONDS",
                 get("FILTER_CACHE_SECONDS"),
@@ -279,6 +282,7 @@ mod tests {
         assert_eq!(s.claim_check_bytes, 262_144);
         assert_eq!(s.drain_concurrency, 8);
         assert_eq!(s.breaker_threshold, 3);
+        assert_eq!(s.max_attempts, 100);
         assert_eq!(s.resources.get(Resource::Stage), Some("live"));
         assert_eq!(s.filter_cache_seconds, 60);
         assert!(!s.allow_sha1);

@@ -1,12 +1,14 @@
 //! The outcome of forwarding a hook, and what to do about it.
 
 /// Why a delivery did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Failure {
     /// The HTTP status the target answered, if it answered.
     pub status: Option<u16>,
     /// One sentence for logs and dead-letter attributes.
     pub reason: String,
+    /// Seconds the target asked to wait (`Retry-After` on a 429 or 503).
+    pub retry_after: Option<u64>,
 }
 
 /// The outcome of one delivery attempt.
@@ -26,6 +28,7 @@ impl Delivery {
         let failure = |what: &str| Failure {
             status: Some(status),
             reason: format!("target answered {status} ({what})"),
+            retry_after: None,
         };
         match status {
             200..=299 => Delivery::Delivered(status),
@@ -45,7 +48,19 @@ impl Delivery {
         Delivery::Retryable(Failure {
             status: None,
             reason: reason.into(),
+            retry_after: None,
         })
+    }
+
+    /// The same outcome, with the wait a retryable failure's target asked for.
+    pub fn with_retry_after(self, seconds: Option<u64>) -> Self {
+        match self {
+            Delivery::Retryable(f) => Delivery::Retryable(Failure {
+                retry_after: seconds.or(f.retry_after),
+                ..f
+            }),
+            other => other,
+        }
     }
 
     /// A permanent failure that is not an HTTP status.
@@ -53,6 +68,7 @@ impl Delivery {
         Delivery::Permanent(Failure {
             status: None,
             reason: reason.into(),
+            retry_after: None,
         })
     }
 
@@ -62,11 +78,29 @@ impl Delivery {
     }
 }
 
-/// Seconds to hide a message after its `receive_count`-th failed attempt:
-/// `base` doubling each time, capped at `cap` (the drainer uses 30 s and 15 minutes).
-pub fn backoff_seconds(receive_count: u32, base: i32, cap: i32) -> i32 {
-    let exp = receive_count.saturating_sub(1).min(20);
-    (i64::from(base.max(0)) << exp).min(i64::from(cap)) as i32
+/// Seconds to hide a message after its `attempt`-th failed delivery: `base`
+/// doubling each time, capped at `cap`, then spread by up to a fifth either
+/// way by `jitter` (a stable hash of the message, so retries of many messages
+/// do not come back at once), and never shorter than the target's `Retry-After`.
+pub fn backoff_seconds(
+    attempt: u32,
+    base: i32,
+    cap: i32,
+    jitter: u64,
+    retry_after: Option<u64>,
+) -> i32 {
+    let exp = attempt.saturating_sub(1).min(20);
+    let plain = (i64::from(base.max(0)) << exp).min(i64::from(cap));
+    // jitter in [-plain/5, +plain/5]
+    let spread = plain / 5;
+    let offset = if spread > 0 {
+        (jitter % (2 * spread as u64 + 1)) as i64 - spread
+    } else {
+        0
+    };
+    let wait = (plain + offset).max(i64::from(base.clamp(0, 1)));
+    let asked = retry_after.map(|s| s.min(43_200) as i64).unwrap_or(0);
+    wait.max(asked).min(43_200) as i32
 }
 
 #[cfg(test)]
@@ -121,12 +155,46 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        assert_eq!(backoff_seconds(0, 30, 900), 30);
-        assert_eq!(backoff_seconds(1, 30, 900), 30);
-        assert_eq!(backoff_seconds(2, 30, 900), 60);
-        assert_eq!(backoff_seconds(3, 30, 900), 120);
-        assert_eq!(backoff_seconds(6, 30, 900), 900);
-        assert_eq!(backoff_seconds(u32::MAX, 30, 900), 900);
-        assert_eq!(backoff_seconds(5, 1, 2), 2);
+        // Seconds at first, doubling, within a fifth of the plain value either way.
+        assert_eq!(backoff_seconds(1, 2, 300, 2, None), 2);
+        for attempt in [0, 1, 2, 3, 6, 9, 30, u32::MAX] {
+            for jitter in [0, 1, 7, u64::MAX] {
+                let w = backoff_seconds(attempt, 2, 300, jitter, None);
+                let exp = attempt.saturating_sub(1).min(20);
+                let plain = (2i64 << exp).min(300) as i32;
+                assert!(
+                    (plain - plain / 5..=plain + plain / 5).contains(&w),
+                    "attempt {attempt}: {w} vs {plain}"
+                );
+            }
+        }
+        assert_eq!(backoff_seconds(u32::MAX, 2, 300, 0, None), 240);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_and_sqs_caps_it() {
+        assert_eq!(backoff_seconds(1, 2, 300, 0, Some(120)), 120);
+        assert_eq!(backoff_seconds(9, 2, 300, 0, Some(1)), 240);
+        assert_eq!(backoff_seconds(1, 2, 300, 0, Some(1_000_000)), 43_200);
+    }
+
+    #[test]
+    fn retry_after_rides_only_on_retryable_outcomes() {
+        let r = Delivery::from_status(503).with_retry_after(Some(30));
+        assert!(matches!(
+            r,
+            Delivery::Retryable(Failure {
+                retry_after: Some(30),
+                ..
+            })
+        ));
+        let p = Delivery::from_status(404).with_retry_after(Some(30));
+        assert!(matches!(
+            p,
+            Delivery::Permanent(Failure {
+                retry_after: None,
+                ..
+            })
+        ));
     }
 }

@@ -33,7 +33,7 @@ impl EngineConfig {
                 + Duration::from_secs(2),
             until_empty: true,
             heartbeat: None,
-            policy: Policy::production(settings.breaker_threshold),
+            policy: Policy::production(settings.breaker_threshold, settings.max_attempts),
         }
     }
 
@@ -46,22 +46,23 @@ impl EngineConfig {
             until_empty: true,
             heartbeat: None,
             policy: Policy {
-                backoff_base: 5,
-                backoff_cap: 60,
+                backoff_base: 1,
+                backoff_cap: 30,
                 breaker_threshold: 3,
+                max_attempts: 100,
             },
         }
     }
 
     /// `spigot relay`: long polls, no deadline, in-flight messages kept hidden while a slow target works.
-    pub fn relay(concurrency: usize, wait_seconds: i32, once: bool) -> Self {
+    pub fn relay(concurrency: usize, wait_seconds: i32, once: bool, max_attempts: u32) -> Self {
         Self {
             concurrency,
             wait_seconds,
             stop_before: Duration::ZERO,
             until_empty: once,
             heartbeat: Some(Duration::from_secs(30)),
-            policy: Policy::production(3),
+            policy: Policy::production(3, max_attempts),
         }
     }
 
@@ -77,6 +78,7 @@ impl EngineConfig {
                 backoff_base: 1,
                 backoff_cap: 2,
                 breaker_threshold: 3,
+                max_attempts: 100,
             },
         }
     }

@@ -4,11 +4,13 @@
 //!
 //! * [`run`] — the run loop: receive, deliver in order per group and
 //!   concurrently across groups, delete, release.
-//! * [`policy`] — what happens after a failure: backoff, circuit breaker.
+//! * [`policy`] — what happens after a failure: backoff, circuit breaker, attempt cap.
+//! * [`attempts`] — the engine's own count of delivery attempts per message.
 //! * [`gate`] — whether a run may start: spigot state and target probe.
 //! * [`open`] — an envelope back to its hook (claim-check read, hash check).
 //! * [`letter`] — dead letters, built one way for every caller.
 
+pub mod attempts;
 pub mod config;
 pub mod gate;
 pub mod letter;

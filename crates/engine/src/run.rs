@@ -14,6 +14,7 @@ use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::ports::{Buffer, Clock, DeadLetter, PayloadStore, Received, SystemClock, Target};
 
+use crate::attempts;
 use crate::config::EngineConfig;
 use crate::gate::Skipped;
 use crate::letter::{dead_letter, poison_letter};
@@ -302,7 +303,12 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     .await;
                 break;
             }
-            match self.one(&m).await {
+            let prior = attempts::prior(self.payloads.as_ref(), &m).await;
+            let step = self.one(&m, prior).await;
+            if prior > 0 && !matches!(step, Step::Retry { .. }) {
+                attempts::clear(self.payloads.as_ref(), &m).await;
+            }
+            match step {
                 Step::Delivered(claim) => {
                     run.breaker.success();
                     run.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -316,9 +322,17 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     receipts.push(m.receipt.clone());
                 }
-                Step::Retry(reason) => {
-                    let wait = self.config.policy.backoff(m.receive_count);
-                    tracing::warn!(message = %m.message_id, %reason, wait, "retryable failure; backing off");
+                Step::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    let attempt = prior + 1;
+                    attempts::record(self.payloads.as_ref(), &m, attempt).await;
+                    let wait = self
+                        .config
+                        .policy
+                        .backoff(attempt, &m.message_id, retry_after);
+                    tracing::warn!(message = %m.message_id, %reason, attempt, wait, "retryable failure; backing off");
                     run.counters.retried.fetch_add(1, Ordering::Relaxed);
                     let _ = self.buffer.set_visibility(&m.receipt, wait).await;
                     // The rest of the group is released unattempted: FIFO keeps it behind
@@ -347,7 +361,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         }
     }
 
-    async fn one(&self, m: &Received) -> Step {
+    /// One message, after `prior` failed attempts: delivered, dead-lettered, or to retry.
+    async fn one(&self, m: &Received, prior: u32) -> Step {
         let env = match Envelope::decode(&m.body) {
             Ok(e) => e,
             Err(e) => {
@@ -358,7 +373,9 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         };
         let opened = match open(&env, self.payloads.as_ref()).await {
             Ok(o) => o,
-            Err(OpenError::Retry(reason)) => return Step::Retry(reason),
+            Err(OpenError::Retry(reason)) => {
+                return self.retry_or_give_up(env, prior, reason, None, None).await;
+            }
             Err(OpenError::Permanent(reason)) => {
                 return self.dead_envelope(env, reason, None).await;
             }
@@ -369,8 +386,31 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 tracing::info!(delivery = %hook.delivery, event = %hook.event, status, "delivered");
                 Step::Delivered(opened.claim)
             }
-            Delivery::Retryable(f) => Step::Retry(f.reason),
+            Delivery::Retryable(f) => {
+                self.retry_or_give_up(env, prior, f.reason, f.status, f.retry_after)
+                    .await
+            }
             Delivery::Permanent(f) => self.dead_envelope(env, f.reason, f.status).await,
+        }
+    }
+
+    /// A retryable failure: retry, unless it was the last attempt the policy allows.
+    async fn retry_or_give_up(
+        &self,
+        env: Envelope,
+        prior: u32,
+        reason: String,
+        status: Option<u16>,
+        retry_after: Option<u64>,
+    ) -> Step {
+        let attempts = prior + 1;
+        if self.config.policy.exhausted(attempts) {
+            let reason = format!("gave up after {attempts} delivery attempts; last: {reason}");
+            return self.dead_envelope(env, reason, status).await;
+        }
+        Step::Retry {
+            reason,
+            retry_after,
         }
     }
 
@@ -404,7 +444,10 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 // Not deleted: it stays in the buffer, backed off like a retryable failure,
                 // and the rest of its group waits behind it (nothing overtakes it).
                 tracing::error!(%id, error = %e, "cannot dead-letter; backing off");
-                Step::Retry(format!("cannot dead-letter: {e}"))
+                Step::Retry {
+                    reason: format!("cannot dead-letter: {e}"),
+                    retry_after: None,
+                }
             }
         }
     }
@@ -413,5 +456,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
 enum Step {
     Delivered(Option<String>),
     DeadLettered,
-    Retry(String),
+    Retry {
+        reason: String,
+        retry_after: Option<u64>,
+    },
 }

@@ -439,6 +439,7 @@ mod tests {
         let r = receiver(vec![Delivery::Permanent(Failure {
             status: Some(404),
             reason: "target answered 404".into(),
+            retry_after: None,
         })]);
         let resp = r.handle_event(&request("push", PUSH, Some("ON")), 1).await;
         assert_eq!(resp.status_code, 502);
@@ -474,6 +475,7 @@ mod tests {
         let refused = receiver(vec![Delivery::Permanent(Failure {
             status: Some(404),
             reason: "target answered 404".into(),
+            retry_after: None,
         })]);
         let answer = refused
             .handle(&with_stage(request("push", PUSH, Some("ON"))), 1)

@@ -322,15 +322,21 @@ async fn a_5_mb_hook_travels_by_claim_check_and_leaves_nothing_behind() {
     );
     assert_eq!(status, 202, "{json}");
     let s3 = spigot_aws::s3_client(&sdk);
+    let msg = &peek_all(&sdk, stack.get(Resource::BufferUrl)).await[0].0;
+    let key = spigot_core::Envelope::decode(msg)
+        .unwrap()
+        .claim_key()
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("payloads/big-1/"), "{key}");
     let stored = s3
         .get_object()
         .bucket(stack.get(Resource::Bucket))
-        .key("payloads/big-1")
+        .key(&key)
         .send()
         .await
         .unwrap();
     assert_eq!(stored.content_length(), Some(body.len() as i64));
-    let msg = &peek_all(&sdk, stack.get(Resource::BufferUrl)).await[0].0;
     assert!(
         msg.len() < 4096,
         "the message carries a reference, not the body"
@@ -350,7 +356,7 @@ async fn a_5_mb_hook_travels_by_claim_check_and_leaves_nothing_behind() {
     assert!(
         s3.head_object()
             .bucket(stack.get(Resource::Bucket))
-            .key("payloads/big-1")
+            .key(&key)
             .send()
             .await
             .is_err(),

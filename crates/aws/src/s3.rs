@@ -113,6 +113,20 @@ impl PayloadStore for S3Payloads {
         })
     }
 
+    async fn copy(&self, from: &str, to: &str) -> Result<(), PortError> {
+        let bucket = &self.objects.bucket;
+        self.objects
+            .client
+            .copy_object()
+            .bucket(bucket)
+            .copy_source(format!("{bucket}/{from}"))
+            .key(to)
+            .send()
+            .await
+            .map_err(|e| port(&format!("S3 CopyObject s3://{bucket}/{from} to {to}"), e))?;
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<(), PortError> {
         self.objects.delete(key).await
     }

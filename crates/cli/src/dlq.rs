@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use spigot_aws::S3Payloads;
 use spigot_aws::aws_sdk_sqs::Client;
 use spigot_aws::aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use spigot_core::envelope::Envelope;
+use spigot_core::ports::{PayloadStore, PortErrorKind};
 
 use crate::CliError;
 use crate::resources::Where;
@@ -155,7 +157,16 @@ pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
                     }
                 }
             }
-            redrive(&sqs, &dlq, &buffer, max, delivery.as_deref(), hold).await
+            let payloads = r
+                .get(Resource::Bucket)
+                .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b));
+            let queues = Queues {
+                sqs: &sqs,
+                dlq: &dlq,
+                buffer: &buffer,
+                payloads: payloads.as_ref(),
+            };
+            redrive(&queues, max, delivery.as_deref(), hold).await
         }
     }
 }
@@ -260,14 +271,22 @@ struct Moves {
     failed: HashMap<String, String>,
 }
 
+/// Where a redrive moves letters from and to.
+struct Queues<'a> {
+    sqs: &'a Client,
+    dlq: &'a str,
+    buffer: &'a str,
+    /// Claim-checked bodies get a copy of their own on the way back.
+    payloads: Option<&'a S3Payloads>,
+}
+
 async fn redrive(
-    sqs: &Client,
-    dlq: &str,
-    buffer: &str,
+    q: &Queues<'_>,
     max: Option<usize>,
     only: Option<&str>,
     hold: i32,
 ) -> Result<(), CliError> {
+    let (sqs, dlq) = (q.sqs, q.dlq);
     let total = dlq_depth(sqs, dlq).await?;
     let goal = max.map(|m| (m as u64).min(total)).unwrap_or(total);
     let bar = ProgressBar::new(goal).with_style(
@@ -290,7 +309,7 @@ async fn redrive(
                 moves.kept.push(letter);
                 continue;
             }
-            match move_one(sqs, dlq, buffer, &letter).await {
+            match move_one(q, &letter).await {
                 Ok(()) => {
                     moves.moved += 1;
                     bar.inc(1);
@@ -327,13 +346,15 @@ fn report(moves: &Moves, total: u64) -> Result<(), CliError> {
     }
 }
 
-/// Send a copy to the buffer first (fresh deduplication id), then delete the dead letter.
-async fn move_one(sqs: &Client, dlq: &str, buffer: &str, letter: &Letter) -> anyhow::Result<()> {
+/// Send a copy to the buffer first (fresh deduplication id, its own copy of a
+/// claim-checked body), then delete the dead letter.
+async fn move_one(q: &Queues<'_>, letter: &Letter) -> anyhow::Result<()> {
     let body = letter.message.body.clone().unwrap_or_default();
     let (body, group, dedup) = match &letter.envelope {
         Some(e) => {
             let mut e = e.clone();
             e.resend(None);
+            copy_claim(q.payloads, &mut e).await?;
             (e.encode(), e.group_id(), e.dedup_id())
         }
         // Not an envelope (a poison message): moved as it is, so nothing is lost.
@@ -342,19 +363,42 @@ async fn move_one(sqs: &Client, dlq: &str, buffer: &str, letter: &Letter) -> any
             (body, "poison".to_string(), format!("redrive-{id}"))
         }
     };
-    sqs.send_message()
-        .queue_url(buffer)
+    q.sqs
+        .send_message()
+        .queue_url(q.buffer)
         .message_body(body)
         .message_group_id(group)
         .message_deduplication_id(dedup)
         .send()
         .await
         .context("cannot send to the buffer")?;
-    sqs.delete_message()
-        .queue_url(dlq)
+    q.sqs
+        .delete_message()
+        .queue_url(q.dlq)
         .receipt_handle(letter.message.receipt_handle.clone().unwrap_or_default())
         .send()
         .await
         .context("sent to the buffer but cannot delete from the DLQ (it will be redriven twice)")?;
     Ok(())
+}
+
+/// Points a redriven claim-checked envelope at a copy of its own, so that an
+/// interrupted redrive's two copies never share one object. A body already
+/// gone stays referenced as it is: the drainer dead-letters it with that reason.
+async fn copy_claim(payloads: Option<&S3Payloads>, e: &mut Envelope) -> anyhow::Result<()> {
+    let Some(store) = payloads else {
+        return Ok(());
+    };
+    let before = e.clone();
+    let Some((old, new)) = e.recheck_body(&format!("redrive-{}", e.attempts)) else {
+        return Ok(());
+    };
+    match store.copy(&old, &new).await {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind == PortErrorKind::NotFound => {
+            *e = before;
+            Ok(())
+        }
+        Err(err) => Err(anyhow::Error::new(err).context("cannot copy the claim-check payload")),
+    }
 }

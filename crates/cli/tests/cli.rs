@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::prelude::*;
+use spigot_core::ports::Switch;
 use spigot_core::signature::sign_sha256;
 use spigot_e2e::*;
 
@@ -1121,4 +1122,84 @@ async fn dlq_list_explains_letters_sqs_moved_by_itself() {
             .starts_with("moved by SQS after"),
         "{row}"
     );
+}
+
+/// #14.3: every stored copy of a delivery has its own claim-check object. A
+/// large letter left in the DLQ by an interrupted redrive, whose twin was
+/// then delivered (deleting that twin's body), is redriven: its body is gone,
+/// which is a permanent failure with a reason, and it must not block its
+/// repository: a later small hook arrives within two drain runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redriven_letter_whose_twin_was_delivered_does_not_block_its_repository() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let d = drainer(&sdk, &stack, &target.url, 1);
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
+    let big = serde_json::json!({"repository": {"full_name": "octo-org/big"}, "pad": "x".repeat(400_000)})
+        .to_string()
+        .into_bytes();
+    let (status, _) = answer(
+        &r.handle_event(&signed_request("push", "big-twin", &big, Some("OFF")), 1)
+            .await,
+    );
+    assert_eq!(status, 202);
+    // The twin: the same envelope in the DLQ, as an interrupted redrive leaves it.
+    let buffered = peek_all(&sdk, stack.get(Resource::BufferUrl)).await;
+    let mut twin = spigot_core::Envelope::decode(&buffered[0].0).unwrap();
+    assert!(twin.claim_key().is_some(), "travels by claim-check");
+    twin.resend(Some("target answered 404 (client error)".into()));
+    sqs.send_message()
+        .queue_url(stack.get(Resource::DlqUrl))
+        .message_body(twin.encode())
+        .message_group_id(twin.dedup_id())
+        .message_deduplication_id(twin.dedup_id())
+        .send()
+        .await
+        .unwrap();
+    switch(&sdk, &stack)
+        .set(spigot_core::State::On)
+        .await
+        .unwrap();
+    d.drain(None).await;
+    assert_eq!(target.accepted().len(), 1, "the buffered copy is delivered");
+
+    let out = spigot(&dir)
+        .args(["dlq", "redrive", "--local", "--no-move-task"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let small = push_payload("octo-org/big", "small").into_bytes();
+    let (status, _) = answer(
+        &r.handle_event(
+            &signed_request("push", "small-after", &small, Some("OFF")),
+            1,
+        )
+        .await,
+    );
+    assert_eq!(status, 202);
+    d.drain(None).await;
+    d.drain(None).await;
+    let got: Vec<String> = target
+        .accepted()
+        .iter()
+        .map(|r| r.header("x-github-delivery").unwrap().to_string())
+        .collect();
+    let dead = take_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    println!(
+        "ledger twin: in 2 (+1 twin), delivered {got:?}, dlq {}",
+        dead.len()
+    );
+    assert_eq!(
+        got,
+        ["big-twin", "small-after"],
+        "the small hook was blocked"
+    );
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].1["Reason"].contains("missing"), "{:?}", dead[0].1);
 }

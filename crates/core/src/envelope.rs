@@ -257,13 +257,36 @@ impl Envelope {
 
     /// Replaces the inline body by a claim-check reference under `prefix`
     /// (`payloads/` for the buffer); returns the key to store the body under.
-    pub fn check_body(&mut self, prefix: &str, size: u64) -> String {
-        let key = format!("{prefix}{}", safe_id(&self.delivery, 200));
+    /// `copy` tells this stored copy from every other copy of the same delivery
+    /// (a GitHub redelivery, a dead letter, a redrive): each has its own object,
+    /// so delivering one never deletes another's body.
+    pub fn check_body(&mut self, prefix: &str, size: u64, copy: &str) -> String {
+        let key = format!(
+            "{prefix}{}/{}",
+            safe_id(&self.delivery, 200),
+            safe_id(copy, 100)
+        );
         self.body = Body::Claim {
             key: key.clone(),
             size,
         };
         key
+    }
+
+    /// Points a claim-checked envelope at a new copy of its body (`{key}~{copy}`);
+    /// returns (old key, new key), or `None` for an inline body.
+    pub fn recheck_body(&mut self, copy: &str) -> Option<(String, String)> {
+        let Body::Claim { key, size } = &self.body else {
+            return None;
+        };
+        let base = key.split('~').next().unwrap_or(key);
+        let new = format!("{base}~{}", safe_id(copy, 100));
+        let old = key.clone();
+        self.body = Body::Claim {
+            key: new.clone(),
+            size: *size,
+        };
+        Some((old, new))
     }
 
     /// Rebuilds the hook from this envelope and its body bytes, checking the hash.
@@ -420,12 +443,32 @@ mod tests {
     #[test]
     fn claim_check_keeps_hash_and_names_a_payload_key() {
         let mut e = Envelope::from_hook(&hook(b"big"));
-        let key = e.check_body("payloads/", 3);
-        assert_eq!(key, "payloads/72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        let key = e.check_body("payloads/", 3, "1700000000000-1");
+        assert_eq!(
+            key,
+            "payloads/72d3162e-cc78-11e3-81ab-4c9367dc0958/1700000000000-1"
+        );
         assert_eq!(e.claim_key(), Some(key.as_str()));
         assert_eq!(e.inline_body(), Ok(None));
         let back = Envelope::decode(&e.encode()).unwrap();
         assert_eq!(back.into_hook(b"big".to_vec()).unwrap().body, b"big");
+    }
+
+    #[test]
+    fn a_copy_gets_its_own_key_and_inline_bodies_need_none() {
+        let mut e = Envelope::from_hook(&hook(b"big"));
+        assert_eq!(e.recheck_body("dlq-1"), None);
+        let key = e.check_body("payloads/", 3, "t-1");
+        let (old, new) = e.recheck_body("dlq-1").unwrap();
+        assert_eq!(old, key);
+        assert_eq!(new, format!("{key}~dlq-1"));
+        let (_, again) = e.recheck_body("redrive-2").unwrap();
+        assert_eq!(
+            again,
+            format!("{key}~redrive-2"),
+            "copies of copies stay flat"
+        );
+        assert_eq!(e.claim_key(), Some(again.as_str()));
     }
 
     #[test]

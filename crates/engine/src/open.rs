@@ -2,7 +2,7 @@
 //! claim-check store, checked against the SHA-256 recorded at receipt.
 
 use spigot_core::envelope::Envelope;
-use spigot_core::ports::PayloadStore;
+use spigot_core::ports::{PayloadStore, PortErrorKind};
 use spigot_core::webhook::Hook;
 
 /// Why an envelope could not be opened.
@@ -37,10 +37,13 @@ pub async fn open<P: PayloadStore>(
             let store = payloads.ok_or_else(|| {
                 OpenError::Retry("claim-checked hook but no CONFIG_BUCKET is set".into())
             })?;
-            store
-                .get(key)
-                .await
-                .map_err(|e| OpenError::Retry(format!("cannot read claim-check payload: {e}")))?
+            store.get(key).await.map_err(|e| match e.kind {
+                // Gone for good (another copy's delivery, the lifecycle): waiting cannot bring it back.
+                PortErrorKind::NotFound => {
+                    OpenError::Permanent(format!("claim-check payload is missing: {e}"))
+                }
+                _ => OpenError::Retry(format!("cannot read claim-check payload: {e}")),
+            })?
         }
         Err(e) => return Err(OpenError::Permanent(e.to_string())),
     };

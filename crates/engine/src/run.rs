@@ -430,8 +430,20 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         }
     }
 
-    async fn dead_envelope(&self, env: Envelope, reason: String, status: Option<u16>) -> Step {
+    async fn dead_envelope(&self, mut env: Envelope, reason: String, status: Option<u16>) -> Step {
         tracing::warn!(delivery = %env.delivery, %reason, "dead-lettering");
+        // The letter gets its own copy of a claim-checked body: no other copy's
+        // delivery can then delete it.
+        if let Some(store) = &self.payloads {
+            let copy = format!("dlq-{}", env.attempts + 1);
+            let before = env.clone();
+            if let Some((old, new)) = env.recheck_body(&copy)
+                && let Err(e) = store.copy(&old, &new).await
+            {
+                tracing::warn!(delivery = %env.delivery, error = %e, "cannot copy the claim-check payload; the letter keeps the buffered copy's");
+                env = before;
+            }
+        }
         let id = env.delivery.clone();
         self.dead_letter(&dead_letter(env, reason, status), &id)
             .await

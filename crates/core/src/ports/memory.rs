@@ -85,6 +85,10 @@ impl PayloadStore for MemoryPayloads {
             .cloned()
             .ok_or_else(|| PortError::of(PortErrorKind::NotFound, format!("no payload at {key}")))
     }
+    async fn copy(&self, from: &str, to: &str) -> Result<(), PortError> {
+        let bytes = self.get(from).await?;
+        self.put(to, bytes).await
+    }
     async fn delete(&self, key: &str) -> Result<(), PortError> {
         self.0.lock().unwrap().remove(key);
         Ok(())

@@ -8,6 +8,8 @@ pub trait PayloadStore: Send + Sync {
     fn put(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Reads `key` (absent: a [`super::PortErrorKind::NotFound`] error).
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, PortError>> + Send;
+    /// Copies `from` to `to` (absent `from`: a [`super::PortErrorKind::NotFound`] error).
+    fn copy(&self, from: &str, to: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Deletes `key` (absent is fine).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
 }

@@ -93,35 +93,28 @@ impl Buffer for SqsBuffer {
     }
 
     async fn delete(&self, receipts: &[String]) -> Result<(), PortError> {
-        for chunk in receipts.chunks(10) {
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(r)
-                        .build()
-                        .expect("id and receipt handle are set")
-                })
-                .collect();
-            let out = self
-                .client
-                .delete_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| port("SQS DeleteMessageBatch on the buffer", e))?;
-            if let Some(f) = out.failed.first() {
-                return Err(PortError::new(format!(
-                    "SQS DeleteMessageBatch failed for {} message(s): {}",
-                    out.failed.len(),
-                    f.message.as_deref().unwrap_or(&f.code)
-                )));
+        // A batch can fail for some entries only: those are tried again, twice.
+        let mut left = receipts.to_vec();
+        let mut why = String::new();
+        for _ in 0..3 {
+            let mut failed = Vec::new();
+            for chunk in left.chunks(10) {
+                let (f, w) = self.delete_batch(chunk).await?;
+                failed.extend(f);
+                if !w.is_empty() {
+                    why = w;
+                }
             }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(count = failed.len(), reason = %why, "some deletes failed; trying them again");
+            left = failed;
         }
-        Ok(())
+        Err(PortError::new(format!(
+            "SQS DeleteMessageBatch left {} message(s) undeleted after 3 tries: {why}",
+            left.len()
+        )))
     }
 
     async fn set_visibility(&self, receipt: &str, seconds: i32) -> Result<(), PortError> {
@@ -195,6 +188,41 @@ impl Buffer for SqsBuffer {
             .await
             .map_err(|e| port("SQS SendMessage to the dead-letter queue", e))?;
         Ok(())
+    }
+}
+
+impl SqsBuffer {
+    /// Deletes up to 10 messages; returns the receipts SQS did not delete and why.
+    async fn delete_batch(&self, chunk: &[String]) -> Result<(Vec<String>, String), PortError> {
+        let entries: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| port("SQS DeleteMessageBatch on the buffer", e))?;
+        let mut why = String::new();
+        let failed = out
+            .failed
+            .iter()
+            .filter_map(|f| {
+                why = f.message.clone().unwrap_or_else(|| f.code.clone());
+                chunk.get(f.id.parse::<usize>().ok()?).cloned()
+            })
+            .collect();
+        Ok((failed, why))
     }
 }
 

@@ -1203,3 +1203,47 @@ async fn a_redriven_letter_whose_twin_was_delivered_does_not_block_its_repositor
     assert_eq!(dead.len(), 1);
     assert!(dead[0].1["Reason"].contains("missing"), "{:?}", dead[0].1);
 }
+
+/// #14.4: a slow target (10 s a hook) and ten hooks of one repository in one
+/// batch outlast the queue's 60 s visibility timeout: every received message
+/// must stay hidden until delivered and deleted, so each arrives exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_delivers_each_hook_once_to_a_slow_target() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 10, &["octo-org/slow"], "OFF")
+        .await;
+    target.set_delay_ms(10_000);
+    let out = spigot(&dir)
+        .args([
+            "relay",
+            "--to",
+            &target.url,
+            "--local",
+            "--once",
+            "--poll-wait",
+            "1",
+        ])
+        .args(["--concurrency", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    let dead = take_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    println!(
+        "ledger slow relay: in 10, delivered {delivered}, duplicates {duplicates}, dlq {}, attempts {}",
+        dead.len(),
+        target.attempts()
+    );
+    assert_eq!((delivered, duplicates, dead.len()), (10, 0, 0));
+    assert_eq!(target.attempts(), 10, "each hook exactly once");
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
+}

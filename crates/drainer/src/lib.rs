@@ -60,6 +60,7 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             dead_lettered = summary.dead_lettered,
             released = summary.released,
             held = summary.held,
+            undeleted = summary.undeleted,
             stop = ?summary.stop,
             skipped = ?summary.skipped,
             "drain finished"
@@ -68,7 +69,8 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             .count("Delivered", summary.delivered)
             .count("Retried", summary.retried)
             .count("DeadLettered", summary.dead_lettered)
-            .count("Released", summary.released);
+            .count("Released", summary.released)
+            .count("Undeleted", summary.undeleted);
         self.metrics.emit(&m, SystemClock.now_ms());
         summary
     }

@@ -50,6 +50,8 @@ pub struct Counters {
     pub released: AtomicU64,
     /// Held back behind a failed message of their group.
     pub held: AtomicU64,
+    /// Delivered, but the delete failed (they will be delivered again).
+    pub undeleted: AtomicU64,
     /// Milliseconds since the epoch of the last delivery.
     pub last_delivery_ms: AtomicU64,
 }
@@ -67,6 +69,8 @@ pub struct Summary {
     pub released: u64,
     /// Held back behind a failure in their group.
     pub held: u64,
+    /// Delivered, but could not be deleted (they will arrive again).
+    pub undeleted: u64,
     /// Why it stopped (`None`: skipped before receiving).
     pub stop: Option<Stop>,
     /// Why it did not run, when skipped.
@@ -86,6 +90,7 @@ impl Summary {
             dead_lettered: 0,
             released: 0,
             held: 0,
+            undeleted: 0,
             stop: None,
             skipped: Some(why),
             switched_to: None,
@@ -102,9 +107,40 @@ impl Counters {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
             held: self.held.load(Ordering::Relaxed),
+            undeleted: self.undeleted.load(Ordering::Relaxed),
             stop,
             skipped: None,
             switched_to: None,
+        }
+    }
+}
+
+/// The receipts of a batch still in hand (received, not yet deleted, released
+/// or backed off): what a heartbeat keeps hidden.
+struct Pending(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Pending {
+    fn new<'a>(msgs: impl Iterator<Item = &'a Received>) -> Self {
+        Self(std::sync::Mutex::new(
+            msgs.map(|m| m.receipt.clone()).collect(),
+        ))
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().iter().cloned().collect()
+    }
+
+    fn forget_receipts(&self, receipts: &[String]) {
+        let mut set = self.0.lock().unwrap();
+        for r in receipts {
+            set.remove(r);
+        }
+    }
+
+    fn forget<'a>(&self, msgs: impl Iterator<Item = &'a Received>) {
+        let mut set = self.0.lock().unwrap();
+        for m in msgs {
+            set.remove(&m.receipt);
         }
     }
 }
@@ -255,31 +291,65 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         }
     }
 
-    /// Delivers one received batch: groups concurrently, each group in order.
+    /// Delivers one received batch: groups concurrently, each group in order,
+    /// each group's delivered messages deleted as soon as the group is done.
+    /// With a heartbeat (the relay), every received message not yet deleted,
+    /// released or backed off is kept hidden while the batch works, however
+    /// slow the target: none comes back to be delivered twice.
     async fn batch(&self, run: &Run<'_>, batch: Vec<Received>) {
-        let mut groups: Vec<(String, Vec<Received>)> = Vec::new();
+        let mut groups: Vec<Vec<Received>> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for m in batch {
             match index.get(&m.group) {
-                Some(&i) => groups[i].1.push(m),
+                Some(&i) => groups[i].push(m),
                 None => {
                     index.insert(m.group.clone(), groups.len());
-                    groups.push((m.group.clone(), vec![m]));
+                    groups.push(vec![m]);
                 }
             }
         }
-        let done = join_all(groups.into_iter().map(|(_, msgs)| self.group(run, msgs))).await;
-        let mut receipts = Vec::new();
-        let mut claims = Vec::new();
-        for (r, c) in done {
-            receipts.extend(r);
-            claims.extend(c);
+        let pending = Pending::new(groups.iter().flatten());
+        let work = join_all(
+            groups
+                .into_iter()
+                .map(|msgs| self.group(run, msgs, &pending)),
+        );
+        match self.config.heartbeat {
+            None => {
+                work.await;
+            }
+            Some(beat) => {
+                tokio::pin!(work);
+                loop {
+                    tokio::select! {
+                        _ = &mut work => break,
+                        _ = tokio::time::sleep(beat / 2) => self.keep_hidden(&pending, beat).await,
+                    }
+                }
+            }
         }
+    }
+
+    /// Extends the visibility of every message of the batch still in hand.
+    async fn keep_hidden(&self, pending: &Pending, beat: Duration) {
+        for receipt in pending.all() {
+            let _ = self
+                .buffer
+                .set_visibility(&receipt, beat.as_secs().max(1) as i32)
+                .await;
+        }
+    }
+
+    /// Deletes a group's delivered messages, then their claim-check objects.
+    async fn finish(&self, run: &Run<'_>, receipts: Vec<String>, claims: Vec<String>) {
         if receipts.is_empty() {
             return;
         }
         if let Err(e) = self.buffer.delete(&receipts).await {
             // They come back after the visibility timeout and are delivered again (at-least-once).
+            run.counters
+                .undeleted
+                .fetch_add(receipts.len() as u64, Ordering::Relaxed);
             tracing::error!(error = %e, count = receipts.len(), "cannot delete delivered messages");
             return;
         }
@@ -292,15 +362,16 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         }
     }
 
-    /// One group's messages, in order. Returns receipts to delete and claim keys to delete after.
-    async fn group(&self, run: &Run<'_>, msgs: Vec<Received>) -> (Vec<String>, Vec<String>) {
+    /// One group's messages, in order; its delivered ones deleted when it is done.
+    async fn group(&self, run: &Run<'_>, msgs: Vec<Received>, pending: &Pending) {
         let mut receipts = Vec::new();
         let mut claims = Vec::new();
         let mut rest = msgs.into_iter();
         while let Some(m) = rest.next() {
             if run.stopping(self.config.stop_before).is_some() {
-                self.release(run, std::iter::once(m).chain(rest.by_ref()))
-                    .await;
+                let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
+                pending.forget(left.iter());
+                self.release(run, left.into_iter()).await;
                 break;
             }
             let prior = attempts::prior(self.payloads.as_ref(), &m).await;
@@ -326,30 +397,47 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     reason,
                     retry_after,
                 } => {
-                    let attempt = prior + 1;
-                    attempts::record(self.payloads.as_ref(), &m, attempt).await;
-                    let wait = self
-                        .config
-                        .policy
-                        .backoff(attempt, &m.message_id, retry_after);
-                    tracing::warn!(message = %m.message_id, %reason, attempt, wait, "retryable failure; backing off");
-                    run.counters.retried.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.buffer.set_visibility(&m.receipt, wait).await;
-                    // The rest of the group is released unattempted: FIFO keeps it behind
-                    // the failed message, which comes back first once its backoff ends.
-                    for later in rest.by_ref() {
-                        run.counters.held.fetch_add(1, Ordering::Relaxed);
-                        let _ = self.buffer.set_visibility(&later.receipt, 0).await;
-                    }
-                    if run.breaker.failure(&self.config.policy) {
-                        tracing::warn!("circuit breaker open: stopping this run");
-                        run.halt(Stop::Breaker);
-                    }
+                    let held: Vec<Received> = rest.by_ref().collect();
+                    pending.forget(std::iter::once(&m).chain(held.iter()));
+                    self.back_off(run, &m, prior + 1, &reason, retry_after, held)
+                        .await;
                     break;
                 }
             }
         }
-        (receipts, claims)
+        let done = receipts.clone();
+        self.finish(run, receipts, claims).await;
+        pending.forget_receipts(&done);
+    }
+
+    /// A retryable failure: hide `m` for its backoff, release the rest of its
+    /// group unattempted (FIFO keeps them behind `m`, which comes back first),
+    /// and count towards the breaker.
+    async fn back_off(
+        &self,
+        run: &Run<'_>,
+        m: &Received,
+        attempt: u32,
+        reason: &str,
+        retry_after: Option<u64>,
+        held: Vec<Received>,
+    ) {
+        attempts::record(self.payloads.as_ref(), m, attempt).await;
+        let wait = self
+            .config
+            .policy
+            .backoff(attempt, &m.message_id, retry_after);
+        tracing::warn!(message = %m.message_id, %reason, attempt, wait, "retryable failure; backing off");
+        run.counters.retried.fetch_add(1, Ordering::Relaxed);
+        let _ = self.buffer.set_visibility(&m.receipt, wait).await;
+        for later in held {
+            run.counters.held.fetch_add(1, Ordering::Relaxed);
+            let _ = self.buffer.set_visibility(&later.receipt, 0).await;
+        }
+        if run.breaker.failure(&self.config.policy) {
+            tracing::warn!("circuit breaker open: stopping this run");
+            run.halt(Stop::Breaker);
+        }
     }
 
     async fn release(&self, run: &Run<'_>, msgs: impl Iterator<Item = Received>) {
@@ -381,7 +469,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
         };
         let hook = &opened.hook;
-        match self.deliver_with_heartbeat(hook, &m.receipt).await {
+        match self.target.deliver(hook).await {
             Delivery::Delivered(status) => {
                 tracing::info!(delivery = %hook.delivery, event = %hook.event, status, "delivered");
                 Step::Delivered(opened.claim)
@@ -411,22 +499,6 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         Step::Retry {
             reason,
             retry_after,
-        }
-    }
-
-    async fn deliver_with_heartbeat(&self, hook: &spigot_core::Hook, receipt: &str) -> Delivery {
-        let Some(beat) = self.config.heartbeat else {
-            return self.target.deliver(hook).await;
-        };
-        let deliver = self.target.deliver(hook);
-        tokio::pin!(deliver);
-        loop {
-            tokio::select! {
-                d = &mut deliver => return d,
-                _ = tokio::time::sleep(beat / 2) => {
-                    let _ = self.buffer.set_visibility(receipt, beat.as_secs().max(1) as i32).await;
-                }
-            }
         }
     }
 

@@ -525,3 +525,38 @@ async fn retry_after_is_respected() {
     );
     assert_eq!(ledger.check(&target.accepted(), &[]), (1, 0));
 }
+
+/// #14.9: `DRAIN_RATE=5` delivers 50 hooks no faster than five a second,
+/// all workers together, in order per repository.
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_rate_paces_all_workers_together() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut settings = stack.settings();
+    settings.drain_rate = Some(5.0);
+    let mut d = drainer(&sdk, &stack, &target.url, 8);
+    d.engine.config.rate = spigot_engine::EngineConfig::lambda(&settings).rate;
+    assert!(
+        d.engine.config.rate.is_some(),
+        "DRAIN_RATE reaches the engine"
+    );
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 50, &REPOS, "OFF").await;
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(60),
+    )
+    .await;
+    let arrivals = target.arrivals();
+    let span = *arrivals.last().unwrap() - arrivals[0];
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!(
+        "ledger DRAIN_RATE=5: in 50, delivered {delivered}, duplicates {duplicates}, first to last {span:?}"
+    );
+    assert_eq!((delivered, duplicates), (50, 0));
+    assert!(span >= Duration::from_millis(9_500), "50 hooks in {span:?}");
+}

@@ -238,5 +238,6 @@ fn bench_config() -> EngineConfig {
         until_empty: true,
         heartbeat: None,
         policy: Policy::production(3, 100),
+        rate: None,
     }
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer};
 use spigot_core::ports::{Clock, SystemClock};
 use spigot_core::resources::Resource;
+use spigot_engine::policy::RateLimit;
 use spigot_engine::{Counters, Engine, EngineConfig, Skipped, Stop, gate};
 
 use crate::CliError;
@@ -38,6 +39,12 @@ pub struct RelayArgs {
     /// Timeout of one delivery, milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
+    /// Deliveries a second, all workers together [default: unlimited].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Reach --rate over this many seconds, starting at a tenth of it.
+    #[arg(long, default_value_t = 0, requires = "rate")]
+    ramp_seconds: u64,
     /// Delivery attempts before a hook is dead-lettered with its last reason.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_attempts: u32,
@@ -64,6 +71,24 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
         Duration::from_millis(args.timeout_ms),
     )
     .context("cannot build the target client")?;
+    let mut config = EngineConfig::relay(
+        usize::from(args.concurrency),
+        args.poll_wait,
+        args.once,
+        args.max_attempts,
+    );
+    config.rate = match args.rate {
+        None => None,
+        Some(rate) if rate.is_finite() && rate > 0.0 => Some(RateLimit {
+            rate,
+            ramp: Duration::from_secs(args.ramp_seconds),
+        }),
+        Some(rate) => {
+            return Err(CliError::Usage(format!(
+                "--rate {rate} is not a number of deliveries a second above 0"
+            )));
+        }
+    };
     Ok(Engine::new(
         SqsBuffer::new(
             spigot_aws::aws_sdk_sqs::Client::new(&r.sdk),
@@ -73,12 +98,7 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
         r.get(Resource::Bucket)
             .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b)),
         target,
-        EngineConfig::relay(
-            usize::from(args.concurrency),
-            args.poll_wait,
-            args.once,
-            args.max_attempts,
-        ),
+        config,
     ))
 }
 

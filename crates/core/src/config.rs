@@ -35,7 +35,7 @@ pub enum DeliveryMode {
 }
 
 /// Every setting of every function. Each function reads the ones it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `WEBHOOK_SECRET`: comma-separated secrets (rotation). Default: none (all refused).
     pub webhook_secret: Option<String>,
@@ -60,6 +60,10 @@ pub struct Settings {
     pub drain_concurrency: usize,
     /// `BREAKER_THRESHOLD`: consecutive retryable failures that stop a drain. Default 3.
     pub breaker_threshold: u32,
+    /// `DRAIN_RATE`: deliveries a second while draining, all workers together. Default unlimited.
+    pub drain_rate: Option<f64>,
+    /// `DRAIN_RAMP_SECONDS`: reach `DRAIN_RATE` over this long, from a tenth of it. Default 0.
+    pub drain_ramp_seconds: u64,
     /// `MAX_ATTEMPTS`: delivery attempts before a hook is dead-lettered with its last reason. Default 100.
     pub max_attempts: u32,
     /// `DELIVERY_MODE`: `push` (default) or `pull`.
@@ -116,6 +120,27 @@ impl Settings {
                 as usize,
             breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)?
                 as u32,
+            drain_rate: match get("DRAIN_RATE") {
+                None => None,
+                Some(v) => match v.parse::<f64>() {
+                    Ok(r) if r == 0.0 => None,
+                    Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000.0 => Some(r),
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            name: "DRAIN_RATE",
+                            value: v,
+                            expected: "deliveries per second, above 0 and at most 10000 (0: unlimited)",
+                        });
+                    }
+                },
+            },
+            drain_ramp_seconds: parse_num(
+                "DRAIN_RAMP_SECONDS",
+                get("DRAIN_RAMP_SECONDS"),
+                0,
+                0,
+                3600,
+            )?,
             max_attempts: parse_num("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), 100, 1, 10_000)? as u32,
             filter_cache_seconds: parse_num(
                 "FILTER_CACHE_SECONDS",
@@ -283,6 +308,7 @@ mod tests {
         assert_eq!(s.drain_concurrency, 8);
         assert_eq!(s.breaker_threshold, 3);
         assert_eq!(s.max_attempts, 100);
+        assert_eq!((s.drain_rate, s.drain_ramp_seconds), (None, 0));
         assert_eq!(s.resources.get(Resource::Stage), Some("live"));
         assert_eq!(s.filter_cache_seconds, 60);
         assert!(!s.allow_sha1);
@@ -304,6 +330,13 @@ mod tests {
         assert!(settings(&[("TARGET_URL", "jenkins")]).is_err());
         assert!(settings(&[("EVENT_PATHS", "push")]).is_err());
         assert!(settings(&[("DELIVERY_MODE", "carrier-pigeon")]).is_err());
+        assert!(settings(&[("DRAIN_RATE", "-1")]).is_err());
+        assert!(settings(&[("DRAIN_RATE", "fast")]).is_err());
+        assert_eq!(
+            settings(&[("DRAIN_RATE", "2.5")]).unwrap().drain_rate,
+            Some(2.5)
+        );
+        assert_eq!(settings(&[("DRAIN_RATE", "0")]).unwrap().drain_rate, None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use spigot_core::config::Settings;
 
-use crate::policy::Policy;
+use crate::policy::{Policy, RateLimit};
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct EngineConfig {
     pub heartbeat: Option<Duration>,
     /// Retry backoff and circuit breaker.
     pub policy: Policy,
+    /// Deliveries a second, shared by all workers (`None`: unlimited).
+    pub rate: Option<RateLimit>,
 }
 
 impl EngineConfig {
@@ -34,6 +36,10 @@ impl EngineConfig {
             until_empty: true,
             heartbeat: None,
             policy: Policy::production(settings.breaker_threshold, settings.max_attempts),
+            rate: settings.drain_rate.map(|rate| RateLimit {
+                rate,
+                ramp: Duration::from_secs(settings.drain_ramp_seconds),
+            }),
         }
     }
 
@@ -51,6 +57,7 @@ impl EngineConfig {
                 breaker_threshold: 3,
                 max_attempts: 100,
             },
+            rate: None,
         }
     }
 
@@ -63,6 +70,7 @@ impl EngineConfig {
             until_empty: once,
             heartbeat: Some(Duration::from_secs(30)),
             policy: Policy::production(3, max_attempts),
+            rate: None,
         }
     }
 
@@ -80,6 +88,7 @@ impl EngineConfig {
                 breaker_threshold: 3,
                 max_attempts: 100,
             },
+            rate: None,
         }
     }
 }

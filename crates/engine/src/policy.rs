@@ -3,6 +3,7 @@
 //! A delivery rate limit belongs here too.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use spigot_core::delivery::backoff_seconds;
 
@@ -52,6 +53,64 @@ impl Policy {
     }
 }
 
+/// A delivery rate limit: `rate` deliveries a second, reached over `ramp`
+/// (starting at a tenth of it) so that a target that has just come back is not
+/// hit by the whole buffer at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Deliveries per second once ramped up.
+    pub rate: f64,
+    /// Time from a tenth of `rate` to `rate` (zero: no ramp).
+    pub ramp: Duration,
+}
+
+impl RateLimit {
+    /// The rate `elapsed` after the start of a run.
+    pub fn rate_at(&self, elapsed: Duration) -> f64 {
+        if self.ramp.is_zero() || elapsed >= self.ramp {
+            return self.rate;
+        }
+        let share = elapsed.as_secs_f64() / self.ramp.as_secs_f64();
+        self.rate * (0.1 + 0.9 * share)
+    }
+}
+
+/// Spaces the deliveries of one run, shared by all its workers.
+#[derive(Debug)]
+pub struct Pacer {
+    limit: Option<RateLimit>,
+    start: tokio::time::Instant,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// A pacer for a run starting now (`None`: no limit).
+    pub fn new(limit: Option<RateLimit>) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            limit,
+            start: now,
+            next: tokio::sync::Mutex::new(now),
+        }
+    }
+
+    /// Waits for the next delivery slot.
+    pub async fn wait(&self) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let slot = (*next).max(now);
+            let rate = limit.rate_at(slot - self.start).max(0.001);
+            *next = slot + Duration::from_secs_f64(1.0 / rate);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
 /// Counts consecutive retryable failures of one run.
 #[derive(Debug, Default)]
 pub struct Breaker {
@@ -89,6 +148,44 @@ mod tests {
         assert!(waits.iter().all(|w| *w <= 360), "{waits:?}");
         assert_eq!(p.backoff(1, "m", Some(90)), 90);
         assert!(!p.exhausted(99) && p.exhausted(100));
+    }
+
+    #[test]
+    fn the_rate_ramps_from_a_tenth() {
+        let l = RateLimit {
+            rate: 10.0,
+            ramp: Duration::from_secs(10),
+        };
+        assert_eq!(l.rate_at(Duration::ZERO), 1.0);
+        assert!((l.rate_at(Duration::from_secs(5)) - 5.5).abs() < 1e-9);
+        assert_eq!(l.rate_at(Duration::from_secs(10)), 10.0);
+        assert_eq!(l.rate_at(Duration::from_secs(60)), 10.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_spaces_deliveries_across_workers() {
+        let pacer = std::sync::Arc::new(Pacer::new(Some(RateLimit {
+            rate: 5.0,
+            ramp: Duration::ZERO,
+        })));
+        let start = tokio::time::Instant::now();
+        let workers = (0..4).map(|_| {
+            let p = pacer.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    p.wait().await;
+                }
+            })
+        });
+        futures::future::join_all(workers).await;
+        // 20 slots at 5 a second: the last one 19 intervals after the first.
+        assert_eq!(start.elapsed(), Duration::from_millis(3800));
+        let unlimited = Pacer::new(None);
+        let t = tokio::time::Instant::now();
+        for _ in 0..100 {
+            unlimited.wait().await;
+        }
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 
     #[test]

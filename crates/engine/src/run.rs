@@ -19,7 +19,7 @@ use crate::config::EngineConfig;
 use crate::gate::Skipped;
 use crate::letter::{dead_letter, poison_letter};
 use crate::open::{OpenError, open};
-use crate::policy::Breaker;
+use crate::policy::{Breaker, Pacer};
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -185,6 +185,7 @@ struct Run<'a> {
     deadline: Option<Instant>,
     cancel: &'a AtomicBool,
     breaker: Breaker,
+    pacer: Pacer,
     stop: std::sync::Mutex<Option<Stop>>,
 }
 
@@ -230,6 +231,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             deadline,
             cancel,
             breaker: Breaker::default(),
+            pacer: Pacer::new(self.config.rate),
             stop: std::sync::Mutex::new(None),
         };
         let workers = (0..self.config.concurrency.max(1)).map(|_| self.worker(&run));
@@ -375,6 +377,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 break;
             }
             let prior = attempts::prior(self.payloads.as_ref(), &m).await;
+            run.pacer.wait().await;
             let step = self.one(&m, prior).await;
             if prior > 0 && !matches!(step, Step::Retry { .. }) {
                 attempts::clear(self.payloads.as_ref(), &m).await;

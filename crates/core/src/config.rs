@@ -123,7 +123,7 @@ impl Settings {
             drain_rate: match get("DRAIN_RATE") {
                 None => None,
                 Some(v) => match v.parse::<f64>() {
-                    Ok(r) if r == 0.0 => None,
+                    Ok(0.0) => None,
                     Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000.0 => Some(r),
                     _ => {
                         return Err(ConfigError::Invalid {

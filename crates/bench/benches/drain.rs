@@ -239,5 +239,6 @@ fn bench_config() -> EngineConfig {
         heartbeat: None,
         policy: Policy::production(3, 100),
         rate: None,
+        body_budget: spigot_engine::config::BODY_BUDGET,
     }
 }

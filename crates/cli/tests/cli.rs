@@ -1247,3 +1247,70 @@ async fn the_relay_delivers_each_hook_once_to_a_slow_target() {
     assert_eq!(target.attempts(), 10, "each hook exactly once");
     assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
 }
+
+/// Peak resident memory (VmHWM) of a running process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// #14.8: 40 buffered 3 MB hooks (40 repositories, so every one could be in
+/// flight at once) drain with the process's peak RSS under 100 MB.
+#[tokio::test(flavor = "multi_thread")]
+async fn forty_3_mb_hooks_drain_in_bounded_memory() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    switch(&sdk, &stack)
+        .set(spigot_core::State::Off)
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        let body = serde_json::json!({"repository": {"full_name": format!("octo-org/r{i}")}, "pad": "x".repeat(3 * 1024 * 1024)})
+            .to_string()
+            .into_bytes();
+        let id = format!("mem-{i}");
+        let (status, _) = answer(
+            &r.handle_event(&signed_request("push", &id, &body, Some("OFF")), 1)
+                .await,
+        );
+        assert_eq!(status, 202);
+        sent.push(id);
+    }
+    let mut child = spigot(&dir)
+        .args(["on", "--local", "--drain"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    loop {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(child.wait().unwrap().success());
+    let mut got: Vec<String> = target
+        .accepted()
+        .iter()
+        .map(|r| r.header("x-github-delivery").unwrap().to_string())
+        .collect();
+    got.sort();
+    got.dedup();
+    println!(
+        "ledger bounded memory: in 40 x 3 MB, delivered {} ({} deliveries), peak RSS {} MB",
+        got.len(),
+        target.accepted().len(),
+        peak / 1024
+    );
+    assert_eq!(got.len(), 40);
+    assert!(peak > 0, "RSS was sampled");
+    assert!(peak < 100 * 1024, "peak RSS {} MB", peak / 1024);
+}

@@ -220,6 +220,16 @@ impl Envelope {
         }
     }
 
+    /// The size of the hook's body in bytes (inline or claim-checked), about.
+    pub fn body_size(&self) -> u64 {
+        match &self.body {
+            Body::Claim { size, .. } => *size,
+            Body::Base64 { data } => data.len() as u64 * 3 / 4,
+            Body::Json { json } => json.len() as u64,
+            Body::Text { text } => text.len() as u64,
+        }
+    }
+
     /// Reads an SQS message body.
     pub fn decode(text: &str) -> Result<Self, EnvelopeError> {
         #[derive(Deserialize)]

@@ -23,7 +23,13 @@ pub struct EngineConfig {
     pub policy: Policy,
     /// Deliveries a second, shared by all workers (`None`: unlimited).
     pub rate: Option<RateLimit>,
+    /// Body bytes held by deliveries at once, all workers together (a 128 MB
+    /// function holds each body about three times while delivering it).
+    pub body_budget: usize,
 }
+
+/// The default [`EngineConfig::body_budget`]: 16 MiB.
+pub const BODY_BUDGET: usize = 16 * 1024 * 1024;
 
 impl EngineConfig {
     /// The drainer Lambda: `DRAIN_CONCURRENCY`, `BREAKER_THRESHOLD`, stop a forward timeout before the deadline.
@@ -40,6 +46,7 @@ impl EngineConfig {
                 rate,
                 ramp: Duration::from_secs(settings.drain_ramp_seconds),
             }),
+            body_budget: BODY_BUDGET,
         }
     }
 
@@ -58,6 +65,7 @@ impl EngineConfig {
                 max_attempts: 100,
             },
             rate: None,
+            body_budget: BODY_BUDGET,
         }
     }
 
@@ -71,6 +79,7 @@ impl EngineConfig {
             heartbeat: Some(Duration::from_secs(30)),
             policy: Policy::production(3, max_attempts),
             rate: None,
+            body_budget: BODY_BUDGET,
         }
     }
 
@@ -89,6 +98,7 @@ impl EngineConfig {
                 max_attempts: 100,
             },
             rate: None,
+            body_budget: BODY_BUDGET,
         }
     }
 }

@@ -186,6 +186,8 @@ struct Run<'a> {
     cancel: &'a AtomicBool,
     breaker: Breaker,
     pacer: Pacer,
+    /// Body bytes in flight, in KiB permits.
+    bodies: tokio::sync::Semaphore,
     stop: std::sync::Mutex<Option<Stop>>,
 }
 
@@ -232,6 +234,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             cancel,
             breaker: Breaker::default(),
             pacer: Pacer::new(self.config.rate),
+            bodies: tokio::sync::Semaphore::new(self.budget_kib() as usize),
             stop: std::sync::Mutex::new(None),
         };
         let workers = (0..self.config.concurrency.max(1)).map(|_| self.worker(&run));
@@ -378,7 +381,10 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
             let prior = attempts::prior(self.payloads.as_ref(), &m).await;
             run.pacer.wait().await;
-            let step = self.one(&m, prior).await;
+            let step = {
+                let _bytes = self.hold_body(run, &m).await;
+                self.one(&m, prior).await
+            };
             if prior > 0 && !matches!(step, Step::Retry { .. }) {
                 attempts::clear(self.payloads.as_ref(), &m).await;
             }
@@ -411,6 +417,23 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         let done = receipts.clone();
         self.finish(run, receipts, claims).await;
         pending.forget_receipts(&done);
+    }
+
+    fn budget_kib(&self) -> u32 {
+        (self.config.body_budget / 1024).clamp(1, u32::MAX as usize) as u32
+    }
+
+    /// Waits until `m`'s body fits in the run's body budget; the permit frees it.
+    async fn hold_body<'r>(
+        &self,
+        run: &'r Run<'_>,
+        m: &Received,
+    ) -> Option<tokio::sync::SemaphorePermit<'r>> {
+        let bytes = Envelope::decode(&m.body)
+            .map(|e| e.body_size())
+            .unwrap_or(m.body.len() as u64);
+        let kib = (bytes / 1024 + 1).min(u64::from(self.budget_kib())) as u32;
+        run.bodies.acquire_many(kib).await.ok()
     }
 
     /// A retryable failure: hide `m` for its backoff, release the rest of its

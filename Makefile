@@ -22,11 +22,11 @@ $(VENV)/.build-tools: $(VENV)/.installed requirements-build.txt
 
 venv: $(VENV)/.installed
 
-## run: moto on 127.0.0.1:$(MOTO_PORT) + `spigot dev` (receiver on 127.0.0.1:3000, sink on :3001). Ctrl-C stops both.
+## run: moto (tools/moto_server.py: moto with SQS's FIFO order) on 127.0.0.1:$(MOTO_PORT) + `spigot dev` (receiver on 127.0.0.1:3000, sink on :3001). Ctrl-C stops both.
 run: venv
 	cargo build -p spigot-cli
 	trap 'kill 0' EXIT; \
-	$(PY) -m moto.server -H 127.0.0.1 -p $(MOTO_PORT) >/dev/null 2>&1 & \
+	$(PY) tools/moto_server.py -H 127.0.0.1 -p $(MOTO_PORT) >/dev/null 2>&1 & \
 	./target/debug/spigot dev --endpoint http://127.0.0.1:$(MOTO_PORT) $(ARGS)
 
 ## test: format, lints (Rust and CloudFormation), every test (the e2e tests start their own moto server).

@@ -11,7 +11,7 @@ pub mod wiring;
 
 pub use fake_aws::{Call, FakeAws, FakeCodePipeline};
 pub use ledger::Ledger;
-pub use moto::{free_port, moto, python, sdk, stack, unique};
+pub use moto::{free_port, moto, plain_moto, python, sdk, stack, unique};
 pub use sqs::{depth, peek_all, set_visibility_timeout, take_all, take_as_sqs_event};
 pub use target::{FakeTarget, Recorded};
 pub use wiring::*;

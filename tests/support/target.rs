@@ -19,6 +19,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -125,6 +127,7 @@ async fn record(
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
         body: body.to_vec(),
+        at: std::time::Instant::now(),
     };
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {

@@ -120,20 +120,7 @@ impl Settings {
                 as usize,
             breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)?
                 as u32,
-            drain_rate: match get("DRAIN_RATE") {
-                None => None,
-                Some(v) => match v.parse::<f64>() {
-                    Ok(0.0) => None,
-                    Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000.0 => Some(r),
-                    _ => {
-                        return Err(ConfigError::Invalid {
-                            name: "DRAIN_RATE",
-                            value: v,
-                            expected: "deliveries per second, above 0 and at most 10000 (0: unlimited)",
-                        });
-                    }
-                },
-            },
+            drain_rate: parse_rate("DRAIN_RATE", get("DRAIN_RATE"))?,
             drain_ramp_seconds: parse_num(
                 "DRAIN_RAMP_SECONDS",
                 get("DRAIN_RAMP_SECONDS"),
@@ -149,20 +136,7 @@ impl Settings {
                 0,
                 86_400,
             )?,
-            delivery_mode: match get("DELIVERY_MODE")
-                .map(|v| v.to_ascii_lowercase())
-                .as_deref()
-            {
-                None | Some("push") => DeliveryMode::Push,
-                Some("pull") => DeliveryMode::Pull,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "DELIVERY_MODE",
-                        value: other.to_string(),
-                        expected: "push or pull",
-                    });
-                }
-            },
+            delivery_mode: parse_mode(get("DELIVERY_MODE"))?,
         })
     }
 
@@ -218,6 +192,32 @@ fn check_url(name: &'static str, value: String) -> Result<String, ConfigError> {
             value,
             expected: "an http:// or https:// URL with a host",
         })
+    }
+}
+
+/// A rate a second: `0` or unset is unlimited (`None`).
+fn parse_rate(name: &'static str, v: Option<String>) -> Result<Option<f64>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    match v.parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000.0 => Ok(Some(r)),
+        _ => Err(ConfigError::Invalid {
+            name,
+            value: v,
+            expected: "deliveries per second, above 0 and at most 10000 (0: unlimited)",
+        }),
+    }
+}
+
+fn parse_mode(v: Option<String>) -> Result<DeliveryMode, ConfigError> {
+    match v.map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("push") => Ok(DeliveryMode::Push),
+        Some("pull") => Ok(DeliveryMode::Pull),
+        Some(other) => Err(ConfigError::Invalid {
+            name: "DELIVERY_MODE",
+            value: other.to_string(),
+            expected: "push or pull",
+        }),
     }
 }
 

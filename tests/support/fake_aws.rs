@@ -187,6 +187,20 @@ impl FakeCodePipeline {
             .collect()
     }
 
+    /// Executions started: distinct `clientRequestToken`s of accepted starts
+    /// (CodePipeline answers a repeated token with the same execution).
+    pub fn executions(&self) -> usize {
+        let mut tokens: Vec<String> = self
+            .requests()
+            .iter()
+            .filter(|(op, _)| op == START)
+            .filter_map(|(_, j)| j["clientRequestToken"].as_str().map(String::from))
+            .collect();
+        tokens.sort();
+        tokens.dedup();
+        tokens.len()
+    }
+
     /// A client for this endpoint (no SDK retries, so each start is one request).
     pub fn client(&self, sdk: &SdkConfig) -> spigot_aws::CodePipelines {
         let conf = spigot_aws::aws_sdk_codepipeline::config::Builder::from(sdk)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use serde_json::json;
+use spigot_core::envelope::sha256_hex;
 use spigot_core::filter::{FilterSpec, execution_token};
 use spigot_core::ports::FilterStore;
 use spigot_e2e::*;
@@ -92,7 +93,7 @@ async fn a_matching_push_starts_its_pipeline_with_token_and_revision() {
     assert_eq!(reqs[0].1["name"], "svc-a");
     assert_eq!(
         reqs[0].1["clientRequestToken"],
-        execution_token("ev-1", "svc-a")
+        execution_token(&sha256_hex(&mono_push(&["services/a/main.rs"])), "svc-a")
     );
     assert_eq!(
         reqs[0].1["sourceRevisions"],
@@ -220,7 +221,7 @@ async fn legacy_filter_objects_still_work() {
     assert_eq!(stats.started, 1);
     assert_eq!(
         cp.requests()[0].1["clientRequestToken"],
-        execution_token("ev-legacy-1", "legacy")
+        execution_token(&sha256_hex(&mono_push(&["src/app.py"])), "legacy")
     );
 }
 
@@ -247,4 +248,48 @@ async fn a_claim_checked_push_is_evaluated_and_its_payload_removed() {
     assert_eq!(stats.started, 1);
     assert_eq!(cp.requests()[0].1["name"], "svc-a");
     assert_eq!(stored().await, Some(0), "and its object is deleted after");
+}
+
+/// #19.4: the token comes from what the signature covers, so one signed body
+/// resent under a second delivery id starts each pipeline once.
+#[tokio::test]
+async fn the_same_signed_body_under_two_delivery_ids_starts_each_pipeline_once() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let body = mono_push(&["services/a/x", "services/b/y"]);
+    let event = pushes(
+        &sdk,
+        &stack,
+        &[("ev-orig", body.clone()), ("ev-replayed", body)],
+    )
+    .await;
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(
+        stats.started, 4,
+        "two pushes, two pipelines each were asked"
+    );
+    assert_eq!(cp.executions(), 2, "but one execution per pipeline");
+    // Positive control: a different body is a new execution.
+    let other = pushes(&sdk, &stack, &[("ev-new", mono_push(&["services/a/z"]))]).await;
+    ev.handle(other).await;
+    assert_eq!(cp.executions(), 3);
+}
+
+/// #19.3: filters written straight into the bucket that are valid alone but
+/// break the repository's compiled set are skipped and counted, never a
+/// panic, and the repository's other filters still start their pipelines.
+#[tokio::test]
+async fn filters_that_break_the_set_are_skipped_and_the_others_still_start() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    for name in ["wide-1", "wide-2"] {
+        put_filter(&ev, json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": name, "Syntax": "regex", "Include": ["\\w{200}"]})).await;
+    }
+    let event = pushes(&sdk, &stack, &[("ev-wide", mono_push(&["services/b/x"]))]).await;
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(stats.invalid_filters, 1, "one of the pair does not fit");
+    let started: Vec<_> = cp.requests().iter().map(|r| r.1["name"].clone()).collect();
+    assert_eq!(started, [json!("svc-b")]);
 }

@@ -118,8 +118,11 @@ async fn put(place: &Where, file: &PathBuf) -> Result<(), CliError> {
         .and_then(FilterSpec::compile)
         .map_err(invalid)?;
     let key = filter.spec.key();
-    store(place)
-        .await?
+    let store = store(place).await?;
+    spigot_core::filter::admit(&store, &filter)
+        .await
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", file.display())))?;
+    store
         .put(&key, filter.spec.to_json().into_bytes())
         .await
         .context("cannot write the filter")?;
@@ -174,7 +177,11 @@ async fn filters_for(
             Err(e) => eprintln!("skipping {name}: {e}"),
         }
     }
-    Ok(FilterSet::new(filters))
+    let (set, unfit) = FilterSet::new(filters);
+    for u in unfit {
+        eprintln!("skipping {}", u.reason);
+    }
+    Ok(set)
 }
 
 async fn test(

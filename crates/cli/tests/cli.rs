@@ -1401,3 +1401,50 @@ async fn chaos_kills_and_a_flapping_target_lose_nothing_and_keep_order() {
 fn spigot_cli_dev_file(dir: &Path) -> spigot_aws::local::LocalStack {
     serde_json::from_str(&std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap()).unwrap()
 }
+
+/// #19.3: `filters put` checks a new filter against its repository's whole set.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_put_refuses_a_filter_that_does_not_fit_with_the_others() {
+    let dir = workdir();
+    let _ = local_stack(&dir, None).await;
+    let write = |name: &str| {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(
+            &path,
+            serde_json::json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": name, "Syntax": "regex", "Include": ["\\w{200}"]})
+                .to_string(),
+        )
+        .unwrap();
+        path
+    };
+    let first = spigot(&dir)
+        .args(["filters", "put", "--local"])
+        .arg(write("wide-1"))
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = spigot(&dir)
+        .args(["filters", "put", "--local"])
+        .arg(write("wide-2"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("wide-2") && err.contains("does not fit"),
+        "{err}"
+    );
+    let listed = spigot(&dir)
+        .args(["filters", "list", "--local", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        1,
+        "nothing written"
+    );
+}

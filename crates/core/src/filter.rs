@@ -82,7 +82,29 @@ pub enum Problem {
     /// `SourceAction` is empty.
     #[error("SourceAction must name the pipeline's source action when given")]
     SourceAction,
+    /// More patterns than a filter may have.
+    #[error(
+        "a filter may have at most {MAX_PATTERNS} Include and Exclude patterns together, this one has {0}"
+    )]
+    TooManyPatterns(usize),
+    /// A pattern longer than allowed.
+    #[error(
+        "{field}[{index}] is {len} characters long; a pattern may have at most {MAX_PATTERN_LEN}"
+    )]
+    PatternTooLong {
+        /// `Include` or `Exclude`.
+        field: &'static str,
+        /// Position in the list.
+        index: usize,
+        /// Its length.
+        len: usize,
+    },
 }
+
+/// Include + Exclude patterns a filter may have (CodePipeline V2 triggers allow 8 + 8).
+pub const MAX_PATTERNS: usize = 50;
+/// Characters a pattern may have.
+pub const MAX_PATTERN_LEN: usize = 256;
 
 /// Every problem of a filter (at least one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +261,27 @@ pub fn repository_prefix(repository: &str) -> String {
     repository_prefix_parts(owner, repo)
 }
 
+/// Checks `candidate` against the other filters of its repository in `store`:
+/// refused, naming it, when it would not compile together with them.
+pub async fn admit(
+    store: &impl crate::ports::FilterStore,
+    candidate: &Filter,
+) -> Result<(), String> {
+    let stored = store
+        .list(&repository_prefix(&candidate.spec.repository))
+        .await
+        .map_err(|e| format!("cannot list the repository's filters: {e}"))?;
+    let existing = stored
+        .iter()
+        .filter_map(|s| {
+            FilterSpec::from_json(&s.bytes)
+                .and_then(FilterSpec::compile)
+                .ok()
+        })
+        .collect();
+    FilterSet::admits(existing, candidate.clone()).map_err(|u| u.reason)
+}
+
 /// True for keys this system writes: `filters/a/b/c/d.json`, four non-empty segments, no `..`.
 pub fn is_filter_key(key: &str) -> bool {
     let Some(rest) = key.strip_prefix(PREFIX) else {
@@ -252,10 +295,12 @@ pub fn is_filter_key(key: &str) -> bool {
         && rest.ends_with(".json")
 }
 
-/// The `clientRequestToken` for starting `pipeline` for `delivery`: the same
-/// pair always gives the same token, so a redelivered hook never starts twice.
-pub fn execution_token(delivery: &str, pipeline: &str) -> String {
-    crate::envelope::sha256_hex(format!("{delivery}\n{pipeline}").as_bytes())
+/// The `clientRequestToken` for starting `pipeline` for a push whose body has
+/// SHA-256 `body_sha256`: derived from what the signature covers, so the same
+/// signed body never starts a pipeline twice, whatever `X-GitHub-Delivery`
+/// (unsigned) it is resent under; GitHub's own redeliveries carry the same body.
+pub fn execution_token(body_sha256: &str, pipeline: &str) -> String {
+    crate::envelope::sha256_hex(format!("{body_sha256}\n{pipeline}").as_bytes())
 }
 
 #[derive(Debug, Clone)]
@@ -366,8 +411,20 @@ impl Filter {
         } else {
             BranchMatcher::Exact(spec.branch.clone())
         };
+        let count = spec.include.len() + spec.exclude.len();
+        if count > MAX_PATTERNS {
+            problems.push(Problem::TooManyPatterns(count));
+        }
         for (field, list) in [("Include", &spec.include), ("Exclude", &spec.exclude)] {
             for (index, pattern) in list.iter().enumerate() {
+                if pattern.chars().count() > MAX_PATTERN_LEN {
+                    problems.push(Problem::PatternTooLong {
+                        field,
+                        index,
+                        len: pattern.chars().count(),
+                    });
+                    continue;
+                }
                 let problem = match syntax {
                     Syntax::Regex => check_regex(field, index, pattern),
                     Syntax::Glob => glob(pattern).err().map(|e| Problem::Glob {
@@ -473,7 +530,10 @@ struct Patterns {
 }
 
 impl Patterns {
-    fn build(filters: &[Filter], pick: impl Fn(&FilterSpec) -> &Vec<String>) -> Self {
+    fn build(
+        filters: &[Filter],
+        pick: impl Fn(&FilterSpec) -> &Vec<String>,
+    ) -> Result<Self, String> {
         let mut globs = GlobSetBuilder::new();
         let mut glob_owner = Vec::new();
         let mut regexes = Vec::new();
@@ -482,7 +542,7 @@ impl Patterns {
             for (pi, p) in pick(&f.spec).iter().enumerate() {
                 match f.syntax {
                     Syntax::Glob => {
-                        globs.add(glob(p).expect("validated"));
+                        globs.add(glob(p).map_err(|e| e.to_string())?);
                         glob_owner.push((fi, pi));
                     }
                     Syntax::Regex => {
@@ -492,12 +552,20 @@ impl Patterns {
                 }
             }
         }
-        Self {
-            globs: globs.build().expect("validated globs build"),
+        Ok(Self {
+            globs: globs.build().map_err(|e| e.to_string())?,
             glob_owner,
-            regexes: RegexSet::new(&regexes).expect("validated regexes build"),
+            regexes: RegexSet::new(&regexes).map_err(|e| {
+                // regex's message is several lines; its first says it.
+                e.to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })?,
             regex_owner,
-        }
+        })
     }
 
     /// Calls `hit(filter, pattern)` for every pattern matching `path`.
@@ -533,16 +601,72 @@ pub struct FilterSet {
     exclude: Patterns,
 }
 
+/// A filter that is valid alone but does not fit in its repository's compiled
+/// set (together its patterns exceed the regex engine's compiled-size limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfit {
+    /// The filter's key.
+    pub key: String,
+    /// Why, in one sentence.
+    pub reason: String,
+}
+
 impl FilterSet {
-    /// Compiles the path patterns of `filters` into shared sets.
-    pub fn new(filters: Vec<Filter>) -> Self {
-        let include = Patterns::build(&filters, |s| &s.include);
-        let exclude = Patterns::build(&filters, |s| &s.exclude);
-        Self {
+    /// Compiles the path patterns of `filters` into shared sets. Filters that
+    /// do not fit together are left out (first come, first in) and returned.
+    pub fn new(filters: Vec<Filter>) -> (Self, Vec<Unfit>) {
+        if let Ok(set) = Self::compile(filters.clone()) {
+            return (set, Vec::new());
+        }
+        let mut fitting: Vec<Filter> = Vec::new();
+        let mut unfit = Vec::new();
+        for f in filters {
+            let mut trial = fitting.clone();
+            trial.push(f.clone());
+            match Self::compile(trial) {
+                Ok(_) => fitting.push(f),
+                Err(reason) => unfit.push(Unfit {
+                    key: f.spec.key(),
+                    reason: format!(
+                        "filter {} ({}) does not fit with the other filters of {}: {reason}",
+                        f.spec.key(),
+                        f.spec.pipeline,
+                        f.spec.repository
+                    ),
+                }),
+            }
+        }
+        let set = Self::compile(fitting).unwrap_or_else(|_| Self::empty());
+        (set, unfit)
+    }
+
+    /// `Ok` when `candidate` fits with `existing` (the repository's other filters).
+    pub fn admits(existing: Vec<Filter>, candidate: Filter) -> Result<(), Unfit> {
+        let key = candidate.spec.key();
+        let mut all: Vec<Filter> = existing
+            .into_iter()
+            .filter(|f| f.spec.key() != key)
+            .collect();
+        all.push(candidate);
+        let (_, unfit) = Self::new(all);
+        match unfit.into_iter().find(|u| u.key == key) {
+            Some(u) => Err(u),
+            None => Ok(()),
+        }
+    }
+
+    fn compile(filters: Vec<Filter>) -> Result<Self, String> {
+        let include = Patterns::build(&filters, |s| &s.include)?;
+        let exclude = Patterns::build(&filters, |s| &s.exclude)?;
+        Ok(Self {
             filters,
             include,
             exclude,
-        }
+        })
+    }
+
+    fn empty() -> Self {
+        Self::compile(Vec::new()).expect("an empty set always compiles")
     }
 
     /// Decides every filter for `push`.

@@ -6,8 +6,15 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-/// GitHub puts at most this many commits in a push payload.
-pub const MAX_PAYLOAD_COMMITS: usize = 20;
+/// A push webhook lists at most this many commits. (The 20-commit cap in
+/// GitHub's push-event documentation applies to timeline events only, "not to
+/// webhook deliveries".)
+pub const MAX_PAYLOAD_COMMITS: usize = 2048;
+
+/// Each commit's `added`, `removed` and `modified` lists are capped at this many
+/// paths (GitHub's webhook documentation: "a maximum of 5000 ... file paths";
+/// beyond it the list is cut and the API has the rest).
+pub const MAX_FILES_PER_LIST: usize = 5000;
 
 /// A push payload that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,12 +39,81 @@ struct Raw<'a> {
     repository: Repo<'a>,
     #[serde(default, borrow)]
     commits: Option<Vec<Commit<'a>>>,
+    #[serde(default, borrow)]
+    head_commit: Option<HeadCommit<'a>>,
 }
 
 #[derive(Deserialize)]
 struct Repo<'a> {
     #[serde(borrow)]
     full_name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pushed_at: Option<Stamp<'a>>,
+}
+
+#[derive(Deserialize)]
+struct HeadCommit<'a> {
+    #[serde(default, borrow)]
+    timestamp: Option<Cow<'a, str>>,
+}
+
+/// A time as GitHub writes it: Unix seconds (push payloads) or RFC 3339.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stamp<'a> {
+    Seconds(u64),
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+}
+
+impl Stamp<'_> {
+    fn seconds(&self) -> Option<u64> {
+        match self {
+            Stamp::Seconds(s) => Some(*s),
+            Stamp::Text(t) => parse_rfc3339(t),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time (`2019-05-15T15:20:30-07:00`, `...Z`).
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let b = text.trim().as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &text.trim()[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest[1..].split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s - offset).ok()
 }
 
 #[derive(Deserialize)]
@@ -73,6 +149,30 @@ pub struct Push<'a> {
     pub commit_count: usize,
     /// Whether any commit carried file lists at all.
     pub has_file_lists: bool,
+    /// Whether some commit's file list is at its cap ([`MAX_FILES_PER_LIST`]).
+    pub file_list_at_cap: bool,
+    /// When it was pushed (`repository.pushed_at`, else `head_commit.timestamp`), Unix seconds.
+    pub pushed_at: Option<u64>,
+    /// Where the changed paths came from.
+    pub files_from: FilesFrom,
+}
+
+/// Where a push's changed paths came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilesFrom {
+    /// The payload's commit lists.
+    Payload,
+    /// GitHub's compare API (the payload was incomplete).
+    CompareApi,
+}
+
+/// Why a push's own commit lists do not describe its change, and what to compare instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incomplete {
+    /// One sentence.
+    pub reason: &'static str,
+    /// Compare against the repository's default branch (a new branch) instead of `before`.
+    pub against_default_branch: bool,
 }
 
 impl<'a> Push<'a> {
@@ -82,12 +182,26 @@ impl<'a> Push<'a> {
         let commits = raw.commits.unwrap_or_default();
         let mut paths = BTreeSet::new();
         let mut has_file_lists = false;
+        let mut file_list_at_cap = false;
         for c in &commits {
             for list in [&c.added, &c.modified, &c.removed].into_iter().flatten() {
                 has_file_lists = true;
+                file_list_at_cap |= list.len() >= MAX_FILES_PER_LIST;
                 paths.extend(list.iter().cloned());
             }
         }
+        let pushed_at = raw
+            .repository
+            .pushed_at
+            .as_ref()
+            .and_then(Stamp::seconds)
+            .or_else(|| {
+                raw.head_commit
+                    .as_ref()?
+                    .timestamp
+                    .as_deref()
+                    .and_then(parse_rfc3339)
+            });
         Ok(Self {
             repository: raw.repository.full_name,
             git_ref: raw.git_ref,
@@ -99,6 +213,9 @@ impl<'a> Push<'a> {
             paths,
             commit_count: commits.len(),
             has_file_lists,
+            file_list_at_cap,
+            pushed_at,
+            files_from: FilesFrom::Payload,
         })
     }
 
@@ -112,19 +229,49 @@ impl<'a> Push<'a> {
         self.git_ref.starts_with("refs/tags/")
     }
 
-    /// Why path matching cannot be trusted for this push, if it cannot.
-    pub fn conservative_reason(&self) -> Option<&'static str> {
-        if self.commit_count >= MAX_PAYLOAD_COMMITS {
-            Some("the commit list may be truncated (GitHub lists at most 20 commits)")
-        } else if self.created && self.commit_count == 0 {
-            Some("a new branch pushed without a commit list")
-        } else if self.commit_count > 0 && !self.has_file_lists {
-            Some("the push carries no file lists")
-        } else if self.commit_count == 0 && self.forced {
-            Some("a force push without a commit list")
-        } else {
-            None
+    /// Why the payload's commit lists do not describe this push's change, if they do not.
+    pub fn incomplete(&self) -> Option<Incomplete> {
+        if self.files_from == FilesFrom::CompareApi {
+            return None;
         }
+        // A new branch lists the commits new to the repository: with none (a branch
+        // cut from an existing commit) the list says nothing of the change.
+        let (reason, against_default_branch) = if self.created && self.commit_count == 0 {
+            ("a new branch pushed without a commit list", true)
+        } else if self.forced {
+            (
+                "a force push (its commit list does not describe the change)",
+                false,
+            )
+        } else if self.commit_count >= MAX_PAYLOAD_COMMITS {
+            ("the commit list is at GitHub's cap of 2,048 commits", false)
+        } else if self.file_list_at_cap {
+            (
+                "a commit's file list is at GitHub's cap of 5,000 paths",
+                false,
+            )
+        } else if self.commit_count > 0 && !self.has_file_lists {
+            ("the push carries no file lists", false)
+        } else {
+            return None;
+        };
+        Some(Incomplete {
+            reason,
+            against_default_branch,
+        })
+    }
+
+    /// Why path matching cannot be trusted for this push, if it cannot: it is
+    /// incomplete and no complete file list was found.
+    pub fn conservative_reason(&self) -> Option<&'static str> {
+        self.incomplete().map(|i| i.reason)
+    }
+
+    /// The push with its complete changed-file list (from GitHub's compare API).
+    pub fn with_files(mut self, files: impl IntoIterator<Item = String>) -> Push<'a> {
+        self.paths = files.into_iter().map(Cow::Owned).collect();
+        self.files_from = FilesFrom::CompareApi;
+        self
     }
 }
 
@@ -156,7 +303,7 @@ mod tests {
 
     #[test]
     fn conservative_cases() {
-        let commits = (0..20)
+        let commits = (0..MAX_PAYLOAD_COMMITS)
             .map(|_| r#"{"added":[],"modified":["x"],"removed":[]}"#)
             .collect::<Vec<_>>()
             .join(",");
@@ -168,7 +315,7 @@ mod tests {
                 .unwrap()
                 .conservative_reason()
                 .unwrap()
-                .contains("truncated")
+                .contains("2,048 commits")
         );
         let created = br#"{"ref":"refs/heads/new","created":true,"repository":{"full_name":"o/r"},"commits":[]}"#;
         assert!(
@@ -186,6 +333,104 @@ mod tests {
                 .conservative_reason()
                 .unwrap()
                 .contains("no file lists")
+        );
+    }
+
+    fn push_with(fields: &str, commits: usize, files_per_list: usize) -> String {
+        let files: Vec<String> = (0..files_per_list)
+            .map(|i| format!("\"docs/{i}.md\""))
+            .collect();
+        let commit = format!(
+            r#"{{"added":[],"modified":[{}],"removed":[]}}"#,
+            files.join(",")
+        );
+        let commits = vec![commit; commits].join(",");
+        format!(
+            r#"{{"ref":"refs/heads/main","repository":{{"full_name":"o/r"}},{fields}"commits":[{commits}]}}"#
+        )
+    }
+
+    #[test]
+    fn completeness_table() {
+        type Case = (&'static str, String, Option<bool>);
+        // (what, payload, None: complete / Some(against the default branch))
+        let cases: Vec<Case> = vec![
+            ("25 commits (an ordinary merge)", push_with("", 25, 1), None),
+            ("2,047 commits", push_with("", 2047, 1), None),
+            (
+                "2,048 commits: at the cap",
+                push_with("", 2048, 1),
+                Some(false),
+            ),
+            ("4,999 paths in a list", push_with("", 1, 4999), None),
+            (
+                "5,000 paths in a list: at the cap",
+                push_with("", 1, 5000),
+                Some(false),
+            ),
+            (
+                "a force push",
+                push_with(r#""forced":true,"#, 3, 1),
+                Some(false),
+            ),
+            (
+                "a new branch with commits",
+                push_with(r#""created":true,"#, 2, 1),
+                None,
+            ),
+            (
+                "a new branch without commits",
+                push_with(r#""created":true,"#, 0, 0),
+                Some(true),
+            ),
+        ];
+        for (what, payload, want) in cases {
+            let push = Push::parse(payload.as_bytes()).unwrap();
+            assert_eq!(
+                push.incomplete().map(|i| i.against_default_branch),
+                want,
+                "{what}: {:?}",
+                push.incomplete()
+            );
+            let complete = push.with_files(["a".to_string()]);
+            assert_eq!(
+                complete.incomplete(),
+                None,
+                "{what}: files from the compare API are complete"
+            );
+            assert_eq!(complete.files_from, FilesFrom::CompareApi);
+        }
+    }
+
+    #[test]
+    fn push_times_read_both_forms() {
+        assert_eq!(
+            parse_rfc3339("2019-05-15T15:20:30-07:00"),
+            Some(1_557_958_830)
+        );
+        assert_eq!(parse_rfc3339("2019-05-15T22:20:30Z"), Some(1_557_958_830));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00.123Z"), Some(951_782_400));
+        for bad in [
+            "",
+            "yesterday",
+            "2019-13-15T15:20:30Z",
+            "2019-05-15T15:20:30",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        let fixture = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/push.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            Push::parse(&fixture).unwrap().pushed_at,
+            Some(1_557_933_657)
+        );
+        let only_head = br#"{"ref":"refs/heads/main","repository":{"full_name":"o/r"},"head_commit":{"timestamp":"2019-05-15T22:20:30Z"}}"#;
+        assert_eq!(
+            Push::parse(only_head).unwrap().pushed_at,
+            Some(1_557_958_830)
         );
     }
 

@@ -23,6 +23,8 @@ pub struct Opened {
     pub hook: Hook,
     /// The claim-check object, when the body was stored aside.
     pub claim: Option<String>,
+    /// Hex SHA-256 of the body (what the signature covered).
+    pub sha256: String,
 }
 
 /// Opens `env`, reading a claim-checked body from `payloads`.
@@ -52,5 +54,9 @@ pub async fn open<P: PayloadStore>(
         .clone()
         .into_hook(body)
         .map_err(|e| OpenError::Permanent(e.to_string()))?;
-    Ok(Opened { hook, claim })
+    Ok(Opened {
+        hook,
+        claim,
+        sha256: env.sha256.clone(),
+    })
 }

@@ -135,7 +135,8 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
         let push = Push::parse(&payload).map_err(|e| Failure::Unreadable(e.to_string()))?;
         stats.pushes += 1;
         let set = self.filter_set(&push.repository, stats).await?;
-        self.start_matching(hook, &push, &set, stats).await?;
+        self.start_matching(hook, &opened.sha256, &push, &set, stats)
+            .await?;
         if let (Some(store), Some(key)) = (&self.payloads, opened.claim) {
             let _ = store.delete(&key).await;
         }
@@ -165,6 +166,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
     async fn start_matching(
         &self,
         hook: &Hook,
+        body_sha256: &str,
         push: &Push<'_>,
         set: &FilterSet,
         stats: &mut Stats,
@@ -180,7 +182,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             }
             let start = Start {
                 pipeline: pipeline.clone(),
-                token: execution_token(&hook.delivery, pipeline),
+                token: execution_token(body_sha256, pipeline),
                 source: filter
                     .spec
                     .source_action
@@ -243,8 +245,14 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
                 }
             }
         }
+        let (set, unfit) = FilterSet::new(filters);
+        for u in &unfit {
+            // Valid alone, but not together with the others: skipped, never a panic.
+            tracing::error!(key = %u.key, reason = %u.reason, "filter skipped");
+        }
+        invalid += unfit.len() as u64;
         stats.invalid_filters += invalid;
-        let set = Arc::new(FilterSet::new(filters));
+        let set = Arc::new(set);
         self.cache.lock().unwrap().insert(
             prefix,
             Cached {

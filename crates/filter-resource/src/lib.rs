@@ -210,6 +210,7 @@ impl<F: FilterStore, R: Responder> FilterResource<F, R> {
         if !is_filter_key(&key) {
             return Err(format!("refusing to write outside filters/: {key}"));
         }
+        spigot_core::filter::admit(&self.filters, &filter).await?;
         self.filters
             .put(&key, filter.spec.to_json().into_bytes())
             .await

@@ -29,7 +29,7 @@ fn started(set: &FilterSet, payload: &[u8]) -> Vec<String> {
 }
 
 fn mono() -> FilterSet {
-    FilterSet::new(vec![
+    set_of(vec![
         filter(
             json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "svc-a", "Include": ["services/a/**"], "Exclude": ["**/*.md"]}),
         ),
@@ -103,7 +103,7 @@ fn docs_only_change_is_excluded() {
 
 #[test]
 fn branch_names_keep_their_slashes() {
-    let set = FilterSet::new(vec![filter(
+    let set = set_of(vec![filter(
         json!({"Repository": "octo-org/mono", "Branch": "feature/x/y", "Pipeline": "p"}),
     )]);
     assert_eq!(
@@ -116,7 +116,7 @@ fn branch_names_keep_their_slashes() {
 
 #[test]
 fn branch_globs() {
-    let set = FilterSet::new(vec![filter(
+    let set = set_of(vec![filter(
         json!({"Repository": "octo-org/mono", "Branch": "release/*", "Pipeline": "rel"}),
     )]);
     assert_eq!(
@@ -129,7 +129,7 @@ fn branch_globs() {
 
 #[test]
 fn deleted_branches_and_tags_never_trigger() {
-    let set = FilterSet::new(vec![filter(
+    let set = set_of(vec![filter(
         json!({"Repository": "octo-org/mono", "Branch": "*", "Pipeline": "p"}),
     )]);
     let mut deleted: Value =
@@ -146,7 +146,7 @@ fn deleted_branches_and_tags_never_trigger() {
 
 #[test]
 fn github_example_tag_pushes_do_not_trigger() {
-    let set = FilterSet::new(vec![filter(
+    let set = set_of(vec![filter(
         json!({"Repository": "Codertocat/Hello-World", "Branch": "*", "Pipeline": "p"}),
     )]);
     for f in ["push-tag.json", "push-tag-deleted.json"] {
@@ -166,9 +166,9 @@ fn github_example_tag_pushes_do_not_trigger() {
 }
 
 #[test]
-fn truncated_commit_lists_match_on_repository_and_branch() {
+fn commit_lists_at_the_cap_match_on_repository_and_branch() {
     let set = mono();
-    let commits: Vec<Value> = (0..20)
+    let commits: Vec<Value> = (0..2048)
         .map(|_| json!({"added": [], "modified": ["docs/x.md"], "removed": []}))
         .collect();
     let p = json!({"ref": "refs/heads/main", "repository": {"full_name": "octo-org/mono"}, "commits": commits}).to_string();
@@ -176,13 +176,13 @@ fn truncated_commit_lists_match_on_repository_and_branch() {
     assert!(
         decisions
             .iter()
-            .all(|d| d.start && matches!(d.why, Why::Conservative(r) if r.contains("truncated")))
+            .all(|d| d.start && matches!(d.why, Why::Conservative(r) if r.contains("cap of 2,048")))
     );
 }
 
 #[test]
 fn a_new_branch_without_commits_matches_conservatively() {
-    let set = FilterSet::new(vec![filter(
+    let set = set_of(vec![filter(
         json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "p", "Include": ["x/**"]}),
     )]);
     let p = json!({"ref": "refs/heads/main", "created": true, "repository": {"full_name": "octo-org/mono"}, "commits": []}).to_string();
@@ -211,7 +211,7 @@ fn legacy_filters_match_like_python_re_match() {
     );
     assert_eq!(legacy.syntax, Syntax::Regex);
     assert_eq!(legacy.spec.include, ["^src/", "docs/"]);
-    let set = FilterSet::new(vec![legacy]);
+    let set = set_of(vec![legacy]);
     // re.match anchors at the start only: a prefix is enough, a match in the middle is not.
     for (path, want) in [
         ("src/app.py", true),
@@ -228,7 +228,7 @@ fn legacy_filters_match_like_python_re_match() {
 
 #[test]
 fn regex_filters_are_anchored_at_the_start() {
-    let set = FilterSet::new(vec![filter(
+    let set = set_of(vec![filter(
         json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "p", "Syntax": "regex", "Include": ["services/(a|b)/"], "Exclude": [".*\\.md$"]}),
     )]);
     assert_eq!(
@@ -253,7 +253,7 @@ fn regex_filters_are_anchored_at_the_start() {
 
 #[test]
 fn no_include_means_any_change() {
-    let set = FilterSet::new(vec![filter(
+    let set = set_of(vec![filter(
         json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "p", "Exclude": ["**/*.md"]}),
     )]);
     assert_eq!(
@@ -381,7 +381,7 @@ proptest::proptest! {
         };
         let _ = spec.key();
         if let Ok(f) = spec.compile() {
-            let set = FilterSet::new(vec![f]);
+            let set = set_of(vec![f]);
             let p = push("refs/heads/main", &["a/b"], &[], &[]);
             let _ = set.evaluate(&Push::parse(&p).unwrap());
         }
@@ -391,4 +391,103 @@ proptest::proptest! {
     fn filter_json_of_arbitrary_text_never_panics(s in ".{0,200}") {
         let _ = FilterSpec::from_json(s.as_bytes()).map(|f| f.compile());
     }
+}
+
+/// A set of filters that all fit.
+fn set_of(filters: Vec<Filter>) -> FilterSet {
+    let (set, unfit) = FilterSet::new(filters);
+    assert!(unfit.is_empty(), "{unfit:?}");
+    set
+}
+
+#[test]
+fn patterns_valid_alone_that_do_not_fit_together_leave_the_others_working() {
+    let wide = |pipeline: &str| {
+        FilterSpec::from_json(
+            format!(r#"{{"Repository": "o/r", "Branch": "main", "Pipeline": "{pipeline}", "Syntax": "regex", "Include": ["\\w{{200}}"]}}"#)
+                .as_bytes(),
+        )
+        .unwrap()
+        .compile()
+        .unwrap()
+    };
+    let small = FilterSpec::from_json(
+        br#"{"Repository": "o/r", "Branch": "main", "Pipeline": "docs", "Include": ["docs/**"]}"#,
+    )
+    .unwrap()
+    .compile()
+    .unwrap();
+    // Each valid alone; the pair exceeds the compiled-size limit together.
+    let (set, unfit) = FilterSet::new(vec![wide("one"), wide("two"), small.clone()]);
+    assert_eq!(unfit.len(), 1, "{unfit:?}");
+    assert!(
+        unfit[0].reason.contains("two") && unfit[0].reason.contains("does not fit"),
+        "{}",
+        unfit[0].reason
+    );
+    assert_eq!(set.filters.len(), 2);
+    let push = Push::parse(br#"{"ref":"refs/heads/main","repository":{"full_name":"o/r"},"commits":[{"added":["docs/a.md"],"modified":[],"removed":[]}]}"#).unwrap();
+    let started: Vec<&str> = set
+        .evaluate(&push)
+        .iter()
+        .filter(|d| d.start)
+        .map(|d| set.filters[d.filter].spec.pipeline.as_str())
+        .collect();
+    assert_eq!(started, ["docs"]);
+    // `filters put` and the custom resource ask first.
+    let refused = FilterSet::admits(vec![wide("one"), small.clone()], wide("two")).unwrap_err();
+    assert!(refused.reason.contains("two"));
+    assert!(FilterSet::admits(vec![wide("one")], small).is_ok());
+}
+
+#[test]
+fn caps_on_patterns_are_validation_errors() {
+    let many: Vec<String> = (0..=MAX_PATTERNS).map(|i| format!("\"p{i}/**\"")).collect();
+    let spec = format!(
+        r#"{{"Repository": "o/r", "Branch": "main", "Pipeline": "p", "Include": [{}]}}"#,
+        many.join(",")
+    );
+    let e = FilterSpec::from_json(spec.as_bytes())
+        .unwrap()
+        .compile()
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 50"), "{e}");
+    let long = format!(
+        r#"{{"Repository": "o/r", "Branch": "main", "Pipeline": "p", "Include": ["{}"]}}"#,
+        "a".repeat(MAX_PATTERN_LEN + 1)
+    );
+    let e = FilterSpec::from_json(long.as_bytes())
+        .unwrap()
+        .compile()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("Include[0] is 257 characters long"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_25_commit_push_touching_only_docs_starts_nothing() {
+    let commits: Vec<String> = (0..25)
+        .map(|i| format!(r#"{{"added":["docs/{i}.md"],"modified":[],"removed":[]}}"#))
+        .collect();
+    let payload = format!(
+        r#"{{"ref":"refs/heads/main","repository":{{"full_name":"o/r"}},"commits":[{}]}}"#,
+        commits.join(",")
+    );
+    let push = Push::parse(payload.as_bytes()).unwrap();
+    let services = FilterSpec::from_json(br#"{"Repository": "o/r", "Branch": "main", "Pipeline": "svc", "Include": ["services/**"]}"#)
+        .unwrap()
+        .compile()
+        .unwrap();
+    let docs = FilterSpec::from_json(
+        br#"{"Repository": "o/r", "Branch": "main", "Pipeline": "docs", "Include": ["docs/**"]}"#,
+    )
+    .unwrap()
+    .compile()
+    .unwrap();
+    let set = set_of(vec![services, docs]);
+    let d = set.evaluate(&push);
+    assert!(!d[0].start, "{}", d[0].why);
+    assert!(d[1].start, "positive control: {}", d[1].why);
 }

@@ -293,3 +293,29 @@ async fn filters_that_break_the_set_are_skipped_and_the_others_still_start() {
     let started: Vec<_> = cp.requests().iter().map(|r| r.1["name"].clone()).collect();
     assert_eq!(started, [json!("svc-b")]);
 }
+
+/// #19.4: a push older than MAX_PUSH_AGE (by the payload's own `pushed_at`)
+/// starts nothing and is counted; a fresh one starts.
+#[tokio::test]
+async fn a_push_older_than_max_push_age_starts_nothing() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let push_at = |pushed_at: u64| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&mono_push(&["services/a/x"])).unwrap();
+        v["repository"]["pushed_at"] = json!(pushed_at);
+        v.to_string().into_bytes()
+    };
+    let old = pushes(&sdk, &stack, &[("ev-old", push_at(now - 2 * 86_400))]).await;
+    let (resp, stats) = ev.handle(old).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.too_old, stats.started), (1, 0));
+    assert!(cp.requests().is_empty());
+    let fresh = pushes(&sdk, &stack, &[("ev-fresh", push_at(now - 60))]).await;
+    let (_, stats) = ev.handle(fresh).await;
+    assert_eq!((stats.too_old, stats.started), (0, 1));
+}

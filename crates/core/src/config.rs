@@ -25,6 +25,9 @@ pub enum ConfigError {
     },
 }
 
+/// The default `MAX_PUSH_AGE`: a day.
+pub const DEFAULT_MAX_PUSH_AGE: u64 = 86_400;
+
 /// Where hooks go when the spigot is ON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryMode {
@@ -68,6 +71,8 @@ pub struct Settings {
     pub max_attempts: u32,
     /// `DELIVERY_MODE`: `push` (default) or `pull`.
     pub delivery_mode: DeliveryMode,
+    /// `MAX_PUSH_AGE`: seconds after which a push (by its own `pushed_at`) starts nothing. Default 86400.
+    pub max_push_age: u64,
     /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
     pub filter_cache_seconds: u64,
 }
@@ -129,6 +134,13 @@ impl Settings {
                 3600,
             )?,
             max_attempts: parse_num("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), 100, 1, 10_000)? as u32,
+            max_push_age: parse_num(
+                "MAX_PUSH_AGE",
+                get("MAX_PUSH_AGE"),
+                DEFAULT_MAX_PUSH_AGE,
+                60,
+                30 * 86_400,
+            )?,
             filter_cache_seconds: parse_num(
                 "FILTER_CACHE_SECONDS",
                 get("FILTER_CACHE_SECONDS"),

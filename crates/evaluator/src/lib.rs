@@ -27,12 +27,14 @@ pub type AwsEvaluator = Evaluator<S3Filters, CodePipelines, S3Payloads>;
 pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator, AwsError> {
     let bucket = settings.require(Resource::Bucket)?;
     let s3 = spigot_aws::s3_client(sdk);
-    Ok(Evaluator::new(
+    let mut evaluator = Evaluator::new(
         S3Filters::new(s3.clone(), bucket),
         CodePipelines::new(spigot_aws::aws_sdk_codepipeline::Client::new(sdk)),
         Some(S3Payloads::new(s3, bucket)),
         Duration::from_secs(settings.filter_cache_seconds),
-    ))
+    );
+    evaluator.max_push_age = Duration::from_secs(settings.max_push_age);
+    Ok(evaluator)
 }
 
 /// Counts of one batch (also the EMF metrics).
@@ -52,6 +54,8 @@ pub struct Stats {
     pub retried: u64,
     /// Records that are not envelopes or not pushes.
     pub unreadable: u64,
+    /// Pushes older than `MAX_PUSH_AGE` (a replayed body), not evaluated.
+    pub too_old: u64,
 }
 
 /// The evaluator and its ports.
@@ -66,6 +70,10 @@ pub struct Evaluator<F, P, S> {
     pub cache_ttl: Duration,
     /// Where each batch's EMF metrics go.
     pub metrics: Arc<dyn MetricsSink>,
+    /// Pushes older than this (by the payload's own push time) start nothing.
+    pub max_push_age: Duration,
+    /// Now, for the push age.
+    pub clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -90,6 +98,8 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             payloads,
             cache_ttl,
             metrics: Arc::new(StdoutMetrics),
+            max_push_age: Duration::from_secs(spigot_core::config::DEFAULT_MAX_PUSH_AGE),
+            clock: Arc::new(SystemClock),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -121,6 +131,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             .count("PipelinesStarted", stats.started)
             .count("PipelineNotFound", stats.not_found)
             .count("InvalidFilters", stats.invalid_filters)
+            .count("TooOld", stats.too_old)
             .count("Errors", stats.retried + stats.unreadable);
         self.metrics.emit(&m, SystemClock.now_ms());
         (response, stats)
@@ -134,6 +145,14 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             .map_err(|e| Failure::Unreadable(e.to_string()))?;
         let push = Push::parse(&payload).map_err(|e| Failure::Unreadable(e.to_string()))?;
         stats.pushes += 1;
+        if let Some(age) = self.age(&push)
+            && age > self.max_push_age
+        {
+            // A signed body replayed long after GitHub sent it: never restart pipelines for it.
+            tracing::warn!(delivery = %hook.delivery, repository = %push.repository, age_seconds = age.as_secs(), "push older than MAX_PUSH_AGE; not evaluated");
+            stats.too_old += 1;
+            return Ok(());
+        }
         let set = self.filter_set(&push.repository, stats).await?;
         self.start_matching(hook, &opened.sha256, &push, &set, stats)
             .await?;
@@ -141,6 +160,13 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             let _ = store.delete(&key).await;
         }
         Ok(())
+    }
+
+    /// How long ago the push happened, by the payload's own time (`None`: it does not say).
+    fn age(&self, push: &Push<'_>) -> Option<Duration> {
+        let pushed = push.pushed_at?;
+        let now = self.clock.now_ms() / 1000;
+        Some(Duration::from_secs(now.saturating_sub(pushed)))
     }
 
     /// The push hook of a record (its body read back from the claim-check store if need be).

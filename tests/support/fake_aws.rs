@@ -124,6 +124,7 @@ pub struct FakeCodePipeline {
     aws: FakeAws,
     unknown: Arc<Mutex<Vec<String>>>,
     throttle: Arc<AtomicBool>,
+    throttle_next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const START: &str = "CodePipeline_20150709.StartPipelineExecution";
@@ -138,7 +139,8 @@ impl FakeCodePipeline {
             let body = serde_json::json!({"__type": kind, "message": msg}).to_string();
             Some((400, "application/x-amz-json-1.1", body))
         };
-        let (u, t) = (unknown.clone(), throttle.clone());
+        let throttle_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (u, t, next) = (unknown.clone(), throttle.clone(), throttle_next.clone());
         aws.on("", move |call| {
             if call.operation != START {
                 return error(
@@ -146,7 +148,10 @@ impl FakeCodePipeline {
                     "only StartPipelineExecution is spoken here",
                 );
             }
-            if t.load(Ordering::SeqCst) {
+            let once = next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if t.load(Ordering::SeqCst) || once {
                 return error("ThrottlingException", "Rate exceeded");
             }
             let name = call.json["name"].as_str().unwrap_or_default().to_string();
@@ -165,7 +170,13 @@ impl FakeCodePipeline {
             aws,
             unknown,
             throttle,
+            throttle_next,
         }
+    }
+
+    /// Answer ThrottlingException to the next `n` starts only.
+    pub fn throttle_next(&self, n: usize) {
+        self.throttle_next.store(n, Ordering::SeqCst);
     }
 
     /// Pipelines that answer PipelineNotFoundException.

@@ -114,6 +114,9 @@ pub async fn take_as_sqs_event(
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)
+            .message_system_attribute_names(
+                spigot_aws::aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+            )
             .send()
             .await
             .unwrap();
@@ -129,6 +132,12 @@ pub async fn take_as_sqs_event(
                 .await
                 .unwrap();
             let mut rec = aws_lambda_events::sqs::SqsMessage::default();
+            if let Some(group) = m.attributes.as_ref().and_then(|a| {
+                a.get(&spigot_aws::aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+            }) {
+                rec.attributes
+                    .insert("MessageGroupId".into(), group.clone());
+            }
             rec.message_id = m.message_id;
             rec.body = m.body;
             event.records.push(rec);

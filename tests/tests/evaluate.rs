@@ -142,9 +142,14 @@ async fn a_throttled_start_is_a_batch_item_failure() {
         .map(|r| r.message_id.clone().unwrap())
         .collect();
     let (resp, stats) = ev.handle(event).await;
-    assert_eq!(resp.batch_item_failures.len(), 1);
-    assert_eq!(resp.batch_item_failures[0].item_identifier, ids[0]);
-    assert_eq!(stats.retried, 1);
+    // The throttled push is retried; the later push of its repository is held behind it.
+    let failed: Vec<&str> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, [ids[0].as_str(), ids[1].as_str()]);
+    assert_eq!((stats.retried, stats.held), (1, 1));
 }
 
 #[tokio::test]
@@ -318,4 +323,95 @@ async fn a_push_older_than_max_push_age_starts_nothing() {
     let fresh = pushes(&sdk, &stack, &[("ev-fresh", push_at(now - 60))]).await;
     let (_, stats) = ev.handle(fresh).await;
     assert_eq!((stats.too_old, stats.started), (0, 1));
+}
+
+/// A push of `octo-org/mono` main touching services/a, pushed at `pushed_at`.
+fn push_at(pushed_at: u64, marker: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&mono_push(&["services/a/x"])).unwrap();
+    v["repository"]["pushed_at"] = json!(pushed_at);
+    v["after"] = json!(marker);
+    v.to_string().into_bytes()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The `after` commit of every accepted start, in order.
+fn started_commits(cp: &FakeCodePipeline) -> Vec<String> {
+    cp.requests()
+        .iter()
+        .filter(|(_, j)| j["sourceRevisions"].is_array())
+        .map(|(_, j)| {
+            j["sourceRevisions"][0]["revisionValue"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// #19.5: push A then push B of one branch, A's start throttled once: A's
+/// failure holds B back in the same batch, and the retry starts A before B.
+#[tokio::test]
+async fn a_throttled_older_push_still_starts_before_the_newer_one() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let now = now_secs();
+    let batch = pushes(
+        &sdk,
+        &stack,
+        &[
+            ("ev-a", push_at(now - 20, "aaaa")),
+            ("ev-b", push_at(now - 10, "bbbb")),
+        ],
+    )
+    .await;
+    assert_eq!(batch.records.len(), 2);
+    assert!(
+        batch
+            .records
+            .iter()
+            .all(|r| r.attributes.contains_key("MessageGroupId"))
+    );
+    cp.throttle_next(1);
+    let (resp, stats) = ev.handle(batch.clone()).await;
+    assert_eq!(
+        resp.batch_item_failures.len(),
+        2,
+        "A failed and B was held behind it"
+    );
+    assert_eq!((stats.retried, stats.held, stats.started), (1, 1, 0));
+    assert_eq!(cp.requests().len(), 1, "B was not attempted");
+    let (resp, stats) = ev.handle(batch).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(stats.started, 2);
+    assert_eq!(
+        started_commits(&cp),
+        ["aaaa", "aaaa", "bbbb"],
+        "A (throttled, then started) before B"
+    );
+}
+
+/// #19.5: an older push arriving after a newer one started the pipeline is
+/// skipped as superseded, never started after it.
+#[tokio::test]
+async fn an_older_push_after_a_newer_start_is_skipped_as_superseded() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let now = now_secs();
+    let newer = pushes(&sdk, &stack, &[("ev-new", push_at(now - 10, "bbbb"))]).await;
+    assert_eq!(ev.handle(newer).await.1.started, 1);
+    let older = pushes(&sdk, &stack, &[("ev-old", push_at(now - 20, "aaaa"))]).await;
+    let (resp, stats) = ev.handle(older).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.superseded, stats.started), (1, 0));
+    assert_eq!(started_commits(&cp), ["bbbb"]);
+    // Positive control: a newer push still starts.
+    let newest = pushes(&sdk, &stack, &[("ev-newest", push_at(now - 5, "cccc"))]).await;
+    assert_eq!(ev.handle(newest).await.1.started, 1);
+    assert_eq!(started_commits(&cp), ["bbbb", "cccc"]);
 }

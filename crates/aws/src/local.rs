@@ -85,13 +85,13 @@ pub async fn provision(
     )
     .await
     .map_err(fail("buffer queue"))?;
-    let eval_dlq_url = queue(&sqs, &format!("{name}-eval-dlq"), false, None)
+    let eval_dlq_url = queue(&sqs, &format!("{name}-eval-dlq.fifo"), true, None)
         .await
         .map_err(fail("evaluation DLQ"))?;
     let eval_url = queue(
         &sqs,
-        &format!("{name}-eval"),
-        false,
+        &format!("{name}-eval.fifo"),
+        true,
         Some((&eval_dlq_url, 5)),
     )
     .await

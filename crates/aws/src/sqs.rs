@@ -226,7 +226,7 @@ impl SqsBuffer {
     }
 }
 
-/// The standard queue of push events for the evaluator.
+/// The FIFO queue of push events for the evaluator.
 #[derive(Debug, Clone)]
 pub struct SqsEvalQueue {
     client: Client,
@@ -259,6 +259,9 @@ impl EvalQueue for SqsEvalQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(envelope.encode())
+            // FIFO, one group a repository: its pushes start pipelines in order.
+            .message_group_id(envelope.group_id())
+            .message_deduplication_id(envelope.dedup_id())
             .send()
             .await
             .map_err(|e| port("SQS SendMessage to the evaluation queue", e))?;

@@ -56,6 +56,10 @@ pub struct Stats {
     pub unreadable: u64,
     /// Pushes older than `MAX_PUSH_AGE` (a replayed body), not evaluated.
     pub too_old: u64,
+    /// Records held back behind a failed push of their group (retried with it).
+    pub held: u64,
+    /// Starts skipped because a newer push of the branch already started the pipeline.
+    pub superseded: u64,
 }
 
 /// The evaluator and its ports.
@@ -105,19 +109,32 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
     }
 
     /// Handles a batch; records to retry are returned as `batchItemFailures`.
+    /// The queue is FIFO, grouped by repository: once a record fails, the later
+    /// records of its group are returned unprocessed, so pushes start in order.
     pub async fn handle(&self, event: SqsEvent) -> (SqsBatchResponse, Stats) {
         let mut stats = Stats::default();
         let mut response = SqsBatchResponse::default();
+        let mut held_groups: Vec<String> = Vec::new();
         for record in &event.records {
             let id = record.message_id.clone().unwrap_or_default();
+            let group = record.attributes.get("MessageGroupId").cloned();
+            let retry = |response: &mut SqsBatchResponse| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id.clone();
+                response.batch_item_failures.push(failure);
+            };
+            if group.as_ref().is_some_and(|g| held_groups.contains(g)) {
+                stats.held += 1;
+                retry(&mut response);
+                continue;
+            }
             match self.record(record, &mut stats).await {
                 Ok(()) => {}
                 Err(Failure::Retry(why)) => {
-                    tracing::warn!(message = %id, %why, "evaluation will be retried");
+                    tracing::warn!(message = %id, %why, "evaluation will be retried, and its group's later pushes with it");
                     stats.retried += 1;
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = id;
-                    response.batch_item_failures.push(failure);
+                    retry(&mut response);
+                    held_groups.extend(group);
                 }
                 Err(Failure::Unreadable(why)) => {
                     // Not retried: retrying cannot make it readable. Logged and counted.
@@ -132,6 +149,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             .count("PipelineNotFound", stats.not_found)
             .count("InvalidFilters", stats.invalid_filters)
             .count("TooOld", stats.too_old)
+            .count("Superseded", stats.superseded)
             .count("Errors", stats.retried + stats.unreadable);
         self.metrics.emit(&m, SystemClock.now_ms());
         (response, stats)
@@ -160,6 +178,48 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             let _ = store.delete(&key).await;
         }
         Ok(())
+    }
+
+    /// Where the push time of the newest start of `pipeline` from a branch is kept.
+    fn start_key(pipeline: &str, push: &Push<'_>) -> Option<String> {
+        push.pushed_at?;
+        let branch = push.branch()?;
+        Some(format!(
+            "starts/{}/{}/{}",
+            pipeline,
+            spigot_core::envelope::sha256_hex(push.repository.as_bytes()),
+            spigot_core::envelope::sha256_hex(branch.as_bytes())
+        ))
+    }
+
+    /// True when a push newer than `push` already started `pipeline` from its branch.
+    async fn superseded(&self, pipeline: &str, push: &Push<'_>) -> bool {
+        let (Some(store), Some(key), Some(at)) = (
+            &self.payloads,
+            Self::start_key(pipeline, push),
+            push.pushed_at,
+        ) else {
+            return false;
+        };
+        let newest = match store.get(&key).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok(),
+            Err(_) => None,
+        };
+        newest.is_some_and(|newest| newest > at)
+    }
+
+    /// Remembers that `push` started `pipeline` (best effort).
+    async fn record_start(&self, pipeline: &str, push: &Push<'_>) {
+        let (Some(store), Some(key), Some(at)) = (
+            &self.payloads,
+            Self::start_key(pipeline, push),
+            push.pushed_at,
+        ) else {
+            return;
+        };
+        if let Err(e) = store.put(&key, at.to_string().into_bytes()).await {
+            tracing::warn!(%pipeline, error = %e, "cannot record the start's push time");
+        }
     }
 
     /// How long ago the push happened, by the payload's own time (`None`: it does not say).
@@ -221,8 +281,14 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
                     decision.why
                 ),
             };
+            if self.superseded(pipeline, push).await {
+                tracing::warn!(delivery = %hook.delivery, %pipeline, "a newer push of this branch already started the pipeline; skipped as superseded");
+                stats.superseded += 1;
+                continue;
+            }
             match self.pipelines.start(&start).await {
                 Ok(execution) => {
+                    self.record_start(pipeline, push).await;
                     stats.started += 1;
                     tracing::info!(delivery = %hook.delivery, %pipeline, %execution, why = %decision.why, "pipeline started");
                 }
@@ -315,12 +381,16 @@ mod tests {
             .put(&spec.key(), spec.to_json().into_bytes())
             .await
             .unwrap();
-        let ev = Evaluator::new(
+        let mut ev = Evaluator::new(
             filters,
             MemoryPipelines::default(),
             None::<MemoryPayloads>,
             Duration::from_secs(60),
         );
+        // GitHub's sample push was pushed at 1557933657 (2019): evaluate it a minute later.
+        ev.clock = Arc::new(spigot_core::ports::memory::FixedClock(
+            std::sync::atomic::AtomicU64::new(1_557_933_717_000),
+        ));
         let (resp, stats) = ev.handle(event).await;
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!(stats.started, 1);

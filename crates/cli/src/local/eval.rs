@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use spigot_aws::aws_config::SdkConfig;
+use spigot_aws::aws_sdk_sqs::types::MessageSystemAttributeName;
 use spigot_aws::local::LocalStack;
 use spigot_aws::{CodePipelines, S3Filters, S3Payloads};
 use spigot_core::ports::{Pipelines, QuietMetrics, Start, StartError};
@@ -31,7 +32,12 @@ impl Pipelines for DevPipelines {
 }
 
 /// Evaluates the local stack's pushes in the background.
-pub fn spawn(sdk: &SdkConfig, stack: &LocalStack, codepipeline_endpoint: Option<&str>) {
+pub fn spawn(
+    sdk: &SdkConfig,
+    stack: &LocalStack,
+    codepipeline_endpoint: Option<&str>,
+    max_push_age: Duration,
+) {
     let pipelines = match codepipeline_endpoint {
         None => DevPipelines::Print,
         Some(url) => DevPipelines::Real(CodePipelines::new(
@@ -51,6 +57,7 @@ pub fn spawn(sdk: &SdkConfig, stack: &LocalStack, codepipeline_endpoint: Option<
         Duration::from_secs(5),
     );
     evaluator.metrics = Arc::new(QuietMetrics);
+    evaluator.max_push_age = max_push_age;
     tokio::spawn(evaluate_forever(
         spigot_aws::aws_sdk_sqs::Client::new(sdk),
         stack.get(Resource::EvalUrl).to_string(),
@@ -69,6 +76,7 @@ async fn evaluate_forever(
             .queue_url(&url)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
             .await
         {
@@ -88,6 +96,14 @@ async fn evaluate_forever(
             let mut rec = SqsMessage::default();
             rec.message_id = m.message_id.clone();
             rec.body = m.body.clone();
+            if let Some(group) = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            {
+                rec.attributes
+                    .insert("MessageGroupId".into(), group.clone());
+            }
             event.records.push(rec);
         }
         let (resp, _) = evaluator.handle(event).await;
@@ -96,7 +112,20 @@ async fn evaluate_forever(
                 .batch_item_failures
                 .iter()
                 .any(|f| Some(&f.item_identifier) == m.message_id.as_ref());
-            if let (false, Some(receipt)) = (failed, m.receipt_handle) {
+            let Some(receipt) = m.receipt_handle else {
+                continue;
+            };
+            // Delivered: deleted. Failed: made visible again, so its group resumes
+            // in order (the FIFO queue holds the group while it is in flight).
+            if failed {
+                let _ = sqs
+                    .change_message_visibility()
+                    .queue_url(&url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(2)
+                    .send()
+                    .await;
+            } else {
                 let _ = sqs
                     .delete_message()
                     .queue_url(&url)

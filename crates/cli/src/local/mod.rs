@@ -50,6 +50,9 @@ pub struct DevArgs {
     /// Start pipelines through this CodePipeline endpoint [default: print "would start ..." instead].
     #[arg(long)]
     codepipeline_endpoint: Option<String>,
+    /// Pushes older than this many seconds (by their own pushed_at) start nothing, as MAX_PUSH_AGE in production; 0: no limit (GitHub's sample payloads are from 2019).
+    #[arg(long, default_value_t = spigot_core::config::DEFAULT_MAX_PUSH_AGE)]
+    max_push_age: u64,
     /// Envelopes larger than this keep their body in the bucket.
     #[arg(long, default_value_t = 262_144)]
     claim_check_bytes: usize,
@@ -94,7 +97,16 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         let drainer = drainer(&sdk, &stack, &target_url, timeout)?;
         drainer::every(drainer, Duration::from_secs(args.drain_interval));
     }
-    eval::spawn(&sdk, &stack, args.codepipeline_endpoint.as_deref());
+    let max_push_age = match args.max_push_age {
+        0 => Duration::MAX,
+        s => Duration::from_secs(s),
+    };
+    eval::spawn(
+        &sdk,
+        &stack,
+        args.codepipeline_endpoint.as_deref(),
+        max_push_age,
+    );
     eprintln!(
         "spigot dev: POST webhooks to http://{}/webhook -> {target_url}\n  local stack {} (API {} stage {}) in {endpoint}; ids in {DEV_FILE}\n  spigot off --local / spigot on --local flips the spigot; Ctrl-C stops",
         args.listen,

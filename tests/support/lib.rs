@@ -3,6 +3,7 @@
 //! protocols moto lacks, the handlers wired to real adapters, and ledgers.
 
 pub mod fake_aws;
+pub mod github;
 pub mod ledger;
 pub mod moto;
 pub mod sqs;
@@ -10,6 +11,7 @@ pub mod target;
 pub mod wiring;
 
 pub use fake_aws::{Call, FakeAws, FakeCodePipeline};
+pub use github::{CompareMode, FakeGitHub, GitHubCall};
 pub use ledger::Ledger;
 pub use moto::{free_port, moto, plain_moto, python, sdk, stack, unique};
 pub use sqs::{depth, peek_all, set_visibility_timeout, take_all, take_as_sqs_event};

@@ -12,8 +12,12 @@ use spigot_core::ports::FilterStore;
 use spigot_e2e::*;
 use spigot_evaluator::Evaluator;
 
-type RealEvaluator =
-    Evaluator<spigot_aws::S3Filters, spigot_aws::CodePipelines, spigot_aws::S3Payloads>;
+type RealEvaluator = Evaluator<
+    spigot_aws::S3Filters,
+    spigot_aws::CodePipelines,
+    spigot_aws::S3Payloads,
+    spigot_aws::GitHubApi,
+>;
 
 async fn setup() -> (
     spigot_aws::aws_config::SdkConfig,
@@ -414,4 +418,186 @@ async fn an_older_push_after_a_newer_start_is_skipped_as_superseded() {
     let newest = pushes(&sdk, &stack, &[("ev-newest", push_at(now - 5, "cccc"))]).await;
     assert_eq!(ev.handle(newest).await.1.started, 1);
     assert_eq!(started_commits(&cp), ["bbbb", "cccc"]);
+}
+
+/// A force push of `octo-org/mono` main: its commit list does not describe the change.
+fn forced_push() -> Vec<u8> {
+    json!({
+        "ref": "refs/heads/main", "before": "b0b0", "after": "c0ffee1234567890c0ffee1234567890c0ffee12",
+        "forced": true,
+        "repository": {"name": "mono", "full_name": "octo-org/mono", "default_branch": "main"},
+        "commits": [{"added": [], "modified": ["README.md"], "removed": []}],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn started_names(cp: &FakeCodePipeline) -> Vec<String> {
+    let mut names: Vec<String> = cp
+        .requests()
+        .iter()
+        .map(|(_, j)| j["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// #19.2: an incomplete push gets its files from the compare API (three pages,
+/// token and API headers checked) and starts only the matching pipeline.
+#[tokio::test]
+async fn an_incomplete_push_resolves_its_files_through_the_compare_api() {
+    let (sdk, stack, cp, mut ev) = setup().await;
+    mono_filters(&ev).await;
+    let gh = FakeGitHub::start(
+        &[
+            "docs/a.md",
+            "services/b/x.rs",
+            "docs/b.md",
+            "docs/c.md",
+            "README.md",
+        ],
+        2,
+    )
+    .await;
+    ev.github = Some(
+        spigot_aws::GitHubApi::new(&gh.url, spigot_aws::GitHubAuth::Token("test-token".into()))
+            .unwrap(),
+    );
+    let event = pushes(&sdk, &stack, &[("ev-forced", forced_push())]).await;
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.compared, stats.fallbacks, stats.started), (1, 0, 1));
+    assert_eq!(started_names(&cp), ["svc-b"]);
+    let calls = gh.calls();
+    assert_eq!(calls.len(), 3, "three pages: {calls:?}");
+    assert!(
+        calls[0]
+            .request
+            .starts_with("GET /repos/octo-org/mono/compare/b0b0...c0ffee"),
+        "{}",
+        calls[0].request
+    );
+    assert!(calls[2].request.ends_with("page=3"));
+    for c in &calls {
+        assert_eq!(c.authorization.as_deref(), Some("Bearer test-token"));
+        assert_eq!(c.accept.as_deref(), Some("application/vnd.github+json"));
+        assert_eq!(c.api_version.as_deref(), Some("2022-11-28"));
+    }
+}
+
+/// #19.2: when the compare API answers 404, or 403 rate-limited, the push is
+/// matched on repository and branch alone, and that is counted.
+#[tokio::test]
+async fn a_failing_compare_api_falls_back_to_repository_and_branch() {
+    for mode in [CompareMode::NotFound, CompareMode::RateLimited] {
+        let (sdk, stack, cp, mut ev) = setup().await;
+        mono_filters(&ev).await;
+        let gh = FakeGitHub::start(&["services/b/x.rs"], 100).await;
+        gh.set_mode(mode.clone());
+        ev.github = Some(
+            spigot_aws::GitHubApi::new(&gh.url, spigot_aws::GitHubAuth::Token("t".into())).unwrap(),
+        );
+        let event = pushes(&sdk, &stack, &[("ev-fallback", forced_push())]).await;
+        let (resp, stats) = ev.handle(event).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!((stats.compared, stats.fallbacks), (0, 1), "{mode:?}");
+        assert_eq!(
+            started_names(&cp),
+            ["svc-a", "svc-b"],
+            "{mode:?}: over-triggering beats a silent miss"
+        );
+        assert_eq!(
+            gh.calls().len(),
+            1,
+            "{mode:?}: a rate limit an hour away is not waited for"
+        );
+    }
+}
+
+/// #19.2: a secondary rate limit with `Retry-After: 1` is waited out once.
+#[tokio::test]
+async fn a_short_retry_after_is_waited_out() {
+    let (sdk, stack, cp, mut ev) = setup().await;
+    mono_filters(&ev).await;
+    let gh = FakeGitHub::start(&["services/a/x.rs"], 100).await;
+    gh.set_mode(CompareMode::RetryAfterOnce);
+    ev.github = Some(
+        spigot_aws::GitHubApi::new(&gh.url, spigot_aws::GitHubAuth::Token("t".into())).unwrap(),
+    );
+    let event = pushes(&sdk, &stack, &[("ev-retry", forced_push())]).await;
+    let (_, stats) = ev.handle(event).await;
+    assert_eq!((stats.compared, stats.started), (1, 1));
+    assert_eq!(started_names(&cp), ["svc-a"]);
+    assert_eq!(gh.calls().len(), 2);
+}
+
+/// #19.2: as a GitHub App, a JWT signed with the app's key buys an
+/// installation token (once), which then authorises the compare calls.
+#[tokio::test]
+async fn a_github_app_authenticates_with_an_installation_token() {
+    let dir = std::env::temp_dir().join(unique("app-key"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .status()
+        .expect("openssl makes the test key");
+    assert!(ok.success());
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let (sdk, stack, _cp, mut ev) = setup().await;
+    mono_filters(&ev).await;
+    let gh = FakeGitHub::start(&["services/a/x.rs"], 100).await;
+    let auth = spigot_aws::GitHubAuth::app("4242", &pem, 77).unwrap();
+    ev.github = Some(spigot_aws::GitHubApi::new(&gh.url, auth).unwrap());
+    let event = pushes(&sdk, &stack, &[("ev-app-1", forced_push())]).await;
+    assert_eq!(ev.handle(event).await.1.compared, 1);
+    let mut second = serde_json::from_slice::<serde_json::Value>(&forced_push()).unwrap();
+    second["after"] = json!("d00d");
+    let event = pushes(
+        &sdk,
+        &stack,
+        &[("ev-app-2", second.to_string().into_bytes())],
+    )
+    .await;
+    assert_eq!(ev.handle(event).await.1.compared, 1);
+    let calls = gh.calls();
+    let posts: Vec<_> = calls
+        .iter()
+        .filter(|c| c.request.starts_with("POST"))
+        .collect();
+    assert_eq!(
+        posts.len(),
+        1,
+        "the installation token is reused: {calls:?}"
+    );
+    assert_eq!(posts[0].request, "POST /app/installations/77/access_tokens");
+    let jwt = posts[0]
+        .authorization
+        .as_deref()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(claims["iss"], "4242");
+    assert_eq!(
+        b64.decode(parts[2]).unwrap().len(),
+        256,
+        "an RSA-2048 signature"
+    );
+    let gets: Vec<_> = calls
+        .iter()
+        .filter(|c| c.request.starts_with("GET"))
+        .collect();
+    assert!(
+        gets.iter()
+            .all(|c| c.authorization.as_deref() == Some("Bearer ghs_installation_77"))
+    );
 }

@@ -10,6 +10,9 @@ pub enum AwsError {
     /// A setting the adapter needs is missing or invalid.
     #[error(transparent)]
     Config(#[from] spigot_core::config::ConfigError),
+    /// GitHub credentials are unusable.
+    #[error("{0}")]
+    GitHub(String),
     /// An HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(String),

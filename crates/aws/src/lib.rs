@@ -1,6 +1,7 @@
 //! spigot-aws: adapters that implement spigot-core's ports with the AWS SDK and reqwest.
 
 mod error;
+pub mod github;
 pub mod local;
 pub mod pipelines;
 pub mod s3;
@@ -9,6 +10,7 @@ pub mod stage;
 pub mod target;
 
 pub use error::AwsError;
+pub use github::{GitHubApi, GitHubAuth};
 pub use pipelines::{CodePipelines, S3Filters};
 pub use s3::S3Payloads;
 pub use sqs::{SqsBuffer, SqsEvalQueue};

@@ -1450,3 +1450,45 @@ async fn filters_put_refuses_a_filter_that_does_not_fit_with_the_others() {
         "nothing written"
     );
 }
+
+/// #19: `spigot filters test` reasons as the evaluator does, including files
+/// from the compare API for an incomplete push.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_test_shows_files_from_the_compare_api() {
+    let dir = workdir();
+    let gh = FakeGitHub::start(&["services/billing/x.rs"], 100).await;
+    let push = dir.join("forced.json");
+    std::fs::write(
+        &push,
+        serde_json::json!({"ref": "refs/heads/main", "before": "b0", "after": "a1", "forced": true,
+            "repository": {"full_name": "octo-org/mono"}, "commits": []})
+        .to_string(),
+    )
+    .unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/filters");
+    let run = |token: Option<&str>| {
+        let mut c = spigot(&dir);
+        c.args(["filters", "test", "--event"]).arg(&push);
+        for f in std::fs::read_dir(examples).unwrap() {
+            c.arg("--filter").arg(f.unwrap().path());
+        }
+        c.env("GITHUB_API_URL", &gh.url).env_remove("GITHUB_TOKEN");
+        if let Some(t) = token {
+            c.env("GITHUB_TOKEN", t);
+        }
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    let with = run(Some("t0ken"));
+    assert!(with.contains("1 files from the compare API"), "{with}");
+    assert!(with.contains("START billing-service"), "{with}");
+    assert!(
+        with.lines().any(|l| l.starts_with("skip ")),
+        "only the matching pipeline starts: {with}"
+    );
+    let without = run(None);
+    assert!(without.contains("no GitHub credentials"), "{without}");
+    assert!(
+        !without.lines().any(|l| l.starts_with("skip ")),
+        "every pipeline of the branch starts: {without}"
+    );
+}

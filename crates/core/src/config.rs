@@ -71,6 +71,18 @@ pub struct Settings {
     pub max_attempts: u32,
     /// `DELIVERY_MODE`: `push` (default) or `pull`.
     pub delivery_mode: DeliveryMode,
+    /// `GITHUB_API_URL`: GitHub's REST API. Default `https://api.github.com` (GHES: `https://HOST/api/v3`).
+    pub github_api_url: String,
+    /// `GITHUB_TOKEN`: a token for the compare API (prefer `GITHUB_TOKEN_SECRET_ARN`).
+    pub github_token: Option<String>,
+    /// `GITHUB_TOKEN_SECRET_ARN`: Secrets Manager secret holding that token.
+    pub github_token_secret_arn: Option<String>,
+    /// `GITHUB_APP_ID`: a GitHub App instead of a token.
+    pub github_app_id: Option<String>,
+    /// `GITHUB_APP_KEY_SECRET_ARN`: Secrets Manager secret holding the app's private key (PEM).
+    pub github_app_key_secret_arn: Option<String>,
+    /// `GITHUB_APP_INSTALLATION_ID`: the installation the app acts as.
+    pub github_app_installation_id: Option<u64>,
     /// `MAX_PUSH_AGE`: seconds after which a push (by its own `pushed_at`) starts nothing. Default 86400.
     pub max_push_age: u64,
     /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
@@ -134,6 +146,17 @@ impl Settings {
                 3600,
             )?,
             max_attempts: parse_num("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), 100, 1, 10_000)? as u32,
+            github_api_url: get("GITHUB_API_URL")
+                .map(|u| check_url("GITHUB_API_URL", u))
+                .transpose()?
+                .unwrap_or_else(|| "https://api.github.com".to_string()),
+            github_token: get("GITHUB_TOKEN"),
+            github_token_secret_arn: get("GITHUB_TOKEN_SECRET_ARN"),
+            github_app_id: get("GITHUB_APP_ID"),
+            github_app_key_secret_arn: get("GITHUB_APP_KEY_SECRET_ARN"),
+            github_app_installation_id: get("GITHUB_APP_INSTALLATION_ID")
+                .map(|v| parse_num("GITHUB_APP_INSTALLATION_ID", Some(v), 0, 1, u64::MAX))
+                .transpose()?,
             max_push_age: parse_num(
                 "MAX_PUSH_AGE",
                 get("MAX_PUSH_AGE"),

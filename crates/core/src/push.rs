@@ -49,6 +49,8 @@ struct Repo<'a> {
     full_name: Cow<'a, str>,
     #[serde(default, borrow)]
     pushed_at: Option<Stamp<'a>>,
+    #[serde(default, borrow)]
+    default_branch: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +157,8 @@ pub struct Push<'a> {
     pub pushed_at: Option<u64>,
     /// Where the changed paths came from.
     pub files_from: FilesFrom,
+    /// `repository.default_branch`, what a new branch is compared against.
+    pub default_branch: Option<Cow<'a, str>>,
 }
 
 /// Where a push's changed paths came from.
@@ -216,6 +220,7 @@ impl<'a> Push<'a> {
             file_list_at_cap,
             pushed_at,
             files_from: FilesFrom::Payload,
+            default_branch: raw.repository.default_branch,
         })
     }
 
@@ -272,6 +277,72 @@ impl<'a> Push<'a> {
         self.paths = files.into_iter().map(Cow::Owned).collect();
         self.files_from = FilesFrom::CompareApi;
         self
+    }
+}
+
+/// How a push's changed files were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The payload's commit lists describe the push.
+    Payload,
+    /// The payload was incomplete; GitHub's compare API listed this many files.
+    CompareApi(usize),
+    /// The payload was incomplete and the compare API could not help: match on
+    /// repository and branch alone (over-triggering beats a silent miss).
+    Fallback(String),
+}
+
+impl std::fmt::Display for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Completion::Payload => f.write_str("files from the payload"),
+            Completion::CompareApi(n) => write!(f, "{n} files from the compare API"),
+            Completion::Fallback(why) => {
+                write!(f, "files unknown ({why}): repository and branch decide")
+            }
+        }
+    }
+}
+
+/// Completes an incomplete push's file list from GitHub's compare API
+/// (`before...after`, or the default branch for a new branch).
+pub async fn complete<'a>(
+    github: Option<&impl crate::ports::GitHub>,
+    push: Push<'a>,
+) -> (Push<'a>, Completion) {
+    let Some(incomplete) = push.incomplete() else {
+        return (push, Completion::Payload);
+    };
+    let Some(github) = github else {
+        let why = format!(
+            "{}; no GitHub credentials to ask the compare API",
+            incomplete.reason
+        );
+        return (push, Completion::Fallback(why));
+    };
+    let base = if incomplete.against_default_branch {
+        match push.default_branch.as_deref() {
+            Some(b) => b.to_string(),
+            None => {
+                let why = format!("{}; the payload names no default branch", incomplete.reason);
+                return (push, Completion::Fallback(why));
+            }
+        }
+    } else {
+        push.before.to_string()
+    };
+    match github
+        .compare_files(&push.repository, &base, &push.after)
+        .await
+    {
+        Ok(files) => {
+            let n = files.len();
+            (push.with_files(files), Completion::CompareApi(n))
+        }
+        Err(e) => {
+            let why = format!("{}; compare API: {e}", incomplete.reason);
+            (push, Completion::Fallback(why))
+        }
     }
 }
 
@@ -457,5 +528,56 @@ mod tests {
         fn arbitrary_json_never_panics(s in ".{0,200}") {
             let _ = Push::parse(s.as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod completion_tests {
+    use super::*;
+    use crate::ports::memory::MemoryGitHub;
+    use crate::ports::{PortError, PortErrorKind};
+
+    const FORCED: &[u8] = br#"{"ref":"refs/heads/main","before":"b1","after":"a2","forced":true,"repository":{"full_name":"o/r","default_branch":"main"},"commits":[]}"#;
+    const NEW_BRANCH: &[u8] = br#"{"ref":"refs/heads/f","before":"0000","after":"a2","created":true,"repository":{"full_name":"o/r","default_branch":"main"},"commits":[]}"#;
+
+    #[tokio::test]
+    async fn incomplete_pushes_ask_the_compare_api_and_fall_back_when_it_cannot_help() {
+        let gh = MemoryGitHub {
+            files: vec!["services/a/x".into()],
+            ..Default::default()
+        };
+        let (push, how) = complete(Some(&gh), Push::parse(FORCED).unwrap()).await;
+        assert_eq!(how, Completion::CompareApi(1));
+        assert_eq!(push.conservative_reason(), None);
+        let (_, how) = complete(Some(&gh), Push::parse(NEW_BRANCH).unwrap()).await;
+        assert_eq!(how, Completion::CompareApi(1));
+        let calls = gh.calls.lock().unwrap().clone();
+        assert_eq!(calls[0], ("o/r".into(), "b1".into(), "a2".into()));
+        assert_eq!(
+            calls[1],
+            ("o/r".into(), "main".into(), "a2".into()),
+            "a new branch compares against the default branch"
+        );
+
+        let down = MemoryGitHub {
+            fail: Some(PortError::of(PortErrorKind::NotFound, "404")),
+            ..Default::default()
+        };
+        let (push, how) = complete(Some(&down), Push::parse(FORCED).unwrap()).await;
+        assert!(
+            matches!(&how, Completion::Fallback(w) if w.contains("404")),
+            "{how}"
+        );
+        assert!(push.conservative_reason().is_some());
+        let (_, how) = complete(None::<&MemoryGitHub>, Push::parse(FORCED).unwrap()).await;
+        assert!(matches!(&how, Completion::Fallback(w) if w.contains("no GitHub credentials")));
+        let complete_push = br#"{"ref":"refs/heads/main","repository":{"full_name":"o/r"},"commits":[{"added":["a"]}]}"#;
+        let (_, how) = complete(Some(&gh), Push::parse(complete_push).unwrap()).await;
+        assert_eq!(how, Completion::Payload);
+        assert_eq!(
+            gh.calls.lock().unwrap().len(),
+            2,
+            "a complete push asks nothing"
+        );
     }
 }

@@ -6,25 +6,26 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use spigot_aws::aws_config::SdkConfig;
-use spigot_aws::{AwsError, CodePipelines, S3Filters, S3Payloads};
+use spigot_aws::{AwsError, CodePipelines, GitHubApi, S3Filters, S3Payloads};
 use spigot_core::config::Settings;
 use spigot_core::envelope::Envelope;
 use spigot_core::filter::{FilterSet, FilterSpec, execution_token, repository_prefix};
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Clock, FilterStore, MetricsSink, PayloadStore, Pipelines, Start, StartError, StdoutMetrics,
-    SystemClock,
+    Clock, FilterStore, GitHub, MetricsSink, PayloadStore, Pipelines, Start, StartError,
+    StdoutMetrics, SystemClock,
 };
-use spigot_core::push::Push;
+use spigot_core::push::{Completion, Push, complete};
 use spigot_core::resources::Resource;
 use spigot_core::webhook::Hook;
 use spigot_engine::open::{OpenError, Opened, open};
 
 /// The evaluator on AWS adapters.
-pub type AwsEvaluator = Evaluator<S3Filters, CodePipelines, S3Payloads>;
+pub type AwsEvaluator = Evaluator<S3Filters, CodePipelines, S3Payloads, GitHubApi>;
 
 /// The evaluator of a deployment: filters and payloads in `CONFIG_BUCKET`, CodePipeline.
-pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator, AwsError> {
+/// With GitHub credentials, incomplete pushes get their files from the compare API.
+pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator, AwsError> {
     let bucket = settings.require(Resource::Bucket)?;
     let s3 = spigot_aws::s3_client(sdk);
     let mut evaluator = Evaluator::new(
@@ -34,6 +35,7 @@ pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator, AwsEr
         Duration::from_secs(settings.filter_cache_seconds),
     );
     evaluator.max_push_age = Duration::from_secs(settings.max_push_age);
+    evaluator.github = GitHubApi::from_settings(sdk, settings).await?;
     Ok(evaluator)
 }
 
@@ -56,6 +58,10 @@ pub struct Stats {
     pub unreadable: u64,
     /// Pushes older than `MAX_PUSH_AGE` (a replayed body), not evaluated.
     pub too_old: u64,
+    /// Incomplete pushes whose files came from the compare API.
+    pub compared: u64,
+    /// Incomplete pushes matched on repository and branch alone (the compare API could not help).
+    pub fallbacks: u64,
     /// Records held back behind a failed push of their group (retried with it).
     pub held: u64,
     /// Starts skipped because a newer push of the branch already started the pipeline.
@@ -63,7 +69,7 @@ pub struct Stats {
 }
 
 /// The evaluator and its ports.
-pub struct Evaluator<F, P, S> {
+pub struct Evaluator<F, P, S, G> {
     /// Filter objects.
     pub filters: F,
     /// CodePipeline.
@@ -78,6 +84,8 @@ pub struct Evaluator<F, P, S> {
     pub max_push_age: Duration,
     /// Now, for the push age.
     pub clock: Arc<dyn Clock>,
+    /// GitHub's compare API, for pushes whose payload does not list every changed file.
+    pub github: Option<G>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -93,7 +101,7 @@ enum Failure {
     Unreadable(String),
 }
 
-impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
+impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S, G> {
     /// An evaluator with an empty cache.
     pub fn new(filters: F, pipelines: P, payloads: Option<S>, cache_ttl: Duration) -> Self {
         Self {
@@ -104,6 +112,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             metrics: Arc::new(StdoutMetrics),
             max_push_age: Duration::from_secs(spigot_core::config::DEFAULT_MAX_PUSH_AGE),
             clock: Arc::new(SystemClock),
+            github: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -150,6 +159,8 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             .count("InvalidFilters", stats.invalid_filters)
             .count("TooOld", stats.too_old)
             .count("Superseded", stats.superseded)
+            .count("ComparedPushes", stats.compared)
+            .count("CompareFallbacks", stats.fallbacks)
             .count("Errors", stats.retried + stats.unreadable);
         self.metrics.emit(&m, SystemClock.now_ms());
         (response, stats)
@@ -170,6 +181,18 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore> Evaluator<F, P, S> {
             tracing::warn!(delivery = %hook.delivery, repository = %push.repository, age_seconds = age.as_secs(), "push older than MAX_PUSH_AGE; not evaluated");
             stats.too_old += 1;
             return Ok(());
+        }
+        let (push, how) = complete(self.github.as_ref(), push).await;
+        match &how {
+            Completion::Payload => {}
+            Completion::CompareApi(n) => {
+                stats.compared += 1;
+                tracing::info!(delivery = %hook.delivery, files = n, "files from the compare API");
+            }
+            Completion::Fallback(why) => {
+                stats.fallbacks += 1;
+                tracing::warn!(delivery = %hook.delivery, %why, "matching on repository and branch alone");
+            }
         }
         let set = self.filter_set(&push.repository, stats).await?;
         self.start_matching(hook, &opened.sha256, &push, &set, stats)
@@ -381,12 +404,13 @@ mod tests {
             .put(&spec.key(), spec.to_json().into_bytes())
             .await
             .unwrap();
-        let mut ev = Evaluator::new(
+        let ev = Evaluator::new(
             filters,
             MemoryPipelines::default(),
             None::<MemoryPayloads>,
             Duration::from_secs(60),
         );
+        let mut ev: Evaluator<_, _, _, spigot_core::ports::memory::MemoryGitHub> = ev;
         // GitHub's sample push was pushed at 1557933657 (2019): evaluate it a minute later.
         ev.clock = Arc::new(spigot_core::ports::memory::FixedClock(
             std::sync::atomic::AtomicU64::new(1_557_933_717_000),

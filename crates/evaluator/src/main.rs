@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
     let sdk = spigot_aws::sdk_config(None).await;
-    let evaluator = &spigot_evaluator::build(&sdk, &settings)?;
+    let evaluator = &spigot_evaluator::build(&sdk, &settings).await?;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let (response, _stats) = evaluator.handle(event.payload).await;
         Ok::<_, Error>(response)

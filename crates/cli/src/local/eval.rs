@@ -68,7 +68,7 @@ pub fn spawn(
 async fn evaluate_forever(
     sqs: spigot_aws::aws_sdk_sqs::Client,
     url: String,
-    evaluator: Evaluator<S3Filters, DevPipelines, S3Payloads>,
+    evaluator: Evaluator<S3Filters, DevPipelines, S3Payloads, spigot_aws::GitHubApi>,
 ) {
     loop {
         let out = match sqs

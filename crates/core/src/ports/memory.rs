@@ -221,3 +221,32 @@ impl Stages for MemoryStages {
         Ok(())
     }
 }
+
+/// GitHub in memory: answers every comparison from `files`, or with `fail`.
+#[derive(Debug, Default)]
+pub struct MemoryGitHub {
+    /// The changed files it answers.
+    pub files: Vec<String>,
+    /// When set, every call fails with this.
+    pub fail: Option<PortError>,
+    /// (repository, base, head) of every call.
+    pub calls: Mutex<Vec<(String, String, String)>>,
+}
+
+impl GitHub for MemoryGitHub {
+    async fn compare_files(
+        &self,
+        repository: &str,
+        base: &str,
+        head: &str,
+    ) -> Result<Vec<String>, PortError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((repository.into(), base.into(), head.into()));
+        match &self.fail {
+            Some(e) => Err(e.clone()),
+            None => Ok(self.files.clone()),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! GitHub's REST API over reqwest: github.com or GitHub Enterprise Server
+//! (`GITHUB_API_URL`), with a token or as a GitHub App (a JWT signed with the
+//! app's key buys an installation token). Pagination follows `Link`; rate
+//! limits (`X-RateLimit-*`, `Retry-After`) are waited out once, briefly;
+//! 401/403/404 are clear errors.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use spigot_core::ports::{Clock, GitHub, PortError, PortErrorKind, SystemClock};
+
+use crate::AwsError;
+
+/// The compare API lists at most this many files for a whole comparison.
+pub const COMPARE_FILE_CAP: usize = 300;
+/// The longest a call waits out a rate limit before giving up (a Lambda has little time).
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
+
+/// How Spigot authenticates to GitHub.
+#[derive(Clone)]
+pub enum GitHubAuth {
+    /// A token (`Authorization: Bearer`): a PAT, or a fine-grained token.
+    Token(String),
+    /// A GitHub App: its id, its private key, and the installation to act as.
+    App {
+        /// The app id (the JWT's issuer).
+        app_id: String,
+        /// The app's RSA key.
+        key: std::sync::Arc<ring::signature::RsaKeyPair>,
+        /// The installation whose token is used.
+        installation: u64,
+    },
+}
+
+impl std::fmt::Debug for GitHubAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitHubAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            GitHubAuth::App {
+                app_id,
+                installation,
+                ..
+            } => write!(
+                f,
+                "App {{ app_id: {app_id}, installation: {installation} }}"
+            ),
+        }
+    }
+}
+
+impl GitHubAuth {
+    /// A GitHub App from its id, its private key (PEM, PKCS#1 or PKCS#8) and installation id.
+    pub fn app(app_id: &str, pem: &str, installation: u64) -> Result<Self, AwsError> {
+        let der: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(der)
+            .map_err(|e| AwsError::GitHub(format!("the GitHub App key is not PEM: {e}")))?;
+        let key = ring::signature::RsaKeyPair::from_der(&der)
+            .or_else(|_| ring::signature::RsaKeyPair::from_pkcs8(&der))
+            .map_err(|e| AwsError::GitHub(format!("the GitHub App key is not an RSA key: {e}")))?;
+        Ok(GitHubAuth::App {
+            app_id: app_id.to_string(),
+            key: std::sync::Arc::new(key),
+            installation,
+        })
+    }
+}
+
+/// The GitHub REST adapter.
+#[derive(Debug)]
+pub struct GitHubApi {
+    client: reqwest::Client,
+    base: String,
+    auth: GitHubAuth,
+    installation_token: tokio::sync::Mutex<Option<(String, u64)>>,
+}
+
+impl GitHubApi {
+    /// The API at `base` (`https://api.github.com`, or `https://ghe.example.com/api/v3`).
+    pub fn new(base: &str, auth: GitHubAuth) -> Result<Self, AwsError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("spigot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AwsError::Http(e.to_string()))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            auth,
+            installation_token: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The GitHub API of the settings: a GitHub App (`GITHUB_APP_ID`, key and
+    /// installation), else a token (`GITHUB_TOKEN_SECRET_ARN`, `GITHUB_TOKEN`);
+    /// `None` without credentials.
+    pub async fn from_settings(
+        sdk: &aws_config::SdkConfig,
+        settings: &spigot_core::config::Settings,
+    ) -> Result<Option<Self>, AwsError> {
+        let auth = match (
+            &settings.github_app_id,
+            &settings.github_app_key_secret_arn,
+            settings.github_app_installation_id,
+        ) {
+            (Some(id), Some(arn), Some(installation)) => {
+                let pem = crate::fetch_secret(sdk, arn).await?;
+                GitHubAuth::app(id, &pem, installation)?
+            }
+            (Some(_), _, _) => {
+                return Err(AwsError::GitHub(
+                    "GITHUB_APP_ID is set: set GITHUB_APP_KEY_SECRET_ARN and GITHUB_APP_INSTALLATION_ID too".into(),
+                ));
+            }
+            (None, _, _) => match (&settings.github_token_secret_arn, &settings.github_token) {
+                (Some(arn), _) => {
+                    GitHubAuth::Token(crate::fetch_secret(sdk, arn).await?.trim().to_string())
+                }
+                (None, Some(token)) => GitHubAuth::Token(token.clone()),
+                (None, None) => return Ok(None),
+            },
+        };
+        Ok(Some(Self::new(&settings.github_api_url, auth)?))
+    }
+
+    /// A JWT for the app (RS256, issued a minute ago, valid nine minutes).
+    fn app_jwt(app_id: &str, key: &ring::signature::RsaKeyPair) -> Result<String, PortError> {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let now = SystemClock.now_ms() / 1000;
+        let header = b64(br#"{"alg":"RS256","typ":"JWT"}"#);
+        let claims = b64(format!(
+            r#"{{"iat":{},"exp":{},"iss":"{app_id}"}}"#,
+            now - 60,
+            now + 540
+        )
+        .as_bytes());
+        let input = format!("{header}.{claims}");
+        let mut sig = vec![0; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            input.as_bytes(),
+            &mut sig,
+        )
+        .map_err(|_| PortError::of(PortErrorKind::Invalid, "cannot sign the GitHub App JWT"))?;
+        Ok(format!("{input}.{}", b64(&sig)))
+    }
+
+    /// The `Authorization` header value.
+    async fn authorization(&self) -> Result<String, PortError> {
+        let (app_id, key, installation) = match &self.auth {
+            GitHubAuth::Token(t) => return Ok(format!("Bearer {t}")),
+            GitHubAuth::App {
+                app_id,
+                key,
+                installation,
+            } => (app_id, key, installation),
+        };
+        let now = SystemClock.now_ms() / 1000;
+        let mut cached = self.installation_token.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && *until > now + 60
+        {
+            return Ok(format!("Bearer {token}"));
+        }
+        let jwt = Self::app_jwt(app_id, key)?;
+        let url = format!(
+            "{}/app/installations/{installation}/access_tokens",
+            self.base
+        );
+        let request = self.client.post(&url).bearer_auth(jwt);
+        let (body, _) = self.send(request, &url).await?;
+        let token = body["token"].as_str().ok_or_else(|| {
+            PortError::of(
+                PortErrorKind::Invalid,
+                "GitHub answered no installation token",
+            )
+        })?;
+        // Installation tokens last an hour.
+        *cached = Some((token.to_string(), now + 3600));
+        Ok(format!("Bearer {token}"))
+    }
+
+    /// Sends `request` (waiting out one rate limit of up to [`MAX_RATE_LIMIT_WAIT`]); the JSON body and headers.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<(serde_json::Value, HeaderMap), PortError> {
+        let request = request
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        for attempt in 0..2 {
+            let Some(req) = request.try_clone() else {
+                break;
+            };
+            let resp = req.send().await.map_err(|e| {
+                PortError::new(format!("GitHub {url}: {}", crate::error::context(&e)))
+            })?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap_or_default();
+            if status.is_success() {
+                let body = serde_json::from_str(&text).map_err(|e| {
+                    PortError::of(
+                        PortErrorKind::Invalid,
+                        format!("GitHub {url}: not JSON: {e}"),
+                    )
+                })?;
+                return Ok((body, headers));
+            }
+            let error = classify(status, &headers, &text, url);
+            if let PortErrorKind::Throttled {
+                retry_after: Some(wait),
+            } = error.kind
+                && attempt == 0
+                && Duration::from_secs(wait) <= MAX_RATE_LIMIT_WAIT
+            {
+                tracing::warn!(%url, wait, "GitHub rate limit; waiting it out");
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            return Err(error);
+        }
+        Err(PortError::new(format!("GitHub {url}: no answer")))
+    }
+
+    /// GETs `url` with authentication.
+    async fn get(&self, url: &str) -> Result<(serde_json::Value, HeaderMap), PortError> {
+        let auth = self.authorization().await?;
+        self.send(self.client.get(url).header("Authorization", auth), url)
+            .await
+    }
+}
+
+/// A GitHub error answer as a port error of the right kind, in one sentence.
+fn classify(status: StatusCode, headers: &HeaderMap, body: &str, url: &str) -> PortError {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let message: String = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+    let exhausted = header("x-ratelimit-remaining") == Some("0");
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN && (exhausted || retry_after.is_some()))
+    {
+        let wait = retry_after.or_else(|| {
+            let reset = header("x-ratelimit-reset")?.parse::<u64>().ok()?;
+            Some(reset.saturating_sub(SystemClock.now_ms() / 1000))
+        });
+        return PortError::of(
+            PortErrorKind::Throttled { retry_after: wait },
+            format!("GitHub rate limit at {url} ({status}): {message}"),
+        );
+    }
+    let kind = match status {
+        StatusCode::UNAUTHORIZED => PortErrorKind::Denied,
+        StatusCode::FORBIDDEN => PortErrorKind::Denied,
+        StatusCode::NOT_FOUND => PortErrorKind::NotFound,
+        s if s.is_server_error() => PortErrorKind::Transient,
+        _ => PortErrorKind::Invalid,
+    };
+    let hint = match status {
+        StatusCode::UNAUTHORIZED => " (the token is missing, expired or revoked)",
+        StatusCode::FORBIDDEN => " (the token lacks the permission)",
+        StatusCode::NOT_FOUND => " (no such repository or commit, or the token cannot see it)",
+        _ => "",
+    };
+    PortError::of(
+        kind,
+        format!("GitHub {url} answered {status}{hint}: {message}"),
+    )
+}
+
+/// The `rel="next"` URL of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get("link")?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, rel) = part.split_once(';')?;
+        rel.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+impl GitHub for GitHubApi {
+    async fn compare_files(
+        &self,
+        repository: &str,
+        base: &str,
+        head: &str,
+    ) -> Result<Vec<String>, PortError> {
+        let mut url = Some(format!(
+            "{}/repos/{repository}/compare/{base}...{head}?per_page=100",
+            self.base
+        ));
+        let mut files = Vec::new();
+        while let Some(u) = url.take() {
+            let (body, headers) = self.get(&u).await?;
+            for f in body["files"].as_array().into_iter().flatten() {
+                files.extend(f["filename"].as_str().map(String::from));
+                files.extend(f["previous_filename"].as_str().map(String::from));
+            }
+            url = next_link(&headers);
+        }
+        if files.len() >= COMPARE_FILE_CAP {
+            return Err(PortError::of(
+                PortErrorKind::Invalid,
+                format!(
+                    "the comparison lists {} files, at GitHub's cap of {COMPARE_FILE_CAP}: it may be incomplete",
+                    files.len()
+                ),
+            ));
+        }
+        Ok(files)
+    }
+}

@@ -28,7 +28,7 @@ pub enum GitHubAuth {
         /// The app id (the JWT's issuer).
         app_id: String,
         /// The app's RSA key.
-        key: std::sync::Arc<ring::signature::RsaKeyPair>,
+        key: std::sync::Arc<aws_lc_rs::signature::RsaKeyPair>,
         /// The installation whose token is used.
         installation: u64,
     },
@@ -61,8 +61,8 @@ impl GitHubAuth {
         let der = base64::engine::general_purpose::STANDARD
             .decode(der)
             .map_err(|e| AwsError::GitHub(format!("the GitHub App key is not PEM: {e}")))?;
-        let key = ring::signature::RsaKeyPair::from_der(&der)
-            .or_else(|_| ring::signature::RsaKeyPair::from_pkcs8(&der))
+        let key = aws_lc_rs::signature::RsaKeyPair::from_der(&der)
+            .or_else(|_| aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der))
             .map_err(|e| AwsError::GitHub(format!("the GitHub App key is not an RSA key: {e}")))?;
         Ok(GitHubAuth::App {
             app_id: app_id.to_string(),
@@ -130,7 +130,7 @@ impl GitHubApi {
     }
 
     /// A JWT for the app (RS256, issued a minute ago, valid nine minutes).
-    fn app_jwt(app_id: &str, key: &ring::signature::RsaKeyPair) -> Result<String, PortError> {
+    fn app_jwt(app_id: &str, key: &aws_lc_rs::signature::RsaKeyPair) -> Result<String, PortError> {
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let now = SystemClock.now_ms() / 1000;
         let header = b64(br#"{"alg":"RS256","typ":"JWT"}"#);
@@ -141,10 +141,10 @@ impl GitHubApi {
         )
         .as_bytes());
         let input = format!("{header}.{claims}");
-        let mut sig = vec![0; key.public().modulus_len()];
+        let mut sig = vec![0; key.public_modulus_len()];
         key.sign(
-            &ring::signature::RSA_PKCS1_SHA256,
-            &ring::rand::SystemRandom::new(),
+            &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
             input.as_bytes(),
             &mut sig,
         )

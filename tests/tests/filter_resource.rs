@@ -16,6 +16,8 @@ fn handler<F: FilterStore>(filters: F, bucket: &str) -> FilterResource<F, HttpRe
         bucket: bucket.to_string(),
         log_stream: "2026/11/23/[$LATEST]0123456789abcdef".into(),
         margin: Duration::from_millis(500),
+        // The fake ResponseURL is on loopback; production answers only AWS hosts over https.
+        allow_loopback_response_url: true,
     }
 }
 
@@ -392,4 +394,43 @@ async fn malformed_requests_do_not_panic() {
     assert_eq!(resp["Status"], "FAILED");
     assert!(resp["Reason"].as_str().unwrap().contains("malformed"));
     assert_eq!(resp["RequestId"], "r-9");
+}
+
+/// #16.4: the custom resource talks only to CloudFormation: a ResponseURL to
+/// the instance metadata address or any non-AWS host is refused and logged,
+/// and no request is made.
+#[tokio::test]
+async fn a_response_url_off_aws_is_refused_and_not_requested() {
+    let (_, stack) = stack().await;
+    let sink = FakeTarget::start().await;
+    let mut h = handler(
+        spigot_aws::S3Filters::new(
+            spigot_aws::s3_client(&sdk().await),
+            stack.get(Resource::Bucket),
+        ),
+        stack.get(Resource::Bucket),
+    );
+    h.allow_loopback_response_url = false;
+    for url in [
+        sink.url.clone(),
+        "http://169.254.169.254".to_string(),
+        "https://evil.example.com".to_string(),
+    ] {
+        assert!(
+            h.handle(event("cfn-create.json", &url), soon())
+                .await
+                .is_none(),
+            "{url}"
+        );
+    }
+    assert_eq!(sink.attempts(), 0, "no request was made");
+    // Positive control: the same request with the test override is answered.
+    h.allow_loopback_response_url = true;
+    assert!(
+        h.handle(event("cfn-create.json", &sink.url), soon())
+            .await
+            .unwrap()
+            .sent
+    );
+    assert_eq!(sink.attempts(), 1);
 }

@@ -115,6 +115,48 @@ pub fn response_body(ids: &RequestIds, outcome: &Outcome, log_stream: &str) -> S
     }
 }
 
+/// Whether a custom resource's `ResponseURL` may be answered: only over https
+/// to an S3 pre-signed host of an AWS partition (`*.amazonaws.com`,
+/// `*.amazonaws.com.cn`); with `allow_loopback` (tests only, never set by the
+/// template) also `127.0.0.1` / `localhost`. Anything else (the instance
+/// metadata address, another host) is refused with the reason.
+pub fn check_response_url(url: &str, allow_loopback: bool) -> Result<(), String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "refusing ResponseURL {:?}: {why}",
+            url.chars().take(120).collect::<String>()
+        ))
+    };
+    let (scheme, rest) = match url.split_once("://") {
+        Some(parts) => parts,
+        None => return refuse("not a URL"),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return refuse("credentials in the URL");
+    }
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(authority)
+        .to_ascii_lowercase();
+    let loopback = allow_loopback && (host == "127.0.0.1" || host == "localhost");
+    if loopback && (scheme == "http" || scheme == "https") {
+        return Ok(());
+    }
+    if scheme != "https" {
+        return refuse("not https");
+    }
+    let aws = [".amazonaws.com", ".amazonaws.com.cn"]
+        .iter()
+        .any(|suffix| host.ends_with(suffix) && host.len() > suffix.len());
+    if !aws {
+        return refuse("not an AWS (S3 pre-signed) host");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +205,35 @@ mod tests {
     #[test]
     fn failed_create_ids_are_not_filter_keys() {
         assert!(!crate::filter::is_filter_key(&failed_create_id("abc")));
+    }
+
+    #[test]
+    fn response_urls_go_only_to_aws_over_https() {
+        for ok in [
+            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/arn%3A...?X-Amz-Signature=a",
+            "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/x",
+            "https://bucket.s3.us-east-1.amazonaws.com:443/x",
+        ] {
+            assert_eq!(check_response_url(ok, false), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://169.254.169.254/latest/meta-data/",
+            "https://169.254.169.254/x",
+            "http://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/x",
+            "https://evil.example.com/x",
+            "https://amazonaws.com.evil.example/x",
+            "https://s3.amazonaws.com@evil.example/x",
+            "https://evilamazonaws.com/x",
+            "http://127.0.0.1:9/response",
+            "ftp://x.amazonaws.com/",
+            "not a url",
+        ] {
+            assert!(check_response_url(bad, false).is_err(), "{bad}");
+        }
+        assert_eq!(
+            check_response_url("http://127.0.0.1:9/response", true),
+            Ok(())
+        );
+        assert!(check_response_url("http://169.254.169.254/", true).is_err());
     }
 }

@@ -83,6 +83,8 @@ pub struct Settings {
     pub github_app_key_secret_arn: Option<String>,
     /// `GITHUB_APP_INSTALLATION_ID`: the installation the app acts as.
     pub github_app_installation_id: Option<u64>,
+    /// `CFN_RESPONSE_URL_ALLOW_LOOPBACK`: the custom resource also answers ResponseURLs on 127.0.0.1 (tests only). Default false.
+    pub cfn_response_url_allow_loopback: bool,
     /// `MAX_PUSH_AGE`: seconds after which a push (by its own `pushed_at`) starts nothing. Default 86400.
     pub max_push_age: u64,
     /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
@@ -157,6 +159,11 @@ impl Settings {
             github_app_installation_id: get("GITHUB_APP_INSTALLATION_ID")
                 .map(|v| parse_num("GITHUB_APP_INSTALLATION_ID", Some(v), 0, 1, u64::MAX))
                 .transpose()?,
+            cfn_response_url_allow_loopback: parse_bool(
+                "CFN_RESPONSE_URL_ALLOW_LOOPBACK",
+                get("CFN_RESPONSE_URL_ALLOW_LOOPBACK"),
+                false,
+            )?,
             max_push_age: parse_num(
                 "MAX_PUSH_AGE",
                 get("MAX_PUSH_AGE"),

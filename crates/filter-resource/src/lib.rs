@@ -34,6 +34,8 @@ impl HttpResponder {
         Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(timeout)
+                // The pre-signed URL is answered where it points, never where a redirect says.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| e.to_string())?,
         })
@@ -70,6 +72,8 @@ pub struct FilterResource<F, R> {
     pub log_stream: String,
     /// Time kept back before the deadline to send the response.
     pub margin: Duration,
+    /// Also answer ResponseURLs on 127.0.0.1 (tests; `CFN_RESPONSE_URL_ALLOW_LOOPBACK`, never set by the template).
+    pub allow_loopback_response_url: bool,
 }
 
 /// The handler of a deployment: filters in `CONFIG_BUCKET`, responses over HTTPS.
@@ -87,6 +91,7 @@ pub fn build(
         bucket,
         log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_default(),
         margin: Duration::from_secs(5),
+        allow_loopback_response_url: settings.cfn_response_url_allow_loopback,
     })
 }
 
@@ -111,11 +116,17 @@ impl<F: FilterStore, R: Responder> FilterResource<F, R> {
             request_id: text(&event, "RequestId"),
             logical_resource_id: text(&event, "LogicalResourceId"),
         };
-        let Some(url) = url.filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-        else {
-            tracing::error!(request = %ids.request_id, "request without a usable ResponseURL; nothing can be answered");
+        let Some(url) = url else {
+            tracing::error!(request = %ids.request_id, "request without a ResponseURL; nothing can be answered");
             return None;
         };
+        // Only CloudFormation's pre-signed S3 URL is answered: never a request to anywhere else.
+        if let Err(why) =
+            spigot_core::cfn::check_response_url(&url, self.allow_loopback_response_url)
+        {
+            tracing::error!(request = %ids.request_id, stack = %ids.stack_id, %why, "not answering");
+            return None;
+        }
         let outcome = match serde_json::from_value::<Request>(event.clone()) {
             Err(e) => Outcome::failed(
                 event

@@ -158,16 +158,23 @@ impl Taken {
     }
 }
 
+/// What the public is told. The details (SDK errors, endpoints, settings)
+/// went to the log where the refusal was made; a caller learns what went
+/// wrong, not how the receiver is configured or which signature it accepts.
+const UNAUTHORIZED: &str = "the webhook signature is missing or does not match";
+const TOO_LARGE: &str = "the payload is too large to keep";
+const UNAVAILABLE: &str = "the hook could not be kept; redeliver it from GitHub";
+
 impl Refusal {
     fn answer(self) -> (&'static str, Answer) {
-        let rejected = |e: String| json!({"status": "rejected", "error": e});
-        let error = |d: String, e: String| json!({"status": "error", "delivery": d, "error": e});
+        let rejected = |e: &str| json!({"status": "rejected", "error": e});
+        let error = |d: String, e: &str| json!({"status": "error", "delivery": d, "error": e});
         let (metric, status, body) = match self {
-            Refusal::Unauthorized(e) => ("Unauthorized", 401, rejected(e)),
-            Refusal::BadRequest(e) => ("BadRequests", 400, rejected(e)),
-            Refusal::TooLarge { delivery, message } => ("TooLarge", 413, error(delivery, message)),
-            Refusal::Unavailable { delivery, message } => {
-                ("BufferErrors", 503, error(delivery, message))
+            Refusal::Unauthorized(_) => ("Unauthorized", 401, rejected(UNAUTHORIZED)),
+            Refusal::BadRequest(e) => ("BadRequests", 400, rejected(&e)),
+            Refusal::TooLarge { delivery, .. } => ("TooLarge", 413, error(delivery, TOO_LARGE)),
+            Refusal::Unavailable { delivery, .. } => {
+                ("BufferErrors", 503, error(delivery, UNAVAILABLE))
             }
         };
         (metric, Answer { status, body })
@@ -500,6 +507,46 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// #16.5: 401 and 503 bodies say what, not how: no endpoint, no SDK text, no setting.
+    #[tokio::test]
+    async fn error_bodies_name_no_endpoint_sdk_text_or_setting() {
+        let r = receiver(vec![]);
+        *r.buffer.fail.lock().unwrap() = Some(
+            "SQS SendMessage to the buffer failed: dispatch failure: io error: https://sqs.us-east-1.amazonaws.com/123/b.fifo".into(),
+        );
+        let unavailable = r
+            .handle_event(&request("issues", "{}", Some("OFF")), 1)
+            .await;
+        let mut unsigned = request("issues", "{}", Some("ON"));
+        unsigned.headers.remove("x-hub-signature-256");
+        let unauthorized = receiver(vec![]).handle_event(&unsigned, 1).await;
+        let mut no_secret = receiver(vec![]);
+        no_secret.verifier = Verifier::new(None, false);
+        let unconfigured = no_secret
+            .handle_event(&request("issues", "{}", Some("ON")), 1)
+            .await;
+        for (resp, status) in [(unavailable, 503), (unauthorized, 401), (unconfigured, 401)] {
+            assert_eq!(resp.status_code, status);
+            let Some(aws_lambda_events::encodings::Body::Text(t)) = resp.body else {
+                panic!()
+            };
+            for leak in [
+                "http",
+                "SQS",
+                "dispatch",
+                "amazonaws",
+                "WEBHOOK_SECRET",
+                "ALLOW_SHA1",
+                "SHA-1",
+                "sha1",
+                "CONFIG_BUCKET",
+                "CLAIM_CHECK",
+            ] {
+                assert!(!t.contains(leak), "{status} body leaks {leak:?}: {t}");
+            }
+        }
     }
 
     #[tokio::test]

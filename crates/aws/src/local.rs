@@ -39,6 +39,8 @@ impl LocalStack {
         Settings {
             resources: self.resources.clone(),
             target_url: self.target.clone(),
+            // Local targets (the sink, a Jenkins on this machine) speak plain http.
+            allow_insecure_target: true,
             ..Settings::default()
         }
     }

@@ -24,6 +24,9 @@ pub struct RelayArgs {
     /// The target inside your network (e.g. http://jenkins.internal:8080/github-webhook/).
     #[arg(long)]
     to: String,
+    /// Allow an http:// target (inside your network); https is required otherwise.
+    #[arg(long)]
+    allow_http: bool,
     /// Hooks delivered at once (each FIFO group stays in order).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
     concurrency: u16,
@@ -103,6 +106,12 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
 }
 
 pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
+    if !args.to.starts_with("https://") && !args.allow_http {
+        return Err(CliError::Usage(format!(
+            "--to {} is not https; pass --allow-http for a target inside your network",
+            args.to
+        )));
+    }
     let r = place.resolve().await?;
     let switch = crate::switch::switch(&r)?;
     let engine = engine(&r, &args)?;

@@ -595,6 +595,7 @@ fn relay(dir: &Path, target: &str, extra: &[&str]) -> Dev {
             "1",
             "--concurrency",
             "4",
+            "--allow-http",
         ])
         .args(extra)
         .stdout(Stdio::null())
@@ -641,6 +642,7 @@ async fn relay_delivers_the_buffer_in_order_and_a_4xx_dead_letters_only_that_hoo
             "--once",
             "--poll-wait",
             "1",
+            "--allow-http",
         ])
         .output()
         .unwrap();
@@ -788,6 +790,7 @@ async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
             "--once",
             "--poll-wait",
             "1",
+            "--allow-http",
         ])
         .output()
         .unwrap();
@@ -1227,6 +1230,7 @@ async fn the_relay_delivers_each_hook_once_to_a_slow_target() {
             "--once",
             "--poll-wait",
             "1",
+            "--allow-http",
         ])
         .args(["--concurrency", "2"])
         .output()
@@ -1491,4 +1495,26 @@ async fn filters_test_shows_files_from_the_compare_api() {
         !without.lines().any(|l| l.starts_with("skip ")),
         "every pipeline of the branch starts: {without}"
     );
+}
+
+/// #16.6: the relay refuses a plain-http target unless told it is inside the network.
+#[test]
+fn relay_refuses_an_http_target_without_allow_http() {
+    let dir = workdir();
+    let out = spigot(&dir)
+        .args([
+            "relay",
+            "--to",
+            "http://jenkins.internal:8080/",
+            "--buffer-url",
+            "b",
+            "--dlq-url",
+            "d",
+            "--api-id",
+            "a",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-http"));
 }

@@ -48,6 +48,8 @@ pub struct Settings {
     pub allow_sha1: bool,
     /// `TARGET_URL`: where hooks are delivered.
     pub target_url: Option<String>,
+    /// `ALLOW_INSECURE_TARGET`: accept an http:// `TARGET_URL` (a target inside a VPC). Default false.
+    pub allow_insecure_target: bool,
     /// `TARGET_HEALTH_URL`: probed before draining. Default: origin of `TARGET_URL`.
     pub target_health_url: Option<String>,
     /// `EVENT_PATHS`: per-event path on the target, `push=/github-webhook/,pull_request=/ghprbhook/`.
@@ -116,6 +118,11 @@ impl Settings {
             target_health_url: get("TARGET_HEALTH_URL")
                 .map(|u| check_url("TARGET_HEALTH_URL", u))
                 .transpose()?,
+            allow_insecure_target: parse_bool(
+                "ALLOW_INSECURE_TARGET",
+                get("ALLOW_INSECURE_TARGET"),
+                false,
+            )?,
             event_paths: match get("EVENT_PATHS") {
                 Some(v) => EventPaths::parse(&v)?,
                 None => EventPaths::default(),
@@ -196,12 +203,28 @@ impl Settings {
         ))
     }
 
-    /// `TARGET_URL`, or an error saying so.
+    /// `TARGET_URL`, or an error saying so; an http:// target only with `ALLOW_INSECURE_TARGET`.
     pub fn require_target(&self) -> Result<&str, ConfigError> {
-        self.target_url.as_deref().ok_or(ConfigError::Missing(
+        let url = self.target_url.as_deref().ok_or(ConfigError::Missing(
             "TARGET_URL",
             "the CI server's webhook URL, e.g. https://jenkins.example.com",
-        ))
+        ))?;
+        for (name, u) in [
+            ("TARGET_URL", Some(url)),
+            ("TARGET_HEALTH_URL", self.target_health_url.as_deref()),
+        ] {
+            if let Some(u) = u
+                && !u.starts_with("https://")
+                && !self.allow_insecure_target
+            {
+                return Err(ConfigError::Invalid {
+                    name,
+                    value: u.to_string(),
+                    expected: "an https:// URL (set ALLOW_INSECURE_TARGET=true for a target inside a VPC)",
+                });
+            }
+        }
+        Ok(url)
     }
 
     /// The URL probed before a drain: `TARGET_HEALTH_URL`, else the origin of `TARGET_URL`.
@@ -395,8 +418,29 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_https_unless_allowed() {
+        let plain = settings(&[("TARGET_URL", "http://jenkins.internal/")]).unwrap();
+        let e = plain.require_target().unwrap_err().to_string();
+        assert!(e.contains("ALLOW_INSECURE_TARGET"), "{e}");
+        let allowed = settings(&[
+            ("TARGET_URL", "http://jenkins.internal/"),
+            ("ALLOW_INSECURE_TARGET", "true"),
+        ])
+        .unwrap();
+        assert_eq!(allowed.require_target(), Ok("http://jenkins.internal/"));
+        let tls = settings(&[("TARGET_URL", "https://jenkins.example.com/")]).unwrap();
+        assert!(tls.require_target().is_ok());
+        let mixed = settings(&[
+            ("TARGET_URL", "https://jenkins.example.com/"),
+            ("TARGET_HEALTH_URL", "http://jenkins.example.com/login"),
+        ])
+        .unwrap();
+        assert!(mixed.require_target().is_err());
+    }
+
+    #[test]
     fn health_url_defaults_to_the_target_origin() {
-        let s = settings(&[("TARGET_URL", "http://127.0.0.1:8080/github-webhook/")]).unwrap();
-        assert_eq!(s.health_url().unwrap(), "http://127.0.0.1:8080/");
+        let s = settings(&[("TARGET_URL", "https://127.0.0.1:8080/github-webhook/")]).unwrap();
+        assert_eq!(s.health_url().unwrap(), "https://127.0.0.1:8080/");
     }
 }

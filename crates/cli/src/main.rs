@@ -6,6 +6,7 @@ mod filters;
 mod local;
 mod relay;
 mod resources;
+mod secret;
 mod send;
 mod switch;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Manage and dry-run pipeline filters.
     #[command(subcommand)]
     Filters(filters::FiltersCommand),
+    /// The webhook secret to paste into GitHub.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Print the X-Hub-Signature-256 GitHub would send for a file.
     #[command(
         after_help = "Example:\n  spigot sign --secret \"$WEBHOOK_SECRET\" tests/fixtures/push.json"
@@ -101,6 +105,7 @@ async fn main() -> std::process::ExitCode {
         Command::Status(args) => switch::status(&cli.place, args).await,
         Command::Dlq(cmd) => dlq::run(&cli.place, cmd).await,
         Command::Filters(cmd) => filters::run(&cli.place, cmd).await,
+        Command::Secret(cmd) => secret::run(&cli.place, cmd).await,
         Command::Sign(args) => send::sign(args),
         Command::Send(args) => send::send(args).await,
         Command::Dev(args) => local::run(&cli.place, args).await,

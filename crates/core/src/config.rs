@@ -38,7 +38,8 @@ pub enum DeliveryMode {
 }
 
 /// Every setting of every function. Each function reads the ones it needs.
-#[derive(Debug, Clone, PartialEq)]
+/// Its `Debug` output redacts the secrets.
+#[derive(Clone, PartialEq)]
 pub struct Settings {
     /// `WEBHOOK_SECRET`: comma-separated secrets (rotation). Default: none (all refused).
     pub webhook_secret: Option<String>,
@@ -91,6 +92,50 @@ pub struct Settings {
     pub max_push_age: u64,
     /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
     pub filter_cache_seconds: u64,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_secret_arn", &self.webhook_secret_arn)
+            .field("allow_sha1", &self.allow_sha1)
+            .field("target_url", &self.target_url)
+            .field("allow_insecure_target", &self.allow_insecure_target)
+            .field("target_health_url", &self.target_health_url)
+            .field("event_paths", &self.event_paths)
+            .field("forward_timeout_ms", &self.forward_timeout_ms)
+            .field("resources", &self.resources)
+            .field("claim_check_bytes", &self.claim_check_bytes)
+            .field("drain_concurrency", &self.drain_concurrency)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("drain_rate", &self.drain_rate)
+            .field("drain_ramp_seconds", &self.drain_ramp_seconds)
+            .field("max_attempts", &self.max_attempts)
+            .field("delivery_mode", &self.delivery_mode)
+            .field("github_api_url", &self.github_api_url)
+            .field(
+                "github_token",
+                &self.github_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("github_token_secret_arn", &self.github_token_secret_arn)
+            .field("github_app_id", &self.github_app_id)
+            .field("github_app_key_secret_arn", &self.github_app_key_secret_arn)
+            .field(
+                "github_app_installation_id",
+                &self.github_app_installation_id,
+            )
+            .field(
+                "cfn_response_url_allow_loopback",
+                &self.cfn_response_url_allow_loopback,
+            )
+            .field("max_push_age", &self.max_push_age)
+            .field("filter_cache_seconds", &self.filter_cache_seconds)
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -415,6 +460,21 @@ mod tests {
             p.url_for("https://ci.example.com/x", "issues"),
             "https://ci.example.com/x"
         );
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let s = settings(&[
+            ("WEBHOOK_SECRET", "hunter2,hunter3"),
+            ("GITHUB_TOKEN", "ghp_s3cret"),
+        ])
+        .unwrap();
+        let text = format!("{s:?}");
+        assert!(
+            !text.contains("hunter") && !text.contains("ghp_s3cret"),
+            "{text}"
+        );
+        assert!(text.contains("<redacted>") && text.contains("forward_timeout_ms: 7000"));
     }
 
     #[test]

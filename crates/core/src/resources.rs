@@ -26,6 +26,8 @@ pub enum Resource {
     Bucket,
     /// The drainer function (`spigot on --drain` invokes it).
     DrainerFunction,
+    /// The Secrets Manager secret holding the webhook secret(s) (`spigot secret show`).
+    WebhookSecret,
 }
 
 /// How one resource is named in each place.
@@ -141,6 +143,17 @@ pub const TABLE: &[Row] = &[
         lambda_env: None,
         output: "DrainerFunction",
         what: "the drainer function",
+        default: None,
+        optional: true,
+    },
+    Row {
+        resource: Resource::WebhookSecret,
+        field: "webhook_secret_arn",
+        flag: "secret-arn",
+        cli_env: "SPIGOT_SECRET_ARN",
+        lambda_env: None,
+        output: "WebhookSecretArn",
+        what: "the ARN of the Secrets Manager secret holding the webhook secret(s)",
         default: None,
         optional: true,
     },

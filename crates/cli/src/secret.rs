@@ -1,0 +1,30 @@
+//! `spigot secret show`: the webhook secret to paste into GitHub.
+
+use anyhow::Context;
+use spigot_core::resources::Resource;
+
+use crate::CliError;
+use crate::resources::Where;
+
+#[derive(clap::Subcommand)]
+pub enum SecretCommand {
+    /// Print the webhook secret(s) the receiver accepts (stack output WebhookSecretArn).
+    #[command(
+        after_help = "Examples:\n  spigot secret show --stack spigot\n  aws secretsmanager get-secret-value --secret-id ARN --query SecretString --output text"
+    )]
+    Show,
+}
+
+pub async fn run(place: &Where, cmd: SecretCommand) -> Result<(), CliError> {
+    match cmd {
+        SecretCommand::Show => {
+            let r = place.resolve().await?;
+            let arn = r.need(Resource::WebhookSecret)?;
+            let secret = spigot_aws::fetch_secret(&r.sdk, arn)
+                .await
+                .context("cannot read the webhook secret")?;
+            println!("{secret}");
+            Ok(())
+        }
+    }
+}

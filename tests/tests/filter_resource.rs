@@ -1,6 +1,7 @@
 //! Custom::PipelineFilter against moto S3, with a local HTTP server standing
 //! in for the pre-signed ResponseURL (it records each PUT).
 
+use spigot_core::filter::FilterSpec;
 use spigot_core::resources::Resource;
 use std::time::{Duration, Instant};
 
@@ -326,8 +327,8 @@ async fn a_panic_in_the_handler_still_sends_failed() {
     let (resp, _, _) = last_response(&url);
     assert_eq!(resp["Status"], "FAILED");
     assert!(
-        // The write first lists the repository's filters (to check the new one fits).
-        resp["Reason"].as_str().unwrap().contains("list exploded"),
+        // The write first reads the filter's owner, then checks the set.
+        resp["Reason"].as_str().unwrap().contains("exploded"),
         "{resp}"
     );
 }
@@ -433,4 +434,72 @@ async fn a_response_url_off_aws_is_refused_and_not_requested() {
             .sent
     );
     assert_eq!(sink.attempts(), 1);
+}
+
+/// #16.3: a filter records the stack that declared it; another stack can
+/// neither overwrite nor delete it (FAILED, owner named), its own stack can.
+#[tokio::test]
+async fn a_filter_owned_by_stack_a_cannot_be_changed_by_stack_b() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let bucket = stack.get(Resource::Bucket);
+    let h = handler(
+        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), bucket),
+        bucket,
+    );
+    let stack_a = "arn:aws:cloudformation:us-east-1:123456789012:stack/billing/aaaa";
+    let stack_b = "arn:aws:cloudformation:us-east-1:123456789012:stack/intruder/bbbb";
+    let as_stack = |file: &str, stack: &str| {
+        let mut e = event(file, &url.url);
+        e["StackId"] = json!(stack);
+        e
+    };
+    let created = h
+        .handle(as_stack("cfn-create.json", stack_a), soon())
+        .await
+        .unwrap();
+    assert_eq!(
+        created.outcome.status,
+        spigot_core::cfn::Status::Success,
+        "{:?}",
+        created.outcome
+    );
+    let key = created.outcome.physical_id.clone();
+    let stored = h.filters.get(&key).await.unwrap().unwrap();
+    let spec = FilterSpec::from_json(&stored).unwrap();
+    assert_eq!(spec.owner_stack.as_deref(), Some(stack_a));
+
+    // Stack B declares the same repository/branch/pipeline: refused.
+    let b_create = h
+        .handle(as_stack("cfn-create.json", stack_b), soon())
+        .await
+        .unwrap();
+    assert_eq!(b_create.outcome.status, spigot_core::cfn::Status::Failed);
+    let reason = b_create.outcome.reason.clone().unwrap();
+    assert!(
+        reason.contains("belongs to stack") && reason.contains(stack_a),
+        "{reason}"
+    );
+    let mut b_delete = as_stack("cfn-delete.json", stack_b);
+    b_delete["PhysicalResourceId"] = json!(key);
+    let refused = h.handle(b_delete, soon()).await.unwrap();
+    assert_eq!(refused.outcome.status, spigot_core::cfn::Status::Failed);
+    assert!(h.filters.get(&key).await.unwrap().is_some(), "still there");
+
+    // Stack A can still update and delete it.
+    let a_update = h
+        .handle(as_stack("cfn-update.json", stack_a), soon())
+        .await
+        .unwrap();
+    assert_eq!(
+        a_update.outcome.status,
+        spigot_core::cfn::Status::Success,
+        "{:?}",
+        a_update.outcome
+    );
+    let mut a_delete = as_stack("cfn-delete.json", stack_a);
+    a_delete["PhysicalResourceId"] = json!(key);
+    let deleted = h.handle(a_delete, soon()).await.unwrap();
+    assert_eq!(deleted.outcome.status, spigot_core::cfn::Status::Success);
+    assert!(h.filters.get(&key).await.unwrap().is_none());
 }

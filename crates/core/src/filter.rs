@@ -171,6 +171,14 @@ pub struct FilterSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub source_action: Option<String>,
+    /// The CloudFormation stack that declared it (its `StackId`): only that stack
+    /// may change or delete it. Set by the custom resource, never by properties.
+    #[serde(
+        rename = "OwnerStack",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub owner_stack: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -197,7 +205,15 @@ impl FilterSpec {
         }
     }
 
-    /// Reads a filter from an object (custom resource properties: `ServiceToken` is ignored).
+    /// Reads a filter from custom resource properties: `ServiceToken` is ignored,
+    /// and so is an `OwnerStack` (ownership comes from the request's StackId,
+    /// never from what a template says).
+    pub fn from_properties(mut map: Map<String, Value>) -> Result<Self, FilterError> {
+        map.remove("OwnerStack");
+        Self::from_map(map)
+    }
+
+    /// Reads a filter from an object (`ServiceToken` is ignored).
     pub fn from_map(mut map: Map<String, Value>) -> Result<Self, FilterError> {
         map.remove("ServiceToken");
         let shape = |e: serde_json::Error| FilterError::from(Problem::Shape(e.to_string()));
@@ -217,6 +233,7 @@ impl FilterSpec {
                 exclude: Vec::new(),
                 syntax: Some("regex".into()),
                 source_action: None,
+                owner_stack: None,
             });
         }
         serde_json::from_value(Value::Object(map)).map_err(shape)

@@ -186,11 +186,11 @@ impl<F: FilterStore, R: Responder> FilterResource<F, R> {
 
     async fn apply(&self, req: Request) -> Outcome {
         match req {
-            Request::Create(c) => match self.write(&c.resource_properties).await {
+            Request::Create(c) => match self.write(&c.resource_properties, &c.stack_id).await {
                 Ok(key) => Outcome::success(key.clone(), self.data(&key)),
                 Err(reason) => Outcome::failed(failed_create_id(&c.request_id), reason),
             },
-            Request::Update(u) => match self.write(&u.resource_properties).await {
+            Request::Update(u) => match self.write(&u.resource_properties, &u.stack_id).await {
                 // A new key is a new PhysicalResourceId: CloudFormation then deletes the old one.
                 Ok(key) => Outcome::success(key.clone(), self.data(&key)),
                 Err(reason) => Outcome::failed(u.physical_resource_id, reason),
@@ -199,6 +199,9 @@ impl<F: FilterStore, R: Responder> FilterResource<F, R> {
                 let key = d.physical_resource_id;
                 if !is_filter_key(&key) {
                     return Outcome::success(key, BTreeMap::new());
+                }
+                if let Err(reason) = self.check_owner(&key, &d.stack_id).await {
+                    return Outcome::failed(key, reason);
                 }
                 match self.filters.delete(&key).await {
                     Ok(()) => Outcome::success(key, BTreeMap::new()),
@@ -209,18 +212,38 @@ impl<F: FilterStore, R: Responder> FilterResource<F, R> {
         }
     }
 
-    /// Validates properties and writes the filter; returns its key.
-    async fn write(&self, props: &Value) -> Result<String, String> {
+    /// `Ok` when `key` is absent, unowned, or owned by `stack`.
+    async fn check_owner(&self, key: &str, stack: &str) -> Result<(), String> {
+        let existing = self
+            .filters
+            .get(key)
+            .await
+            .map_err(|e| format!("cannot read the filter: {e}"))?;
+        let owner = existing
+            .and_then(|b| FilterSpec::from_json(&b).ok())
+            .and_then(|f| f.owner_stack);
+        match owner {
+            Some(owner) if owner != stack => Err(format!(
+                "filter {key} belongs to stack {owner}; only that stack may change or delete it"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Validates properties and writes the filter, owned by `stack`; returns its key.
+    async fn write(&self, props: &Value, stack: &str) -> Result<String, String> {
         let map = props
             .as_object()
             .cloned()
             .ok_or("ResourceProperties must be an object")?;
-        let spec = FilterSpec::from_map(map).map_err(|e| e.to_string())?;
+        let mut spec = FilterSpec::from_properties(map).map_err(|e| e.to_string())?;
+        spec.owner_stack = Some(stack.to_string());
         let filter = spec.compile().map_err(|e| e.to_string())?;
         let key = filter.spec.key();
         if !is_filter_key(&key) {
             return Err(format!("refusing to write outside filters/: {key}"));
         }
+        self.check_owner(&key, stack).await?;
         spigot_core::filter::admit(&self.filters, &filter).await?;
         self.filters
             .put(&key, filter.spec.to_json().into_bytes())

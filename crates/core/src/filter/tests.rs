@@ -378,6 +378,7 @@ proptest::proptest! {
             include: vec![pat.clone()], exclude: vec![pat],
             syntax: Some(if regex { "regex" } else { "glob" }.into()),
             source_action: None,
+            owner_stack: None,
         };
         let _ = spec.key();
         if let Ok(f) = spec.compile() {

@@ -71,3 +71,102 @@ fn the_outputs_the_cli_reads_exist() {
         "the service token is exported"
     );
 }
+
+/// The `Parameters:` section as (name, its block of lines).
+fn parameters(template: &str) -> Vec<(String, String)> {
+    let start = template
+        .find("\nParameters:")
+        .expect("a Parameters section");
+    let end = template[start + 1..]
+        .find("\nConditions:")
+        .map(|i| start + 1 + i)
+        .unwrap_or(template.len());
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in template[start..end].lines().skip(2) {
+        if line.starts_with("  ") && !line.starts_with("   ") {
+            out.push((line.trim().trim_end_matches(':').to_string(), String::new()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push_str(line);
+            last.1.push('\n');
+        }
+    }
+    out
+}
+
+/// #16.1: no secret ships: no secret parameter with a default, none in samconfig.toml.
+#[test]
+fn no_secret_default_anywhere() {
+    let template = read("template.yaml");
+    let params = parameters(&template);
+    assert!(
+        params.iter().any(|(n, _)| n == "WebhookSecretArn"),
+        "{params:?}"
+    );
+    for (name, block) in &params {
+        if name.contains("Secret") && !name.ends_with("Arn") {
+            panic!("parameter {name} carries a secret");
+        }
+        if block.contains("NoEcho") {
+            assert!(!block.contains("Default:"), "{name} has a default");
+        }
+    }
+    assert!(
+        template.contains("GenerateSecretString"),
+        "the secret is generated"
+    );
+    let samconfig = read("samconfig.toml");
+    assert!(
+        !samconfig.contains("WebhookSecret=") && !samconfig.contains("change-me"),
+        "{samconfig}"
+    );
+    let outputs = &template[template.find("\nOutputs:").unwrap()..];
+    assert!(
+        !outputs.contains("SecretString"),
+        "no secret value in outputs"
+    );
+}
+
+/// #16.2: the public endpoint is throttled, logged, and the receiver's concurrency reserved.
+#[test]
+fn the_public_endpoint_is_throttled_and_logged() {
+    let template = read("template.yaml");
+    let api = &template[template.find("\n  Api:\n").unwrap()..];
+    let api = &api[..api[1..].find("\n  ApiAccessLogGroup:").unwrap()];
+    for needed in [
+        "ThrottlingRateLimit: !Ref ApiRateLimit",
+        "ThrottlingBurstLimit: !Ref ApiBurstLimit",
+        "AccessLogSetting:",
+        "DestinationArn: !GetAtt ApiAccessLogGroup.Arn",
+    ] {
+        assert!(api.contains(needed), "Api lacks {needed}");
+    }
+    let logs = &template[template.find("\n  ApiAccessLogGroup:").unwrap()..];
+    assert!(logs[..300].contains("RetentionInDays"));
+    let receiver = &template[template.find("\n  ReceiverFunction:").unwrap()..];
+    assert!(
+        receiver[..800].contains("ReservedConcurrentExecutions: !Ref ReceiverReservedConcurrency")
+    );
+}
+
+/// #16.3: no pipeline can be started by a bare `*`: the evaluator's
+/// StartPipelineExecution carries the spigot:trigger tag condition, and only
+/// the filter function (and an operator role) may write filters.
+#[test]
+fn pipelines_and_filters_are_guarded() {
+    let template = read("template.yaml");
+    let start = template
+        .find("Action: codepipeline:StartPipelineExecution")
+        .expect("the evaluator starts pipelines");
+    let statement = &template[start..start + 400];
+    assert!(
+        statement.contains("aws:ResourceTag/spigot:trigger: \"true\""),
+        "{statement}"
+    );
+    assert!(template.contains("Sid: FiltersWrittenOnlyByTheFilterFunction"));
+    assert!(template.contains("!GetAtt FilterResourceFunctionRole.Arn"));
+    assert!(
+        !template.contains("CFN_RESPONSE_URL_ALLOW_LOOPBACK"),
+        "the test override is never set"
+    );
+    assert!(template.contains("Default: \"false\"\n    AllowedValues: [\"true\", \"false\"]\n    Description: Accept an http:// TargetUrl"));
+}

@@ -121,8 +121,13 @@ fn no_secret_default_anywhere() {
     );
     let outputs = &template[template.find("\nOutputs:").unwrap()..];
     assert!(
-        !outputs.contains("SecretString"),
+        !outputs.contains("resolve:secretsmanager")
+            && !outputs.contains("GetAtt WebhookSecretValue"),
         "no secret value in outputs"
+    );
+    assert!(
+        outputs.contains("\n  WebhookSecretArn:"),
+        "the ARN, to read it with"
     );
 }
 

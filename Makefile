@@ -8,7 +8,8 @@ export SPIGOT_PYTHON := $(PY)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test lint venv build deploy bench bench-baseline bench-coldstart clean
+.PHONY: run test lint venv build deploy bench bench-baseline bench-coldstart clean audit
+DENY := $(abspath .tools)/bin/cargo-deny
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -22,6 +23,10 @@ $(VENV)/.build-tools: $(VENV)/.installed requirements-build.txt
 
 venv: $(VENV)/.installed
 
+# cargo-deny, pinned, built once into .tools (a few minutes on a fresh machine).
+$(DENY):
+	cargo install --locked --quiet cargo-deny --version 0.20.2 --root $(abspath .tools)
+
 ## run: moto (tools/moto_server.py: moto with SQS's FIFO order) on 127.0.0.1:$(MOTO_PORT) + `spigot dev` (receiver on 127.0.0.1:3000, sink on :3001). Ctrl-C stops both.
 run: venv
 	cargo build -p spigot-cli
@@ -33,11 +38,16 @@ run: venv
 test: venv lint
 	cargo test --workspace
 
-lint: venv
+lint: venv $(DENY)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(DENY) check bans licenses sources
 	$(VENV)/bin/cfn-lint template.yaml examples/*.yaml
 	AWS_DEFAULT_REGION=$(REGION) $(VENV)/bin/sam validate --lint --template template.yaml
+
+## audit: RustSec advisories (needs the advisory database from the network; not in make test).
+audit: $(DENY)
+	$(DENY) check advisories
 
 ## build: arm64 bootstrap binaries of the four functions (sam build, cargo-lambda + zig).
 build: $(VENV)/.build-tools
@@ -67,4 +77,4 @@ bench-coldstart: venv
 	cargo bench -p spigot-bench --bench coldstart
 
 clean:
-	rm -rf $(VENV) target .spigot .aws-sam
+	rm -rf $(VENV) target .spigot .aws-sam .tools

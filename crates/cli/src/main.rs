@@ -71,7 +71,7 @@ enum Command {
     Send(send::SendArgs),
     /// Pull mode: deliver buffered hooks to a target inside your network (runs until stopped).
     #[command(
-        after_help = "Examples:\n  spigot relay --to http://jenkins.internal:8080/github-webhook/ --stack spigot\n  spigot relay --to http://127.0.0.1:8080/ --local --once\n  spigot relay --to http://jenkins:8080/ --metrics-listen 127.0.0.1:9464"
+        after_help = "Examples:\n  spigot relay --to https://jenkins.internal/github-webhook/ --stack spigot\n  spigot relay --to http://127.0.0.1:8080/ --allow-http --local --once\n  spigot relay --to http://jenkins:8080/ --allow-http --metrics-listen 127.0.0.1:9464"
     )]
     Relay(relay::RelayArgs),
     /// Run Spigot locally on a moto server: queues, bucket, API stage, receiver on 127.0.0.1:3000.

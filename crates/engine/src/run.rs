@@ -382,8 +382,10 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             let prior = attempts::prior(self.payloads.as_ref(), &m).await;
             run.pacer.wait().await;
             let step = {
-                let _bytes = self.hold_body(run, &m).await;
-                self.one(&m, prior).await
+                // Decoded once: its size bounds the bytes in flight, then it is delivered.
+                let env = Envelope::decode(&m.body);
+                let _bytes = self.hold_body(run, &m, env.as_ref().ok()).await;
+                self.one(&m, env, prior).await
             };
             if prior > 0 && !matches!(step, Step::Retry { .. }) {
                 attempts::clear(self.payloads.as_ref(), &m).await;
@@ -428,10 +430,9 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         &self,
         run: &'r Run<'_>,
         m: &Received,
+        env: Option<&Envelope>,
     ) -> Option<tokio::sync::SemaphorePermit<'r>> {
-        let bytes = Envelope::decode(&m.body)
-            .map(|e| e.body_size())
-            .unwrap_or(m.body.len() as u64);
+        let bytes = env.map_or(m.body.len() as u64, Envelope::body_size);
         let kib = (bytes / 1024 + 1).min(u64::from(self.budget_kib())) as u32;
         run.bodies.acquire_many(kib).await.ok()
     }
@@ -476,8 +477,13 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
     }
 
     /// One message, after `prior` failed attempts: delivered, dead-lettered, or to retry.
-    async fn one(&self, m: &Received, prior: u32) -> Step {
-        let env = match Envelope::decode(&m.body) {
+    async fn one(
+        &self,
+        m: &Received,
+        decoded: Result<Envelope, spigot_core::envelope::EnvelopeError>,
+        prior: u32,
+    ) -> Step {
+        let env = match decoded {
             Ok(e) => e,
             Err(e) => {
                 return self

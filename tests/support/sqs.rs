@@ -71,21 +71,8 @@ fn body_and_attributes(
 
 /// `ApproximateNumberOfMessages` + `...NotVisible` of a queue.
 pub async fn depth(sdk: &SdkConfig, queue_url: &str) -> (u64, u64) {
-    use spigot_aws::aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = spigot_aws::aws_sdk_sqs::Client::new(sdk)
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    let attrs = out.attributes.unwrap_or_default();
-    let get = |a: A| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (
-        get(A::ApproximateNumberOfMessages),
-        get(A::ApproximateNumberOfMessagesNotVisible),
-    )
+    let client = spigot_aws::aws_sdk_sqs::Client::new(sdk);
+    spigot_aws::queue_depth(&client, queue_url).await.unwrap()
 }
 
 /// Sets a queue attribute (a short visibility timeout for crash tests, say).

@@ -13,7 +13,7 @@ pub use error::AwsError;
 pub use github::{GitHubApi, GitHubAuth};
 pub use pipelines::{CodePipelines, S3Filters};
 pub use s3::S3Payloads;
-pub use sqs::{SqsBuffer, SqsEvalQueue};
+pub use sqs::{SqsBuffer, SqsEvalQueue, queue_depth};
 pub use stage::{ApiStages, StageSwitch};
 pub use target::HttpTarget;
 pub use {aws_config, aws_sdk_apigateway, aws_sdk_codepipeline, aws_sdk_s3, aws_sdk_sqs};

@@ -130,24 +130,8 @@ impl Buffer for SqsBuffer {
     }
 
     async fn depth(&self) -> Result<u64, PortError> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .map_err(|e| port("SQS GetQueueAttributes of the buffer", e))?;
-        let attrs = out.attributes.unwrap_or_default();
-        let get = |k: QueueAttributeName| {
-            attrs
-                .get(&k)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok(get(QueueAttributeName::ApproximateNumberOfMessages)
-            + get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+        let (visible, in_flight) = queue_depth(&self.client, &self.queue_url).await?;
+        Ok(visible + in_flight)
     }
 
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
@@ -224,6 +208,29 @@ impl SqsBuffer {
             .collect();
         Ok((failed, why))
     }
+}
+
+/// (`ApproximateNumberOfMessages`, `...NotVisible`) of the queue at `url`: waiting and in flight.
+pub async fn queue_depth(client: &Client, url: &str) -> Result<(u64, u64), PortError> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| port(&format!("SQS GetQueueAttributes of {url}"), e))?;
+    let attrs = out.attributes.unwrap_or_default();
+    let get = |k: QueueAttributeName| {
+        attrs
+            .get(&k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    ))
 }
 
 /// The FIFO queue of push events for the evaluator.

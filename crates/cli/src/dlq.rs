@@ -248,18 +248,10 @@ async fn move_task(sqs: &Client, dlq: &str, buffer: &str) -> anyhow::Result<Stri
 
 /// `ApproximateNumberOfMessages` of the DLQ.
 async fn dlq_depth(sqs: &Client, dlq: &str) -> Result<u64, CliError> {
-    let a = sqs
-        .get_queue_attributes()
-        .queue_url(dlq)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
+    let (waiting, _) = spigot_aws::queue_depth(sqs, dlq)
         .await
-        .context("cannot read the DLQ depth")?
-        .attributes
-        .unwrap_or_default();
-    Ok(a.get(&QueueAttributeName::ApproximateNumberOfMessages)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0))
+        .context("cannot read the DLQ depth")?;
+    Ok(waiting)
 }
 
 /// What a redrive did so far.

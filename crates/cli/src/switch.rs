@@ -3,7 +3,6 @@
 use anyhow::Context;
 use serde_json::json;
 use spigot_aws::StageSwitch;
-use spigot_aws::aws_sdk_sqs::types::QueueAttributeName;
 use spigot_core::ports::{Switch, SwitchError};
 use spigot_core::resources::Resource;
 use spigot_core::spigot::{State, StateError};
@@ -164,20 +163,11 @@ pub struct Depth {
 }
 
 pub async fn depth(r: &Resolved, url: &str) -> anyhow::Result<Depth> {
-    let out = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk)
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
+    let client = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk);
+    let (visible, in_flight) = spigot_aws::queue_depth(&client, url)
         .await
         .with_context(|| format!("cannot read the depth of {url}"))?;
-    let a = out.attributes.unwrap_or_default();
-    let get = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(Depth {
-        visible: get(QueueAttributeName::ApproximateNumberOfMessages),
-        in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    })
+    Ok(Depth { visible, in_flight })
 }
 
 /// The depth of queue `q`, when the stack names it.

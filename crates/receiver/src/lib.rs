@@ -106,21 +106,18 @@ enum Taken {
     Pong(String),
 }
 
-/// A request the receiver refused, or a hook it could not keep.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A request the receiver refused, or a hook it could not keep. The details
+/// are logged where the refusal is made; only what the public may read is here.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
     /// The signature does not verify.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// The body or the GitHub headers cannot be read.
-    #[error("{0}")]
+    Unauthorized,
+    /// The body or the GitHub headers cannot be read (which, is said).
     BadRequest(String),
     /// Too large for a queue message, and no bucket to claim-check it.
-    #[error("{message}")]
-    TooLarge { delivery: String, message: String },
+    TooLarge { delivery: String },
     /// The hook could not be kept (queue or bucket unreachable): GitHub must redeliver it.
-    #[error("{message}")]
-    Unavailable { delivery: String, message: String },
+    Unavailable { delivery: String },
 }
 
 /// Why an envelope could not be made ready to send.
@@ -170,10 +167,10 @@ impl Refusal {
         let rejected = |e: &str| json!({"status": "rejected", "error": e});
         let error = |d: String, e: &str| json!({"status": "error", "delivery": d, "error": e});
         let (metric, status, body) = match self {
-            Refusal::Unauthorized(_) => ("Unauthorized", 401, rejected(UNAUTHORIZED)),
+            Refusal::Unauthorized => ("Unauthorized", 401, rejected(UNAUTHORIZED)),
             Refusal::BadRequest(e) => ("BadRequests", 400, rejected(&e)),
-            Refusal::TooLarge { delivery, .. } => ("TooLarge", 413, error(delivery, TOO_LARGE)),
-            Refusal::Unavailable { delivery, .. } => {
+            Refusal::TooLarge { delivery } => ("TooLarge", 413, error(delivery, TOO_LARGE)),
+            Refusal::Unavailable { delivery } => {
                 ("BufferErrors", 503, error(delivery, UNAVAILABLE))
             }
         };
@@ -232,12 +229,7 @@ where
             };
             if let Err(e) = sent {
                 tracing::error!(%delivery, error = %e, "cannot queue push for pipeline evaluation");
-                return Err(Refusal::Unavailable {
-                    delivery,
-                    message: format!(
-                        "cannot queue the push for pipeline evaluation ({e}); redeliver it from GitHub"
-                    ),
-                });
+                return Err(Refusal::Unavailable { delivery });
             }
         }
         let state = State::from_stage_variable(
@@ -303,7 +295,7 @@ where
             inbound.header("x-hub-signature"),
         ) {
             tracing::warn!(delivery = %delivery_hint, error = %e, "refused: bad signature");
-            return Err(Refusal::Unauthorized(e.to_string()));
+            return Err(Refusal::Unauthorized);
         }
         let headers = inbound
             .headers
@@ -359,14 +351,11 @@ where
             }
             Err(Stow::TooLarge(message)) => {
                 tracing::error!(%delivery, error = %message, "cannot buffer");
-                Err(Refusal::TooLarge { delivery, message })
+                Err(Refusal::TooLarge { delivery })
             }
             Err(Stow::Unavailable(e)) => {
                 tracing::error!(%delivery, error = %e, "cannot buffer");
-                Err(Refusal::Unavailable {
-                    delivery,
-                    message: format!("cannot buffer the hook ({e}); redeliver it from GitHub"),
-                })
+                Err(Refusal::Unavailable { delivery })
             }
         }
     }
@@ -390,13 +379,8 @@ where
         match result {
             Ok(()) => Ok(Taken::DeadLettered { delivery, reason }),
             Err(e) => {
-                tracing::error!(%delivery, error = %e, "cannot dead-letter");
-                Err(Refusal::Unavailable {
-                    delivery,
-                    message: format!(
-                        "target refused the hook ({reason}) and it could not be dead-lettered ({e}); redeliver it from GitHub"
-                    ),
-                })
+                tracing::error!(%delivery, %reason, error = %e, "target refused the hook and it could not be dead-lettered");
+                Err(Refusal::Unavailable { delivery })
             }
         }
     }

@@ -2,7 +2,9 @@
 //! (`GITHUB_API_URL`), with a token or as a GitHub App (a JWT signed with the
 //! app's key buys an installation token). Pagination follows `Link`; rate
 //! limits (`X-RateLimit-*`, `Retry-After`) are waited out once, briefly;
-//! 401/403/404 are clear errors.
+//! 401/403/404 are clear errors. Hook deliveries are listed (cursor pages
+//! through `Link`), read and redelivered for repository and organization
+//! hooks, and for the app's own hook with the app's JWT.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use spigot_core::ports::{Clock, GitHub, PortError, PortErrorKind, SystemClock};
+use spigot_core::reconcile::{HookDelivery, HookSource};
 
 use crate::AwsError;
 
@@ -207,6 +210,9 @@ impl GitHubApi {
             let headers = resp.headers().clone();
             let text = resp.text().await.unwrap_or_default();
             if status.is_success() {
+                if text.trim().is_empty() {
+                    return Ok((serde_json::Value::Null, headers));
+                }
                 let body = serde_json::from_str(&text).map_err(|e| {
                     PortError::of(
                         PortErrorKind::Invalid,
@@ -236,6 +242,25 @@ impl GitHubApi {
         let auth = self.authorization().await?;
         self.send(self.client.get(url).header("Authorization", auth), url)
             .await
+    }
+
+    /// The `Authorization` for `hook`'s deliveries: the app's own hook takes the app's JWT.
+    async fn hook_authorization(&self, hook: &HookSource) -> Result<String, PortError> {
+        match (hook, &self.auth) {
+            (HookSource::App, GitHubAuth::App { app_id, key, .. }) => {
+                Ok(format!("Bearer {}", Self::app_jwt(app_id, key)?))
+            }
+            (HookSource::App, GitHubAuth::Token(_)) => Err(PortError::of(
+                PortErrorKind::Invalid,
+                "the app's own hook (GITHUB_HOOKS=app) needs GitHub App credentials (GITHUB_APP_ID), not a token",
+            )),
+            _ => self.authorization().await,
+        }
+    }
+
+    /// `base/path-of-hook-deliveries[/rest]`.
+    fn hook_url(&self, hook: &HookSource, rest: &str) -> String {
+        format!("{}/{}{rest}", self.base, hook.deliveries_path())
     }
 }
 
@@ -267,9 +292,14 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &str, url: &str) -> P
         s if s.is_server_error() => PortErrorKind::Transient,
         _ => PortErrorKind::Invalid,
     };
+    let hooks = url.contains("/hooks/") || url.contains("/app/hook/");
     let hint = match status {
         StatusCode::UNAUTHORIZED => " (the token is missing, expired or revoked)",
+        StatusCode::FORBIDDEN if hooks => {
+            " (the token lacks admin:repo_hook / admin:org_hook, or the app the webhooks permission)"
+        }
         StatusCode::FORBIDDEN => " (the token lacks the permission)",
+        StatusCode::NOT_FOUND if hooks => " (no such hook or delivery, or the token cannot see it)",
         StatusCode::NOT_FOUND => " (no such repository or commit, or the token cannot see it)",
         _ => "",
     };
@@ -294,6 +324,62 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 impl GitHub for GitHubApi {
+    async fn deliveries(
+        &self,
+        hook: &HookSource,
+        since: u64,
+    ) -> Result<Vec<HookDelivery>, PortError> {
+        let mut url = Some(self.hook_url(hook, "?per_page=100"));
+        let mut found = Vec::new();
+        while let Some(u) = url.take() {
+            let auth = self.hook_authorization(hook).await?;
+            let (body, headers) = self
+                .send(self.client.get(&u).header("Authorization", auth), &u)
+                .await?;
+            let page = body.as_array().ok_or_else(|| {
+                PortError::of(PortErrorKind::Invalid, format!("GitHub {u}: not a list of deliveries"))
+            })?;
+            let mut older = false;
+            for item in page {
+                let d = HookDelivery::from_api(item)
+                    .map_err(|e| PortError::of(PortErrorKind::Invalid, format!("GitHub {u}: {e}")))?;
+                if d.delivered_at >= since {
+                    found.push(d);
+                } else {
+                    older = true;
+                }
+            }
+            // Newest first: a page reaching past the window is the last one needed.
+            if !older {
+                url = next_link(&headers);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn delivery_repository(
+        &self,
+        hook: &HookSource,
+        delivery: u64,
+    ) -> Result<Option<String>, PortError> {
+        let url = self.hook_url(hook, &format!("/{delivery}"));
+        let auth = self.hook_authorization(hook).await?;
+        let (body, _) = self
+            .send(self.client.get(&url).header("Authorization", auth), &url)
+            .await?;
+        Ok(body["request"]["payload"]["repository"]["full_name"]
+            .as_str()
+            .map(String::from))
+    }
+
+    async fn redeliver(&self, hook: &HookSource, delivery: u64) -> Result<(), PortError> {
+        let url = self.hook_url(hook, &format!("/{delivery}/attempts"));
+        let auth = self.hook_authorization(hook).await?;
+        self.send(self.client.post(&url).header("Authorization", auth), &url)
+            .await
+            .map(|_| ())
+    }
+
     async fn compare_files(
         &self,
         repository: &str,

@@ -92,6 +92,12 @@ pub struct Settings {
     pub max_push_age: u64,
     /// `FILTER_CACHE_SECONDS`: how long the evaluator caches a repository's filters. Default 60.
     pub filter_cache_seconds: u64,
+    /// `GITHUB_HOOKS`: the hooks to reconcile, `org/ORG/HOOK_ID`, `repo/OWNER/NAME/HOOK_ID` or `app`, comma-separated. Default none.
+    pub github_hooks: Vec<crate::reconcile::HookSource>,
+    /// `RECONCILE_WINDOW`: seconds of deliveries a scheduled reconcile reads. Default 7200, at most 259200 (3 days).
+    pub reconcile_window: u64,
+    /// `RECONCILE_MAX`: redeliveries a reconcile run makes at most. Default 100.
+    pub reconcile_max: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -134,6 +140,9 @@ impl std::fmt::Debug for Settings {
             )
             .field("max_push_age", &self.max_push_age)
             .field("filter_cache_seconds", &self.filter_cache_seconds)
+            .field("github_hooks", &self.github_hooks)
+            .field("reconcile_window", &self.reconcile_window)
+            .field("reconcile_max", &self.reconcile_max)
             .finish()
     }
 }
@@ -231,6 +240,30 @@ impl Settings {
                 86_400,
             )?,
             delivery_mode: parse_mode(get("DELIVERY_MODE"))?,
+            github_hooks: match get("GITHUB_HOOKS") {
+                Some(v) => crate::reconcile::HookSource::parse_list(&v).map_err(|_| {
+                    ConfigError::Invalid {
+                        name: "GITHUB_HOOKS",
+                        value: v,
+                        expected: "comma-separated org/ORG/HOOK_ID, repo/OWNER/NAME/HOOK_ID or app",
+                    }
+                })?,
+                None => Vec::new(),
+            },
+            reconcile_window: parse_num(
+                "RECONCILE_WINDOW",
+                get("RECONCILE_WINDOW"),
+                crate::reconcile::DEFAULT_WINDOW_SECS,
+                60,
+                crate::reconcile::MAX_WINDOW_SECS,
+            )?,
+            reconcile_max: parse_num(
+                "RECONCILE_MAX",
+                get("RECONCILE_MAX"),
+                crate::reconcile::DEFAULT_MAX as u64,
+                1,
+                10_000,
+            )? as usize,
         })
     }
 
@@ -447,6 +480,12 @@ mod tests {
             Some(2.5)
         );
         assert_eq!(settings(&[("DRAIN_RATE", "0")]).unwrap().drain_rate, None);
+        let e = settings(&[("GITHUB_HOOKS", "repo/octo/1")]).unwrap_err();
+        assert!(e.to_string().contains("GITHUB_HOOKS"), "{e}");
+        assert!(settings(&[("RECONCILE_WINDOW", "300000")]).is_err());
+        let s = settings(&[("GITHUB_HOOKS", "repo/octo/mono/1,app")]).unwrap();
+        assert_eq!(s.github_hooks.len(), 2);
+        assert_eq!((s.reconcile_window, s.reconcile_max), (7_200, 100));
     }
 
     #[test]

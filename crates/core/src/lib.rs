@@ -11,6 +11,7 @@ pub mod filter;
 pub mod metrics;
 pub mod ports;
 pub mod push;
+pub mod reconcile;
 pub mod resources;
 pub mod signature;
 pub mod spigot;

@@ -222,15 +222,22 @@ impl Stages for MemoryStages {
     }
 }
 
-/// GitHub in memory: answers every comparison from `files`, or with `fail`.
+/// GitHub in memory: answers every comparison from `files` and every listing
+/// of deliveries from `deliveries` (whatever the hook), or with `fail`.
 #[derive(Debug, Default)]
 pub struct MemoryGitHub {
     /// The changed files it answers.
     pub files: Vec<String>,
     /// When set, every call fails with this.
     pub fail: Option<PortError>,
-    /// (repository, base, head) of every call.
+    /// (repository, base, head) of every comparison.
     pub calls: Mutex<Vec<(String, String, String)>>,
+    /// The deliveries it lists.
+    pub deliveries: Mutex<Vec<crate::reconcile::HookDelivery>>,
+    /// The ids redelivered, in order.
+    pub redelivered: Mutex<Vec<u64>>,
+    /// What a redelivery's new attempt records (default 202: it reached Spigot).
+    pub redelivery_status: Option<u16>,
 }
 
 impl GitHub for MemoryGitHub {
@@ -248,5 +255,47 @@ impl GitHub for MemoryGitHub {
             Some(e) => Err(e.clone()),
             None => Ok(self.files.clone()),
         }
+    }
+
+    async fn deliveries(
+        &self,
+        _hook: &crate::reconcile::HookSource,
+        since: u64,
+    ) -> Result<Vec<crate::reconcile::HookDelivery>, PortError> {
+        if let Some(e) = &self.fail {
+            return Err(e.clone());
+        }
+        let all = self.deliveries.lock().unwrap().clone();
+        Ok(all.into_iter().filter(|d| d.delivered_at >= since).collect())
+    }
+
+    async fn delivery_repository(
+        &self,
+        _hook: &crate::reconcile::HookSource,
+        _delivery: u64,
+    ) -> Result<Option<String>, PortError> {
+        Ok(None)
+    }
+
+    async fn redeliver(
+        &self,
+        _hook: &crate::reconcile::HookSource,
+        delivery: u64,
+    ) -> Result<(), PortError> {
+        if let Some(e) = &self.fail {
+            return Err(e.clone());
+        }
+        self.redelivered.lock().unwrap().push(delivery);
+        let mut all = self.deliveries.lock().unwrap();
+        if let Some(d) = all.iter().find(|d| d.id == delivery).cloned() {
+            let id = all.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+            all.push(crate::reconcile::HookDelivery {
+                id,
+                redelivery: true,
+                status_code: self.redelivery_status.unwrap_or(202),
+                ..d
+            });
+        }
+        Ok(())
     }
 }

@@ -184,21 +184,6 @@ async fn filters_for(
     Ok(set)
 }
 
-/// GitHub as the evaluator would reach it, from the same settings (`GITHUB_*`).
-async fn github(place: &Where) -> Result<Option<spigot_aws::GitHubApi>, CliError> {
-    let settings =
-        spigot_core::config::Settings::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
-    let sdk = spigot_aws::sdk_config_with(
-        place.endpoint.as_deref(),
-        place.region.as_deref(),
-        place.profile.as_deref(),
-    )
-    .await;
-    spigot_aws::GitHubApi::from_settings(&sdk, &settings)
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))
-}
-
 async fn test(
     place: &Where,
     event: &PathBuf,
@@ -211,7 +196,7 @@ async fn test(
     let set = filters_for(place, &push.repository, files).await?;
     // The evaluator's reasoning: an incomplete push asks the compare API
     // (GITHUB_TOKEN or GITHUB_TOKEN_SECRET_ARN, GITHUB_API_URL, or a GitHub App).
-    let github = github(place).await?;
+    let github = place.github().await?;
     let (push, how) = complete(github.as_ref(), push).await;
     let branch = push.branch().unwrap_or(&push.git_ref);
     if !json {

@@ -4,6 +4,7 @@ mod daemon;
 mod dlq;
 mod filters;
 mod local;
+mod reconcile;
 mod relay;
 mod resources;
 mod secret;
@@ -74,6 +75,11 @@ enum Command {
         after_help = "Examples:\n  spigot relay --to https://jenkins.internal/github-webhook/ --stack spigot\n  spigot relay --to http://127.0.0.1:8080/ --allow-http --local --once\n  spigot relay --to http://jenkins:8080/ --allow-http --metrics-listen 127.0.0.1:9464"
     )]
     Relay(relay::RelayArgs),
+    /// Ask GitHub to redeliver the hooks that never reached Spigot (GitHub keeps 3 days of deliveries).
+    #[command(
+        after_help = "Needs GITHUB_TOKEN (a token with admin:repo_hook or admin:org_hook read) or a GitHub App.\n\nExamples:\n  GITHUB_HOOKS=repo/octo-org/mono/12345 spigot reconcile --dry-run\n  spigot reconcile --since 6h --hooks org/octo-org/678 --stack spigot\n  spigot reconcile --json --local"
+    )]
+    Reconcile(reconcile::ReconcileArgs),
     /// Run Spigot locally on a moto server: queues, bucket, API stage, receiver on 127.0.0.1:3000.
     #[command(
         after_help = "Example:\n  python -m moto.server -p 5000 &\n  spigot dev --endpoint http://127.0.0.1:5000"
@@ -110,6 +116,7 @@ async fn main() -> std::process::ExitCode {
         Command::Send(args) => send::send(args).await,
         Command::Dev(args) => local::run(&cli.place, args).await,
         Command::Relay(args) => relay::run(&cli.place, args).await,
+        Command::Reconcile(args) => reconcile::run(&cli.place, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -135,6 +135,24 @@ impl Where {
     }
 }
 
+impl Where {
+    /// GitHub as the Lambdas reach it, from the same settings (`GITHUB_API_URL`,
+    /// `GITHUB_TOKEN` or `GITHUB_TOKEN_SECRET_ARN`, or a GitHub App); `None` without credentials.
+    pub async fn github(&self) -> Result<Option<spigot_aws::GitHubApi>, CliError> {
+        let settings = spigot_core::config::Settings::from_env()
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let sdk = spigot_aws::sdk_config_with(
+            self.endpoint.as_deref(),
+            self.region.as_deref(),
+            self.profile.as_deref(),
+        )
+        .await;
+        spigot_aws::GitHubApi::from_settings(&sdk, &settings)
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))
+    }
+}
+
 impl Resolved {
     /// The value of `resource`, or the error naming the three ways to give it.
     pub fn need(&self, resource: Resource) -> Result<&str, CliError> {

@@ -355,13 +355,14 @@ pub struct Options {
 
 /// Runs once: lists the hooks' deliveries, redelivers each failed event once
 /// (oldest first, up to `max`), records what it redelivered in `state` (when
-/// given), and reports. `progress` sees each failed event as it is settled.
+/// given), and reports. `progress` sees each failed event as it is settled,
+/// with the number of failed events in all.
 /// GitHub refusing the credentials ends the run.
 pub async fn reconcile<G: GitHub, S: PayloadStore>(
     github: &G,
     state: Option<&S>,
     options: &Options,
-    mut progress: impl FnMut(&Failed),
+    mut progress: impl FnMut(&Failed, usize),
 ) -> Result<Report, ReconcileError> {
     let mut done = match state {
         Some(store) => match store.get(STATE_KEY).await {
@@ -401,13 +402,13 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
         }
     }
     todo.sort_by_key(|(_, d, _)| (d.delivered_at, d.id));
+    // The same event failed at two hooks: once is enough.
     let mut seen = HashSet::new();
+    todo.retain(|(_, d, _)| seen.insert(d.guid.clone()));
+    let total = todo.len();
     let mut made = 0;
     let mut changed = false;
     for (hook, delivery, attempts) in todo {
-        if !seen.insert(delivery.guid.clone()) {
-            continue; // the same event failed at two hooks: once is enough
-        }
         let action = if let Some(at) = done.recent(&delivery.guid, options.now) {
             Action::Skipped { at }
         } else if made >= options.max {
@@ -441,7 +442,7 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
             attempts,
             action,
         };
-        progress(&failed);
+        progress(&failed, total);
         report.failed.push(failed);
     }
     save(state, &done, options.now, changed).await?;
@@ -572,7 +573,7 @@ mod tests {
             d(4, "d", 40, 0),
         ];
         let store = MemoryPayloads::default();
-        let r = reconcile(&github, Some(&store), &options(2, false), |_| {})
+        let r = reconcile(&github, Some(&store), &options(2, false), |_, _| {})
             .await
             .unwrap();
         assert_eq!(r.listed, 4);
@@ -594,7 +595,7 @@ mod tests {
         assert_eq!(r.failed[0].delivery.repository.as_deref(), Some("o/n"));
         // The next run skips what this one redelivered (within the cooldown)
         // and takes the one left.
-        let r = reconcile(&github, Some(&store), &options(2, false), |_| {})
+        let r = reconcile(&github, Some(&store), &options(2, false), |_, _| {})
             .await
             .unwrap();
         assert_eq!((r.skipped(), r.redelivered(), r.unrecovered()), (2, 1, 0));
@@ -604,16 +605,16 @@ mod tests {
             now: 1_000 + COOLDOWN_SECS,
             ..options(10, false)
         };
-        let r = reconcile(&github, Some(&store), &later, |_| {}).await.unwrap();
+        let r = reconcile(&github, Some(&store), &later, |_, _| {}).await.unwrap();
         assert_eq!((r.skipped(), r.redelivered()), (0, 3));
         assert_eq!(*github.redelivered.lock().unwrap(), vec![1, 2, 4, 5, 6, 7]);
         // Redeliveries that reached Spigot leave nothing failed.
         let ok = MemoryGitHub::default();
         *ok.deliveries.lock().unwrap() = vec![d(1, "a", 10, 502)];
-        reconcile(&ok, None::<&MemoryPayloads>, &options(10, false), |_| {})
+        reconcile(&ok, None::<&MemoryPayloads>, &options(10, false), |_, _| {})
             .await
             .unwrap();
-        let r = reconcile(&ok, None::<&MemoryPayloads>, &options(10, false), |_| {})
+        let r = reconcile(&ok, None::<&MemoryPayloads>, &options(10, false), |_, _| {})
             .await
             .unwrap();
         assert!(r.failed.is_empty(), "{r:?}");
@@ -624,14 +625,14 @@ mod tests {
         let github = MemoryGitHub::default();
         *github.deliveries.lock().unwrap() = vec![d(1, "a", 10, 502)];
         let store = MemoryPayloads::default();
-        let r = reconcile(&github, Some(&store), &options(10, true), |_| {})
+        let r = reconcile(&github, Some(&store), &options(10, true), |_, _| {})
             .await
             .unwrap();
         assert_eq!(r.failed[0].action, Action::WouldRedeliver);
         assert!(github.redelivered.lock().unwrap().is_empty());
         assert!(store.get(STATE_KEY).await.is_err());
         // Positive control: the same run for real writes both.
-        reconcile(&github, Some(&store), &options(10, false), |_| {})
+        reconcile(&github, Some(&store), &options(10, false), |_, _| {})
             .await
             .unwrap();
         assert_eq!(*github.redelivered.lock().unwrap(), vec![1]);
@@ -644,7 +645,7 @@ mod tests {
             fail: Some(PortError::of(PortErrorKind::Denied, "401 Bad credentials")),
             ..Default::default()
         };
-        let e = reconcile(&github, None::<&MemoryPayloads>, &options(10, false), |_| {})
+        let e = reconcile(&github, None::<&MemoryPayloads>, &options(10, false), |_, _| {})
             .await
             .unwrap_err();
         assert!(e.to_string().contains("401 Bad credentials"), "{e}");
@@ -652,7 +653,7 @@ mod tests {
             fail: Some(PortError::of(PortErrorKind::NotFound, "404 Not Found")),
             ..Default::default()
         };
-        let r = reconcile(&github, None::<&MemoryPayloads>, &options(10, false), |_| {})
+        let r = reconcile(&github, None::<&MemoryPayloads>, &options(10, false), |_, _| {})
             .await
             .unwrap();
         assert_eq!(r.hook_errors.len(), 1);

@@ -63,7 +63,7 @@ impl<G: GitHub, S: PayloadStore> Reconciler<G, S> {
             max: self.max,
             dry_run: false,
         };
-        let report = reconcile(&self.github, self.state.as_ref(), &options, |f| {
+        let report = reconcile(&self.github, self.state.as_ref(), &options, |f, _| {
             let d = &f.delivery;
             match &f.action {
                 Action::Error { error } => tracing::error!(

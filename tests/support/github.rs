@@ -88,13 +88,18 @@ impl FakeGitHub {
 }
 
 fn record(shared: &Shared, request: String, headers: &HeaderMap) {
+    record_call(&shared.calls, request, headers);
+}
+
+/// Appends a call with its headers to `calls`.
+pub(crate) fn record_call(calls: &Mutex<Vec<GitHubCall>>, request: String, headers: &HeaderMap) {
     let h = |n: &str| {
         headers
             .get(n)
             .and_then(|v| v.to_str().ok())
             .map(String::from)
     };
-    shared.calls.lock().unwrap().push(GitHubCall {
+    calls.lock().unwrap().push(GitHubCall {
         request,
         authorization: h("authorization"),
         accept: h("accept"),

@@ -4,16 +4,20 @@
 
 pub mod fake_aws;
 pub mod github;
+pub mod github_hooks;
 pub mod ledger;
 pub mod moto;
+pub mod proxy;
 pub mod sqs;
 pub mod target;
 pub mod wiring;
 
 pub use fake_aws::{Call, FakeAws, FakeCodePipeline};
 pub use github::{CompareMode, FakeGitHub, GitHubCall};
+pub use github_hooks::{Attempt, FakeHooks, Fault};
 pub use ledger::Ledger;
 pub use moto::{free_port, moto, plain_moto, python, sdk, stack, unique};
+pub use proxy::Proxy;
 pub use sqs::{depth, peek_all, set_visibility_timeout, take_all, take_as_sqs_event};
 pub use target::{FakeTarget, Recorded};
 pub use wiring::*;

@@ -337,12 +337,16 @@ impl GitHub for GitHubApi {
                 .send(self.client.get(&u).header("Authorization", auth), &u)
                 .await?;
             let page = body.as_array().ok_or_else(|| {
-                PortError::of(PortErrorKind::Invalid, format!("GitHub {u}: not a list of deliveries"))
+                PortError::of(
+                    PortErrorKind::Invalid,
+                    format!("GitHub {u}: not a list of deliveries"),
+                )
             })?;
             let mut older = false;
             for item in page {
-                let d = HookDelivery::from_api(item)
-                    .map_err(|e| PortError::of(PortErrorKind::Invalid, format!("GitHub {u}: {e}")))?;
+                let d = HookDelivery::from_api(item).map_err(|e| {
+                    PortError::of(PortErrorKind::Invalid, format!("GitHub {u}: {e}"))
+                })?;
                 if d.delivered_at >= since {
                     found.push(d);
                 } else {

@@ -56,8 +56,7 @@ fn parse_since(text: &str) -> Result<u64, String> {
 }
 
 pub async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliError> {
-    let hooks =
-        HookSource::parse_list(&args.hooks).map_err(|e| CliError::Usage(e.to_string()))?;
+    let hooks = HookSource::parse_list(&args.hooks).map_err(|e| CliError::Usage(e.to_string()))?;
     let github = place.github().await?.ok_or_else(|| {
         CliError::Usage(
             "no GitHub credentials: set GITHUB_TOKEN (or GITHUB_TOKEN_SECRET_ARN), or GITHUB_APP_ID with GITHUB_APP_KEY_SECRET_ARN and GITHUB_APP_INSTALLATION_ID".into(),

@@ -77,6 +77,28 @@ impl Stamp<'_> {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` of seconds since the Unix epoch (UTC).
+pub fn format_rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
 /// Seconds since the Unix epoch of an RFC 3339 time (`2019-05-15T15:20:30-07:00`, `...Z`).
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let b = text.trim().as_bytes();
@@ -481,6 +503,7 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2019-05-15T22:20:30Z"), Some(1_557_958_830));
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00.123Z"), Some(951_782_400));
+        assert_eq!(format_rfc3339(1_557_958_830), "2019-05-15T22:20:30Z");
         for bad in [
             "",
             "yesterday",
@@ -527,6 +550,11 @@ mod tests {
         #[test]
         fn arbitrary_json_never_panics(s in ".{0,200}") {
             let _ = Push::parse(s.as_bytes());
+        }
+
+        #[test]
+        fn formatted_times_parse_back(secs in 0u64..8_000_000_000) {
+            proptest::prop_assert_eq!(parse_rfc3339(&format_rfc3339(secs)), Some(secs));
         }
     }
 }

@@ -31,12 +31,12 @@ pub const STATE_KEY: &str = "reconcile/state.json";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReconcileError {
     /// A `GITHUB_HOOKS` entry cannot be read.
-    #[error(
-        "GITHUB_HOOKS entry {0:?} is not org/ORG/HOOK_ID, repo/OWNER/NAME/HOOK_ID or app"
-    )]
+    #[error("GITHUB_HOOKS entry {0:?} is not org/ORG/HOOK_ID, repo/OWNER/NAME/HOOK_ID or app")]
     BadHook(String),
     /// No hook to reconcile.
-    #[error("no hooks to reconcile: set GITHUB_HOOKS (org/ORG/HOOK_ID, repo/OWNER/NAME/HOOK_ID or app)")]
+    #[error(
+        "no hooks to reconcile: set GITHUB_HOOKS (org/ORG/HOOK_ID, repo/OWNER/NAME/HOOK_ID or app)"
+    )]
     NoHooks,
     /// GitHub refused the credentials: nothing else can succeed.
     #[error("GitHub refused the credentials ({hook}): {source}")]
@@ -118,7 +118,9 @@ impl HookSource {
     pub fn deliveries_path(&self) -> String {
         match self {
             HookSource::Org { org, id } => format!("orgs/{org}/hooks/{id}/deliveries"),
-            HookSource::Repo { repository, id } => format!("repos/{repository}/hooks/{id}/deliveries"),
+            HookSource::Repo { repository, id } => {
+                format!("repos/{repository}/hooks/{id}/deliveries")
+            }
             HookSource::App => "app/hook/deliveries".to_string(),
         }
     }
@@ -499,7 +501,14 @@ mod tests {
                 HookSource::App
             ]
         );
-        for bad in ["org/x", "repo/a/b/c", "repo/a/b/0", "user/x/1", "org/../1", "apps"] {
+        for bad in [
+            "org/x",
+            "repo/a/b/c",
+            "repo/a/b/0",
+            "user/x/1",
+            "org/../1",
+            "apps",
+        ] {
             let e = HookSource::parse_list(bad).unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
         }
@@ -537,7 +546,10 @@ mod tests {
         s.guids.insert("new".into(), MAX_WINDOW_SECS);
         let back = Redelivered::from_bytes(&s.to_bytes(MAX_WINDOW_SECS + 10)).unwrap();
         assert_eq!(back.guids.keys().collect::<Vec<_>>(), vec!["new"]);
-        assert_eq!(back.recent("new", MAX_WINDOW_SECS + 10), Some(MAX_WINDOW_SECS));
+        assert_eq!(
+            back.recent("new", MAX_WINDOW_SECS + 10),
+            Some(MAX_WINDOW_SECS)
+        );
         assert_eq!(back.recent("new", MAX_WINDOW_SECS + COOLDOWN_SECS), None);
         assert!(Redelivered::from_bytes(b"not json").is_err());
     }
@@ -605,7 +617,9 @@ mod tests {
             now: 1_000 + COOLDOWN_SECS,
             ..options(10, false)
         };
-        let r = reconcile(&github, Some(&store), &later, |_, _| {}).await.unwrap();
+        let r = reconcile(&github, Some(&store), &later, |_, _| {})
+            .await
+            .unwrap();
         assert_eq!((r.skipped(), r.redelivered()), (0, 3));
         assert_eq!(*github.redelivered.lock().unwrap(), vec![1, 2, 4, 5, 6, 7]);
         // Redeliveries that reached Spigot leave nothing failed.
@@ -645,17 +659,27 @@ mod tests {
             fail: Some(PortError::of(PortErrorKind::Denied, "401 Bad credentials")),
             ..Default::default()
         };
-        let e = reconcile(&github, None::<&MemoryPayloads>, &options(10, false), |_, _| {})
-            .await
-            .unwrap_err();
+        let e = reconcile(
+            &github,
+            None::<&MemoryPayloads>,
+            &options(10, false),
+            |_, _| {},
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("401 Bad credentials"), "{e}");
         let github = MemoryGitHub {
             fail: Some(PortError::of(PortErrorKind::NotFound, "404 Not Found")),
             ..Default::default()
         };
-        let r = reconcile(&github, None::<&MemoryPayloads>, &options(10, false), |_, _| {})
-            .await
-            .unwrap();
+        let r = reconcile(
+            &github,
+            None::<&MemoryPayloads>,
+            &options(10, false),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
         assert_eq!(r.hook_errors.len(), 1);
         assert_eq!(r.unrecovered(), 1);
     }

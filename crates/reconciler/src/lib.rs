@@ -11,8 +11,8 @@ use spigot_aws::{AwsError, GitHubApi, S3Payloads};
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{GitHub, MetricsSink, PayloadStore, StdoutMetrics};
-use spigot_core::reconcile::{Action, Options, ReconcileError, Report, reconcile};
 use spigot_core::reconcile::HookSource;
+use spigot_core::reconcile::{Action, Options, ReconcileError, Report, reconcile};
 
 /// The reconciler: GitHub, the state store, and what to look at.
 pub struct Reconciler<G, S> {
@@ -158,11 +158,15 @@ mod tests {
         let report = r.run(10_000).await.unwrap();
         assert_eq!(*r.github.redelivered.lock().unwrap(), vec![2]);
         assert_eq!(summary(&report)["redelivered"], 1);
-        let line: serde_json::Value =
-            serde_json::from_str(&metrics.0.lock().unwrap()[0]).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&metrics.0.lock().unwrap()[0]).unwrap();
         let n = |k: &str| line[k].as_f64();
         assert_eq!(
-            (n("Failed"), n("Redelivered"), n("Skipped"), n("Unrecovered")),
+            (
+                n("Failed"),
+                n("Redelivered"),
+                n("Skipped"),
+                n("Unrecovered")
+            ),
             (Some(1.0), Some(1.0), Some(0.0), Some(0.0))
         );
     }

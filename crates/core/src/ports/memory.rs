@@ -266,7 +266,10 @@ impl GitHub for MemoryGitHub {
             return Err(e.clone());
         }
         let all = self.deliveries.lock().unwrap().clone();
-        Ok(all.into_iter().filter(|d| d.delivered_at >= since).collect())
+        Ok(all
+            .into_iter()
+            .filter(|d| d.delivered_at >= since)
+            .collect())
     }
 
     async fn delivery_repository(

@@ -1881,3 +1881,48 @@ async fn reconcile_recovers_hooks_refused_while_the_buffer_was_unreachable() {
         (10, 0, 10)
     );
 }
+
+/// A signed push of exactly `size` bytes.
+fn push_of_size(size: usize) -> Vec<u8> {
+    let base = push_payload("octo-org/big", "size");
+    let pad = size - base.len() - r#","padding":"""#.len();
+    let body = format!(
+        "{},\"padding\":\"{}\"}}",
+        &base[..base.len() - 1],
+        "x".repeat(pad)
+    );
+    assert_eq!(body.len(), size);
+    body.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_refuses_what_api_gateway_and_lambda_would_refuse() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    // 4.6 MB: base64 in a 6 MB Lambda event still fits; it reaches the target.
+    let (status, _) = post(&url, "big-ok", &push_of_size(4_600_000), SECRET).await;
+    assert_eq!(status, 200);
+    // 4.8 MB: the event would be over 6 MB; production answers 413 before the
+    // receiver runs, and so does spigot dev, with API Gateway's body.
+    for (size, want) in [
+        (4_800_000, "{\"message\": \"Request Too Long\"}"),
+        (
+            11 * 1024 * 1024,
+            "HTTP content length exceeded 10485760 bytes.",
+        ),
+    ] {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", format!("big-{size}"))
+            .header("Content-Type", "application/json")
+            .body(push_of_size(size))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 413, "{size}");
+        assert_eq!(resp.text().await.unwrap(), want);
+    }
+    assert_eq!(target.accepted().len(), 1);
+}

@@ -6,6 +6,7 @@
 pub mod cfn;
 pub mod config;
 pub mod delivery;
+pub mod edge;
 pub mod envelope;
 pub mod filter;
 pub mod metrics;

@@ -520,6 +520,33 @@ mod tests {
     }
 
     #[test]
+    fn githubs_published_delivery_examples_read() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/hook-deliveries.json"))
+                .unwrap();
+        let items: Vec<HookDelivery> = v["hook-delivery-items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| HookDelivery::from_api(i).unwrap())
+            .collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            (items[0].id, items[0].status_code, items[1].redelivery),
+            (12345678, 200, true)
+        );
+        assert_eq!(items[0].delivered_at, 1_559_523_436);
+        assert!(items[0].succeeded());
+        // A failed attempt with no answer reads as status 0.
+        let mut failed = v["hook-delivery"].clone();
+        failed["status_code"] = 0.into();
+        failed["status"] = "failed to connect".into();
+        let d = HookDelivery::from_api(&failed).unwrap();
+        assert_eq!((d.status_code, d.succeeded()), (0, false));
+        assert!(HookDelivery::from_api(&serde_json::json!({"id": 1})).is_err());
+    }
+
+    #[test]
     fn a_guid_with_any_success_is_not_failed_and_the_window_is_respected() {
         let all = [
             d(1, "a", 100, 502),

@@ -1,15 +1,17 @@
 //! What API Gateway does in front of the receiver: `POST /webhook` with the
-//! stage's variables, read on each request so `spigot off --local` takes effect at once.
+//! stage's variables, read on each request so `spigot off --local` takes effect at once,
+//! and the same 413s for what API Gateway or Lambda would refuse ([`spigot_core::edge`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use spigot_aws::StageSwitch;
+use spigot_core::edge::{self, EdgeRefusal};
 use spigot_core::ports::{Clock, StageRef, SystemClock};
 use spigot_receiver::{AwsReceiver, Inbound};
 
@@ -35,8 +37,6 @@ pub async fn serve(
         })?;
     let router = axum::Router::new()
         .route("/webhook", axum::routing::post(webhook))
-        // Up to the Lambda request limit (6 MB), like the deployed receiver.
-        .layer(axum::extract::DefaultBodyLimit::max(6 * 1024 * 1024))
         .route(
             "/",
             axum::routing::get(|| async { "spigot dev: POST GitHub webhooks to /webhook\n" }),
@@ -55,7 +55,22 @@ pub async fn serve(
     Ok(())
 }
 
-async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let refused = |r: EdgeRefusal| {
+        let (status, content_type, body) = r.answer();
+        tracing::warn!(answer = body, "refused as API Gateway would");
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::PAYLOAD_TOO_LARGE);
+        (status, [("content-type", content_type)], body).into_response()
+    };
+    let Ok(body) = axum::body::to_bytes(body, edge::API_GATEWAY_MAX_BODY).await else {
+        return refused(EdgeRefusal::BodyTooLong);
+    };
+    let pairs = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+    if let Err(r) = edge::admit(body.len(), pairs) {
+        return refused(r);
+    }
     let mut inbound = Inbound {
         headers: headers
             .iter()

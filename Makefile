@@ -49,7 +49,7 @@ lint: venv $(DENY)
 audit: $(DENY)
 	$(DENY) check advisories
 
-## build: arm64 bootstrap binaries of the four functions (sam build, cargo-lambda + zig).
+## build: arm64 bootstrap binaries of the five functions (sam build, cargo-lambda + zig).
 build: $(VENV)/.build-tools
 	sam build --template template.yaml
 	@ls -l .aws-sam/build/*/bootstrap
@@ -60,7 +60,7 @@ deploy: build
 
 ## bench: every benchmark of BENCHMARKS.md; criterion compares with the saved baseline `main` when there is one.
 bench: venv
-	cargo build --release -p spigot-cli -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource
+	cargo build --release -p spigot-cli -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource -p spigot-reconciler
 	cargo bench -p spigot-bench --bench hot_paths -- $(if $(wildcard target/criterion/*/main),--baseline main,--save-baseline main)
 	cargo bench -p spigot-bench --bench python_baseline
 	cargo bench -p spigot-bench --bench drain
@@ -73,7 +73,7 @@ bench-baseline: venv
 
 ## bench-coldstart: only the cold start harness.
 bench-coldstart: venv
-	cargo build --release -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource
+	cargo build --release -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource -p spigot-reconciler
 	cargo bench -p spigot-bench --bench coldstart
 
 clean:

@@ -175,3 +175,59 @@ fn pipelines_and_filters_are_guarded() {
     );
     assert!(template.contains("Default: \"false\"\n    AllowedValues: [\"true\", \"false\"]\n    Description: Accept an http:// TargetUrl"));
 }
+
+/// Each alarm's block: (name, text).
+fn alarms(template: &str) -> Vec<(String, String)> {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in template.lines() {
+        let top = line.starts_with("  ") && !line.starts_with("   ") && line.ends_with(':');
+        if top {
+            blocks.push((line.trim().trim_end_matches(':').to_string(), String::new()));
+        } else if let Some((_, b)) = blocks.last_mut() {
+            b.push_str(line.trim());
+            b.push('\n');
+        }
+    }
+    blocks
+        .into_iter()
+        .filter(|(_, b)| b.contains("Type: AWS::CloudWatch::Alarm"))
+        .collect()
+}
+
+#[test]
+fn edge_failures_and_unrecovered_deliveries_raise_alarms_on_metrics_the_code_emits() {
+    let template = read("template.yaml");
+    let alarms = alarms(&template);
+    let receiver = read("crates/receiver/src/lib.rs");
+    let reconciler = read("crates/reconciler/src/lib.rs");
+    // (metric, namespace, who emits it when it is ours)
+    for (metric, namespace, source) in [
+        ("5XXError", "AWS/ApiGateway", None),
+        ("4XXError", "AWS/ApiGateway", None),
+        ("Throttles", "AWS/Lambda", None),
+        ("BufferErrors", "Spigot", Some(&receiver)),
+        ("TooLarge", "Spigot", Some(&receiver)),
+        ("Unrecovered", "Spigot", Some(&reconciler)),
+    ] {
+        let found = alarms.iter().find(|(_, b)| {
+            b.contains(&format!("MetricName: {metric}\n"))
+                && b.contains(&format!("Namespace: {namespace}\n"))
+        });
+        assert!(found.is_some(), "no alarm on {namespace} {metric}");
+        if let Some(code) = source {
+            assert!(
+                code.contains(&format!("\"{metric}\"")),
+                "the alarm watches {metric}, which the code never emits"
+            );
+        }
+    }
+    // The API alarms name the API and stage the template creates.
+    let api_name = "Value: !Sub \"${AWS::StackName}-webhooks\"";
+    assert!(template.contains(&format!("Name: {}", &api_name[7..])));
+    assert!(alarms.iter().filter(|(_, b)| b.contains(api_name)).count() == 2);
+    // The reconciler runs on its schedule only with GitHub credentials and hooks.
+    assert!(template.contains(
+        "Schedule: !Ref ReconcileSchedule\n            State: !If [ReconcileEnabled, ENABLED, DISABLED]"
+    ));
+    assert!(template.contains("Default: rate(15 minutes)"));
+}

@@ -6,7 +6,7 @@
 //! POSTs the stored hook, signed with the hook's secret, to the hook's URL as
 //! GitHub would and records the outcome as a new attempt. It also delivers new
 //! events the same way ([`FakeHooks::deliver`]), answers rate limits and 401s
-//! on demand, and records every call (method, path, `Authorization`, `Accept`,
+//! on demand, sells a GitHub App installation tokens, and records every call (method, path, `Authorization`, `Accept`,
 //! `X-GitHub-Api-Version`). Shapes follow `@octokit/openapi`
 //! (`hook-delivery-item`, `hook-delivery`; see tests/fixtures/SOURCE.md).
 
@@ -242,6 +242,18 @@ async fn handle(
 ) -> Response {
     crate::github::record_call(&shared.calls, format!("{method} {uri}"), &headers);
     let path = uri.path().trim_start_matches('/');
+    // A GitHub App's installation token, bought with its JWT.
+    if let Some(id) = path
+        .strip_prefix("app/installations/")
+        .and_then(|p| p.strip_suffix("/access_tokens"))
+        && method == Method::POST
+    {
+        return answer(
+            StatusCode::CREATED,
+            &[],
+            json!({"token": format!("ghs_installation_{id}"), "expires_at": "2099-01-01T00:00:00Z"}),
+        );
+    }
     let Some(at) = path.find("deliveries") else {
         return answer(StatusCode::NOT_FOUND, &[], json!({"message": "Not Found"}));
     };

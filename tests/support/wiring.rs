@@ -15,6 +15,92 @@ use spigot_engine::EngineConfig;
 /// The secret every test payload is signed with.
 pub const SECRET: &str = "spigot-test-secret";
 
+/// Which API Gateway event shape a request is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// REST API, payload 1.0.
+    V1,
+    /// HTTP API, payload 2.0.
+    V2,
+}
+
+/// The same request as an HTTP API (payload 2.0) event: header names in
+/// lower case, `version`, `routeKey`, `rawPath`, `requestContext.http`, no
+/// `multiValueHeaders`; `stageVariables` left out when there are none.
+pub fn as_http_api_event(req: &ApiGatewayProxyRequest) -> serde_json::Value {
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
+        .collect();
+    let stage = req.request_context.stage.clone().unwrap_or("live".into());
+    let mut event = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "POST /webhook",
+        "rawPath": format!("/{stage}/webhook"),
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": req.request_context.apiid.clone().unwrap_or("abc123defg".into()),
+            "domainName": "abc123defg.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123defg",
+            "http": {
+                "method": "POST",
+                "path": format!("/{stage}/webhook"),
+                "protocol": "HTTP/1.1",
+                "sourceIp": "140.82.115.1",
+                "userAgent": "GitHub-Hookshot/044aadd"
+            },
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "routeKey": "POST /webhook",
+            "stage": stage,
+            "time": "24/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 1795521600000u64
+        },
+        "isBase64Encoded": req.is_base64_encoded,
+    });
+    if let Some(body) = &req.body {
+        event["body"] = serde_json::Value::String(body.clone());
+    }
+    if !req.stage_variables.is_empty() {
+        event["stageVariables"] = serde_json::to_value(&req.stage_variables).unwrap();
+    }
+    event
+}
+
+/// Sends `req` to the receiver in `shape` (through the event deserialiser the
+/// Lambda uses); the answer's status and JSON body.
+pub async fn exchange(
+    r: &RealReceiver,
+    shape: Shape,
+    req: &ApiGatewayProxyRequest,
+) -> (i64, serde_json::Value) {
+    let event = match shape {
+        Shape::V1 => serde_json::to_value(req).unwrap(),
+        Shape::V2 => as_http_api_event(req),
+    };
+    let event: spigot_receiver::ApiEvent = serde_json::from_value(event).unwrap();
+    assert_eq!(
+        matches!(event, spigot_receiver::ApiEvent::Http(_)),
+        shape == Shape::V2
+    );
+    let resp = r.handle_api_event(&event, 1).await;
+    let text = serde_json::to_value(&resp).unwrap();
+    // The response is in the event's shape (2.0 has `cookies`, 1.0 `multiValueHeaders`).
+    assert_eq!(text.get("cookies").is_some(), shape == Shape::V2, "{text}");
+    let body = resp
+        .body()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (resp.status(), body)
+}
+
 /// A GitHub-style push payload for `repo`, with a marker to tell hooks apart.
 pub fn push_payload(repo: &str, marker: &str) -> String {
     serde_json::json!({

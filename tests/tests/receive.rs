@@ -9,8 +9,7 @@ fn decode_bytes(env: &Envelope) -> Vec<u8> {
     env.inline_body().unwrap().expect("inline body")
 }
 
-#[tokio::test]
-async fn on_forwards_the_exact_bytes_and_github_headers() {
+async fn on_forwards_the_exact_bytes_and_github_headers(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(
@@ -22,7 +21,7 @@ async fn on_forwards_the_exact_bytes_and_github_headers() {
     .await;
     let body = fixture("push.json");
     let req = signed_request("push", "d-on-1", &body, Some("ON"));
-    let (status, json) = answer(&r.handle_event(&req, 1).await);
+    let (status, json) = exchange(&r, shape, &req).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["status"], "delivered");
     let got = target.accepted();
@@ -50,19 +49,17 @@ async fn on_forwards_the_exact_bytes_and_github_headers() {
     assert_eq!(Envelope::decode(&evals[0].0).unwrap().delivery, "d-on-1");
 }
 
-#[tokio::test]
-async fn off_buffers_and_nothing_reaches_the_target() {
+async fn off_buffers_and_nothing_reaches_the_target(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("pull_request.opened.json");
-    let (status, json) = answer(
-        &r.handle_event(
-            &signed_request("pull_request", "d-off-1", &body, Some("OFF")),
-            1,
-        )
-        .await,
-    );
+    let (status, json) = exchange(
+        &r,
+        shape,
+        &signed_request("pull_request", "d-off-1", &body, Some("OFF")),
+    )
+    .await;
     assert_eq!(status, 202, "{json}");
     assert_eq!(
         json,
@@ -82,8 +79,7 @@ async fn off_buffers_and_nothing_reaches_the_target() {
     );
 }
 
-#[tokio::test]
-async fn retryable_failures_buffer_with_202() {
+async fn retryable_failures_buffer_with_202(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let closed = format!("http://127.0.0.1:{}", free_port());
@@ -91,27 +87,33 @@ async fn retryable_failures_buffer_with_202() {
 
     target.set_status(503);
     let r = receiver(&sdk, &stack, &target.url, 1000).await;
-    let (s1, j1) = answer(
-        &r.handle_event(&signed_request("push", "d-503", &body, Some("ON")), 1)
-            .await,
-    );
+    let (s1, j1) = exchange(
+        &r,
+        shape,
+        &signed_request("push", "d-503", &body, Some("ON")),
+    )
+    .await;
     assert_eq!((s1, j1["status"].as_str()), (202, Some("buffered")));
     assert!(j1["reason"].as_str().unwrap().contains("503"));
 
     let r = receiver(&sdk, &stack, &closed, 1000).await;
-    let (s2, _) = answer(
-        &r.handle_event(&signed_request("push", "d-closed", &body, Some("ON")), 1)
-            .await,
-    );
+    let (s2, _) = exchange(
+        &r,
+        shape,
+        &signed_request("push", "d-closed", &body, Some("ON")),
+    )
+    .await;
     assert_eq!(s2, 202);
 
     target.set_status(200);
     target.set_delay_ms(1500);
     let r = receiver(&sdk, &stack, &target.url, 300).await;
-    let (s3, j3) = answer(
-        &r.handle_event(&signed_request("push", "d-slow", &body, Some("ON")), 1)
-            .await,
-    );
+    let (s3, j3) = exchange(
+        &r,
+        shape,
+        &signed_request("push", "d-slow", &body, Some("ON")),
+    )
+    .await;
     assert_eq!(s3, 202);
     assert!(j3["reason"].as_str().unwrap().contains("300 ms"), "{j3}");
 
@@ -128,17 +130,18 @@ async fn retryable_failures_buffer_with_202() {
     assert_eq!(buffered, ["d-503", "d-closed", "d-slow"]);
 }
 
-#[tokio::test]
-async fn permanent_failure_dead_letters_with_the_reason_and_502() {
+async fn permanent_failure_dead_letters_with_the_reason_and_502(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     target.set_status(404);
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("push.json");
-    let (status, json) = answer(
-        &r.handle_event(&signed_request("push", "d-404", &body, Some("ON")), 1)
-            .await,
-    );
+    let (status, json) = exchange(
+        &r,
+        shape,
+        &signed_request("push", "d-404", &body, Some("ON")),
+    )
+    .await;
     assert_eq!(status, 502, "{json}");
     assert_eq!(json["status"], "dead-lettered");
     let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
@@ -151,8 +154,7 @@ async fn permanent_failure_dead_letters_with_the_reason_and_502() {
     assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
 }
 
-#[tokio::test]
-async fn bad_signature_is_401_and_nothing_is_stored() {
+async fn bad_signature_is_401_and_nothing_is_stored(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
@@ -163,12 +165,12 @@ async fn bad_signature_is_401_and_nothing_is_stored() {
             .unwrap()
             .replace("Codertocat", "Attacker"),
     );
-    let (status, json) = answer(&r.handle_event(&req, 1).await);
+    let (status, json) = exchange(&r, shape, &req).await;
     assert_eq!(status, 401);
     assert!(json["error"].as_str().unwrap().contains("does not match"));
     let mut unsigned = signed_request("push", "d-unsigned", &body, Some("OFF"));
     unsigned.headers.remove("x-hub-signature-256");
-    let (status, json) = answer(&r.handle_event(&unsigned, 1).await);
+    let (status, json) = exchange(&r, shape, &unsigned).await;
     assert_eq!(status, 401);
     assert!(json["error"].as_str().unwrap().contains("missing"));
     for q in [
@@ -181,19 +183,17 @@ async fn bad_signature_is_401_and_nothing_is_stored() {
     assert_eq!(target.attempts(), 0);
 }
 
-#[tokio::test]
-async fn ping_is_answered_here_and_not_stored() {
+async fn ping_is_answered_here_and_not_stored(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
     for state in ["ON", "OFF"] {
-        let (status, json) = answer(
-            &r.handle_event(
-                &signed_request("ping", "d-ping", &fixture("ping.json"), Some(state)),
-                1,
-            )
-            .await,
-        );
+        let (status, json) = exchange(
+            &r,
+            shape,
+            &signed_request("ping", "d-ping", &fixture("ping.json"), Some(state)),
+        )
+        .await;
         assert_eq!((status, json["status"].as_str()), (200, Some("pong")));
     }
     assert_eq!(target.attempts(), 0);
@@ -206,8 +206,7 @@ async fn ping_is_answered_here_and_not_stored() {
     }
 }
 
-#[tokio::test]
-async fn form_and_base64_bodies_round_trip() {
+async fn form_and_base64_bodies_round_trip(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
@@ -223,7 +222,7 @@ async fn form_and_base64_bodies_round_trip() {
         // A fresh delivery id each time (the FIFO buffer collapses repeats).
         let d = format!("{file}-{state}");
         req.headers.insert("x-github-delivery", d.parse().unwrap());
-        let (status, json) = answer(&r.handle_event(&req, 1).await);
+        let (status, json) = exchange(&r, shape, &req).await;
         assert_eq!(
             status,
             if state == "ON" { 200 } else { 202 },
@@ -264,8 +263,7 @@ async fn form_and_base64_bodies_round_trip() {
     assert_eq!(env.repository.as_deref(), Some("Codertocat/Hello-World"));
 }
 
-#[tokio::test]
-async fn missing_headers_and_unreadable_bodies_are_400() {
+async fn missing_headers_and_unreadable_bodies_are_400(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
@@ -273,7 +271,7 @@ async fn missing_headers_and_unreadable_bodies_are_400() {
     for header in ["x-github-event", "x-github-delivery"] {
         let mut req = signed_request("push", "d-400", &body, Some("ON"));
         req.headers.remove(header);
-        let (status, json) = answer(&r.handle_event(&req, 1).await);
+        let (status, json) = exchange(&r, shape, &req).await;
         assert_eq!(status, 400);
         assert!(
             json["error"]
@@ -287,12 +285,14 @@ async fn missing_headers_and_unreadable_bodies_are_400() {
     let mut req = signed_request("push", "d-b64", &body, Some("ON"));
     req.is_base64_encoded = true;
     req.body = Some("%%% not base64".into());
-    assert_eq!(answer(&r.handle_event(&req, 1).await).0, 400);
+    assert_eq!(exchange(&r, shape, &req).await.0, 400);
     let junk = b"this is not json";
-    let (status, json) = answer(
-        &r.handle_event(&signed_request("push", "d-junk", junk, Some("ON")), 1)
-            .await,
-    );
+    let (status, json) = exchange(
+        &r,
+        shape,
+        &signed_request("push", "d-junk", junk, Some("ON")),
+    )
+    .await;
     assert_eq!(status, 400, "{json}");
     assert_eq!(target.attempts(), 0);
     assert!(
@@ -302,20 +302,18 @@ async fn missing_headers_and_unreadable_bodies_are_400() {
     );
 }
 
-#[tokio::test]
-async fn unknown_or_missing_state_buffers() {
+async fn unknown_or_missing_state_buffers(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let body = fixture("push.json");
-    let (s1, _) = answer(
-        &r.handle_event(&signed_request("push", "d-maybe", &body, Some("MAYBE")), 1)
-            .await,
-    );
-    let (s2, _) = answer(
-        &r.handle_event(&signed_request("push", "d-none", &body, None), 1)
-            .await,
-    );
+    let (s1, _) = exchange(
+        &r,
+        shape,
+        &signed_request("push", "d-maybe", &body, Some("MAYBE")),
+    )
+    .await;
+    let (s2, _) = exchange(&r, shape, &signed_request("push", "d-none", &body, None)).await;
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(target.attempts(), 0);
     assert_eq!(
@@ -324,8 +322,7 @@ async fn unknown_or_missing_state_buffers() {
     );
 }
 
-#[tokio::test]
-async fn sample_events_verify_with_the_documented_secret() {
+async fn sample_events_verify_with_the_documented_secret(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
@@ -336,7 +333,38 @@ async fn sample_events_verify_with_the_documented_secret() {
         ("push-base64.json", 200),
         ("push-bad-signature.json", 401),
     ] {
-        let (status, json) = answer(&r.handle_event(&event_file(file), 1).await);
+        let (status, json) = exchange(&r, shape, &event_file(file)).await;
         assert_eq!(status, want, "{file}: {json}");
     }
 }
+
+/// Every case above runs on both event shapes: REST (payload 1.0) and HTTP API (payload 2.0).
+macro_rules! on_both_shapes {
+    ($($case:ident),* $(,)?) => {
+        mod rest {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(spigot_e2e::Shape::V1).await
+            })*
+        }
+        mod http_api {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(spigot_e2e::Shape::V2).await
+            })*
+        }
+    };
+}
+
+on_both_shapes!(
+    on_forwards_the_exact_bytes_and_github_headers,
+    off_buffers_and_nothing_reaches_the_target,
+    retryable_failures_buffer_with_202,
+    permanent_failure_dead_letters_with_the_reason_and_502,
+    bad_signature_is_401_and_nothing_is_stored,
+    ping_is_answered_here_and_not_stored,
+    form_and_base64_bodies_round_trip,
+    missing_headers_and_unreadable_bodies_are_400,
+    unknown_or_missing_state_buffers,
+    sample_events_verify_with_the_documented_secret,
+);

@@ -16,7 +16,10 @@ pub use s3::S3Payloads;
 pub use sqs::{SqsBuffer, SqsEvalQueue, queue_depth};
 pub use stage::{ApiStages, StageSwitch};
 pub use target::HttpTarget;
-pub use {aws_config, aws_sdk_apigateway, aws_sdk_codepipeline, aws_sdk_s3, aws_sdk_sqs};
+pub use {
+    aws_config, aws_sdk_apigateway, aws_sdk_apigatewayv2, aws_sdk_codepipeline, aws_sdk_s3,
+    aws_sdk_sqs,
+};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sqs::config::{Credentials, Region};

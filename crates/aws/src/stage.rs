@@ -1,60 +1,138 @@
-//! The switch: the API Gateway stage variable `spigot_state`.
+//! The switch: the API Gateway stage variable `spigot_state`, on a REST API
+//! stage (`apigateway`: GetStage, UpdateStage with a patch operation) or an
+//! HTTP API stage (`apigatewayv2`: GetStage, UpdateStage with the stage's
+//! variables).
 
-use aws_sdk_apigateway::Client;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use aws_config::SdkConfig;
 use aws_sdk_apigateway::types::{Op, PatchOperation};
 use spigot_core::config::{ConfigError, Settings};
-use spigot_core::ports::{PortError, StageRef, Stages, Switch, SwitchError};
-use spigot_core::resources::Resource;
+use spigot_core::ports::{ApiKind, PortError, StageRef, Stages, Switch, SwitchError};
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 
 use crate::error::port;
 
-/// `spigot_state` on one stage of one REST API.
+/// The control planes of both kinds of API, each client made when first used.
 #[derive(Debug, Clone)]
-pub struct StageSwitch {
-    client: Client,
-    api_id: String,
-    stage: String,
+struct Planes {
+    sdk: SdkConfig,
+    rest: OnceLock<aws_sdk_apigateway::Client>,
+    http: OnceLock<aws_sdk_apigatewayv2::Client>,
 }
 
-impl StageSwitch {
-    /// The switch on `stage` of REST API `api_id`.
-    pub fn new(client: Client, api_id: impl Into<String>, stage: impl Into<String>) -> Self {
+impl Planes {
+    fn new(sdk: &SdkConfig) -> Self {
         Self {
-            client,
-            api_id: api_id.into(),
-            stage: stage.into(),
+            sdk: sdk.clone(),
+            rest: OnceLock::new(),
+            http: OnceLock::new(),
         }
     }
 
-    /// The switch on `API_ID` / `STAGE_NAME`.
-    pub fn from_settings(
-        sdk: &aws_config::SdkConfig,
-        settings: &Settings,
-    ) -> Result<Self, ConfigError> {
-        Ok(Self::new(
-            Client::new(sdk),
-            settings.require(Resource::ApiId)?,
-            settings.require(Resource::Stage)?,
-        ))
+    fn rest(&self) -> &aws_sdk_apigateway::Client {
+        self.rest
+            .get_or_init(|| aws_sdk_apigateway::Client::new(&self.sdk))
+    }
+
+    fn http(&self) -> &aws_sdk_apigatewayv2::Client {
+        self.http
+            .get_or_init(|| aws_sdk_apigatewayv2::Client::new(&self.sdk))
+    }
+
+    async fn variables(&self, stage: &StageRef) -> Result<HashMap<String, String>, PortError> {
+        let what = || format!("API Gateway GetStage {}/{}", stage.api_id, stage.stage);
+        match stage.kind {
+            ApiKind::Rest => Ok(self
+                .rest()
+                .get_stage()
+                .rest_api_id(&stage.api_id)
+                .stage_name(&stage.stage)
+                .send()
+                .await
+                .map_err(|e| port(&what(), e))?
+                .variables
+                .unwrap_or_default()),
+            ApiKind::Http => Ok(self
+                .http()
+                .get_stage()
+                .api_id(&stage.api_id)
+                .stage_name(&stage.stage)
+                .send()
+                .await
+                .map_err(|e| port(&what(), e))?
+                .stage_variables
+                .unwrap_or_default()),
+        }
+    }
+
+    async fn set(&self, stage: &StageRef, state: State) -> Result<(), PortError> {
+        let what = || format!("API Gateway UpdateStage {}/{}", stage.api_id, stage.stage);
+        match stage.kind {
+            ApiKind::Rest => {
+                self.rest()
+                    .update_stage()
+                    .rest_api_id(&stage.api_id)
+                    .stage_name(&stage.stage)
+                    .patch_operations(
+                        PatchOperation::builder()
+                            .op(Op::Replace)
+                            .path(format!("/variables/{STAGE_VARIABLE}"))
+                            .value(state.as_str())
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| port(&what(), e))?;
+            }
+            ApiKind::Http => {
+                // UpdateStage takes the stage's variables as a whole: the others are kept.
+                let mut variables = self.variables(stage).await?;
+                variables.insert(STAGE_VARIABLE.to_string(), state.as_str().to_string());
+                self.http()
+                    .update_stage()
+                    .api_id(&stage.api_id)
+                    .stage_name(&stage.stage)
+                    .set_stage_variables(Some(variables))
+                    .send()
+                    .await
+                    .map_err(|e| port(&what(), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `spigot_state` on one stage of one API.
+#[derive(Debug, Clone)]
+pub struct StageSwitch {
+    planes: Planes,
+    stage: StageRef,
+}
+
+impl StageSwitch {
+    /// The switch on `stage`.
+    pub fn new(sdk: &SdkConfig, stage: StageRef) -> Self {
+        Self {
+            planes: Planes::new(sdk),
+            stage,
+        }
+    }
+
+    /// The switch on `API_ID` / `STAGE_NAME` / `API_TYPE`.
+    pub fn from_settings(sdk: &SdkConfig, settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self::new(sdk, settings.stage()?))
+    }
+
+    /// The stage it switches.
+    pub fn stage(&self) -> &StageRef {
+        &self.stage
     }
 
     /// Every stage variable (the dev server hands them to the receiver).
-    pub async fn variables(&self) -> Result<std::collections::HashMap<String, String>, PortError> {
-        let out = self
-            .client
-            .get_stage()
-            .rest_api_id(&self.api_id)
-            .stage_name(&self.stage)
-            .send()
-            .await
-            .map_err(|e| {
-                port(
-                    &format!("API Gateway GetStage {}/{}", self.api_id, self.stage),
-                    e,
-                )
-            })?;
-        Ok(out.variables.unwrap_or_default())
+    pub async fn variables(&self) -> Result<HashMap<String, String>, PortError> {
+        self.planes.variables(&self.stage).await
     }
 }
 
@@ -67,48 +145,27 @@ impl Switch for StageSwitch {
     }
 
     async fn set(&self, state: State) -> Result<(), PortError> {
-        let stage = StageRef {
-            api_id: self.api_id.clone(),
-            stage: self.stage.clone(),
-        };
-        ApiStages::new(self.client.clone()).set(&stage, state).await
+        self.planes.set(&self.stage, state).await
     }
 }
 
-/// `spigot_state` on any stage of the account's REST APIs.
+/// `spigot_state` on any stage of the account's APIs (the receiver learns the stage from each request).
 #[derive(Debug, Clone)]
 pub struct ApiStages {
-    client: Client,
+    planes: Planes,
 }
 
 impl ApiStages {
-    /// Stages through `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// Stages reached with `sdk`.
+    pub fn new(sdk: &SdkConfig) -> Self {
+        Self {
+            planes: Planes::new(sdk),
+        }
     }
 }
 
 impl Stages for ApiStages {
     async fn set(&self, stage: &StageRef, state: State) -> Result<(), PortError> {
-        self.client
-            .update_stage()
-            .rest_api_id(&stage.api_id)
-            .stage_name(&stage.stage)
-            .patch_operations(
-                PatchOperation::builder()
-                    .op(Op::Replace)
-                    .path(format!("/variables/{STAGE_VARIABLE}"))
-                    .value(state.as_str())
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                port(
-                    &format!("API Gateway UpdateStage {}/{}", stage.api_id, stage.stage),
-                    e,
-                )
-            })?;
-        Ok(())
+        self.planes.set(stage, state).await
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use serde_json::json;
 use spigot_aws::StageSwitch;
-use spigot_core::ports::{Switch, SwitchError};
+use spigot_core::ports::{ApiKind, StageRef, Switch, SwitchError};
 use spigot_core::resources::Resource;
 use spigot_core::spigot::{State, StateError};
 
@@ -24,24 +24,31 @@ pub struct StatusArgs {
     json: bool,
 }
 
-/// The switch of the resolved stack.
+/// The switch of the resolved stack (a REST or an HTTP API stage, by its `ApiType`).
 pub fn switch(r: &Resolved) -> Result<StageSwitch, CliError> {
-    Ok(StageSwitch::new(
-        spigot_aws::aws_sdk_apigateway::Client::new(&r.sdk),
-        r.need(Resource::ApiId)?,
-        r.need(Resource::Stage)?,
-    ))
+    let kind = r.get(Resource::ApiType).unwrap_or("REST");
+    let stage = StageRef {
+        api_id: r.need(Resource::ApiId)?.to_string(),
+        stage: r.need(Resource::Stage)?.to_string(),
+        kind: ApiKind::parse(kind).ok_or_else(|| {
+            CliError::Usage(format!("--api-type {kind:?} is neither REST nor HTTP"))
+        })?,
+    };
+    Ok(StageSwitch::new(&r.sdk, stage))
 }
 
-/// The switch of a local stack.
+/// The switch of a local stack (a REST API stage in moto).
 pub fn stage_switch(
     sdk: &spigot_aws::aws_config::SdkConfig,
     stack: &spigot_aws::local::LocalStack,
 ) -> StageSwitch {
     StageSwitch::new(
-        spigot_aws::aws_sdk_apigateway::Client::new(sdk),
-        stack.get(Resource::ApiId),
-        stack.get(Resource::Stage),
+        sdk,
+        StageRef {
+            api_id: stack.get(Resource::ApiId).to_string(),
+            stage: stack.get(Resource::Stage).to_string(),
+            kind: ApiKind::Rest,
+        },
     )
 }
 

@@ -305,6 +305,20 @@ impl Settings {
         Ok(url)
     }
 
+    /// The stage holding `spigot_state`: `API_ID`, `STAGE_NAME`, `API_TYPE` (REST or HTTP).
+    pub fn stage(&self) -> Result<crate::ports::StageRef, ConfigError> {
+        let kind = self.resources.get(Resource::ApiType).unwrap_or("REST");
+        Ok(crate::ports::StageRef {
+            api_id: self.require(Resource::ApiId)?.to_string(),
+            stage: self.require(Resource::Stage)?.to_string(),
+            kind: crate::ports::ApiKind::parse(kind).ok_or_else(|| ConfigError::Invalid {
+                name: "API_TYPE",
+                value: kind.to_string(),
+                expected: "REST or HTTP",
+            })?,
+        })
+    }
+
     /// The URL probed before a drain: `TARGET_HEALTH_URL`, else the origin of `TARGET_URL`.
     pub fn health_url(&self) -> Result<String, ConfigError> {
         if let Some(u) = &self.target_health_url {

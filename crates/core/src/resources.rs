@@ -28,6 +28,8 @@ pub enum Resource {
     DrainerFunction,
     /// The Secrets Manager secret holding the webhook secret(s) (`spigot secret show`).
     WebhookSecret,
+    /// The kind of API (`REST` or `HTTP`) whose stage holds `spigot_state`.
+    ApiType,
 }
 
 /// How one resource is named in each place.
@@ -155,6 +157,17 @@ pub const TABLE: &[Row] = &[
         output: "WebhookSecretArn",
         what: "the ARN of the Secrets Manager secret holding the webhook secret(s)",
         default: None,
+        optional: true,
+    },
+    Row {
+        resource: Resource::ApiType,
+        field: "api_type",
+        flag: "api-type",
+        cli_env: "SPIGOT_API_TYPE",
+        lambda_env: Some("API_TYPE"),
+        output: "ApiType",
+        what: "the kind of API whose stage holds spigot_state: REST or HTTP",
+        default: Some("REST"),
         optional: true,
     },
 ];

@@ -25,7 +25,7 @@ use spigot_core::webhook::Hook;
 use spigot_core::{Secrets, Verifier};
 use spigot_engine::letter::dead_letter;
 
-pub use ingress::{Answer, Inbound};
+pub use ingress::{Answer, ApiEvent, ApiResponse, Inbound};
 
 /// Claim-check prefix of buffered bodies (the drainer deletes them after delivery).
 pub const BUFFER_PAYLOADS: &str = "payloads/";
@@ -85,9 +85,7 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, 
         verifier: Verifier::new(secrets, settings.allow_sha1),
         claim_check_bytes: settings.claim_check_bytes,
         metrics: Arc::new(StdoutMetrics),
-        stages: Some(ApiStages::new(spigot_aws::aws_sdk_apigateway::Client::new(
-            sdk,
-        ))),
+        stages: Some(ApiStages::new(sdk)),
     })
 }
 
@@ -203,7 +201,23 @@ where
         req: &ApiGatewayProxyRequest,
         now_ms: u64,
     ) -> ApiGatewayProxyResponse {
-        let answer = match Inbound::from_rest(req) {
+        self.answer(Inbound::from_rest(req), now_ms).await.to_rest()
+    }
+
+    /// Handles an API Gateway event of either payload version, answering in its shape.
+    pub async fn handle_api_event(&self, event: &ApiEvent, now_ms: u64) -> ApiResponse {
+        self.answer(Inbound::from_event(event), now_ms)
+            .await
+            .to_event_response(event)
+    }
+
+    /// The answer to a request read from an event (an unreadable one is a 400).
+    async fn answer(
+        &self,
+        inbound: Result<Inbound, spigot_core::webhook::WebhookError>,
+        now_ms: u64,
+    ) -> Answer {
+        match inbound {
             Ok(inbound) => self.handle(&inbound, now_ms).await,
             Err(e) => {
                 let (metric, answer) = Refusal::BadRequest(e.to_string()).answer();
@@ -211,8 +225,7 @@ where
                     .emit(&Metrics::new("receiver").count(metric, 1), now_ms);
                 answer
             }
-        };
-        answer.to_rest()
+        }
     }
 
     async fn process(&self, inbound: &Inbound, now_ms: u64) -> Result<Taken, Refusal> {
@@ -458,6 +471,7 @@ mod tests {
         let stage = StageRef {
             api_id: "api1".into(),
             stage: "live".into(),
+            kind: spigot_core::ports::ApiKind::Rest,
         };
         let with_stage = |req: ApiGatewayProxyRequest| {
             let mut inbound = Inbound::from_rest(&req).unwrap();

@@ -1,9 +1,9 @@
-//! Lambda entry point of the receiver.
+//! Lambda entry point of the receiver (REST API payload 1.0 or HTTP API payload 2.0).
 
-use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use spigot_core::config::Settings;
 use spigot_core::ports::{Clock, SystemClock};
+use spigot_receiver::ApiEvent;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,14 +11,12 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env()?;
     let sdk = spigot_aws::sdk_config(None).await;
     let receiver = &spigot_receiver::build(&sdk, &settings).await?;
-    run(service_fn(
-        move |event: LambdaEvent<ApiGatewayProxyRequest>| async move {
-            Ok::<_, Error>(
-                receiver
-                    .handle_event(&event.payload, SystemClock.now_ms())
-                    .await,
-            )
-        },
-    ))
+    run(service_fn(move |event: LambdaEvent<ApiEvent>| async move {
+        Ok::<_, Error>(
+            receiver
+                .handle_api_event(&event.payload, SystemClock.now_ms())
+                .await,
+        )
+    }))
     .await
 }

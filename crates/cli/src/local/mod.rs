@@ -114,10 +114,7 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         stack.get(Resource::ApiId),
         stack.get(Resource::Stage),
     );
-    let stage = spigot_core::ports::StageRef {
-        api_id: stack.get(Resource::ApiId).to_string(),
-        stage: stack.get(Resource::Stage).to_string(),
-    };
     let switch = crate::switch::stage_switch(&sdk, &stack);
+    let stage = switch.stage().clone();
     server::serve(args.listen, receiver, switch, stage).await
 }

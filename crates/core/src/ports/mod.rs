@@ -25,5 +25,5 @@ pub use github::GitHub;
 pub use metrics::{MetricsSink, QuietMetrics, StdoutMetrics};
 pub use payloads::PayloadStore;
 pub use pipelines::{Pipelines, Start, StartError};
-pub use switch::{StageRef, Stages, Switch, SwitchError};
+pub use switch::{ApiKind, StageRef, Stages, Switch, SwitchError};
 pub use target::Target;

@@ -22,6 +22,35 @@ pub trait Switch: Send + Sync {
     fn set(&self, state: State) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
+/// The kind of API Gateway API in front of the receiver (`ApiType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiKind {
+    /// A REST API (`apigateway`): payload 1.0 events.
+    #[default]
+    Rest,
+    /// An HTTP API (`apigatewayv2`): payload 2.0 events.
+    Http,
+}
+
+impl ApiKind {
+    /// Reads `REST` or `HTTP` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "REST" => Some(ApiKind::Rest),
+            "HTTP" => Some(ApiKind::Http),
+            _ => None,
+        }
+    }
+
+    /// `REST` or `HTTP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKind::Rest => "REST",
+            ApiKind::Http => "HTTP",
+        }
+    }
+}
+
 /// A stage of an API whose `spigot_state` governs the hooks that come through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageRef {
@@ -29,6 +58,8 @@ pub struct StageRef {
     pub api_id: String,
     /// The stage name.
     pub stage: String,
+    /// REST or HTTP API.
+    pub kind: ApiKind,
 }
 
 /// Sets `spigot_state` on the stage a request came through (the receiver

@@ -2,6 +2,7 @@
 //! fake target that records every request, local endpoints speaking AWS wire
 //! protocols moto lacks, the handlers wired to real adapters, and ledgers.
 
+pub mod apigatewayv2;
 pub mod fake_aws;
 pub mod github;
 pub mod github_hooks;
@@ -12,6 +13,7 @@ pub mod sqs;
 pub mod target;
 pub mod wiring;
 
+pub use apigatewayv2::ApiGatewayV2;
 pub use fake_aws::{Call, FakeAws, FakeCodePipeline};
 pub use github::{CompareMode, FakeGitHub, GitHubCall};
 pub use github_hooks::{Attempt, FakeHooks, Fault};

@@ -1926,3 +1926,84 @@ async fn dev_refuses_what_api_gateway_and_lambda_would_refuse() {
     }
     assert_eq!(target.accepted().len(), 1);
 }
+
+/// #18: the switch on an HTTP API stage: moto holds the API and answers the
+/// reads (GetStage); UpdateStage, which moto lacks, is answered by a local
+/// endpoint speaking its REST-JSON wire format (tests/support/apigatewayv2.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn off_and_on_flip_an_http_api_stage() {
+    use spigot_aws::aws_sdk_apigatewayv2::types::ProtocolType;
+    let dir = workdir();
+    let (sdk, _stack) = local_stack(&dir, None).await;
+    let v2 = spigot_aws::aws_sdk_apigatewayv2::Client::new(&sdk);
+    let api = v2
+        .create_api()
+        .name(unique("http-api"))
+        .protocol_type(ProtocolType::Http)
+        .send()
+        .await
+        .unwrap();
+    let api_id = api.api_id().unwrap().to_string();
+    v2.create_stage()
+        .api_id(&api_id)
+        .stage_name("live")
+        .stage_variables("spigot_state", "ON")
+        .stage_variables("team", "kept")
+        .send()
+        .await
+        .unwrap();
+    let stand = ApiGatewayV2::start(moto()).await;
+    let http = [
+        "--local",
+        "--endpoint",
+        &stand.url,
+        "--api-id",
+        &api_id,
+        "--api-type",
+        "HTTP",
+    ];
+    let state = |dir: &PathBuf| {
+        let out = spigot(dir)
+            .args(["status", "--json"])
+            .args(http)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["state"].clone()
+    };
+    assert_eq!(state(&dir), "ON");
+    spigot(&dir).arg("off").args(http).assert().success();
+    let updates = stand.updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].0, format!("/v2/apis/{api_id}/stages/live"));
+    assert_eq!(
+        updates[0].1["stageVariables"],
+        serde_json::json!({"spigot_state": "OFF", "team": "kept"})
+    );
+    assert_eq!(state(&dir), "OFF");
+    spigot(&dir).arg("on").args(http).assert().success();
+    assert_eq!(stand.updates().len(), 2);
+    assert_eq!(state(&dir), "ON");
+    // The same id as a REST API is no stage at all: the API type matters.
+    let rest = [
+        "--local",
+        "--endpoint",
+        &stand.url,
+        "--api-id",
+        &api_id,
+        "--api-type",
+        "REST",
+    ];
+    let out = spigot(&dir).arg("off").args(rest).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stand.updates().len(), 2);
+}

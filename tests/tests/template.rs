@@ -77,8 +77,10 @@ fn parameters(template: &str) -> Vec<(String, String)> {
     let start = template
         .find("\nParameters:")
         .expect("a Parameters section");
-    let end = template[start + 1..]
-        .find("\nConditions:")
+    let end = ["\nRules:", "\nConditions:"]
+        .iter()
+        .filter_map(|section| template[start + 1..].find(section))
+        .min()
         .map(|i| start + 1 + i)
         .unwrap_or(template.len());
     let mut out: Vec<(String, String)> = Vec::new();
@@ -230,4 +232,119 @@ fn edge_failures_and_unrecovered_deliveries_raise_alarms_on_metrics_the_code_emi
         "Schedule: !Ref ReconcileSchedule\n            State: !If [ReconcileEnabled, ENABLED, DISABLED]"
     ));
     assert!(template.contains("Default: rate(15 minutes)"));
+}
+
+/// The CloudFormation SAM makes of the template (tools/sam_translate.py, SAM's own translator).
+fn translated(template: &str) -> serde_json::Value {
+    let out = std::process::Command::new(spigot_e2e::python())
+        .arg(format!(
+            "{}/../tools/sam_translate.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(template)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// #18.2: one front door per `ApiType`, each routing POST /webhook to the
+/// receiver: REST (payload 1.0, bodies base64, the source-CIDR policy) or
+/// HTTP (payload 2.0, `spigot_state` on its stage); the receiver has no
+/// unconditional way in.
+#[test]
+fn sam_makes_one_front_door_per_api_type() {
+    let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
+    let cfn = translated(&path);
+    let r = &cfn["Resources"];
+    let condition = |name: &str| r[name]["Condition"].as_str().map(String::from);
+    assert_eq!(r["Api"]["Type"], "AWS::ApiGateway::RestApi");
+    assert_eq!(condition("Api").as_deref(), Some("IsRestApi"));
+    let rest = &r["Api"]["Properties"]["Body"];
+    assert_eq!(
+        rest["paths"]["/webhook"]["post"]["x-amazon-apigateway-integration"]["type"],
+        "aws_proxy"
+    );
+    assert_eq!(rest["x-amazon-apigateway-binary-media-types"][0], "*/*");
+    // The source-CIDR policy is in the definition, not dropped by SAM.
+    let policy = rest["x-amazon-apigateway-policy"]["Fn::If"].clone();
+    assert_eq!(policy[0], "HasSourceCidrs");
+    assert_eq!(
+        policy[1]["Statement"][1]["Condition"]["NotIpAddress"]["aws:SourceIp"]["Ref"],
+        "AllowedSourceCidrs"
+    );
+    assert_eq!(r["HttpApi"]["Type"], "AWS::ApiGatewayV2::Api");
+    assert_eq!(condition("HttpApi").as_deref(), Some("IsHttpApi"));
+    let http = &r["HttpApi"]["Properties"]["Body"]["paths"]["/webhook"]["post"]["x-amazon-apigateway-integration"];
+    assert_eq!(http["payloadFormatVersion"], "2.0");
+    assert_eq!(http["type"], "aws_proxy");
+    assert_eq!(
+        r["HttpApiStage"]["Properties"]["StageVariables"]["spigot_state"],
+        "ON"
+    );
+    assert_eq!(condition("HttpApiStage").as_deref(), Some("IsHttpApi"));
+    // Every permission to invoke the receiver belongs to one API type.
+    let receiver_permissions: Vec<(String, Option<String>)> = r
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| {
+            v["Type"] == "AWS::Lambda::Permission"
+                && v["Properties"]["FunctionName"]["Ref"] == "ReceiverFunction"
+        })
+        .map(|(k, v)| (k.clone(), v["Condition"].as_str().map(String::from)))
+        .collect();
+    assert_eq!(
+        receiver_permissions,
+        vec![
+            ("ReceiverHttpPermission".into(), Some("IsHttpApi".into())),
+            ("ReceiverRestPermission".into(), Some("IsRestApi".into()))
+        ]
+    );
+    let drainer = &r["DrainerFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(drainer["API_TYPE"]["Ref"], "ApiType");
+}
+
+/// #18: the template with `ApiType=HTTP` as its default passes cfn-lint and `sam validate --lint`.
+#[test]
+fn the_http_api_variant_lints() {
+    let template = read("template.yaml");
+    assert_eq!(template.matches("AllowedValues: [REST, HTTP]").count(), 1);
+    let http = template.replacen(
+        "    Default: REST\n    AllowedValues: [REST, HTTP]",
+        "    Default: HTTP\n    AllowedValues: [REST, HTTP]",
+        1,
+    );
+    assert_ne!(http, template);
+    let dir = std::env::temp_dir().join(spigot_e2e::unique("template-http"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("template.yaml");
+    std::fs::write(&path, http).unwrap();
+    let bin = |tool: &str| format!("{}/../.venv/bin/{tool}", env!("CARGO_MANIFEST_DIR"));
+    let lint = std::process::Command::new(bin("cfn-lint"))
+        .arg(&path)
+        .output()
+        .expect("cfn-lint (make venv)");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+    let validate = std::process::Command::new(bin("sam"))
+        .args(["validate", "--lint", "--template"])
+        .arg(&path)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("sam (make venv)");
+    assert!(
+        validate.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
 }

@@ -78,7 +78,7 @@ impl GitHubAuth {
 /// The GitHub REST adapter.
 #[derive(Debug)]
 pub struct GitHubApi {
-    client: reqwest::Client,
+    client: crate::tls::LazyClient,
     base: String,
     auth: GitHubAuth,
     installation_token: tokio::sync::Mutex<Option<(String, u64)>>,
@@ -87,11 +87,11 @@ pub struct GitHubApi {
 impl GitHubApi {
     /// The API at `base` (`https://api.github.com`, or `https://ghe.example.com/api/v3`).
     pub fn new(base: &str, auth: GitHubAuth) -> Result<Self, AwsError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("spigot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AwsError::Http(e.to_string()))?;
+        let client = crate::tls::LazyClient::new(|builder| {
+            builder
+                .timeout(Duration::from_secs(10))
+                .user_agent(concat!("spigot/", env!("CARGO_PKG_VERSION")))
+        });
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_string(),
@@ -130,6 +130,11 @@ impl GitHubApi {
             },
         };
         Ok(Some(Self::new(&settings.github_api_url, auth)?))
+    }
+
+    /// The HTTP client, made on first use.
+    fn http(&self) -> Result<&reqwest::Client, PortError> {
+        self.client.get().map_err(PortError::new)
     }
 
     /// A JWT for the app (RS256, issued a minute ago, valid nine minutes).
@@ -177,7 +182,7 @@ impl GitHubApi {
             "{}/app/installations/{installation}/access_tokens",
             self.base
         );
-        let request = self.client.post(&url).bearer_auth(jwt);
+        let request = self.http()?.post(&url).bearer_auth(jwt);
         let (body, _) = self.send(request, &url).await?;
         let token = body["token"].as_str().ok_or_else(|| {
             PortError::of(
@@ -240,7 +245,7 @@ impl GitHubApi {
     /// GETs `url` with authentication.
     async fn get(&self, url: &str) -> Result<(serde_json::Value, HeaderMap), PortError> {
         let auth = self.authorization().await?;
-        self.send(self.client.get(url).header("Authorization", auth), url)
+        self.send(self.http()?.get(url).header("Authorization", auth), url)
             .await
     }
 
@@ -334,7 +339,7 @@ impl GitHub for GitHubApi {
         while let Some(u) = url.take() {
             let auth = self.hook_authorization(hook).await?;
             let (body, headers) = self
-                .send(self.client.get(&u).header("Authorization", auth), &u)
+                .send(self.http()?.get(&u).header("Authorization", auth), &u)
                 .await?;
             let page = body.as_array().ok_or_else(|| {
                 PortError::of(
@@ -369,7 +374,7 @@ impl GitHub for GitHubApi {
         let url = self.hook_url(hook, &format!("/{delivery}"));
         let auth = self.hook_authorization(hook).await?;
         let (body, _) = self
-            .send(self.client.get(&url).header("Authorization", auth), &url)
+            .send(self.http()?.get(&url).header("Authorization", auth), &url)
             .await?;
         Ok(body["request"]["payload"]["repository"]["full_name"]
             .as_str()
@@ -379,7 +384,7 @@ impl GitHub for GitHubApi {
     async fn redeliver(&self, hook: &HookSource, delivery: u64) -> Result<(), PortError> {
         let url = self.hook_url(hook, &format!("/{delivery}/attempts"));
         let auth = self.hook_authorization(hook).await?;
-        self.send(self.client.post(&url).header("Authorization", auth), &url)
+        self.send(self.http()?.post(&url).header("Authorization", auth), &url)
             .await
             .map(|_| ())
     }

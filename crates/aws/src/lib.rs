@@ -8,6 +8,7 @@ pub mod s3;
 pub mod sqs;
 pub mod stage;
 pub mod target;
+pub mod tls;
 
 pub use error::AwsError;
 pub use github::{GitHubApi, GitHubAuth};
@@ -36,7 +37,8 @@ pub async fn sdk_config_with(
     region: Option<&str>,
     profile: Option<&str>,
 ) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).http_client(tls::sdk_http_client());
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_string()));
     }

@@ -12,7 +12,7 @@ use crate::AwsError;
 /// Delivers hooks to `TARGET_URL` (or the event's path from `EVENT_PATHS`).
 #[derive(Debug, Clone)]
 pub struct HttpTarget {
-    client: reqwest::Client,
+    client: crate::tls::LazyClient,
     url: String,
     paths: EventPaths,
     health_url: String,
@@ -27,14 +27,14 @@ impl HttpTarget {
         health_url: impl Into<String>,
         timeout: Duration,
     ) -> Result<Self, AwsError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            // A redirect is reported, not followed: the hook's POST must not turn into a GET.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("spigot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AwsError::Http(e.to_string()))?;
+        let client = crate::tls::LazyClient::new(move |builder| {
+            builder
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(3)))
+                // A redirect is reported, not followed: the hook's POST must not turn into a GET.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("spigot/", env!("CARGO_PKG_VERSION")))
+        });
         Ok(Self {
             client,
             url: url.into(),
@@ -62,8 +62,11 @@ impl HttpTarget {
 
 impl Target for HttpTarget {
     async fn deliver(&self, hook: &Hook) -> Delivery {
-        let mut req = self
-            .client
+        let client = match self.client.get() {
+            Ok(client) => client,
+            Err(e) => return Delivery::unreachable(e),
+        };
+        let mut req = client
             .post(self.url_for(&hook.event))
             .body(hook.body.clone());
         for (name, value) in &hook.headers {
@@ -87,7 +90,10 @@ impl Target for HttpTarget {
     }
 
     async fn probe(&self) -> bool {
-        match self.client.get(&self.health_url).send().await {
+        let Ok(client) = self.client.get() else {
+            return false;
+        };
+        match client.get(&self.health_url).send().await {
             Ok(resp) => resp.status().as_u16() < 500,
             Err(_) => false,
         }

@@ -82,7 +82,10 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
         (json, "application/json")
     };
     let delivery = args.delivery.unwrap_or_else(new_delivery_id);
-    let resp = reqwest::Client::new()
+    let client = spigot_aws::tls::http_client()
+        .build()
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot build the HTTP client: {e}")))?;
+    let resp = client
         .post(&args.url)
         .header("Content-Type", content_type)
         .header("User-Agent", "GitHub-Hookshot/spigot-send")

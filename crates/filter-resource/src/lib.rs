@@ -25,19 +25,19 @@ pub trait Responder: Send + Sync {
 /// The real responder: `PUT` with an empty Content-Type (what the pre-signed URL was signed for).
 #[derive(Debug, Clone)]
 pub struct HttpResponder {
-    client: reqwest::Client,
+    client: spigot_aws::tls::LazyClient,
 }
 
 impl HttpResponder {
     /// A responder whose PUTs time out after `timeout`.
     pub fn new(timeout: Duration) -> Result<Self, String> {
         Ok(Self {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                // The pre-signed URL is answered where it points, never where a redirect says.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| e.to_string())?,
+            client: spigot_aws::tls::LazyClient::new(move |builder| {
+                builder
+                    .timeout(timeout)
+                    // The pre-signed URL is answered where it points, never where a redirect says.
+                    .redirect(reqwest::redirect::Policy::none())
+            }),
         })
     }
 }
@@ -46,6 +46,7 @@ impl Responder for HttpResponder {
     async fn put(&self, url: &str, body: String) -> Result<(), String> {
         let resp = self
             .client
+            .get()?
             .put(url)
             .header(reqwest::header::CONTENT_TYPE, "")
             .body(body)

@@ -72,8 +72,9 @@ bench-baseline: venv
 	cargo bench -p spigot-bench --bench hot_paths -- --save-baseline main
 
 ## bench-coldstart: only the cold start harness.
+## (COLDSTART_BEFORE=other-checkout/target/release puts another build's binaries beside these.)
 bench-coldstart: venv
-	cargo build --release -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource -p spigot-reconciler
+	cargo build --release -p spigot-cli -p spigot-receiver -p spigot-drainer -p spigot-evaluator -p spigot-filter-resource -p spigot-reconciler
 	cargo bench -p spigot-bench --bench coldstart
 
 clean:

@@ -3,7 +3,12 @@
 //! latency, peak RSS. AWS calls go to a local moto server; the receiver
 //! forwards to a local target.
 //!
-//! Needs `cargo build --release` of the four functions first (`make bench` does it).
+//! Each function is started [`RUNS`] times; the table shows medians (peak RSS:
+//! the largest). With `COLDSTART_BEFORE=DIR` (another build's `target/release`)
+//! the same runs are made with those binaries too, side by side. The `spigot`
+//! CLI's start is measured as well (`--version`; `status` against moto).
+//!
+//! Needs `cargo build --release` of the five functions and the CLI first (`make bench` does it).
 
 use spigot_core::resources::Resource;
 use std::collections::VecDeque;
@@ -21,6 +26,11 @@ use spigot_core::spigot::State as SpigotState;
 use tokio::sync::Notify;
 
 const WARM: usize = 20;
+/// Cold starts of each function (the init figure is their median).
+const RUNS: usize = 7;
+
+/// A function: its name, environment and the event it is invoked with.
+type Function = (&'static str, Vec<(String, String)>, String);
 
 #[derive(Default)]
 struct Api {
@@ -110,7 +120,7 @@ struct Run {
     size_mb: f64,
 }
 
-async fn measure(name: &'static str, env: Vec<(String, String)>, event: String) -> Run {
+async fn measure(dir: &str, name: &'static str, env: Vec<(String, String)>, event: String) -> Run {
     let api = Arc::new(Api::default());
     api.events
         .lock()
@@ -134,10 +144,7 @@ async fn measure(name: &'static str, env: Vec<(String, String)>, event: String) 
         .route("/2018-06-01/runtime/init/error", axum::routing::post(error))
         .with_state(api.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    let bin = format!(
-        "{}/../../target/release/spigot-{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let bin = format!("{dir}/spigot-{name}");
     let size_mb = std::fs::metadata(&bin)
         .map(|m| m.len() as f64 / 1e6)
         .unwrap_or(0.0);
@@ -254,26 +261,137 @@ async fn main() {
     // The custom resource answers to a local ResponseURL.
     let mut cfn: serde_json::Value = serde_json::from_str(&event("cfn-create.json")).unwrap();
     cfn["ResponseURL"] = serde_json::json!(format!("{}/cfn-response", target.url));
-    let runs = vec![
-        measure(
+    let here = format!("{}/../../target/release", env!("CARGO_MANIFEST_DIR"));
+    let before = std::env::var("COLDSTART_BEFORE").ok();
+    let mut builds = vec![("after", here.clone())];
+    if let Some(b) = &before {
+        builds.insert(0, ("before", b.clone()));
+    }
+    // The reconciler reads a GitHub stand-in with one failed delivery.
+    let github = spigot_e2e::FakeHooks::start(&target.url, "spigot-test-secret", 100).await;
+    github.seed(
+        "repos/octo-org/mono/hooks/42/deliveries",
+        "bench-guid",
+        spigot_e2e::push_payload("octo-org/mono", "bench").as_bytes(),
+        502,
+        60,
+        false,
+    );
+    let functions: Vec<Function> = vec![
+        (
             "receiver",
             common(&[("WEBHOOK_SECRET", "spigot-test-secret")]),
             event("push.json"),
-        )
-        .await,
-        measure("drainer", common(&[]), event("scheduled.json")).await,
-        measure("evaluator", common(&[]), event("sqs-push.json")).await,
-        measure("filter-resource", common(&[]), cfn.to_string()).await,
+        ),
+        ("drainer", common(&[]), event("scheduled.json")),
+        ("evaluator", common(&[]), event("sqs-push.json")),
+        ("filter-resource", common(&[]), cfn.to_string()),
+        (
+            "reconciler",
+            common(&[
+                ("GITHUB_API_URL", github.url.as_str()),
+                ("GITHUB_TOKEN", "ghp_bench"),
+                ("GITHUB_HOOKS", "repo/octo-org/mono/42"),
+            ]),
+            event("scheduled.json"),
+        ),
     ];
-    println!("coldstart (x86_64 release build, this machine; {WARM} warm invocations each):");
+    let mut rows: Vec<(&'static str, &'static str, Run)> = Vec::new();
+    for (name, env, ev) in &functions {
+        for (build, dir) in &builds {
+            if !std::path::Path::new(&format!("{dir}/spigot-{name}")).exists() {
+                println!("{build}: no spigot-{name} in {dir}; skipped");
+                continue;
+            }
+            let mut runs = Vec::new();
+            for _ in 0..RUNS {
+                runs.push(measure(dir, name, env.clone(), ev.clone()).await);
+            }
+            rows.push((name, build, summarize(runs)));
+        }
+    }
     println!(
-        "{:<16} {:>9} {:>11} {:>10} {:>10} {:>9}",
-        "function", "init ms", "first ms", "warm ms", "peak MB", "size MB"
+        "coldstart (x86_64 release build, this machine; median of {RUNS} cold starts, {WARM} warm invocations each):"
     );
-    for r in runs {
+    println!(
+        "{:<16} {:<7} {:>9} {:>11} {:>10} {:>10} {:>9}",
+        "function", "build", "init ms", "first ms", "warm ms", "peak MB", "size MB"
+    );
+    for (name, build, r) in &rows {
         println!(
-            "{:<16} {:>9.2} {:>11.2} {:>10.2} {:>10.1} {:>9.1}",
-            r.name, r.init_ms, r.first_ms, r.warm_ms, r.rss_mb, r.size_mb
+            "{:<16} {:<7} {:>9.2} {:>11.2} {:>10.2} {:>10.1} {:>9.1}",
+            name, build, r.init_ms, r.first_ms, r.warm_ms, r.rss_mb, r.size_mb
         );
+    }
+    // The CLI: process start to exit.
+    let status_args: Vec<String> = [
+        ("--endpoint", moto.as_str()),
+        ("--api-id", st.get(Resource::ApiId)),
+        ("--stage", st.get(Resource::Stage)),
+        ("--buffer-url", st.get(Resource::BufferUrl)),
+        ("--dlq-url", st.get(Resource::DlqUrl)),
+        ("--eval-url", st.get(Resource::EvalUrl)),
+        ("--eval-dlq-url", st.get(Resource::EvalDlqUrl)),
+        ("--bucket", st.get(Resource::Bucket)),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    println!("{:<24} {:<7} {:>9}", "spigot (CLI)", "build", "wall ms");
+    for (label, args) in [
+        ("--version", vec!["--version".to_string()]),
+        (
+            "status",
+            [vec!["status".to_string()], status_args.clone()].concat(),
+        ),
+    ] {
+        for (build, dir) in &builds {
+            let bin = format!("{dir}/spigot");
+            if !std::path::Path::new(&bin).exists() {
+                continue;
+            }
+            let mut times: Vec<f64> = (0..RUNS)
+                .map(|_| {
+                    let start = Instant::now();
+                    let ok = Command::new(&bin)
+                        .args(&args)
+                        .env("AWS_EC2_METADATA_DISABLED", "true")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false);
+                    assert!(ok, "spigot {label} failed ({build})");
+                    start.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{:<24} {:<7} {:>9.2}",
+                format!("spigot {label}"),
+                build,
+                times[RUNS / 2]
+            );
+        }
+    }
+}
+
+/// Medians of the runs; the largest peak RSS.
+fn summarize(mut runs: Vec<Run>) -> Run {
+    let median = |runs: &mut Vec<Run>, key: fn(&Run) -> f64| {
+        runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        key(&runs[runs.len() / 2])
+    };
+    let init_ms = median(&mut runs, |r| r.init_ms);
+    let first_ms = median(&mut runs, |r| r.first_ms);
+    let warm_ms = median(&mut runs, |r| r.warm_ms);
+    let rss_mb = runs.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
+    Run {
+        name: runs[0].name,
+        init_ms,
+        first_ms,
+        warm_ms,
+        rss_mb,
+        size_mb: runs[0].size_mb,
     }
 }

@@ -44,6 +44,48 @@ fn receiver(c: &mut Criterion) {
     });
 }
 
+/// #18: the same request as a REST (payload 1.0) and an HTTP API (payload
+/// 2.0) event through the receiver's one path: the event read from its JSON,
+/// the request taken out, verified, enveloped, answered in the event's shape.
+fn event_shapes(c: &mut Criterion) {
+    use aws_lambda_events::apigw::ApiGatewayProxyRequest;
+    use aws_lambda_events::http::HeaderValue;
+    use spigot_receiver::{Answer, ApiEvent, Inbound};
+    let body = push_of_size(10 * 1024);
+    let verifier = Verifier::new(Some(Secrets::parse("s3cret").unwrap()), false);
+    let mut v1 = ApiGatewayProxyRequest::default();
+    for (k, v) in headers(&sign_sha256(b"s3cret", &body)) {
+        v1.headers.insert(k, HeaderValue::from_str(&v).unwrap());
+    }
+    v1.body = Some(String::from_utf8(body.clone()).unwrap());
+    v1.stage_variables
+        .insert("spigot_state".into(), "OFF".into());
+    v1.request_context.apiid = Some("abc123defg".into());
+    v1.request_context.stage = Some("live".into());
+    let v2 = spigot_e2e::as_http_api_event(&v1);
+    let v1 = serde_json::to_vec(&v1).unwrap();
+    let v2 = serde_json::to_vec(&v2).unwrap();
+    for (name, json) in [("event_v1_rest_10kb", v1), ("event_v2_http_10kb", v2)] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let event: ApiEvent = serde_json::from_slice(std::hint::black_box(&json)).unwrap();
+                let inbound = Inbound::from_event(&event).unwrap();
+                let headers: Vec<(&str, String)> = inbound
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
+                let envelope = receive(&verifier, &headers, &inbound.body);
+                let answer = Answer {
+                    status: 202,
+                    body: serde_json::json!({"status": "buffered", "bytes": envelope.len()}),
+                };
+                serde_json::to_vec(&answer.to_event_response(&event)).unwrap()
+            })
+        });
+    }
+}
+
 fn evaluator(c: &mut Criterion) {
     // 500 filters of one repository: services, each with include and exclude patterns, glob and regex.
     let filters: Vec<_> = (0..500)
@@ -104,5 +146,5 @@ fn envelope(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, receiver, evaluator, envelope);
+criterion_group!(benches, receiver, event_shapes, evaluator, envelope);
 criterion_main!(benches);

@@ -7,11 +7,18 @@
 //! The roots are the platform's (`SSL_CERT_FILE` / `SSL_CERT_DIR` add a
 //! private CA for an internal Jenkins); no roots are compiled in.
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::Duration;
 
-use aws_sdk_sqs::config::SharedHttpClient;
+use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
 use aws_smithy_http_client::Connector;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use base64::Engine as _;
 use rustls::pki_types::CertificateDer;
 
@@ -76,22 +83,67 @@ pub fn http_client() -> reqwest::ClientBuilder {
     reqwest::Client::builder().tls_backend_preconfigured(CLIENT_CONFIG.as_ref().clone())
 }
 
-/// The SDK's HTTPS client on the shared trust anchors; its connectors (and
-/// so the anchors) are made when the first request needs one.
+/// The SDK's HTTPS client on the shared trust anchors. The SDK asks a client
+/// for a connector while it builds its own clients (to validate them), so each
+/// connector here makes its TLS configuration — and so loads the anchors —
+/// only when it carries its first request.
 pub fn sdk_http_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
-        let mut builder = Connector::builder();
-        builder.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            builder.set_sleep_impl(components.sleep_impl());
-        }
-        builder
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(SDK_TLS.clone())
-            .build()
-    })
+    SharedHttpClient::new(SdkClient::default())
+}
+
+/// A connector's timeouts: connect, read.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
+/// Connectors by their timeouts, as the SDK's own client keeps them.
+#[derive(Debug, Default)]
+struct SdkClient {
+    connectors: Mutex<HashMap<Timeouts, SharedHttpConnector>>,
+}
+
+impl HttpClient for SdkClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        let key = (settings.connect_timeout(), settings.read_timeout());
+        let mut connectors = self.connectors.lock().unwrap_or_else(|e| e.into_inner());
+        connectors
+            .entry(key)
+            .or_insert_with(|| {
+                SharedHttpConnector::new(LazyConnector {
+                    settings: settings.clone(),
+                    sleep: components.sleep_impl(),
+                    connector: OnceLock::new(),
+                })
+            })
+            .clone()
+    }
+}
+
+/// A connector made on its first request.
+#[derive(Debug)]
+struct LazyConnector {
+    settings: HttpConnectorSettings,
+    sleep: Option<SharedAsyncSleep>,
+    connector: OnceLock<Connector>,
+}
+
+impl HttpConnector for LazyConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let connector = self.connector.get_or_init(|| {
+            let mut builder = Connector::builder();
+            builder.set_connector_settings(Some(self.settings.clone()));
+            builder.set_sleep_impl(self.sleep.clone());
+            builder
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(SDK_TLS.clone())
+                .build()
+        });
+        connector.call(request)
+    }
 }
 
 type Setup = dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync;
@@ -100,7 +152,7 @@ type Setup = dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + S
 /// function that never calls out over HTTP never loads the trust anchors).
 #[derive(Clone)]
 pub struct LazyClient {
-    client: Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
+    client: Arc<OnceLock<Result<reqwest::Client, String>>>,
     setup: Arc<Setup>,
 }
 
@@ -118,7 +170,7 @@ impl LazyClient {
         setup: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync + 'static,
     ) -> Self {
         Self {
-            client: Arc::new(std::sync::OnceLock::new()),
+            client: Arc::new(OnceLock::new()),
             setup: Arc::new(setup),
         }
     }

@@ -252,6 +252,8 @@ async fn main() {
                 "TARGET_URL".into(),
                 format!("{}/github-webhook/", target.url),
             ),
+            // The local target is http.
+            ("ALLOW_INSECURE_TARGET".into(), "true".into()),
             ("API_ID".into(), st.get(Resource::ApiId).to_string()),
             ("STAGE_NAME".into(), st.get(Resource::Stage).to_string()),
         ];

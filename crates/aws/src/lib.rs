@@ -3,6 +3,7 @@
 mod error;
 pub mod github;
 pub mod local;
+pub mod logs;
 pub mod pipelines;
 pub mod s3;
 pub mod sqs;

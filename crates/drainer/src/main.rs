@@ -8,7 +8,7 @@ use spigot_core::ports::{Clock, SystemClock};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    spigot_aws::logs::init_lambda();
     let settings = Settings::from_env()?;
     let sdk = spigot_aws::sdk_config(None).await;
     let drainer = &spigot_drainer::build(&sdk, &settings)?;

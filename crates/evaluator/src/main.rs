@@ -7,7 +7,7 @@ use spigot_core::config::Settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    spigot_aws::logs::init_lambda();
     let settings = Settings::from_env()?;
     let sdk = spigot_aws::sdk_config(None).await;
     let evaluator = &spigot_evaluator::build(&sdk, &settings).await?;

@@ -9,7 +9,7 @@ use spigot_core::ports::{Clock, SystemClock};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    spigot_aws::logs::init_lambda();
     let settings = Settings::from_env()?;
     let sdk = spigot_aws::sdk_config(None).await;
     let handler = &spigot_filter_resource::build(&sdk, &settings)?;

@@ -231,7 +231,7 @@ where
     async fn process(&self, inbound: &Inbound, now_ms: u64) -> Result<Taken, Refusal> {
         let hook = self.verify(inbound, now_ms)?;
         let delivery = hook.delivery.clone();
-        tracing::info!(%delivery, event = %hook.event, repository = ?hook.repository, bytes = hook.body.len(), "received");
+        tracing::info!(%delivery, event = %hook.event, repository = hook.repository.as_deref().unwrap_or(""), bytes = hook.body.len(), "received");
         if hook.event == "ping" {
             return Ok(Taken::Pong(delivery));
         }

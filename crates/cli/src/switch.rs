@@ -15,6 +15,9 @@ pub struct OnArgs {
     /// Drain the buffer right away (invokes the drainer; with --local, drains in this process).
     #[arg(long)]
     drain: bool,
+    /// With --drain: print the drain's summary as JSON.
+    #[arg(long, requires = "drain")]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -64,7 +67,12 @@ fn shown(read: Result<State, SwitchError>) -> Result<Option<String>, CliError> {
     }
 }
 
-async fn flip(place: &Where, state: State) -> Result<(), CliError> {
+/// Flips the switch; says so unless `quiet`. The state before and after.
+async fn flip(
+    place: &Where,
+    state: State,
+    quiet: bool,
+) -> Result<(Option<String>, State), CliError> {
     let r = place.resolve().await?;
     let switch = switch(&r)?;
     let old = shown(switch.read().await).context("cannot flip the spigot")?;
@@ -78,31 +86,39 @@ async fn flip(place: &Where, state: State) -> Result<(), CliError> {
         (state, _) => state,
     };
     switch.set(state).await.context("cannot flip the spigot")?;
+    if quiet {
+        return Ok((old, state));
+    }
+    let change = match old.as_deref() {
+        Some(o) if o == state.as_str() => format!("spigot is already {state}"),
+        o => format!("spigot {} -> {state}", o.unwrap_or("unset")),
+    };
     println!(
-        "spigot {} -> {}{}",
-        old.as_deref().unwrap_or("unset"),
-        state,
+        "{change}{}",
         match (state, waiting) {
             (State::Draining, Some(n)) => format!(
-                " ({n} hooks in the buffer; new hooks queue behind them, ON once they are delivered)"
+                " ({} in the buffer; new hooks queue behind them, ON once they are delivered)",
+                hooks(n)
             ),
-            (_, Some(n)) => format!(" ({n} hooks in the buffer)"),
+            (_, Some(n)) => format!(" ({} in the buffer)", hooks(n)),
             (_, None) => String::new(),
         }
     );
-    Ok(())
+    Ok((old, state))
 }
 
 pub async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {
-    flip(place, State::On).await?;
+    let (old, new) = flip(place, State::On, args.json).await?;
     if args.drain {
-        drain_now(place).await?;
+        let flipped = json!({"from": old, "to": new.to_string()});
+        drain_now(place, args.json.then_some(flipped)).await?;
     }
     Ok(())
 }
 
 /// Runs a drain now: in process for the local stack, else by invoking the drainer function.
-async fn drain_now(place: &Where) -> Result<(), CliError> {
+/// With `json` (the flip it follows), the summary is printed as JSON.
+async fn drain_now(place: &Where, json: Option<serde_json::Value>) -> Result<(), CliError> {
     let r = place.resolve().await?;
     let buffer = r.need(Resource::BufferUrl)?.to_string();
     let start = depth(&r, &buffer).await?;
@@ -122,15 +138,17 @@ async fn drain_now(place: &Where) -> Result<(), CliError> {
             }
         })
     };
+    let mut target = None;
     let summary = match &r.local {
         Some(stack) => {
-            let target = stack.target.clone().ok_or_else(|| {
+            let url = stack.target.clone().ok_or_else(|| {
                 CliError::Usage(
                     "the local stack names no target; restart `spigot dev` (make run)".into(),
                 )
             })?;
             let drainer =
-                crate::local::drainer(&r.sdk, stack, &target, std::time::Duration::from_secs(7))?;
+                crate::local::drainer(&r.sdk, stack, &url, std::time::Duration::from_secs(7))?;
+            target = Some(url);
             serde_json::to_value(drainer.drain(None).await).unwrap_or_default()
         }
         None => {
@@ -154,12 +172,68 @@ async fn drain_now(place: &Where) -> Result<(), CliError> {
     };
     watch.abort();
     bar.finish_and_clear();
-    println!("drain: {summary}");
-    Ok(())
+    let left = depth(&r, &buffer)
+        .await
+        .map(|d| d.visible + d.in_flight)
+        .ok();
+    if let Some(flipped) = json {
+        let mut out = summary.clone();
+        out["buffer_left"] = json!(left);
+        out["spigot"] = flipped;
+        println!("{out}");
+    } else {
+        println!("{}", drain_sentence(&summary, target.as_deref(), left));
+    }
+    match drain_failure(&summary, left) {
+        Some(why) => Err(CliError::Failed(anyhow::anyhow!(why))),
+        None => Ok(()),
+    }
+}
+
+/// `1 hook`, `2 hooks`.
+pub fn hooks(n: u64) -> String {
+    format!("{n} hook{}", if n == 1 { "" } else { "s" })
+}
+
+/// "drained 12 hooks to http://…; 0 dead-lettered; buffer empty".
+fn drain_sentence(summary: &serde_json::Value, target: Option<&str>, left: Option<u64>) -> String {
+    let n = |k: &str| summary[k].as_u64().unwrap_or(0);
+    let to = target.map(|t| format!(" to {t}")).unwrap_or_default();
+    let left = match left {
+        Some(0) => "buffer empty".to_string(),
+        Some(n) => format!("{} still in the buffer", hooks(n)),
+        None => "buffer depth unknown".to_string(),
+    };
+    format!(
+        "drained {}{to}; {} dead-lettered; {left}",
+        hooks(n("delivered")),
+        n("dead_lettered")
+    )
+}
+
+/// Why the drain did not do its job, in one sentence (`None`: it did).
+fn drain_failure(summary: &serde_json::Value, left: Option<u64>) -> Option<String> {
+    if let Some(why) = summary["skipped"].as_str() {
+        return Some(format!("the drain did not run: {why}"));
+    }
+    let waiting = left
+        .filter(|n| *n > 0)
+        .map(|n| format!("; {} wait in the buffer", hooks(n)))
+        .unwrap_or_default();
+    match summary["stop"].as_str() {
+        Some("Breaker") => Some(format!(
+            "the drain stopped: the target failed {} times in a row (circuit breaker open){waiting}",
+            summary["retried"].as_u64().unwrap_or(0)
+        )),
+        Some("BufferError") => Some(format!(
+            "the drain stopped: the buffer could not be read{waiting}"
+        )),
+        _ => None,
+    }
 }
 
 pub async fn off(place: &Where) -> Result<(), CliError> {
-    flip(place, State::Off).await
+    flip(place, State::Off, false).await.map(|_| ())
 }
 
 /// Depth of a queue.

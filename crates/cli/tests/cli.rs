@@ -130,6 +130,14 @@ async fn dev_serves_webhooks_and_on_off_flip_it() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ON -> OFF"));
     assert_eq!(status_json(&dir)["state"], "OFF");
+    // #20.7: OFF again says so.
+    let out = spigot(&dir).args(["off", "--local"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("spigot is already OFF"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let (status, json) = post(&url, "cli-2", &body, SECRET).await;
     assert_eq!((status, json["status"].as_str()), (202, Some("buffered")));
@@ -579,12 +587,70 @@ async fn on_drain_local_drains_in_process() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("\"delivered\":12"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        stdout.contains(&format!(
+            "drained 12 hooks to {}; 0 dead-lettered; buffer empty",
+            target.url
+        )),
+        "{stdout}"
     );
+    assert!(!stdout.contains("_aws"), "no EMF for people: {stdout}");
     assert_eq!(ledger.check(&target.accepted(), &[]), (12, 0));
+}
+
+/// #20.4: a drain that cannot run says why and exits non-zero; `--json` for machines.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_drain_with_the_target_down_exits_non_zero_with_the_reason() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    spigot(&dir).args(["off", "--local"]).assert().success();
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 1, &["octo-org/a"], "OFF").await;
+    target.set_status(503);
+    let out = spigot(&dir)
+        .args(["on", "--local", "--drain"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the drain did not run: target is down"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("drained 0 hooks"), "{stdout}");
+    assert!(stdout.contains("1 hook still in the buffer"), "{stdout}");
+    // The same, for machines; then, the target back, a drain that works exits 0.
+    let out = spigot(&dir)
+        .args(["on", "--local", "--drain", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["buffer_left"], 1);
+    assert!(
+        summary["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("target is down")
+    );
+    target.set_status(200);
+    let out = spigot(&dir)
+        .args(["on", "--local", "--drain", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            summary["delivered"].as_u64(),
+            summary["buffer_left"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert_eq!(ledger.check(&target.accepted(), &[]), (1, 0));
 }
 
 /// A relay process (killed on drop).
@@ -954,7 +1020,10 @@ async fn on_drain_against_aws_flips_the_stage_and_invokes_the_drainer() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("spigot OFF -> ON"), "{stdout}");
-    assert!(stdout.contains("\"delivered\":3"), "{stdout}");
+    assert!(
+        stdout.contains("drained 3 hooks; 0 dead-lettered"),
+        "{stdout}"
+    );
     let calls = aws.calls();
     let patch = calls
         .iter()

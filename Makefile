@@ -8,7 +8,7 @@ export SPIGOT_PYTHON := $(PY)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test lint venv build deploy bench bench-baseline bench-coldstart clean audit
+.PHONY: run stop test lint venv build deploy bench bench-baseline bench-coldstart clean audit
 DENY := $(abspath .tools)/bin/cargo-deny
 
 $(VENV)/.installed: requirements-dev.txt
@@ -27,12 +27,14 @@ venv: $(VENV)/.installed
 $(DENY):
 	cargo install --locked --quiet cargo-deny --version 0.20.2 --root $(abspath .tools)
 
-## run: moto (tools/moto_server.py: moto with SQS's FIFO order) on 127.0.0.1:$(MOTO_PORT) + `spigot dev` (receiver on 127.0.0.1:3000, sink on :3001). Ctrl-C stops both.
+## run: moto (tools/moto_server.py: moto with SQS's FIFO order) on 127.0.0.1:$(MOTO_PORT), kept across restarts, + `spigot dev` (receiver on 127.0.0.1:3000, sink on :3001). Ctrl-C stops spigot dev only; `make stop` ends moto.
 run: venv
 	cargo build -p spigot-cli
-	trap 'kill 0' EXIT; \
-	$(PY) tools/moto_server.py -H 127.0.0.1 -p $(MOTO_PORT) >/dev/null 2>&1 & \
-	./target/debug/spigot dev --endpoint http://127.0.0.1:$(MOTO_PORT) $(ARGS)
+	$(PY) tools/run.py --moto-port $(MOTO_PORT) --python $(PY) -- $(ARGS)
+
+## stop: end the moto server `make run` started (the local buffer, filters and state go with it).
+stop:
+	@$(PY) tools/run.py --stop
 
 ## test: format, lints (Rust and CloudFormation), every test (the e2e tests start their own moto server).
 test: venv lint

@@ -87,22 +87,40 @@ enum Command {
     Dev(local::DevArgs),
 }
 
+/// The crates whose log lines are Spigot's.
+const SPIGOT_CRATES: &[&str] = &[
+    "spigot",
+    "spigot_core",
+    "spigot_aws",
+    "spigot_engine",
+    "spigot_receiver",
+    "spigot_drainer",
+    "spigot_evaluator",
+    "spigot_reconciler",
+];
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default = match (&cli.command, cli.verbose) {
+    // Spigot's own lines at the chosen level; everyone else's (the SDK's) only when they warn.
+    let ours = match (&cli.command, cli.verbose) {
         (_, true) => "debug",
         (Command::Dev(_) | Command::Relay(_), false) => "info",
         _ => "warn",
     };
+    let filter = SPIGOT_CRATES.iter().fold(
+        "warn,aws_config=error,aws_smithy_runtime=error".to_string(),
+        |f, c| format!("{f},{c}={ours}"),
+    );
+    // Colour only for a person at a terminal, and never with NO_COLOR.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(format!(
-                    "{default},aws_config=error,aws_smithy_runtime=error"
-                ))
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

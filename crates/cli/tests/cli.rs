@@ -65,16 +65,33 @@ fn start_dev_at(dir: &PathBuf, target: &str, name: &str, endpoint: &str) -> (Dev
         .spawn()
         .unwrap();
     let dev = Dev(child);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_serving(format!("127.0.0.1:{port}").parse().unwrap());
+    (dev, format!("http://127.0.0.1:{port}/webhook"))
+}
+
+/// Waits until `spigot dev` answers at `addr` (it takes its port before it is ready).
+fn wait_serving(addr: SocketAddr) {
+    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+    loop {
+        let answer = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_millis(500)))?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut text = String::new();
+                s.read_to_string(&mut text)?;
+                Ok(text)
+            })
+            .unwrap_or_default();
+        if answer.contains("spigot dev") {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "spigot dev did not start listening"
+            "spigot dev did not start serving"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (dev, format!("http://127.0.0.1:{port}/webhook"))
 }
 
 async fn post(url: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, serde_json::Value) {
@@ -2075,4 +2092,168 @@ async fn off_and_on_flip_an_http_api_stage() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stand.updates().len(), 2);
+}
+
+// ---- #20: `make run` and `spigot dev` as a newcomer meets them ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_buffered_hook_survives_a_change_of_target() {
+    let dir = workdir();
+    let old = FakeTarget::start().await;
+    let new = FakeTarget::start().await;
+    let name = unique("dev");
+    let (dev, url) = start_dev_named(&dir, &old.url, &name);
+    spigot(&dir).args(["off", "--local"]).assert().success();
+    let body = fixture("push.json");
+    let (status, _) = post(&url, "kept-1", &body, SECRET).await;
+    assert_eq!(status, 202);
+    drop(dev);
+    // spigot dev again on the same moto, with another target: the same queues.
+    let (_dev, _) = start_dev_named(&dir, &new.url, &name);
+    let out = spigot(&dir)
+        .args(["on", "--local", "--drain"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(
+        text(&out)
+            .0
+            .contains(&format!("drained 1 hook to {}", new.url)),
+        "{}",
+        text(&out).0
+    );
+    assert_eq!(new.accepted().len(), 1);
+    assert_eq!(new.accepted()[0].body, body);
+    assert_eq!(old.attempts(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_dev_on_a_taken_port_fails_at_once_and_writes_nothing() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    let before = std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap();
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/webhook");
+    let start = Instant::now();
+    let out = spigot(&dir)
+        .args([
+            "dev",
+            "--endpoint",
+            moto(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--name", &unique("second"), "--target", &target.url])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out).1;
+    assert!(
+        stderr.contains(&format!("port {port} is taken")) && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap(),
+        before
+    );
+}
+
+fn run_py(dir: &Path, args: &[&str]) -> Command {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    std::fs::create_dir_all(dir.join("tools")).unwrap();
+    for f in ["run.py", "moto_server.py"] {
+        std::fs::copy(format!("{root}/tools/{f}"), dir.join("tools").join(f)).unwrap();
+    }
+    let mut c = Command::new(python());
+    c.current_dir(dir)
+        .arg("tools/run.py")
+        .args([
+            "--spigot",
+            assert_cmd::cargo::cargo_bin("spigot").to_str().unwrap(),
+        ])
+        .args(args);
+    c
+}
+
+#[test]
+fn make_run_names_a_taken_port_at_once() {
+    let dir = workdir();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let start = Instant::now();
+    let out = run_py(&dir, &["--moto-port", &port]).output().unwrap();
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} is taken")) && stderr.contains("MOTO_PORT="),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(!dir.join(".spigot").exists(), "nothing started or written");
+}
+
+#[test]
+fn ctrl_c_stops_spigot_dev_only_and_moto_keeps_the_stack() {
+    let dir = workdir();
+    let (moto_port, listen, sink) = (free_port(), free_port(), free_port());
+    let py = run_py(&dir, &[]).get_program().to_owned();
+    let spigot_bin = assert_cmd::cargo::cargo_bin("spigot");
+    // The caller: a shell that runs `make run`'s launcher, then goes on.
+    let script = format!(
+        "'{}' tools/run.py --spigot '{}' --moto-port {moto_port} --listen-port {listen} --sink-port {sink}; echo caller-alive > after.txt",
+        py.to_string_lossy(),
+        spigot_bin.display()
+    );
+    let mut caller = Command::new("bash")
+        .current_dir(&dir)
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_serving(format!("127.0.0.1:{listen}").parse().unwrap());
+    // Ctrl-C to spigot dev (the launcher's process became it).
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", caller.id())).unwrap();
+    let dev: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &dev.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = caller.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("after.txt"))
+            .unwrap()
+            .trim(),
+        "caller-alive"
+    );
+    // moto kept running with the stack in it; a second launch reuses it.
+    let stack: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap())
+            .unwrap();
+    let alive = {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", moto_port)).expect("moto outlived spigot dev");
+        s.write_all(b"GET /moto-api/data.json HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    };
+    assert!(alive.ends_with("200"), "moto outlived spigot dev: {alive}");
+    assert!(stack["buffer_url"].as_str().is_some(), "{stack}");
+    let out = run_py(&dir, &["--stop"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("moto (pid"),
+        "{out:?}"
+    );
 }

@@ -59,6 +59,8 @@ pub struct DevArgs {
 }
 
 pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
+    // The ports first: a second `spigot dev` fails here, before it provisions or writes anything.
+    let listener = server::bind(args.listen).await?;
     let endpoint = place
         .endpoint
         .clone()
@@ -76,11 +78,11 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         TEST_SECRET.to_string()
     });
     let secrets = Secrets::parse(&secret).map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut stack = stack::provision_with_retry(&sdk, &endpoint, &args.name).await?;
     let target_url = match &args.target {
         Some(t) => t.clone(),
         None => sink::start(args.sink, secrets).await?,
     };
+    let mut stack = stack::provision_with_retry(&sdk, &endpoint, &args.name).await?;
     stack.target = Some(target_url.clone());
     stack::write(&stack)?;
 
@@ -116,5 +118,5 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     );
     let switch = crate::switch::stage_switch(&sdk, &stack);
     let stage = switch.stage().clone();
-    server::serve(args.listen, receiver, switch, stage).await
+    server::serve(listener, receiver, switch, stage).await
 }

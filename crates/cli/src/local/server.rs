@@ -23,18 +23,24 @@ struct App {
     stage: StageRef,
 }
 
-/// Serves the receiver at `listen` until Ctrl-C.
+/// Takes the port first, before anything is provisioned or written.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        CliError::Usage(format!(
+            "port {} is taken ({e}); is another spigot dev running? choose another with --listen (make run ARGS=\"--listen 127.0.0.1:{}\")",
+            listen.port(),
+            listen.port().wrapping_add(10)
+        ))
+    })
+}
+
+/// Serves the receiver on `listener` until Ctrl-C.
 pub async fn serve(
-    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
     receiver: AwsReceiver,
     switch: StageSwitch,
     stage: StageRef,
 ) -> Result<(), CliError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("cannot listen on {listen}; is another spigot dev running? pass --listen")
-        })?;
     let router = axum::Router::new()
         .route("/webhook", axum::routing::post(webhook))
         .route(

@@ -21,11 +21,31 @@ pub async fn provision_with_retry(
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
+        // Something answers that cannot make the stack and is no moto: another
+        // program holds the port; waiting will not help.
+        if let Some(status) = answers_but_not_moto(endpoint).await {
+            return Err(CliError::Usage(format!(
+                "{endpoint} answers ({status}) but is not a moto server: another program holds that port; start moto on another one (make run MOTO_PORT=5055) or pass --endpoint"
+            )));
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(CliError::Failed(anyhow::anyhow!(
         last.expect("tried at least once")
     )))
+}
+
+/// The HTTP status of an endpoint that answers but has no moto API; `None` when it is moto or does not answer.
+async fn answers_but_not_moto(endpoint: &str) -> Option<u16> {
+    let client = spigot_aws::tls::http_client()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .ok()?;
+    let url = format!("{}/moto-api/data.json", endpoint.trim_end_matches('/'));
+    let resp = client.get(&url).send().await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    (status != 200 || !body.contains("sqs")).then_some(status)
 }
 
 /// Writes `.spigot/dev.json`, read by `--local`.

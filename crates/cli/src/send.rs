@@ -18,17 +18,18 @@ pub struct SignArgs {
 
 #[derive(clap::Args)]
 pub struct SendArgs {
-    /// The payload file (sent byte for byte).
+    /// A GitHub payload (sent byte for byte, signed), or an API Gateway event
+    /// from events/ (its body and headers sent as they are: a bad signature stays bad).
     file: PathBuf,
     /// Where to POST it.
     #[arg(long, default_value = "http://127.0.0.1:3000/webhook")]
     url: String,
-    /// The webhook secret.
+    /// The webhook secret (for a payload).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-    secret: String,
-    /// X-GitHub-Event.
-    #[arg(long, default_value = "push")]
-    event: String,
+    secret: Option<String>,
+    /// X-GitHub-Event [default: read from the payload: push, ping or pull_request].
+    #[arg(long)]
+    event: Option<String>,
     /// X-GitHub-Delivery [default: a new random id].
     #[arg(long)]
     delivery: Option<String>,
@@ -68,8 +69,77 @@ pub fn new_delivery_id() -> String {
     )
 }
 
+/// The event a GitHub payload is, when its shape says so unambiguously.
+fn infer_event(payload: &serde_json::Value) -> Option<&'static str> {
+    let has = |k: &str| payload.get(k).is_some();
+    if has("zen") && has("hook_id") {
+        Some("ping")
+    } else if has("ref") && has("before") && has("after") && has("commits") {
+        Some("push")
+    } else if has("pull_request") && has("number") && has("action") {
+        Some("pull_request")
+    } else {
+        None
+    }
+}
+
+/// An API Gateway proxy event file: its headers and (decoded) body.
+fn as_api_event(
+    value: &serde_json::Value,
+) -> Option<Result<(Vec<(String, String)>, Vec<u8>), String>> {
+    if value.get("requestContext").is_none() || value.get("headers").is_none() {
+        return None;
+    }
+    let headers: Vec<(String, String)> = value["headers"]
+        .as_object()?
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    // Decoded as the receiver decodes it.
+    let body = spigot_core::webhook::decode_body(
+        value["body"].as_str(),
+        value["isBase64Encoded"].as_bool().unwrap_or(false),
+    )
+    .map_err(|e| e.to_string());
+    Some(body.map(|b| (headers, b)))
+}
+
 pub async fn send(args: SendArgs) -> Result<(), CliError> {
     let json = read(&args.file)?;
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&json).ok();
+    if let Some(event) = parsed.as_ref().and_then(as_api_event) {
+        let (headers, body) = event.map_err(|e| {
+            CliError::Usage(format!(
+                "{} is an API Gateway event, but {e}",
+                args.file.display()
+            ))
+        })?;
+        if args.form || args.event.is_some() || args.delivery.is_some() {
+            return Err(CliError::Usage(format!(
+                "{} is an API Gateway event: its headers and body are sent as they are (--event, --delivery and --form are for payloads)",
+                args.file.display()
+            )));
+        }
+        return post(&args.url, headers, body).await;
+    }
+    let event = match (&args.event, &parsed) {
+        (Some(e), _) => e.clone(),
+        (None, Some(p)) => infer_event(p).map(String::from).ok_or_else(|| {
+            CliError::Usage(format!(
+                "cannot tell which event {} is; pass --event (push, pull_request, ...)",
+                args.file.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(CliError::Usage(format!(
+                "{} is not JSON; pass --event to send it anyway",
+                args.file.display()
+            )));
+        }
+    };
+    let secret = args.secret.clone().ok_or_else(|| {
+        CliError::Usage("a payload is signed: pass --secret or set WEBHOOK_SECRET (spigot dev's is spigot-test-secret)".into())
+    })?;
     let (body, content_type) = if args.form {
         let text = String::from_utf8(json)
             .map_err(|_| CliError::Usage("a form payload must be UTF-8 JSON".into()))?;
@@ -81,34 +151,46 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
     } else {
         (json, "application/json")
     };
-    let delivery = args.delivery.unwrap_or_else(new_delivery_id);
+    let delivery = args.delivery.clone().unwrap_or_else(new_delivery_id);
+    let signature = sign_sha256(secret.as_bytes(), &body);
+    let headers = [
+        ("Content-Type", content_type),
+        ("User-Agent", "GitHub-Hookshot/spigot-send"),
+        ("X-GitHub-Event", event.as_str()),
+        ("X-GitHub-Delivery", delivery.as_str()),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    post(&args.url, headers, body).await
+}
+
+/// POSTs and prints the answer: status, delivery id, body.
+async fn post(url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Result<(), CliError> {
     let client = spigot_aws::tls::http_client()
         .build()
         .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot build the HTTP client: {e}")))?;
-    let resp = client
-        .post(&args.url)
-        .header("Content-Type", content_type)
-        .header("User-Agent", "GitHub-Hookshot/spigot-send")
-        .header("X-GitHub-Event", &args.event)
-        .header("X-GitHub-Delivery", &delivery)
-        .header(
-            "X-Hub-Signature-256",
-            sign_sha256(args.secret.as_bytes(), &body),
-        )
-        .body(body)
+    let delivery = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-github-delivery"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let mut request = client.post(url).body(body);
+    for (k, v) in &headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    let resp = request
         .send()
         .await
-        .with_context(|| format!("cannot POST to {}", args.url))?;
+        .with_context(|| format!("cannot POST to {url}"))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     println!("{} {} {}", status.as_u16(), delivery, text.trim());
     if status.is_success() {
         Ok(())
     } else {
-        Err(CliError::Failed(anyhow::anyhow!(
-            "{} answered {status}",
-            args.url
-        )))
+        Err(CliError::Failed(anyhow::anyhow!("{url} answered {status}")))
     }
 }
 

@@ -223,6 +223,53 @@ async fn send_posts_like_github_and_a_wrong_secret_gets_401() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("401"));
 }
 
+/// #20.5: an API Gateway event file goes out as it is (its bad signature stays
+/// bad); a payload's event is read from its shape, or asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_sends_event_files_as_they_are_and_infers_the_event() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let send = |args: &[&str]| {
+        spigot(&dir)
+            .arg("send")
+            .args(args)
+            .args(["--url", &url])
+            .output()
+            .unwrap()
+    };
+    let out = send(&[&format!("{root}/events/push-bad-signature.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).0.starts_with("401"), "{}", text(&out).0);
+    // Positive control: the good sample event is accepted as it is.
+    let out = send(&[&format!("{root}/events/push.json")]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.starts_with("200 9f5c3a10"), "{}", text(&out).0);
+    // A ping payload is sent as a ping.
+    let out = send(&[
+        &format!("{root}/tests/fixtures/ping.json"),
+        "--secret",
+        SECRET,
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("\"pong\""), "{}", text(&out).0);
+    // Something else: the event must be named.
+    std::fs::write(
+        dir.join("issue.json"),
+        br#"{"action":"opened","issue":{"number":1}}"#,
+    )
+    .unwrap();
+    let out = send(&["issue.json", "--secret", SECRET]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("pass --event"), "{}", text(&out).1);
+    assert_eq!(
+        target.accepted().len(),
+        1,
+        "only the good sample reached the target"
+    );
+}
+
 #[test]
 fn sign_reproduces_githubs_published_vector() {
     let dir = workdir();

@@ -83,10 +83,11 @@ fn infer_event(payload: &serde_json::Value) -> Option<&'static str> {
     }
 }
 
+/// A request to send: headers and body.
+type Request = (Vec<(String, String)>, Vec<u8>);
+
 /// An API Gateway proxy event file: its headers and (decoded) body.
-fn as_api_event(
-    value: &serde_json::Value,
-) -> Option<Result<(Vec<(String, String)>, Vec<u8>), String>> {
+fn as_api_event(value: &serde_json::Value) -> Option<Result<Request, String>> {
     if value.get("requestContext").is_none() || value.get("headers").is_none() {
         return None;
     }

@@ -107,6 +107,13 @@ async fn list(place: &Where, json: bool) -> Result<(), CliError> {
             Err(e) => println!("{:<28} {e}  {}", "(invalid)", f.key),
         }
     }
+    if !json {
+        println!(
+            "{} filter{}",
+            all.len(),
+            if all.len() == 1 { "" } else { "s" }
+        );
+    }
     Ok(())
 }
 
@@ -206,7 +213,17 @@ async fn test(
             push.paths.len()
         );
     }
-    for d in set.evaluate(&push) {
+    let decisions = set.evaluate(&push);
+    let for_this_branch = decisions.iter().filter(|d| {
+        !matches!(
+            d.why,
+            spigot_core::filter::Why::OtherRepository | spigot_core::filter::Why::OtherBranch
+        )
+    });
+    if for_this_branch.count() == 0 && !json {
+        println!("no filter for {}@{branch}", push.repository);
+    }
+    for d in decisions {
         let f = &set.filters[d.filter].spec;
         if json {
             println!(

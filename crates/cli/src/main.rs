@@ -31,8 +31,8 @@ pub enum CliError {
     about = "Operate Spigot, the webhook gateway: toggle the spigot, watch the buffer, replay hooks, run it all locally."
 )]
 struct Cli {
-    /// Debug logs.
-    #[arg(short, long, global = true)]
+    /// Spigot's debug logs.
+    #[arg(short, long, global = true, help_heading = "Where (any command)")]
     verbose: bool,
     #[command(flatten)]
     place: resources::Where,

@@ -17,22 +17,32 @@ pub const DEV_FILE: &str = ".spigot/dev.json";
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Where {
     /// Use the local stack of `spigot dev` (.spigot/dev.json).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Where (any command)")]
     pub local: bool,
     /// CloudFormation stack whose outputs name the resources [default: stack_name in samconfig.toml, else spigot].
-    #[arg(long, global = true, env = "SPIGOT_STACK")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Where (any command)",
+        env = "SPIGOT_STACK"
+    )]
     pub stack: Option<String>,
     /// One flag per resource of the table (`--buffer-url`, `--api-id`, ...).
     #[command(flatten)]
     pub named: Named,
     /// AWS endpoint override (a moto server, say).
-    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Where (any command)",
+        env = "AWS_ENDPOINT_URL"
+    )]
     pub endpoint: Option<String>,
     /// AWS region.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Where (any command)")]
     pub region: Option<String>,
     /// AWS profile.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Where (any command)")]
     pub profile: Option<String>,
 }
 
@@ -63,6 +73,7 @@ impl clap::Args for Named {
             cmd.arg(
                 clap::Arg::new(row.flag)
                     .long(row.flag)
+                    .help_heading("Where (any command)")
                     .env(row.cli_env)
                     .global(true)
                     .value_name("VALUE")
@@ -96,6 +107,7 @@ impl Where {
         let mut r = if self.local {
             let stack = read_dev_file(Path::new(DEV_FILE))?;
             let endpoint = self.endpoint.clone().unwrap_or(stack.endpoint.clone());
+            check_local_endpoint(&endpoint)?;
             Resolved {
                 sdk: spigot_aws::sdk_config_with(Some(&endpoint), region, profile).await,
                 resources: stack.resources.clone(),
@@ -172,6 +184,29 @@ impl Resolved {
     /// The resource, when known.
     pub fn get(&self, resource: Resource) -> Option<&str> {
         self.resources.get(resource)
+    }
+}
+
+/// A local stack's moto must answer; when it does not, say what to start.
+fn check_local_endpoint(endpoint: &str) -> Result<(), CliError> {
+    let hostport = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .trim_end_matches('/');
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                .is_ok()
+        });
+    if reachable {
+        Ok(())
+    } else {
+        Err(CliError::Failed(anyhow::anyhow!(
+            "the local stack's moto at {endpoint} does not answer: is `make run` running? (`make run` keeps it up; `make stop` ends it)"
+        )))
     }
 }
 

@@ -2304,3 +2304,140 @@ fn ctrl_c_stops_spigot_dev_only_and_moto_keeps_the_stack() {
         "{out:?}"
     );
 }
+
+/// #20.3 and #20.7: an idle `spigot dev` prints nothing; a wrong path is a 404 that says where hooks go.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_dev_is_quiet_and_wrong_paths_are_404() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let port = free_port();
+    let log = dir.join("dev.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = spigot(&dir)
+        .args([
+            "dev",
+            "--endpoint",
+            moto(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--target",
+            &target.url,
+            "--name",
+            &unique("idle"),
+            "--secret",
+            SECRET,
+        ])
+        .args(["--drain-interval", "1"])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let _dev = Dev(child);
+    wait_serving(format!("127.0.0.1:{port}").parse().unwrap());
+    let started = std::fs::read_to_string(&log).unwrap();
+    assert!(started.contains("spigot dev: POST webhooks"), "{started}");
+    assert!(
+        !started.contains('\u{1b}'),
+        "no colour into a file: {started:?}"
+    );
+    // 15 s idle, 15 drain runs: not a line.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let idle = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(idle, started, "idle output: {}", &idle[started.len()..]);
+    // Positive control: a hook is one readable line.
+    let (status, _) = post(
+        &format!("http://127.0.0.1:{port}/webhook"),
+        "quiet-1",
+        &fixture("push.json"),
+        SECRET,
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = std::fs::read_to_string(&log).unwrap();
+    let new = &after[idle.len()..];
+    assert!(new.contains("quiet-1"), "{new}");
+    assert!(!new.contains("Some("), "no Rust Debug values: {new}");
+    for (method, path) in [("GET", "/nope"), ("GET", "/webhook"), ("POST", "/hooks")] {
+        let resp = reqwest::Client::new()
+            .request(
+                method.parse().unwrap(),
+                format!("http://127.0.0.1:{port}{path}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{method} {path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("POST GitHub webhooks to /webhook")
+        );
+    }
+}
+
+/// #20.6 and #20.7: the README's pipeline step, and counts people can read.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_say_when_none_apply_and_count_themselves() {
+    let dir = workdir();
+    let (_sdk, _stack) = local_stack(&dir, None).await;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let run = |args: &[&str]| spigot(&dir).args(args).arg("--local").output().unwrap();
+    let out = run(&["filters", "list"]);
+    assert!(
+        text(&out).0.trim_end().ends_with("0 filters"),
+        "{}",
+        text(&out).0
+    );
+    let mono = format!("{root}/examples/push-mono.json");
+    let out = run(&["filters", "test", "--event", &mono]);
+    assert!(
+        text(&out).0.contains("no filter for octo-org/mono@main"),
+        "{}",
+        text(&out).0
+    );
+    let out = run(&[
+        "filters",
+        "put",
+        &format!("{root}/examples/filters/billing.json"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = run(&["filters", "list"]);
+    assert!(
+        text(&out).0.trim_end().ends_with("1 filter"),
+        "{}",
+        text(&out).0
+    );
+    let out = run(&["filters", "test", "--event", &mono]);
+    let stdout = text(&out).0;
+    assert!(
+        stdout.contains("START billing-service") && !stdout.contains("no filter"),
+        "{stdout}"
+    );
+}
+
+/// #20.7: `--local` with the stack's moto down says what to start.
+#[tokio::test(flavor = "multi_thread")]
+async fn local_with_the_stack_down_asks_for_make_run() {
+    let dir = workdir();
+    let (_sdk, mut stack) = local_stack(&dir, None).await;
+    stack.endpoint = format!("http://127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.join(".spigot/dev.json"),
+        serde_json::to_string(&stack).unwrap(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = spigot(&dir).args(["status", "--local"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("is `make run` running?"),
+        "{}",
+        text(&out).1
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}

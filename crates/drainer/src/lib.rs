@@ -54,17 +54,33 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             }
             Ok(state) => self.run(state, deadline).await,
         };
-        tracing::info!(
-            delivered = summary.delivered,
-            retried = summary.retried,
-            dead_lettered = summary.dead_lettered,
-            released = summary.released,
-            held = summary.held,
-            undeleted = summary.undeleted,
-            stop = ?summary.stop,
-            skipped = ?summary.skipped,
-            "drain finished"
-        );
+        // A run that did nothing is not news (every minute in Lambda, every few seconds locally).
+        let idle =
+            summary.delivered + summary.retried + summary.dead_lettered + summary.undeleted == 0;
+        let stop = summary
+            .stop
+            .map(|s| format!("{s:?}").to_lowercase())
+            .unwrap_or_default();
+        let skipped = summary
+            .skipped
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if idle {
+            tracing::debug!(%stop, %skipped, "drain finished: nothing to deliver");
+        } else {
+            tracing::info!(
+                delivered = summary.delivered,
+                retried = summary.retried,
+                dead_lettered = summary.dead_lettered,
+                released = summary.released,
+                held = summary.held,
+                undeleted = summary.undeleted,
+                %stop,
+                %skipped,
+                "drain finished"
+            );
+        }
         let m = Metrics::new("drainer")
             .count("Delivered", summary.delivered)
             .count("Retried", summary.retried)

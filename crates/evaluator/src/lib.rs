@@ -48,6 +48,8 @@ pub struct Stats {
     pub filters_evaluated: u64,
     /// Pipelines started.
     pub started: u64,
+    /// Pipelines a dry run would have started (`spigot dev` without CodePipeline): not counted as started.
+    pub would_start: u64,
     /// Starts refused because the pipeline does not exist (not retried).
     pub not_found: u64,
     /// Invalid filter objects skipped.
@@ -155,6 +157,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
         let m = Metrics::new("evaluator")
             .count("FiltersEvaluated", stats.filters_evaluated)
             .count("PipelinesStarted", stats.started)
+            .count("PipelinesWouldStart", stats.would_start)
             .count("PipelineNotFound", stats.not_found)
             .count("InvalidFilters", stats.invalid_filters)
             .count("TooOld", stats.too_old)
@@ -310,6 +313,10 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
                 continue;
             }
             match self.pipelines.start(&start).await {
+                Ok(_) if self.pipelines.dry_run() => {
+                    stats.would_start += 1;
+                    tracing::info!(delivery = %hook.delivery, %pipeline, why = %decision.why, "would start (dry run)");
+                }
                 Ok(execution) => {
                     self.record_start(pipeline, push).await;
                     stats.started += 1;
@@ -385,8 +392,8 @@ mod tests {
     use super::*;
     use spigot_core::ports::memory::{MemoryFilters, MemoryPayloads, MemoryPipelines};
 
-    #[tokio::test]
-    async fn the_sample_sqs_event_starts_a_matching_pipeline() {
+    /// The sample SQS event against a filter it matches; the stats and the starts asked for.
+    async fn sample(dry_run: bool) -> (Stats, Vec<Start>) {
         let event: SqsEvent = serde_json::from_str(
             &std::fs::read_to_string(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -406,7 +413,10 @@ mod tests {
             .unwrap();
         let ev = Evaluator::new(
             filters,
-            MemoryPipelines::default(),
+            MemoryPipelines {
+                dry_run,
+                ..Default::default()
+            },
             None::<MemoryPayloads>,
             Duration::from_secs(60),
         );
@@ -417,8 +427,14 @@ mod tests {
         ));
         let (resp, stats) = ev.handle(event).await;
         assert!(resp.batch_item_failures.is_empty());
-        assert_eq!(stats.started, 1);
-        let started = ev.pipelines.started.lock().unwrap();
+        let started = ev.pipelines.started.lock().unwrap().clone();
+        (stats, started)
+    }
+
+    #[tokio::test]
+    async fn the_sample_sqs_event_starts_a_matching_pipeline() {
+        let (stats, started) = sample(false).await;
+        assert_eq!((stats.started, stats.would_start), (1, 0));
         assert_eq!(started[0].pipeline, "hello");
         assert!(
             started[0]
@@ -427,5 +443,13 @@ mod tests {
             "{}",
             started[0].reason
         );
+    }
+
+    /// #20.6: a dry run (`spigot dev` without CodePipeline) is not a start.
+    #[tokio::test]
+    async fn a_dry_run_is_counted_as_would_start_not_started() {
+        let (stats, started) = sample(true).await;
+        assert_eq!((stats.started, stats.would_start), (0, 1));
+        assert_eq!(started.len(), 1, "the dry-run port was asked");
     }
 }

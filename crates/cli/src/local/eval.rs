@@ -29,6 +29,10 @@ impl Pipelines for DevPipelines {
             DevPipelines::Real(p) => p.start(start).await,
         }
     }
+
+    fn dry_run(&self) -> bool {
+        matches!(self, DevPipelines::Print)
+    }
 }
 
 /// Evaluates the local stack's pushes in the background.

@@ -42,11 +42,13 @@ pub async fn serve(
     stage: StageRef,
 ) -> Result<(), CliError> {
     let router = axum::Router::new()
-        .route("/webhook", axum::routing::post(webhook))
+        .route("/webhook", axum::routing::post(webhook).fallback(not_found))
         .route(
             "/",
             axum::routing::get(|| async { "spigot dev: POST GitHub webhooks to /webhook\n" }),
         )
+        // A wrong path or method is a 404 that says where hooks go, not an empty 405.
+        .fallback(not_found)
         .with_state(Arc::new(App {
             receiver,
             switch,
@@ -96,6 +98,19 @@ async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body
         status,
         [("content-type", "application/json")],
         answer.body.to_string(),
+    )
+        .into_response()
+}
+
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [("content-type", "application/json")],
+        serde_json::json!({
+            "status": "rejected",
+            "error": format!("nothing at {method} {}: POST GitHub webhooks to /webhook", uri.path())
+        })
+        .to_string(),
     )
         .into_response()
 }

@@ -156,6 +156,8 @@ pub struct MemoryPipelines {
     pub started: Mutex<Vec<Start>>,
     /// Answers to give, in order; when empty, success.
     pub script: Mutex<VecDeque<Result<String, StartError>>>,
+    /// Starts are dry runs.
+    pub dry_run: bool,
 }
 
 impl Pipelines for MemoryPipelines {
@@ -166,6 +168,10 @@ impl Pipelines for MemoryPipelines {
             .unwrap()
             .pop_front()
             .unwrap_or(Ok("execution-1".into()))
+    }
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
     }
 }
 

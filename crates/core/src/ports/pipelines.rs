@@ -41,4 +41,9 @@ impl StartError {
 pub trait Pipelines: Send + Sync {
     /// Starts an execution; returns its id.
     fn start(&self, start: &Start) -> impl Future<Output = Result<String, StartError>> + Send;
+
+    /// True when starts only say what they would start (`spigot dev` without CodePipeline).
+    fn dry_run(&self) -> bool {
+        false
+    }
 }

@@ -8,7 +8,7 @@ export SPIGOT_PYTHON := $(PY)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run stop test lint venv build deploy bench bench-baseline bench-coldstart clean audit
+.PHONY: run stop install test lint venv build deploy bench bench-baseline bench-coldstart clean audit
 DENY := $(abspath .tools)/bin/cargo-deny
 
 $(VENV)/.installed: requirements-dev.txt
@@ -31,6 +31,10 @@ $(DENY):
 run: venv
 	cargo build -p spigot-cli
 	$(PY) tools/run.py --moto-port $(MOTO_PORT) --python $(PY) -- $(ARGS)
+
+## install: the `spigot` CLI on your PATH (cargo install).
+install:
+	cargo install --locked --path crates/cli
 
 ## stop: end the moto server `make run` started (the local buffer, filters and state go with it).
 stop:

@@ -2441,3 +2441,103 @@ async fn local_with_the_stack_down_asks_for_make_run() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// The console blocks of the README's "Try it locally" section: (command, expected lines) pairs, then the dev window's lines.
+fn readme_transcript() -> (Vec<(String, Vec<String>)>, Vec<String>) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section =
+        &readme[readme.find("## Try it locally").unwrap()..readme.find("## Deploy").unwrap()];
+    let blocks: Vec<&str> = section
+        .split("```console\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect();
+    assert_eq!(blocks.len(), 2, "a transcript and the dev window's lines");
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    for line in blocks[0].lines() {
+        match line.strip_prefix("$ spigot ") {
+            Some(cmd) => steps.push((cmd.to_string(), Vec::new())),
+            None => steps.last_mut().unwrap().1.push(line.to_string()),
+        }
+    }
+    (steps, blocks[1].lines().map(String::from).collect())
+}
+
+/// `…` in an expected line stands for anything.
+fn matches(expected: &str, got: &str) -> bool {
+    let parts: Vec<&str> = expected.split('…').collect();
+    let mut rest = got;
+    for (i, part) in parts.iter().enumerate() {
+        match rest.find(part) {
+            Some(at) if i > 0 || at == 0 => rest = &rest[at + part.len()..],
+            _ => return false,
+        }
+    }
+    parts.len() > 1 || rest.is_empty()
+}
+
+/// #20: the README's "Try it locally" section is what a run prints.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_transcript_is_what_a_run_prints() {
+    let (steps, window) = readme_transcript();
+    assert!(steps.len() >= 8, "{steps:?}");
+    let dir = workdir();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for d in ["tests", "examples"] {
+        std::os::unix::fs::symlink(format!("{root}/{d}"), dir.join(d)).unwrap();
+    }
+    let (listen, sink) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.join("dev.log")).unwrap();
+    let child = spigot(&dir)
+        .args(["dev", "--endpoint", moto(), "--name", &unique("readme")])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--sink",
+            &format!("127.0.0.1:{sink}"),
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _dev = Dev(child);
+    wait_serving(format!("127.0.0.1:{listen}").parse().unwrap());
+    let ports = |s: &str| {
+        s.replace("127.0.0.1:3000", &format!("127.0.0.1:{listen}"))
+            .replace("127.0.0.1:3001", &format!("127.0.0.1:{sink}"))
+    };
+    for (cmd, expected) in &steps {
+        let mut args: Vec<String> = cmd.split_whitespace().map(String::from).collect();
+        if args[0] == "send" {
+            args.extend(["--url".into(), format!("http://127.0.0.1:{listen}/webhook")]);
+        }
+        let out = spigot(&dir).args(&args).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "spigot {cmd}: {stderr}");
+        let got: Vec<&str> = stdout.lines().collect();
+        assert_eq!(got.len(), expected.len(), "spigot {cmd}:\n{stdout}");
+        for (e, g) in expected.iter().zip(&got) {
+            assert!(
+                matches(&ports(e), g),
+                "spigot {cmd}:\n  README: {e}\n  run:    {g}"
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(dir.join("dev.log")).unwrap();
+        let missing: Vec<&String> = window
+            .iter()
+            .filter(|w| !log.lines().any(|l| matches(&format!("…{w}"), l)))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dev window lacks {missing:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

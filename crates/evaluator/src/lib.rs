@@ -315,7 +315,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
             match self.pipelines.start(&start).await {
                 Ok(_) if self.pipelines.dry_run() => {
                     stats.would_start += 1;
-                    tracing::info!(delivery = %hook.delivery, %pipeline, why = %decision.why, "would start (dry run)");
+                    tracing::debug!(delivery = %hook.delivery, %pipeline, why = %decision.why, "would start (dry run)");
                 }
                 Ok(execution) => {
                     self.record_start(pipeline, push).await;

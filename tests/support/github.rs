@@ -210,3 +210,18 @@ async fn installation_token(
         serde_json::json!({"token": format!("ghs_installation_{id}"), "expires_at": "2099-01-01T00:00:00Z"}),
     )
 }
+
+/// A fresh RSA-2048 key (PKCS#1 PEM) for a GitHub App, made by openssl.
+pub fn app_key_pem() -> String {
+    let dir = std::env::temp_dir().join(crate::moto::unique("app-key"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .status()
+        .expect("openssl makes the test key");
+    assert!(ok.success());
+    std::fs::read_to_string(&key).unwrap()
+}

@@ -1,21 +1,27 @@
 //! A fake Lambda Runtime API on loopback: hands a function's bootstrap the
-//! queued events one by one (`/next`, with the request-id and deadline
-//! headers), records the responses and errors, and holds `/next` open once
-//! the queue is empty.
+//! queued events one by one (`/next`, with the request-id, deadline, ARN and
+//! trace headers), records when each was served and answered, the responses
+//! and the errors, and holds `/next` open once the queue is empty. Used by the
+//! log tests and the cold-start harness.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use tokio::sync::Notify;
 
 #[derive(Default)]
 struct Shared {
     events: Mutex<VecDeque<String>>,
-    responses: Mutex<Vec<(String, String)>>,
+    first_next: Mutex<Option<Instant>>,
+    served: Mutex<Vec<Instant>>,
+    answered: Mutex<Vec<(Instant, String)>>,
     errors: Mutex<Vec<String>>,
+    done: Notify,
 }
 
 /// The fake Runtime API.
@@ -48,18 +54,35 @@ impl FakeRuntime {
                 "/2018-06-01/runtime/invocation/{id}/error",
                 axum::routing::post(error),
             )
-            .route(
-                "/2018-06-01/runtime/init/error",
-                axum::routing::post(init_error),
-            )
+            .route("/2018-06-01/runtime/init/error", axum::routing::post(error))
             .with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.ok() });
         Self { address, shared }
     }
 
-    /// (request id, body) of each response so far.
-    pub fn responses(&self) -> Vec<(String, String)> {
-        self.shared.responses.lock().unwrap().clone()
+    /// Waits until every event was handed out and `/next` asked again, or an error was reported.
+    pub async fn done(&self) {
+        self.shared.done.notified().await
+    }
+
+    /// When the function first asked for an event (its init ended).
+    pub fn first_next(&self) -> Option<Instant> {
+        *self.shared.first_next.lock().unwrap()
+    }
+
+    /// When each event was handed out.
+    pub fn served(&self) -> Vec<Instant> {
+        self.shared.served.lock().unwrap().clone()
+    }
+
+    /// When each response came, with its body.
+    pub fn answered(&self) -> Vec<(Instant, String)> {
+        self.shared.answered.lock().unwrap().clone()
+    }
+
+    /// The response bodies so far.
+    pub fn responses(&self) -> Vec<String> {
+        self.answered().into_iter().map(|(_, b)| b).collect()
     }
 
     /// Errors the function reported.
@@ -88,18 +111,32 @@ impl FakeRuntime {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    shared
+        .first_next
+        .lock()
+        .unwrap()
+        .get_or_insert(Instant::now());
     let event = shared.events.lock().unwrap().pop_front();
     let Some(event) = event else {
-        // Nothing more: hold the function here until the test ends it.
+        shared.done.notify_one();
+        // Out of events: hold the function here until the caller ends it.
         std::future::pending::<()>().await;
         unreachable!()
     };
-    let id = format!("req-{}", crate::moto::unique(""));
+    let n = {
+        let mut served = shared.served.lock().unwrap();
+        served.push(Instant::now());
+        served.len()
+    };
+    let deadline = spigot_aws::now_ms() + 30_000;
     let mut headers = HeaderMap::new();
-    headers.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
+    headers.insert(
+        "lambda-runtime-aws-request-id",
+        format!("req-{n}").parse().unwrap(),
+    );
     headers.insert(
         "lambda-runtime-deadline-ms",
-        "99999999999999".parse().unwrap(),
+        deadline.to_string().parse().unwrap(),
     );
     headers.insert(
         "lambda-runtime-invoked-function-arn",
@@ -107,17 +144,20 @@ async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             .parse()
             .unwrap(),
     );
+    headers.insert(
+        "lambda-runtime-trace-id",
+        "Root=1-5759e988-bd862e3fe1be46a994272793".parse().unwrap(),
+    );
     headers.insert("content-type", "application/json".parse().unwrap());
     (headers, event)
 }
 
-async fn response(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> &'static str {
-    let body = String::from_utf8_lossy(&body).into_owned();
-    shared.responses.lock().unwrap().push((id, body));
+async fn response(State(shared): State<Arc<Shared>>, body: Bytes) -> &'static str {
+    shared
+        .answered
+        .lock()
+        .unwrap()
+        .push((Instant::now(), String::from_utf8_lossy(&body).into_owned()));
     "{}"
 }
 
@@ -127,9 +167,6 @@ async fn error(State(shared): State<Arc<Shared>>, body: Bytes) -> &'static str {
         .lock()
         .unwrap()
         .push(String::from_utf8_lossy(&body).into_owned());
+    shared.done.notify_one();
     "{}"
-}
-
-async fn init_error(State(shared): State<Arc<Shared>>, body: Bytes) -> &'static str {
-    error(State(shared), body).await
 }

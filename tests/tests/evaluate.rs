@@ -535,17 +535,7 @@ async fn a_short_retry_after_is_waited_out() {
 /// installation token (once), which then authorises the compare calls.
 #[tokio::test]
 async fn a_github_app_authenticates_with_an_installation_token() {
-    let dir = std::env::temp_dir().join(unique("app-key"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key.pem");
-    let ok = std::process::Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .status()
-        .expect("openssl makes the test key");
-    assert!(ok.success());
-    let pem = std::fs::read_to_string(&key).unwrap();
+    let pem = github::app_key_pem();
     let (sdk, stack, _cp, mut ev) = setup().await;
     mono_filters(&ev).await;
     let gh = FakeGitHub::start(&["services/a/x.rs"], 100).await;

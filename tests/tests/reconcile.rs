@@ -133,17 +133,7 @@ async fn the_build_refuses_without_credentials_or_hooks() {
 /// with an installation token.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_github_app_reads_its_own_hook_with_its_jwt() {
-    let dir = std::env::temp_dir().join(unique("app-key"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key.pem");
-    let ok = std::process::Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .status()
-        .expect("openssl makes the test key");
-    assert!(ok.success());
-    let pem = std::fs::read_to_string(&key).unwrap();
+    let pem = github::app_key_pem();
     let target = FakeTarget::start().await;
     let github = FakeHooks::start(&target.url, SECRET, 100).await;
     let body = push_payload("octo-org/app", "a").into_bytes();

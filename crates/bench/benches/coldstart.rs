@@ -10,20 +10,12 @@
 //!
 //! Needs `cargo build --release` of the five functions and the CLI first (`make bench` does it).
 
-use spigot_core::resources::Resource;
-use std::collections::VecDeque;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::IntoResponse;
 use spigot_core::ports::Switch;
+use spigot_core::resources::Resource;
 use spigot_core::spigot::State as SpigotState;
-use tokio::sync::Notify;
 
 const WARM: usize = 20;
 /// Cold starts of each function (the init figure is their median).
@@ -31,74 +23,6 @@ const RUNS: usize = 7;
 
 /// A function: its name, environment and the event it is invoked with.
 type Function = (&'static str, Vec<(String, String)>, String);
-
-#[derive(Default)]
-struct Api {
-    events: Mutex<VecDeque<String>>,
-    first_next: Mutex<Option<Instant>>,
-    served: Mutex<Vec<Instant>>,
-    answered: Mutex<Vec<(Instant, String)>>,
-    errors: Mutex<Vec<String>>,
-    done: Notify,
-}
-
-async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
-    let now = Instant::now();
-    api.first_next.lock().unwrap().get_or_insert(now);
-    let event = api.events.lock().unwrap().pop_front();
-    let Some(event) = event else {
-        api.done.notify_one();
-        // Out of events: hold the connection; the harness kills the process.
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    let n = {
-        let mut served = api.served.lock().unwrap();
-        served.push(Instant::now());
-        served.len()
-    };
-    let deadline = spigot_aws::now_ms() + 30_000;
-    let mut h = HeaderMap::new();
-    h.insert(
-        "lambda-runtime-aws-request-id",
-        HeaderValue::from_str(&format!("req-{n}")).unwrap(),
-    );
-    h.insert(
-        "lambda-runtime-deadline-ms",
-        HeaderValue::from_str(&deadline.to_string()).unwrap(),
-    );
-    h.insert(
-        "lambda-runtime-invoked-function-arn",
-        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:bench"),
-    );
-    h.insert(
-        "lambda-runtime-trace-id",
-        HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"),
-    );
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    (h, event)
-}
-
-async fn response(
-    State(api): State<Arc<Api>>,
-    Path(_id): Path<String>,
-    body: Bytes,
-) -> &'static str {
-    api.answered
-        .lock()
-        .unwrap()
-        .push((Instant::now(), String::from_utf8_lossy(&body).into_owned()));
-    "{}"
-}
-
-async fn error(State(api): State<Arc<Api>>, body: Bytes) -> &'static str {
-    api.errors
-        .lock()
-        .unwrap()
-        .push(String::from_utf8_lossy(&body).into_owned());
-    api.done.notify_one();
-    "{}"
-}
 
 fn peak_rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -121,86 +45,50 @@ struct Run {
 }
 
 async fn measure(dir: &str, name: &'static str, env: Vec<(String, String)>, event: String) -> Run {
-    let api = Arc::new(Api::default());
-    api.events
-        .lock()
-        .unwrap()
-        .extend(std::iter::repeat_n(event, WARM + 1));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route(
-            "/2018-06-01/runtime/invocation/next",
-            axum::routing::get(next),
-        )
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            axum::routing::post(response),
-        )
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/error",
-            axum::routing::post(error),
-        )
-        .route("/2018-06-01/runtime/init/error", axum::routing::post(error))
-        .with_state(api.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let runtime = spigot_e2e::FakeRuntime::start(vec![event; WARM + 1]).await;
     let bin = format!("{dir}/spigot-{name}");
     let size_mb = std::fs::metadata(&bin)
         .map(|m| m.len() as f64 / 1e6)
         .unwrap_or(0.0);
+    let log = std::env::temp_dir().join(format!("coldstart-{name}.log"));
     let start = Instant::now();
     let mut child = Command::new(&bin)
         .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", format!("spigot-{name}"))
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/23/[$LATEST]bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/spigot/bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(runtime.env(&format!("spigot-{name}")))
         .env("RUST_LOG", "warn")
         .envs(env)
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join(format!("coldstart-{name}.log")))
-                .unwrap(),
-        )
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap_or_else(|e| {
             panic!("cannot run {bin} ({e}); build it with `cargo build --release -p spigot-{name}`")
         });
-    if tokio::time::timeout(Duration::from_secs(60), api.done.notified())
+    if tokio::time::timeout(Duration::from_secs(60), runtime.done())
         .await
         .is_err()
     {
         child.kill().ok();
         panic!(
             "{name}: not every invocation was answered in 60 s (served {}, answered {}, first /next {:?}); see {}",
-            api.served.lock().unwrap().len(),
-            api.answered.lock().unwrap().len(),
-            api.first_next.lock().unwrap().map(|t| t - start),
-            std::env::temp_dir()
-                .join(format!("coldstart-{name}.log"))
-                .display()
+            runtime.served().len(),
+            runtime.answered().len(),
+            runtime.first_next().map(|t| t - start),
+            log.display()
         );
     }
     let rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
     child.kill().ok();
     child.wait().ok();
-    server.abort();
-    let errors = api.errors.lock().unwrap().clone();
+    let errors = runtime.errors();
     assert!(errors.is_empty(), "{name} reported errors: {errors:?}");
-    let served = api.served.lock().unwrap().clone();
-    let answered = api.answered.lock().unwrap().clone();
+    let served = runtime.served();
+    let answered = runtime.answered();
     assert_eq!(
         answered.len(),
         WARM + 1,
         "{name}: every invocation answered"
     );
-    let init = api.first_next.lock().unwrap().expect("init finished") - start;
+    let init = runtime.first_next().expect("init finished") - start;
     let lat: Vec<f64> = served
         .iter()
         .zip(&answered)

@@ -31,40 +31,45 @@ impl Inbound {
     /// The request of an API Gateway REST (payload 1.0) proxy event; a body that
     /// does not decode is an error for a 400.
     pub fn from_rest(req: &ApiGatewayProxyRequest) -> Result<Self, webhook::WebhookError> {
-        Ok(Self {
-            headers: req
-                .headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
-            body: webhook::decode_body(req.body.as_deref(), req.is_base64_encoded)?,
-            stage_variables: req.stage_variables.clone(),
-            stage: match (&req.request_context.apiid, &req.request_context.stage) {
-                (Some(api_id), Some(stage)) => Some(StageRef {
-                    api_id: api_id.clone(),
-                    stage: stage.clone(),
-                    kind: ApiKind::Rest,
-                }),
-                _ => None,
-            },
-        })
+        let context = &req.request_context;
+        Self::from_parts(
+            &req.headers,
+            (req.body.as_deref(), req.is_base64_encoded),
+            &req.stage_variables,
+            (&context.apiid, &context.stage, ApiKind::Rest),
+        )
     }
 
     /// The request of an API Gateway HTTP API (payload 2.0) event.
     pub fn from_http(req: &ApiGatewayV2httpRequest) -> Result<Self, webhook::WebhookError> {
+        let context = &req.request_context;
+        Self::from_parts(
+            &req.headers,
+            (req.body.as_deref(), req.is_base64_encoded),
+            &req.stage_variables,
+            (&context.apiid, &context.stage, ApiKind::Http),
+        )
+    }
+
+    /// What both event shapes carry: headers, the body (base64 or not), stage variables, the stage.
+    fn from_parts(
+        headers: &aws_lambda_events::http::HeaderMap,
+        (body, base64): (Option<&str>, bool),
+        stage_variables: &HashMap<String, String>,
+        (api_id, stage, kind): (&Option<String>, &Option<String>, ApiKind),
+    ) -> Result<Self, webhook::WebhookError> {
         Ok(Self {
-            headers: req
-                .headers
+            headers: headers
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
-            body: webhook::decode_body(req.body.as_deref(), req.is_base64_encoded)?,
-            stage_variables: req.stage_variables.clone(),
-            stage: match (&req.request_context.apiid, &req.request_context.stage) {
+            body: webhook::decode_body(body, base64)?,
+            stage_variables: stage_variables.clone(),
+            stage: match (api_id, stage) {
                 (Some(api_id), Some(stage)) => Some(StageRef {
                     api_id: api_id.clone(),
                     stage: stage.clone(),
-                    kind: ApiKind::Http,
+                    kind,
                 }),
                 _ => None,
             },

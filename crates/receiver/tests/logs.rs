@@ -47,7 +47,7 @@ async fn logs(extra: &[(&str, &str)]) -> String {
     let statuses: Vec<i64> = runtime
         .responses()
         .iter()
-        .map(|(_, b)| {
+        .map(|b| {
             serde_json::from_str::<serde_json::Value>(b).unwrap()["statusCode"]
                 .as_i64()
                 .unwrap()

@@ -2541,3 +2541,27 @@ async fn the_readme_transcript_is_what_a_run_prints() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// #20.3: `-v` shows Spigot's debug lines, not the SDK's internals (RUST_LOG still can).
+#[tokio::test(flavor = "multi_thread")]
+async fn verbose_is_spigots_debug_not_the_sdks() {
+    let dir = workdir();
+    let (_sdk, _stack) = local_stack(&dir, None).await;
+    let out = spigot(&dir)
+        .args(["-v", "status", "--local"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = text(&out).1;
+    assert!(
+        !stderr.contains("aws_smithy") && !stderr.contains("aws_config"),
+        "{stderr}"
+    );
+    // Positive control: asking for everything shows the SDK's lines.
+    let out = spigot(&dir)
+        .args(["status", "--local"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(text(&out).1.contains("aws_smithy"), "{}", text(&out).1);
+}

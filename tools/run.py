@@ -68,6 +68,17 @@ def main():
     a = p.parse_args()
     if a.stop:
         return stop()
+    extra = [x for x in a.args if x != "--"]
+    # `make run ARGS="--listen 127.0.0.1:3010 --sink 127.0.0.1:3011"` moves them.
+    for flag, attr in [("--listen", "listen_port"), ("--sink", "sink_port")]:
+        for i, x in enumerate(extra):
+            value = x.split("=", 1)[1] if x.startswith(flag + "=") else (
+                extra[i + 1] if x == flag and i + 1 < len(extra) else None)
+            if value is not None:
+                try:
+                    setattr(a, attr, int(value.rsplit(":", 1)[1]))
+                except (IndexError, ValueError):
+                    fail(f"{flag} {value}: expected HOST:PORT")
     moto_up = is_moto(a.moto_port)
     if not moto_up and taken(a.moto_port):
         fail(f"port {a.moto_port} is taken by another program (not moto); "
@@ -95,9 +106,11 @@ def main():
     else:
         print(f"make run: reusing moto on 127.0.0.1:{a.moto_port}: the buffer, filters and state are kept",
               file=sys.stderr)
-    args = [a.spigot, "dev", "--endpoint", f"http://127.0.0.1:{a.moto_port}",
-            "--listen", f"127.0.0.1:{a.listen_port}", "--sink", f"127.0.0.1:{a.sink_port}"]
-    extra = [x for x in a.args if x != "--"]
+    args = [a.spigot, "dev", "--endpoint", f"http://127.0.0.1:{a.moto_port}"]
+    if not any(x.startswith("--listen") for x in extra):
+        args += ["--listen", f"127.0.0.1:{a.listen_port}"]
+    if not any(x.startswith("--sink") for x in extra):
+        args += ["--sink", f"127.0.0.1:{a.sink_port}"]
     os.execv(a.spigot, args + extra)
 
 

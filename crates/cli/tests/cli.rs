@@ -2242,6 +2242,19 @@ fn make_run_names_a_taken_port_at_once() {
     );
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(!dir.join(".spigot").exists(), "nothing started or written");
+    // The receiver's port, moved with ARGS as the README says, is checked too.
+    let free = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let out = run_py(&dir, &["--moto-port", &free, "--", "--listen", &listen])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} (the webhook receiver) is taken")),
+        "{stderr}"
+    );
+    assert!(!dir.join(".spigot").exists(), "nothing started or written");
 }
 
 #[test]

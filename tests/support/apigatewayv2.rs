@@ -38,12 +38,10 @@ impl ApiGatewayV2 {
             moto: moto.trim_end_matches('/').to_string(),
             ..Default::default()
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        let url = format!("http://{}", crate::serve(app).await);
         Self { url, shared }
     }
 

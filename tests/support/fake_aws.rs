@@ -48,12 +48,10 @@ impl FakeAws {
     /// Starts an endpoint that answers `{}` to everything until told otherwise.
     pub async fn start() -> Self {
         let shared = Arc::new(Shared::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .fallback(serve)
             .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        let url = format!("http://{}", crate::serve(app).await);
         Self { url, shared }
     }
 

@@ -60,8 +60,6 @@ impl FakeGitHub {
             mode: Mutex::new(CompareMode::Files),
             calls: Mutex::new(Vec::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .route(
                 "/repos/{owner}/{repo}/compare/{basehead}",
@@ -72,7 +70,7 @@ impl FakeGitHub {
                 axum::routing::post(installation_token),
             )
             .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        let url = format!("http://{}", crate::serve(app).await);
         Self { url, shared }
     }
 

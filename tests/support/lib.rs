@@ -25,3 +25,23 @@ pub use runtime::FakeRuntime;
 pub use sqs::{depth, peek_all, set_visibility_timeout, take_all, take_as_sqs_event};
 pub use target::{FakeTarget, Recorded};
 pub use wiring::*;
+
+/// Serves `app` on a free loopback port in the background; its address.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    address
+}
+
+/// A new bucket in the moto server behind `sdk`, named `prefix` and a unique tail.
+pub async fn bucket(sdk: &spigot_aws::aws_config::SdkConfig, prefix: &str) -> String {
+    let name = unique(prefix);
+    spigot_aws::s3_client(sdk)
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap();
+    name
+}

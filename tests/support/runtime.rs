@@ -39,8 +39,6 @@ impl FakeRuntime {
             events: Mutex::new(events.into()),
             ..Default::default()
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
         let app = axum::Router::new()
             .route(
                 "/2018-06-01/runtime/invocation/next",
@@ -56,7 +54,7 @@ impl FakeRuntime {
             )
             .route("/2018-06-01/runtime/init/error", axum::routing::post(error))
             .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        let address = crate::serve(app).await.to_string();
         Self { address, shared }
     }
 

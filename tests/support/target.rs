@@ -59,13 +59,11 @@ impl FakeTarget {
     pub async fn start() -> Self {
         let state = Arc::new(TargetState::default());
         state.status.store(200, Ordering::SeqCst);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .fallback(record)
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        let url = format!("http://{}", crate::serve(app).await);
         Self { url, state }
     }
 

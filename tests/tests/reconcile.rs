@@ -27,13 +27,7 @@ async fn the_scheduled_run_redelivers_keeps_its_state_in_the_bucket_and_emits_me
     let target = FakeTarget::start().await;
     let github = FakeHooks::start(&target.url, SECRET, 100).await;
     let sdk = sdk().await;
-    let bucket = unique("reconciler");
-    spigot_aws::s3_client(&sdk)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
+    let bucket = bucket(&sdk, "reconciler").await;
     let org = "orgs/octo-org/hooks/7/deliveries";
     for (i, status) in [(0, 502), (1, 200), (2, 0)] {
         let body = push_payload("octo-org/svc", &format!("s-{i}")).into_bytes();

@@ -263,6 +263,23 @@ impl GitHubApi {
         }
     }
 
+    /// `method url` of `hook`'s deliveries, authenticated for that hook.
+    async fn hook_call(
+        &self,
+        hook: &HookSource,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<(serde_json::Value, HeaderMap), PortError> {
+        let auth = self.hook_authorization(hook).await?;
+        self.send(
+            self.http()?
+                .request(method, url)
+                .header("Authorization", auth),
+            url,
+        )
+        .await
+    }
+
     /// `base/path-of-hook-deliveries[/rest]`.
     fn hook_url(&self, hook: &HookSource, rest: &str) -> String {
         format!("{}/{}{rest}", self.base, hook.deliveries_path())
@@ -337,10 +354,7 @@ impl GitHub for GitHubApi {
         let mut url = Some(self.hook_url(hook, "?per_page=100"));
         let mut found = Vec::new();
         while let Some(u) = url.take() {
-            let auth = self.hook_authorization(hook).await?;
-            let (body, headers) = self
-                .send(self.http()?.get(&u).header("Authorization", auth), &u)
-                .await?;
+            let (body, headers) = self.hook_call(hook, reqwest::Method::GET, &u).await?;
             let page = body.as_array().ok_or_else(|| {
                 PortError::of(
                     PortErrorKind::Invalid,
@@ -372,10 +386,7 @@ impl GitHub for GitHubApi {
         delivery: u64,
     ) -> Result<Option<String>, PortError> {
         let url = self.hook_url(hook, &format!("/{delivery}"));
-        let auth = self.hook_authorization(hook).await?;
-        let (body, _) = self
-            .send(self.http()?.get(&url).header("Authorization", auth), &url)
-            .await?;
+        let (body, _) = self.hook_call(hook, reqwest::Method::GET, &url).await?;
         Ok(body["request"]["payload"]["repository"]["full_name"]
             .as_str()
             .map(String::from))
@@ -383,8 +394,7 @@ impl GitHub for GitHubApi {
 
     async fn redeliver(&self, hook: &HookSource, delivery: u64) -> Result<(), PortError> {
         let url = self.hook_url(hook, &format!("/{delivery}/attempts"));
-        let auth = self.hook_authorization(hook).await?;
-        self.send(self.http()?.post(&url).header("Authorization", auth), &url)
+        self.hook_call(hook, reqwest::Method::POST, &url)
             .await
             .map(|_| ())
     }

@@ -108,11 +108,7 @@ async fn list(place: &Where, json: bool) -> Result<(), CliError> {
         }
     }
     if !json {
-        println!(
-            "{} filter{}",
-            all.len(),
-            if all.len() == 1 { "" } else { "s" }
-        );
+        println!("{}", crate::switch::count(all.len() as u64, "filter"));
     }
     Ok(())
 }

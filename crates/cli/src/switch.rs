@@ -192,7 +192,12 @@ async fn drain_now(place: &Where, json: Option<serde_json::Value>) -> Result<(),
 
 /// `1 hook`, `2 hooks`.
 pub fn hooks(n: u64) -> String {
-    format!("{n} hook{}", if n == 1 { "" } else { "s" })
+    count(n, "hook")
+}
+
+/// `1 filter`, `0 filters`: a count and its noun, as people write it.
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// "drained 12 hooks to http://…; 0 dead-lettered; buffer empty".

@@ -1892,13 +1892,7 @@ async fn reconcile_waits_out_rate_limits_and_a_401_ends_it_with_an_error() {
     // GitHub delivers straight to the target here; the state lives in a moto bucket.
     let github = FakeHooks::start(&target.url, SECRET, 100).await;
     let sdk = sdk().await;
-    let bucket = unique("reconcile");
-    spigot_aws::s3_client(&sdk)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
+    let bucket = bucket(&sdk, "reconcile").await;
     for i in 0..2 {
         let body = push_payload("octo-org/mono", &format!("rl-{i}")).into_bytes();
         github.seed(HOOK, &format!("rl-{i}"), &body, 503, 600 - i * 60, false);

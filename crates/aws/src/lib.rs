@@ -10,6 +10,7 @@ pub mod sqs;
 pub mod stage;
 pub mod target;
 pub mod tls;
+pub mod triggers;
 
 pub use error::AwsError;
 pub use github::{GitHubApi, GitHubAuth};
@@ -18,6 +19,7 @@ pub use s3::S3Payloads;
 pub use sqs::{SqsBuffer, SqsEvalQueue, queue_depth};
 pub use stage::{ApiStages, StageSwitch};
 pub use target::HttpTarget;
+pub use triggers::S3Triggers;
 pub use {
     aws_config, aws_sdk_apigateway, aws_sdk_apigatewayv2, aws_sdk_codepipeline, aws_sdk_s3,
     aws_sdk_sqs,

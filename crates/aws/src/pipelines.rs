@@ -5,7 +5,7 @@ use aws_sdk_codepipeline::types::{SourceRevisionOverride, SourceRevisionType};
 use futures::future::try_join_all;
 use spigot_core::ports::{FilterStore, Pipelines, PortError, Start, StartError, StoredFilter};
 
-use crate::error::{context, port};
+use crate::error::context;
 use crate::s3::Objects;
 
 /// Filter objects in S3.
@@ -33,34 +33,7 @@ impl S3Filters {
 
 impl FilterStore for S3Filters {
     async fn list(&self, prefix: &str) -> Result<Vec<StoredFilter>, PortError> {
-        let mut keys = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .objects
-                .client
-                .list_objects_v2()
-                .bucket(self.bucket())
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| {
-                    port(
-                        &format!("S3 ListObjectsV2 s3://{}/{prefix}", self.bucket()),
-                        e,
-                    )
-                })?;
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            match out.next_continuation_token {
-                Some(t) if out.is_truncated == Some(true) => token = Some(t),
-                _ => break,
-            }
-        }
+        let keys = self.objects.keys(prefix).await?;
         try_join_all(keys.into_iter().map(|key| async move {
             let bytes = self.objects.get(&key).await?.unwrap_or_default();
             Ok(StoredFilter { key, bytes })

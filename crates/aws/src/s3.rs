@@ -55,6 +55,38 @@ impl Objects {
         Ok(())
     }
 
+    /// The keys under `prefix`, every page, in key order.
+    pub(crate) async fn keys(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    port(
+                        &format!("S3 ListObjectsV2 s3://{}/{prefix}", self.bucket),
+                        e,
+                    )
+                })?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token {
+                Some(t) if out.is_truncated == Some(true) => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
+
     /// Deletes `key` (absent is fine).
     pub(crate) async fn delete(&self, key: &str) -> Result<(), PortError> {
         self.client

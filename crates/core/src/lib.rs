@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod resources;
 pub mod signature;
 pub mod spigot;
+pub mod trigger;
 pub mod webhook;
 
 pub use delivery::{Delivery, Failure};

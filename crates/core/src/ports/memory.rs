@@ -308,3 +308,82 @@ impl GitHub for MemoryGitHub {
         Ok(())
     }
 }
+
+/// Trigger objects in memory, with entity tags (a counter) and the conditions honoured atomically.
+#[derive(Debug, Default)]
+pub struct MemoryTriggers {
+    /// key -> (etag, bytes)
+    pub objects: Mutex<BTreeMap<String, (String, Vec<u8>)>>,
+    /// Writes refused because their condition failed.
+    pub refused: std::sync::atomic::AtomicU64,
+    tags: std::sync::atomic::AtomicU64,
+}
+
+impl super::Triggers for MemoryTriggers {
+    async fn read(&self, key: &str, known: Option<&str>) -> Result<super::Read, PortError> {
+        tokio_yield().await;
+        let objects = self.objects.lock().unwrap();
+        Ok(match objects.get(key) {
+            None => super::Read::Missing,
+            Some((etag, _)) if Some(etag.as_str()) == known => super::Read::Unchanged,
+            Some((etag, bytes)) => super::Read::Found {
+                bytes: bytes.clone(),
+                etag: etag.clone(),
+            },
+        })
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        when: super::Write<'_>,
+    ) -> Result<bool, PortError> {
+        tokio_yield().await;
+        let mut objects = self.objects.lock().unwrap();
+        let allowed = match (when, objects.get(key)) {
+            (super::Write::Always, _) => true,
+            (super::Write::IfAbsent, existing) => existing.is_none(),
+            (super::Write::IfMatches(tag), Some((etag, _))) => etag == tag,
+            (super::Write::IfMatches(_), None) => false,
+        };
+        if !allowed {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Ok(false);
+        }
+        let n = self.tags.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        objects.insert(key.to_string(), (format!("\"{n}\""), bytes));
+        Ok(true)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        tokio_yield().await;
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
+/// Lets other tasks run between the calls of concurrent callers (as a network would).
+async fn tokio_yield() {
+    struct YieldOnce(bool);
+    impl std::future::Future for YieldOnce {
+        type Output = ();
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            if self.0 {
+                return std::task::Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+    YieldOnce(false).await
+}

@@ -12,6 +12,7 @@ mod payloads;
 mod pipelines;
 mod switch;
 mod target;
+mod triggers;
 
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
@@ -27,3 +28,4 @@ pub use payloads::PayloadStore;
 pub use pipelines::{Pipelines, Start, StartError};
 pub use switch::{ApiKind, StageRef, Stages, Switch, SwitchError};
 pub use target::Target;
+pub use triggers::{Read, Triggers, Write};

@@ -1,0 +1,626 @@
+//! Pull deployments: named triggers in the config bucket, raised by CI and
+//! followed by agents, with one receipt per agent and request.
+//!
+//! Layout under `triggers/{name}/`:
+//! * `requests/{sequence}.json` — one [`Request`] per raise, created with
+//!   `If-None-Match: *`: a sequence number is taken once, whoever races for it.
+//! * `head.json` — the newest sequence ([`Head`]), moved forward with
+//!   `If-Match`; agents poll it with a conditional GET. It is a hint: the
+//!   requests are the truth, and a reader walks forward from what it knows
+//!   until a request is missing.
+//! * `receipts/{sequence}/{agent}.json` — each agent's [`Receipt`].
+//! * `agents/{agent}.json` — when each agent last reported ([`AgentSeen`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::{PortError, Read, Triggers, Write};
+
+/// How far back an agent counts as following a trigger (`spigot trigger --wait`).
+pub const FOLLOWING_MS: u64 = 24 * 3600 * 1000;
+/// Largest request (data and all), bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Sequence numbers a raiser tries past the head before giving up.
+const MAX_RACE: u64 = 10_000;
+/// Attempts to move the head forward under contention.
+const HEAD_ATTEMPTS: usize = 50;
+
+/// Why a trigger operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerError {
+    /// A name, agent id or data key that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// The bucket could not be read or written.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// An object under `triggers/` is not what Spigot writes.
+    #[error("s3 object {key} is unreadable: {error}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        error: String,
+    },
+}
+
+/// A trigger or agent name: 1–64 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
+pub fn check_name(what: &str, name: &str) -> Result<(), TriggerError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(TriggerError::Invalid(format!(
+            "{what} {name:?} is not 1-64 letters, digits, '.', '_' or '-' (not starting with '.')"
+        )))
+    }
+}
+
+/// Parses `KEY=VALUE` items into request data; keys are environment variable names.
+pub fn parse_data<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeMap<String, String>, TriggerError> {
+    let mut data = BTreeMap::new();
+    for item in items {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(TriggerError::Invalid(format!(
+                "--data {item:?} is not KEY=VALUE"
+            )));
+        };
+        check_data_key(key)?;
+        data.insert(key.to_string(), value.to_string());
+    }
+    Ok(data)
+}
+
+/// A data key must be usable as an environment variable name, and not one of Spigot's own.
+pub fn check_data_key(key: &str) -> Result<(), TriggerError> {
+    let mut bytes = key.bytes();
+    let ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(TriggerError::Invalid(format!(
+            "data key {key:?} is not an environment variable name (letters, digits, '_', not starting with a digit)"
+        )));
+    }
+    if key.starts_with("SPIGOT_") {
+        return Err(TriggerError::Invalid(format!(
+            "data key {key:?} is reserved (SPIGOT_* variables are set by the agent)"
+        )));
+    }
+    Ok(())
+}
+
+/// Where the objects of trigger `name` live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys<'a>(pub &'a str);
+
+impl Keys<'_> {
+    /// The head pointer.
+    pub fn head(&self) -> String {
+        format!("triggers/{}/head.json", self.0)
+    }
+    /// Request `sequence`.
+    pub fn request(&self, sequence: u64) -> String {
+        format!("triggers/{}/requests/{sequence:012}.json", self.0)
+    }
+    /// The receipts of request `sequence`.
+    pub fn receipts(&self, sequence: u64) -> String {
+        format!("triggers/{}/receipts/{sequence:012}/", self.0)
+    }
+    /// The receipt of `agent` for request `sequence`.
+    pub fn receipt(&self, sequence: u64, agent: &str) -> String {
+        format!("{}{agent}.json", self.receipts(sequence))
+    }
+    /// The agents' last reports.
+    pub fn agents(&self) -> String {
+        format!("triggers/{}/agents/", self.0)
+    }
+    /// The last report of `agent`.
+    pub fn agent(&self, agent: &str) -> String {
+        format!("{}{agent}.json", self.agents())
+    }
+}
+
+/// One raise of a trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The trigger.
+    pub trigger: String,
+    /// Its place in the trigger's sequence, from 1.
+    pub sequence: u64,
+    /// Who asked.
+    pub by: String,
+    /// Free-form data, given to the steps as environment variables.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// When, RFC 3339.
+    pub raised_at: String,
+    /// When, milliseconds since the epoch.
+    pub raised_at_ms: u64,
+}
+
+/// The newest sequence of a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// The newest request's sequence.
+    pub sequence: u64,
+}
+
+/// Where an agent is with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// No receipt yet.
+    Pending,
+    /// The script is running.
+    InProgress,
+    /// Every step succeeded (or failed with `continue_on_error`).
+    Done,
+    /// A step failed, or the run was interrupted.
+    Failed,
+}
+
+impl Status {
+    /// `done` or `failed`.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Done | Status::Failed)
+    }
+    /// As written in receipts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::Done => "done",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// The script an agent ran: its path and the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptRef {
+    /// As given to the agent.
+    pub path: String,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// 1-based.
+    pub index: usize,
+    /// `shell`, `download` or `download_s3`.
+    pub kind: String,
+    /// Its name, when the script gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Done or failed.
+    pub status: Status,
+    /// The exit code of a shell step (none when it was killed or is not a shell step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An agent's account of one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The trigger.
+    pub trigger: String,
+    /// The request.
+    pub sequence: u64,
+    /// The agent that wrote it.
+    pub agent: String,
+    /// `in_progress`, `done` or `failed`.
+    pub status: Status,
+    /// 1 for the first run; more when the agent re-ran the request after being stopped mid-script.
+    pub attempt: u32,
+    /// When the run started, RFC 3339.
+    pub started_at: String,
+    /// When it ended, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Wall time of the whole script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The script run.
+    pub script: ScriptRef,
+    /// The steps run so far.
+    #[serde(default)]
+    pub steps: Vec<StepReport>,
+    /// The step that failed the script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<StepReport>,
+    /// The last lines of output of the last step run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_tail: Vec<String>,
+    /// Anything else the agent wants said (a re-run, an interruption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// When an agent last reported on a trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSeen {
+    /// The agent.
+    pub agent: String,
+    /// Milliseconds since the epoch.
+    pub seen_at_ms: u64,
+    /// RFC 3339.
+    pub seen_at: String,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, TriggerError> {
+    serde_json::from_slice(bytes).map_err(|e| TriggerError::Corrupt {
+        key: key.to_string(),
+        error: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).unwrap_or_default()
+}
+
+fn rfc3339(ms: u64) -> String {
+    crate::push::format_rfc3339(ms / 1000)
+}
+
+/// The head of trigger `name` and its entity tag; `None` before the first raise.
+pub async fn head<T: Triggers>(
+    store: &T,
+    name: &str,
+) -> Result<Option<(Head, String)>, TriggerError> {
+    let key = Keys(name).head();
+    match store.read(&key, None).await? {
+        Read::Found { bytes, etag } => Ok(Some((decode(&key, &bytes)?, etag))),
+        Read::Missing | Read::Unchanged => Ok(None),
+    }
+}
+
+/// Raises trigger `name`: takes the next free sequence number (a conditional
+/// create, so concurrent raisers each get their own), then moves the head.
+pub async fn raise<T: Triggers>(
+    store: &T,
+    name: &str,
+    by: &str,
+    data: BTreeMap<String, String>,
+    now_ms: u64,
+) -> Result<Request, TriggerError> {
+    check_name("trigger", name)?;
+    for key in data.keys() {
+        check_data_key(key)?;
+    }
+    let keys = Keys(name);
+    let start = head(store, name).await?.map_or(0, |(h, _)| h.sequence) + 1;
+    let mut request = Request {
+        trigger: name.to_string(),
+        sequence: start,
+        by: by.to_string(),
+        data,
+        raised_at: rfc3339(now_ms),
+        raised_at_ms: now_ms,
+    };
+    let size = encode(&request).len();
+    if size > MAX_REQUEST_BYTES {
+        return Err(TriggerError::Invalid(format!(
+            "the request is {size} bytes; at most {MAX_REQUEST_BYTES} are kept"
+        )));
+    }
+    loop {
+        let key = keys.request(request.sequence);
+        if store.write(&key, encode(&request), Write::IfAbsent).await? {
+            break;
+        }
+        // Taken by another raiser (or the head lags): the next one.
+        request.sequence += 1;
+        if request.sequence - start > MAX_RACE {
+            return Err(TriggerError::Invalid(format!(
+                "no free sequence number within {MAX_RACE} of the head of trigger {name}"
+            )));
+        }
+    }
+    advance(store, name, request.sequence).await?;
+    Ok(request)
+}
+
+/// Moves the head of `name` to `sequence` unless it is already there or past it.
+async fn advance<T: Triggers>(store: &T, name: &str, sequence: u64) -> Result<(), TriggerError> {
+    let key = Keys(name).head();
+    let bytes = encode(&Head { sequence });
+    for _ in 0..HEAD_ATTEMPTS {
+        let written = match store.read(&key, None).await? {
+            Read::Found { bytes: old, etag } => {
+                let old: Head = decode(&key, &old)?;
+                if old.sequence >= sequence {
+                    return Ok(());
+                }
+                store
+                    .write(&key, bytes.clone(), Write::IfMatches(&etag))
+                    .await?
+            }
+            Read::Missing | Read::Unchanged => {
+                store.write(&key, bytes.clone(), Write::IfAbsent).await?
+            }
+        };
+        if written {
+            return Ok(());
+        }
+    }
+    // The request exists; agents find it by walking forward from what they know.
+    Err(TriggerError::Port(PortError::new(format!(
+        "request {sequence} of trigger {name} is raised, but its head could not be moved ({HEAD_ATTEMPTS} attempts under contention)"
+    ))))
+}
+
+/// Request `sequence` of `name`, if raised.
+pub async fn request<T: Triggers>(
+    store: &T,
+    name: &str,
+    sequence: u64,
+) -> Result<Option<Request>, TriggerError> {
+    let key = Keys(name).request(sequence);
+    match store.read(&key, None).await? {
+        Read::Found { bytes, .. } => Ok(Some(decode(&key, &bytes)?)),
+        Read::Missing | Read::Unchanged => Ok(None),
+    }
+}
+
+/// The requests after `after`, in order: walks forward until one is missing.
+pub async fn requests_after<T: Triggers>(
+    store: &T,
+    name: &str,
+    after: u64,
+    at_most: usize,
+) -> Result<Vec<Request>, TriggerError> {
+    let mut found = Vec::new();
+    let mut next = after + 1;
+    while found.len() < at_most {
+        match request(store, name, next).await? {
+            Some(r) => found.push(r),
+            None => break,
+        }
+        next += 1;
+    }
+    Ok(found)
+}
+
+/// Writes `receipt` and notes that its agent reported at `now_ms`.
+pub async fn put_receipt<T: Triggers>(
+    store: &T,
+    receipt: &Receipt,
+    now_ms: u64,
+) -> Result<(), TriggerError> {
+    let keys = Keys(&receipt.trigger);
+    store
+        .write(
+            &keys.receipt(receipt.sequence, &receipt.agent),
+            encode(receipt),
+            Write::Always,
+        )
+        .await?;
+    seen(store, &receipt.trigger, &receipt.agent, now_ms).await
+}
+
+/// Notes that `agent` follows trigger `name` (at start, with each receipt, and twice a day).
+pub async fn seen<T: Triggers>(
+    store: &T,
+    name: &str,
+    agent: &str,
+    now_ms: u64,
+) -> Result<(), TriggerError> {
+    let record = AgentSeen {
+        agent: agent.to_string(),
+        seen_at_ms: now_ms,
+        seen_at: rfc3339(now_ms),
+    };
+    store
+        .write(&Keys(name).agent(agent), encode(&record), Write::Always)
+        .await?;
+    Ok(())
+}
+
+/// The receipt of `agent` for request `sequence`, if written.
+pub async fn receipt<T: Triggers>(
+    store: &T,
+    name: &str,
+    sequence: u64,
+    agent: &str,
+) -> Result<Option<Receipt>, TriggerError> {
+    let key = Keys(name).receipt(sequence, agent);
+    match store.read(&key, None).await? {
+        Read::Found { bytes, .. } => Ok(Some(decode(&key, &bytes)?)),
+        Read::Missing | Read::Unchanged => Ok(None),
+    }
+}
+
+/// Every receipt of request `sequence`, by agent.
+pub async fn receipts<T: Triggers>(
+    store: &T,
+    name: &str,
+    sequence: u64,
+) -> Result<BTreeMap<String, Receipt>, TriggerError> {
+    let mut out = BTreeMap::new();
+    for key in store.list(&Keys(name).receipts(sequence)).await? {
+        if let Read::Found { bytes, .. } = store.read(&key, None).await? {
+            let r: Receipt = decode(&key, &bytes)?;
+            out.insert(r.agent.clone(), r);
+        }
+    }
+    Ok(out)
+}
+
+/// The agents that reported on `name` since `since_ms`.
+pub async fn agents_since<T: Triggers>(
+    store: &T,
+    name: &str,
+    since_ms: u64,
+) -> Result<Vec<String>, TriggerError> {
+    let mut out = Vec::new();
+    for key in store.list(&Keys(name).agents()).await? {
+        if let Read::Found { bytes, .. } = store.read(&key, None).await? {
+            let seen: AgentSeen = decode(&key, &bytes)?;
+            if seen.seen_at_ms >= since_ms {
+                out.push(seen.agent);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::memory::MemoryTriggers;
+    use std::sync::Arc;
+
+    fn data(items: &[&str]) -> BTreeMap<String, String> {
+        parse_data(items.iter().copied()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn raises_take_consecutive_numbers_and_move_the_head() {
+        let store = MemoryTriggers::default();
+        for n in 1..=3 {
+            let r = raise(&store, "web", "ci", data(&["VERSION=1.2"]), 1_000 * n)
+                .await
+                .unwrap();
+            assert_eq!(r.sequence, n);
+        }
+        assert_eq!(head(&store, "web").await.unwrap().unwrap().0.sequence, 3);
+        let after = requests_after(&store, "web", 1, 10).await.unwrap();
+        assert_eq!(
+            after.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(after[0].data["VERSION"], "1.2");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_raisers_never_share_a_number() {
+        let store = Arc::new(MemoryTriggers::default());
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    raise(&*store, "web", &format!("raiser-{i}"), BTreeMap::new(), 5)
+                        .await
+                        .unwrap()
+                        .sequence
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        got.sort();
+        assert_eq!(got, (1..=20).collect::<Vec<_>>());
+        assert_eq!(head(&*store, "web").await.unwrap().unwrap().0.sequence, 20);
+        // The race was real: some creates found their number taken.
+        assert!(store.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_head_is_walked_past() {
+        let store = MemoryTriggers::default();
+        raise(&store, "web", "ci", BTreeMap::new(), 1)
+            .await
+            .unwrap();
+        // A raiser that created request 2 and died before moving the head.
+        let orphan = Request {
+            trigger: "web".into(),
+            sequence: 2,
+            by: "ci".into(),
+            data: BTreeMap::new(),
+            raised_at: rfc3339(2),
+            raised_at_ms: 2,
+        };
+        store
+            .write(&Keys("web").request(2), encode(&orphan), Write::IfAbsent)
+            .await
+            .unwrap();
+        assert_eq!(head(&store, "web").await.unwrap().unwrap().0.sequence, 1);
+        let next = raise(&store, "web", "ci", BTreeMap::new(), 3)
+            .await
+            .unwrap();
+        assert_eq!(next.sequence, 3);
+        let seqs: Vec<u64> = requests_after(&store, "web", 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn names_and_data_are_checked() {
+        assert!(check_name("trigger", "web-prod.eu_1").is_ok());
+        for bad in ["", ".hidden", "a/b", "sp ace", &"x".repeat(65)] {
+            assert!(check_name("trigger", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(data(&["A=1", "B=x=y"])["B"], "x=y");
+        for bad in ["novalue", "1A=2", "A-B=3", "SPIGOT_SEQUENCE=4", "=5"] {
+            let e = parse_data([bad]).unwrap_err().to_string();
+            assert!(!e.is_empty(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn receipts_and_agents_are_read_back() {
+        let store = MemoryTriggers::default();
+        let r = raise(&store, "web", "ci", BTreeMap::new(), 1)
+            .await
+            .unwrap();
+        let receipt = Receipt {
+            trigger: "web".into(),
+            sequence: r.sequence,
+            agent: "host-a".into(),
+            status: Status::Done,
+            attempt: 1,
+            started_at: rfc3339(2),
+            finished_at: Some(rfc3339(3)),
+            duration_ms: Some(1),
+            script: ScriptRef {
+                path: "deploy.yaml".into(),
+                sha256: "00".into(),
+            },
+            steps: vec![],
+            failed_step: None,
+            output_tail: vec![],
+            note: None,
+        };
+        put_receipt(&store, &receipt, 10_000).await.unwrap();
+        let all = receipts(&store, "web", 1).await.unwrap();
+        assert_eq!(all["host-a"], receipt);
+        assert_eq!(
+            agents_since(&store, "web", 9_000).await.unwrap(),
+            vec!["host-a"]
+        );
+        assert!(
+            agents_since(&store, "web", 11_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let big = BTreeMap::from([("X".to_string(), "y".repeat(MAX_REQUEST_BYTES))]);
+        assert!(matches!(
+            raise(&store, "web", "ci", big, 1).await,
+            Err(TriggerError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,109 @@
+//! The triggers mailbox against a moto S3: conditional reads and writes, and
+//! concurrent raisers each getting their own sequence number.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use spigot_aws::S3Triggers;
+use spigot_core::ports::{Read, Triggers, Write};
+use spigot_core::trigger;
+use spigot_e2e::*;
+
+async fn store_at(endpoint: &str) -> S3Triggers {
+    let sdk = spigot_aws::sdk_config(Some(endpoint)).await;
+    let bucket = bucket(&sdk, "triggers").await;
+    S3Triggers::new(spigot_aws::s3_client(&sdk), bucket)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditional_reads_and_writes_behave_as_s3s() {
+    let store = store_at(moto()).await;
+    assert_eq!(store.read("k", None).await.unwrap(), Read::Missing);
+    assert!(
+        store
+            .write("k", b"1".to_vec(), Write::IfAbsent)
+            .await
+            .unwrap()
+    );
+    // Taken: a second create is refused, the object unchanged.
+    assert!(
+        !store
+            .write("k", b"2".to_vec(), Write::IfAbsent)
+            .await
+            .unwrap()
+    );
+    let Read::Found { bytes, etag } = store.read("k", None).await.unwrap() else {
+        panic!("k is there")
+    };
+    assert_eq!(bytes, b"1");
+    // A poll with the known entity tag is a 304.
+    assert_eq!(store.read("k", Some(&etag)).await.unwrap(), Read::Unchanged);
+    // Compare-and-swap: the right tag wins, a stale one loses.
+    assert!(
+        store
+            .write("k", b"3".to_vec(), Write::IfMatches(&etag))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .write("k", b"4".to_vec(), Write::IfMatches(&etag))
+            .await
+            .unwrap()
+    );
+    let Read::Found { bytes, etag: new } = store.read("k", Some(&etag)).await.unwrap() else {
+        panic!("k changed, so the poll gets it")
+    };
+    assert_eq!((bytes.as_slice(), new != etag), (b"3".as_slice(), true));
+    assert!(
+        !store
+            .write("gone", b"5".to_vec(), Write::IfMatches(&new))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .write("k", b"6".to_vec(), Write::Always)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.list("").await.unwrap(), vec!["k".to_string()]);
+}
+
+/// Twenty raisers at once, each its own task and connection.
+async fn raise_twenty(store: Arc<S3Triggers>) -> Vec<u64> {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let data = BTreeMap::from([("RAISER".to_string(), i.to_string())]);
+                trigger::raise(&*store, "deploy", &format!("ci-{i}"), data, 1)
+                    .await
+                    .unwrap()
+                    .sequence
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn twenty_concurrent_raisers_get_twenty_numbers_and_none_is_lost() {
+    let store = Arc::new(store_at(moto()).await);
+    let mut got = raise_twenty(store.clone()).await;
+    got.sort();
+    assert_eq!(got, (1..=20).collect::<Vec<_>>());
+    // Every request is there, each raiser's own data in it.
+    let requests = trigger::requests_after(&*store, "deploy", 0, 100)
+        .await
+        .unwrap();
+    let mut raisers: Vec<String> = requests.iter().map(|r| r.data["RAISER"].clone()).collect();
+    raisers.sort_by_key(|r| r.parse::<u32>().unwrap());
+    assert_eq!(raisers, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    let (head, _) = trigger::head(&*store, "deploy").await.unwrap().unwrap();
+    assert_eq!(head.sequence, 20);
+}

@@ -94,6 +94,11 @@ pub async fn fetch_secret(sdk: &SdkConfig, arn: &str) -> Result<String, AwsError
         .ok_or_else(|| AwsError::Secret(arn.to_string(), "the secret has no string value".into()))
 }
 
+/// The full text of an error and its sources (an SDK error's Display alone says little).
+pub fn error_text<E: std::error::Error>(e: &E) -> String {
+    error::context(e)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -1,7 +1,9 @@
 //! `spigot`: operate Spigot on AWS or locally.
 
+mod agent;
 mod daemon;
 mod dlq;
+mod duration;
 mod filters;
 mod local;
 mod reconcile;
@@ -10,6 +12,7 @@ mod resources;
 mod secret;
 mod send;
 mod switch;
+mod trigger;
 
 use clap::{Parser, Subcommand};
 
@@ -80,6 +83,16 @@ enum Command {
         after_help = "Needs GITHUB_TOKEN (a token with admin:repo_hook or admin:org_hook read) or a GitHub App.\n\nExamples:\n  GITHUB_HOOKS=repo/octo-org/mono/12345 spigot reconcile --dry-run\n  spigot reconcile --since 6h --hooks org/octo-org/678 --stack spigot\n  spigot reconcile --json --local"
     )]
     Reconcile(reconcile::ReconcileArgs),
+    /// Raise a pull-deployment trigger; with --wait, wait for the agents' receipts.
+    #[command(
+        after_help = "Examples:\n  spigot trigger web-prod --data VERSION=1.4.2 --wait --stack spigot\n  spigot trigger web-prod --wait --agents 3 --timeout 30m --json"
+    )]
+    Trigger(trigger::TriggerArgs),
+    /// Follow a trigger (or GitHub pushes) and run a deployment script for each request (runs until stopped).
+    #[command(
+        after_help = "Examples:\n  spigot agent --trigger web-prod --script /etc/spigot/deploy.yaml --stack spigot\n  spigot agent --trigger web-prod --script deploy.yaml --local --once\n  spigot agent --on push:octo-org/app@main --script deploy.yaml --metrics-listen 127.0.0.1:9465"
+    )]
+    Agent(agent::AgentArgs),
     /// Run Spigot locally on a moto server: queues, bucket, API stage, receiver on 127.0.0.1:3000.
     #[command(
         after_help = "Example:\n  python -m moto.server -p 5000 &\n  spigot dev --endpoint http://127.0.0.1:5000"
@@ -105,7 +118,7 @@ async fn main() -> std::process::ExitCode {
     // Spigot's own lines at the chosen level; everyone else's (the SDK's) only when they warn.
     let ours = match (&cli.command, cli.verbose) {
         (_, true) => "debug",
-        (Command::Dev(_) | Command::Relay(_), false) => "info",
+        (Command::Dev(_) | Command::Relay(_) | Command::Agent(_), false) => "info",
         _ => "warn",
     };
     let filter = SPIGOT_CRATES.iter().fold(
@@ -135,6 +148,8 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(args) => local::run(&cli.place, args).await,
         Command::Relay(args) => relay::run(&cli.place, args).await,
         Command::Reconcile(args) => reconcile::run(&cli.place, args).await,
+        Command::Trigger(args) => trigger::run(&cli.place, args).await,
+        Command::Agent(args) => agent::run(&cli.place, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -32,21 +32,7 @@ pub struct ReconcileArgs {
 
 /// `90m`, `2h`, `3d`, `600s` or plain seconds, at most 3 days.
 fn parse_since(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (n, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90m, 2h or 3d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3_600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{text:?} is not a duration like 90m, 2h or 3d")),
-    };
+    let secs = crate::duration::parse(text)?.as_secs();
     if secs == 0 || secs > MAX_WINDOW_SECS {
         return Err(format!(
             "{text:?} is outside 1s..3d: GitHub keeps deliveries 3 days"

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer};
-use spigot_core::ports::{Clock, SystemClock};
+use std::sync::atomic::AtomicBool;
+
+use spigot_core::ports::{Clock, SystemClock, Target};
 use spigot_core::resources::Resource;
 use spigot_engine::policy::RateLimit;
 use spigot_engine::{Counters, Engine, EngineConfig, Skipped, Stop, gate};
@@ -92,6 +94,16 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
             )));
         }
     };
+    pull_engine(r, target, config)
+}
+
+/// The relay's engine on the buffer, delivering to `target`: `spigot relay`'s
+/// HTTP target, or `spigot agent --on`'s deployment script.
+pub fn pull_engine<T: Target>(
+    r: &Resolved,
+    target: T,
+    config: EngineConfig,
+) -> Result<Engine<SqsBuffer, S3Payloads, T>, CliError> {
     Ok(Engine::new(
         SqsBuffer::new(
             spigot_aws::aws_sdk_sqs::Client::new(&r.sdk),
@@ -126,43 +138,61 @@ pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
     }
     let stop = stop_on_signals();
     eprintln!("spigot relay: {} -> {}", shared.buffer_url, args.to);
-    while !stop.load(Ordering::SeqCst) {
-        // OFF pauses the relay, like the drainer; a target down waits.
-        if let Err(skipped) = gate(&switch, &engine.target).await {
-            match &skipped {
-                Skipped::Off => tracing::info!("spigot is OFF: relay paused"),
-                Skipped::StateInvalid(e) => tracing::error!(error = %e, "relay paused"),
-                Skipped::SwitchUnreachable(e) => {
-                    tracing::warn!(error = %e, "cannot read the spigot state; retrying")
-                }
-                Skipped::TargetDown => tracing::warn!(target = %args.to, "target is down; waiting"),
-            }
-            if args.once && matches!(skipped, Skipped::Off | Skipped::TargetDown) {
-                break;
-            }
-            let seconds = if skipped == Skipped::TargetDown { 2 } else { 5 };
-            pause(&stop, Duration::from_secs(seconds)).await;
-            continue;
-        }
-        // Run until stopped, the breaker trips, or the spigot stops draining.
-        let watch = cancel_when_closed(switch.clone(), stop.clone());
-        let summary = engine.run(None, &watch.cancel, &shared.counters).await;
-        drop(watch);
-        tracing::info!(?summary, "relay run ended");
-        match summary.stop {
-            Some(Stop::Empty) if args.once => break,
-            Some(Stop::Breaker) | Some(Stop::BufferError) => {
-                pause(&stop, Duration::from_secs(5)).await
-            }
-            _ => {}
-        }
-    }
+    pull(&switch, &engine, &shared.counters, args.once, &stop).await;
     let s = shared.counters.summary(None);
     eprintln!(
         "spigot relay stopped: {} delivered, {} retried, {} dead-lettered, {} released",
         s.delivered, s.retried, s.dead_lettered, s.released
     );
     Ok(())
+}
+
+/// Pulls from the buffer into the engine's target until `stop` (or, with
+/// `once`, until the buffer is empty): paused while the spigot is OFF or the
+/// target is down, each run cancelled when the spigot stops draining.
+pub async fn pull<B, P, T, S>(
+    switch: &S,
+    engine: &Engine<B, P, T>,
+    counters: &Counters,
+    once: bool,
+    stop: &Arc<AtomicBool>,
+) where
+    B: spigot_core::ports::Buffer,
+    P: spigot_core::ports::PayloadStore,
+    T: Target,
+    S: spigot_core::ports::Switch + Clone + 'static,
+{
+    while !stop.load(Ordering::SeqCst) {
+        // OFF pauses the relay, like the drainer; a target down waits.
+        if let Err(skipped) = gate(switch, &engine.target).await {
+            match &skipped {
+                Skipped::Off => tracing::info!("spigot is OFF: relay paused"),
+                Skipped::StateInvalid(e) => tracing::error!(error = %e, "relay paused"),
+                Skipped::SwitchUnreachable(e) => {
+                    tracing::warn!(error = %e, "cannot read the spigot state; retrying")
+                }
+                Skipped::TargetDown => tracing::warn!("target is down; waiting"),
+            }
+            if once && matches!(skipped, Skipped::Off | Skipped::TargetDown) {
+                break;
+            }
+            let seconds = if skipped == Skipped::TargetDown { 2 } else { 5 };
+            pause(stop, Duration::from_secs(seconds)).await;
+            continue;
+        }
+        // Run until stopped, the breaker trips, or the spigot stops draining.
+        let watch = cancel_when_closed(switch.clone(), stop.clone());
+        let summary = engine.run(None, &watch.cancel, counters).await;
+        drop(watch);
+        tracing::info!(?summary, "relay run ended");
+        match summary.stop {
+            Some(Stop::Empty) if once => break,
+            Some(Stop::Breaker) | Some(Stop::BufferError) => {
+                pause(stop, Duration::from_secs(5)).await
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn metrics(shared: Arc<Shared>) -> String {

@@ -1,9 +1,9 @@
 //! The `spigot` command as a process, against moto and local targets.
 
 use spigot_core::resources::Resource;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::prelude::*;
@@ -11,88 +11,8 @@ use spigot_core::ports::Switch;
 use spigot_core::signature::sign_sha256;
 use spigot_e2e::*;
 
-fn spigot(dir: &PathBuf) -> Command {
-    let mut c = Command::cargo_bin("spigot").unwrap();
-    c.current_dir(dir)
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("WEBHOOK_SECRET")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    c
-}
-
-fn workdir() -> PathBuf {
-    let d = std::env::temp_dir().join(unique("spigot-cli-"));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-struct Dev(Child);
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_dev(dir: &PathBuf, target: &str) -> (Dev, String) {
-    start_dev_named(dir, target, &unique("dev"))
-}
-
-/// `spigot dev` on the local stack called `name` (a restart finds the same queues).
-fn start_dev_named(dir: &PathBuf, target: &str, name: &str) -> (Dev, String) {
-    start_dev_at(dir, target, name, moto())
-}
-
-/// `spigot dev` reaching AWS at `endpoint`.
-fn start_dev_at(dir: &PathBuf, target: &str, name: &str, endpoint: &str) -> (Dev, String) {
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("dev.out")).unwrap();
-    let child = spigot(dir)
-        .args([
-            "dev",
-            "--endpoint",
-            endpoint,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--target",
-            target,
-        ])
-        .args(["--name", name, "--secret", SECRET, "--drain-interval", "1"])
-        // GitHub's sample payloads were pushed in 2019: no push-age limit here.
-        .args(["--max-push-age", "0"])
-        .stdout(log)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let dev = Dev(child);
-    wait_serving(format!("127.0.0.1:{port}").parse().unwrap());
-    (dev, format!("http://127.0.0.1:{port}/webhook"))
-}
-
-/// Waits until `spigot dev` answers at `addr` (it takes its port before it is ready).
-fn wait_serving(addr: SocketAddr) {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answer = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_millis(500)))?;
-                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-                let mut text = String::new();
-                s.read_to_string(&mut text)?;
-                Ok(text)
-            })
-            .unwrap_or_default();
-        if answer.contains("spigot dev") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spigot dev did not start serving"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+mod common;
+use common::*;
 
 async fn post(url: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, serde_json::Value) {
     let resp = reqwest::Client::new()
@@ -1542,10 +1462,6 @@ async fn chaos_kills_and_a_flapping_target_lose_nothing_and_keep_order() {
 }
 
 /// The local stack `spigot dev` wrote in `dir`.
-fn spigot_cli_dev_file(dir: &Path) -> spigot_aws::local::LocalStack {
-    serde_json::from_str(&std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap()).unwrap()
-}
-
 /// #19.3: `filters put` checks a new filter against its repository's whole set.
 #[tokio::test(flavor = "multi_thread")]
 async fn filters_put_refuses_a_filter_that_does_not_fit_with_the_others() {

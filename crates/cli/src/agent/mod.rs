@@ -1,0 +1,584 @@
+//! `spigot agent`: pull deployments on a host nothing can reach. The agent
+//! follows a trigger in the config bucket (a conditional GET of its head every
+//! `--interval`: a 304 while nothing changed), runs its script once for each
+//! new request, in order, and writes a receipt under the request: `in_progress`
+//! when it starts, then `done` or `failed`. Its state dir remembers the last
+//! request handled and the one running, so a restart neither repeats nor skips
+//! one: a run cut short (the agent killed mid-script) is run again once, with
+//! a note in the receipt, and marked failed if it is cut short again.
+
+pub mod hooks;
+pub mod script;
+pub mod steps;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use spigot_aws::S3Triggers;
+use spigot_core::ports::{Clock, Read, SystemClock, Triggers};
+use spigot_core::trigger::{self, Keys, Receipt, Request, ScriptRef, Status};
+
+use crate::CliError;
+use crate::daemon::{Exposition, pause, stop_on_signals};
+use crate::resources::Where;
+use script::Script;
+use steps::{Outcome, Runner};
+
+/// Runs of one request before the agent stops re-running it after interruptions.
+const MAX_ATTEMPTS: u32 = 2;
+/// Requests taken from one look at the trigger.
+const BATCH: usize = 100;
+/// Polls between walks forward that do not wait for the head to move
+/// (a raiser that died between creating its request and moving the head).
+const WALK_EVERY: u64 = 12;
+/// How often an idle agent says it still follows the trigger (`spigot trigger --wait` counts it).
+const SEEN_EVERY_MS: u64 = 12 * 3600 * 1000;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The trigger to follow.
+    #[arg(long, env = "SPIGOT_AGENT_TRIGGER", required_unless_present = "on")]
+    trigger: Option<String>,
+    /// The deployment script (YAML steps: shell, download, download_s3).
+    #[arg(long, env = "SPIGOT_AGENT_SCRIPT")]
+    script: String,
+    /// Where the agent remembers the last request it handled [default: $STATE_DIRECTORY, else ~/.local/state/spigot].
+    #[arg(long, env = "SPIGOT_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// How often to look for new requests.
+    #[arg(long, env = "SPIGOT_AGENT_INTERVAL", default_value = "5s", value_parser = crate::duration::parse)]
+    interval: Duration,
+    /// Serve Prometheus metrics here (e.g. 127.0.0.1:9465).
+    #[arg(long, env = "SPIGOT_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Handle what is waiting, then exit (exit 1 if a request failed).
+    #[arg(long)]
+    once: bool,
+    /// This agent's name in receipts [default: the host name].
+    #[arg(long, env = "SPIGOT_AGENT_ID")]
+    agent_id: Option<String>,
+    /// The shell of shell steps.
+    #[arg(long, env = "SPIGOT_AGENT_SHELL", default_value = "/bin/sh")]
+    shell: String,
+    /// Time limit of a step that sets none.
+    #[arg(long, env = "SPIGOT_AGENT_STEP_TIMEOUT", default_value = "30m", value_parser = crate::duration::parse)]
+    step_timeout: Duration,
+    /// Also run the script for GitHub events pulled from the buffer (pull mode): push:OWNER/REPO@BRANCH, repeatable.
+    #[arg(long, value_name = "EVENT:OWNER/REPO@BRANCH")]
+    on: Vec<String>,
+}
+
+/// What the agent remembers between runs, per trigger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct State {
+    /// The last request handled (0: none).
+    last_sequence: u64,
+    /// The request being run, and which attempt.
+    #[serde(default)]
+    running: Option<Running>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Running {
+    sequence: u64,
+    attempt: u32,
+}
+
+impl State {
+    fn load(path: &Path) -> Result<Option<Self>, CliError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                CliError::Usage(format!(
+                    "the agent state {} is unreadable ({e}); move it aside to start from the newest request",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CliError::Usage(format!(
+                "cannot read the agent state {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Written whole, then renamed over the old one: a crash leaves one or the other.
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let part = path.with_extension("json.part");
+        let bytes = serde_json::to_vec_pretty(self)?;
+        std::fs::write(&part, bytes).with_context(|| format!("cannot write {}", part.display()))?;
+        std::fs::rename(&part, path).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// The agent's Prometheus numbers.
+#[derive(Debug, Default)]
+pub struct AgentMetrics {
+    handled: AtomicU64,
+    failed: AtomicU64,
+    last_success_ms: AtomicU64,
+    last_duration_ms: AtomicU64,
+    sequence: AtomicU64,
+    polls: AtomicU64,
+    hooks: AtomicU64,
+}
+
+impl AgentMetrics {
+    fn record(&self, receipt: &Receipt) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.last_duration_ms
+            .store(receipt.duration_ms.unwrap_or(0), Ordering::Relaxed);
+        if receipt.status == Status::Done {
+            self.last_success_ms
+                .store(SystemClock.now_ms(), Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = Exposition::default();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.metric(
+            "spigot_agent_requests_handled_total",
+            "counter",
+            "Requests (and hooks) the script ran for, to a done or failed receipt.",
+            get(&self.handled),
+        );
+        out.metric(
+            "spigot_agent_requests_failed_total",
+            "counter",
+            "Runs that ended failed.",
+            get(&self.failed),
+        );
+        out.metric(
+            "spigot_agent_last_success_timestamp_seconds",
+            "gauge",
+            "When the last run that ended done ended (0: none yet).",
+            format!("{:.3}", get(&self.last_success_ms) as f64 / 1000.0),
+        );
+        out.metric(
+            "spigot_agent_last_duration_seconds",
+            "gauge",
+            "Wall time of the last run.",
+            format!("{:.3}", get(&self.last_duration_ms) as f64 / 1000.0),
+        );
+        out.metric(
+            "spigot_agent_sequence",
+            "gauge",
+            "The last request of the trigger this agent handled.",
+            get(&self.sequence),
+        );
+        out.metric(
+            "spigot_agent_polls_total",
+            "counter",
+            "Looks at the trigger's head (most are 304 Not Modified).",
+            get(&self.polls),
+        );
+        out.metric(
+            "spigot_agent_hooks_handled_total",
+            "counter",
+            "GitHub hooks (--on) the script ran for.",
+            get(&self.hooks),
+        );
+        out.text()
+    }
+}
+
+/// This host's name, as an agent id.
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "agent".into());
+    let id: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() || id.starts_with('.') {
+        "agent".into()
+    } else {
+        id
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd's StateDirectory= (several are colon-separated: the first).
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return PathBuf::from(first);
+    }
+    match std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("spigot"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".local/state/spigot"),
+    }
+}
+
+/// Everything one agent needs to handle requests.
+pub struct Agent {
+    store: S3Triggers,
+    trigger: String,
+    id: String,
+    script: Script,
+    runner: Runner,
+    state_path: PathBuf,
+    metrics: Arc<AgentMetrics>,
+}
+
+pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
+    // A script that cannot run is refused before anything else happens.
+    let script = Script::load(&args.script).map_err(|e| CliError::Usage(e.to_string()))?;
+    let id = args.agent_id.clone().unwrap_or_else(host_name);
+    trigger::check_name("agent id", &id).map_err(|e| CliError::Usage(e.to_string()))?;
+    let subscriptions = hooks::Subscription::parse_all(&args.on)?;
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    std::fs::create_dir_all(&state_dir).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot create the state dir {}: {e}",
+            state_dir.display()
+        ))
+    })?;
+    let r = place.resolve().await?;
+    let metrics = Arc::new(AgentMetrics::default());
+    let runner = Runner {
+        shell: args.shell.clone(),
+        step_timeout: args.step_timeout,
+        s3: spigot_aws::s3_client(&r.sdk),
+        http: spigot_aws::tls::LazyClient::new(|b| b.connect_timeout(Duration::from_secs(10))),
+    };
+    if let Some(addr) = args.metrics_listen {
+        let m = metrics.clone();
+        crate::daemon::serve_metrics(addr, move || {
+            let m = m.clone();
+            async move { m.text() }
+        })
+        .await?;
+    }
+    let stop = stop_on_signals();
+    if !subscriptions.is_empty() {
+        let hooks = hooks::HookAgent {
+            subscriptions,
+            script: script.clone(),
+            runner,
+            id: id.clone(),
+            metrics: metrics.clone(),
+        };
+        if args.trigger.is_some() {
+            return Err(CliError::Usage(
+                "give --trigger or --on, not both: run one agent for each".into(),
+            ));
+        }
+        return hooks::run(&r, hooks, args.once, stop).await;
+    }
+    let Some(name) = args.trigger.clone() else {
+        return Err(CliError::Usage("--trigger NAME is needed".into()));
+    };
+    trigger::check_name("trigger", &name).map_err(|e| CliError::Usage(e.to_string()))?;
+    let bucket = r.need(spigot_core::resources::Resource::Bucket)?;
+    let agent = Agent {
+        store: S3Triggers::new(spigot_aws::s3_client(&r.sdk), bucket),
+        state_path: state_dir.join(format!("{name}.json")),
+        trigger: name,
+        id,
+        script,
+        runner,
+        metrics,
+    };
+    let failed = agent.follow(&args, &stop).await?;
+    if args.once && failed > 0 {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{failed} of the requests handled failed (see their receipts)"
+        )));
+    }
+    Ok(())
+}
+
+impl Agent {
+    /// Polls and handles requests until stopped (or, with `--once`, until none is waiting);
+    /// the number of requests that failed.
+    async fn follow(&self, args: &AgentArgs, stop: &AtomicBool) -> Result<u64, CliError> {
+        let mut state = self.start().await?;
+        eprintln!(
+            "spigot agent {}: following trigger {} in s3://{} (last handled: {}), script {} ({} steps)",
+            self.id,
+            self.trigger,
+            self.store.bucket(),
+            state.last_sequence,
+            self.script.path,
+            self.script.steps.len()
+        );
+        let head_key = Keys(&self.trigger).head();
+        let mut etag: Option<String> = None;
+        let mut polls: u64 = 0;
+        let mut failed = 0;
+        let mut seen_at = SystemClock.now_ms();
+        while !stop.load(Ordering::SeqCst) {
+            self.metrics.polls.fetch_add(1, Ordering::Relaxed);
+            let changed = match self.store.read(&head_key, etag.as_deref()).await {
+                Ok(Read::Found { etag: tag, .. }) => {
+                    etag = Some(tag);
+                    true
+                }
+                Ok(Read::Unchanged) | Ok(Read::Missing) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the trigger; retrying");
+                    false
+                }
+            };
+            if changed || polls.is_multiple_of(WALK_EVERY) {
+                match trigger::requests_after(
+                    &self.store,
+                    &self.trigger,
+                    state.last_sequence,
+                    BATCH,
+                )
+                .await
+                {
+                    Ok(requests) => {
+                        for request in requests {
+                            if stop.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            let receipt = self.handle(&mut state, &request, None).await?;
+                            failed += u64::from(receipt.status == Status::Failed);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read requests; retrying"),
+                }
+            }
+            polls += 1;
+            if args.once {
+                break;
+            }
+            let now = SystemClock.now_ms();
+            if now.saturating_sub(seen_at) > SEEN_EVERY_MS {
+                seen_at = now;
+                if let Err(e) = trigger::seen(&self.store, &self.trigger, &self.id, now).await {
+                    tracing::warn!(error = %e, "cannot note that this agent follows the trigger");
+                }
+            }
+            pause(stop, args.interval).await;
+        }
+        Ok(failed)
+    }
+
+    /// Reads the state (a new agent starts at the newest request) and finishes a run cut short.
+    async fn start(&self) -> Result<State, CliError> {
+        let now = SystemClock.now_ms();
+        trigger::seen(&self.store, &self.trigger, &self.id, now)
+            .await
+            .map_err(|e| CliError::Failed(e.into()))?;
+        let mut state = match State::load(&self.state_path)? {
+            Some(s) => s,
+            None => {
+                // New here: the newest request is the one to deploy; older ones are history.
+                let newest = trigger::head(&self.store, &self.trigger)
+                    .await
+                    .map_err(|e| CliError::Failed(e.into()))?
+                    .map_or(0, |(h, _)| h.sequence);
+                let state = State {
+                    last_sequence: newest.saturating_sub(1),
+                    running: None,
+                };
+                state.save(&self.state_path)?;
+                state
+            }
+        };
+        self.metrics
+            .sequence
+            .store(state.last_sequence, Ordering::Relaxed);
+        if let Some(running) = state.running {
+            self.resume(&mut state, running).await?;
+        }
+        Ok(state)
+    }
+
+    /// A run of `running` was cut short (the agent stopped mid-script): run it
+    /// again, or, after [`MAX_ATTEMPTS`], record it failed; never skip it silently.
+    async fn resume(&self, state: &mut State, running: Running) -> Result<(), CliError> {
+        let mine = trigger::receipt(&self.store, &self.trigger, running.sequence, &self.id)
+            .await
+            .map_err(|e| CliError::Failed(e.into()))?;
+        if let Some(r) = &mine
+            && r.status.is_final()
+            && r.attempt == running.attempt
+        {
+            // The receipt was written; only the state was not.
+            state.last_sequence = running.sequence;
+            state.running = None;
+            state.save(&self.state_path)?;
+            return Ok(());
+        }
+        let Some(request) = trigger::request(&self.store, &self.trigger, running.sequence)
+            .await
+            .map_err(|e| CliError::Failed(e.into()))?
+        else {
+            state.running = None;
+            state.save(&self.state_path)?;
+            return Ok(());
+        };
+        let note = format!(
+            "attempt {} was interrupted (the agent stopped mid-script{})",
+            running.attempt,
+            mine.as_ref()
+                .and_then(|r| r.steps.last())
+                .map(|s| format!(" after step {}", s.index))
+                .unwrap_or_default()
+        );
+        if running.attempt >= MAX_ATTEMPTS {
+            let mut receipt = self.receipt(&request, running.attempt, Some(note.clone()));
+            receipt.status = Status::Failed;
+            receipt.note = Some(format!(
+                "{note}; not run again after {MAX_ATTEMPTS} attempts"
+            ));
+            receipt.finished_at = Some(receipt.started_at.clone());
+            self.put(&receipt).await?;
+            self.metrics.record(&receipt);
+            eprintln!(
+                "request {} of {}: interrupted {} times; recorded failed",
+                request.sequence, self.trigger, running.attempt
+            );
+            state.last_sequence = request.sequence;
+            state.running = None;
+            state.save(&self.state_path)?;
+            return Ok(());
+        }
+        eprintln!(
+            "request {} of {}: {note}; running it again",
+            request.sequence, self.trigger
+        );
+        self.handle(state, &request, Some((running.attempt + 1, note)))
+            .await
+            .map(|_| ())
+    }
+
+    fn receipt(&self, request: &Request, attempt: u32, note: Option<String>) -> Receipt {
+        Receipt {
+            trigger: self.trigger.clone(),
+            sequence: request.sequence,
+            agent: self.id.clone(),
+            status: Status::InProgress,
+            attempt,
+            started_at: spigot_core::push::format_rfc3339(SystemClock.now_ms() / 1000),
+            finished_at: None,
+            duration_ms: None,
+            script: ScriptRef {
+                path: self.script.path.clone(),
+                sha256: self.script.sha256.clone(),
+            },
+            steps: Vec::new(),
+            failed_step: None,
+            output_tail: Vec::new(),
+            note,
+        }
+    }
+
+    /// Writes `receipt`, trying again for a while when the bucket does not answer.
+    async fn put(&self, receipt: &Receipt) -> Result<(), CliError> {
+        let mut wait = Duration::from_millis(500);
+        for attempt in 1.. {
+            match trigger::put_receipt(&self.store, receipt, SystemClock.now_ms()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 8 => {
+                    tracing::warn!(error = %e, "cannot write the receipt; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(15));
+                }
+                Err(e) => return Err(CliError::Failed(e.into())),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Runs the script for `request`: state, `in_progress`, steps, final receipt, state.
+    async fn handle(
+        &self,
+        state: &mut State,
+        request: &Request,
+        rerun: Option<(u32, String)>,
+    ) -> Result<Receipt, CliError> {
+        let (attempt, note) = rerun.map_or((1, None), |(a, n)| (a, Some(n)));
+        state.running = Some(Running {
+            sequence: request.sequence,
+            attempt,
+        });
+        state.save(&self.state_path)?;
+        let mut receipt = self.receipt(request, attempt, note);
+        self.put(&receipt).await?;
+        eprintln!(
+            "request {} of {} (by {}): running {}",
+            request.sequence, self.trigger, request.by, self.script.path
+        );
+        let env = self.environment(request, attempt);
+        let outcome = self.runner.run(&self.script, &env).await;
+        finish(&mut receipt, outcome);
+        self.put(&receipt).await?;
+        self.metrics.record(&receipt);
+        self.metrics
+            .sequence
+            .store(request.sequence, Ordering::Relaxed);
+        eprintln!(
+            "request {} of {}: {} in {} ms",
+            request.sequence,
+            self.trigger,
+            receipt.status.as_str(),
+            receipt.duration_ms.unwrap_or(0)
+        );
+        state.last_sequence = request.sequence;
+        state.running = None;
+        state.save(&self.state_path)?;
+        Ok(receipt)
+    }
+
+    /// The request's data, and what the agent says about it, as environment variables.
+    fn environment(&self, request: &Request, attempt: u32) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = request
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend([
+            ("SPIGOT_TRIGGER".into(), self.trigger.clone()),
+            ("SPIGOT_SEQUENCE".into(), request.sequence.to_string()),
+            ("SPIGOT_BY".into(), request.by.clone()),
+            ("SPIGOT_RAISED_AT".into(), request.raised_at.clone()),
+            ("SPIGOT_AGENT".into(), self.id.clone()),
+            ("SPIGOT_ATTEMPT".into(), attempt.to_string()),
+        ]);
+        env
+    }
+}
+
+/// Fills in the end of `receipt` from what the run did.
+pub fn finish(receipt: &mut Receipt, outcome: Outcome) {
+    receipt.status = if outcome.failed.is_some() {
+        Status::Failed
+    } else {
+        Status::Done
+    };
+    receipt.finished_at = Some(spigot_core::push::format_rfc3339(
+        SystemClock.now_ms() / 1000,
+    ));
+    receipt.duration_ms = Some(outcome.duration_ms);
+    receipt.steps = outcome.steps;
+    receipt.failed_step = outcome.failed;
+    receipt.output_tail = outcome.tail;
+}

@@ -1,0 +1,327 @@
+//! Deployment scripts: YAML with a list of `steps`, the format of prostagma's
+//! build scripts (so theirs run unchanged) plus a few optional keys.
+//!
+//! ```yaml
+//! steps:
+//!   - shell: echo one line
+//!   - shell: |
+//!       a block, run by the configured shell, stopping at the first failure
+//!     timeout: 10m
+//!   - download: {url: https://example.com/app.tgz, dest: /tmp/app.tgz, sha256: 9f86d0…}
+//!   - download_s3: {url: s3://bucket/key, dest: /tmp/app.zip, cache: false}
+//!     continue_on_error: true
+//! ```
+//!
+//! prostagma also accepts a download's keys beside `download:` rather than
+//! under it; so does this. `cache` is accepted and has nothing to do (the
+//! agent downloads straight from the source). Anything else is refused when
+//! the agent starts, with its line and column.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::Digest;
+
+/// A script, read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// The path as given.
+    pub path: String,
+    /// Hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// What it does.
+    pub action: Action,
+    /// A name for receipts and logs.
+    pub name: Option<String>,
+    /// A failure is recorded and the script goes on.
+    pub continue_on_error: bool,
+    /// Its own time limit (else the agent's `--step-timeout`).
+    pub timeout: Option<Duration>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run this text in the configured shell.
+    Shell(String),
+    /// GET `url` into `dest`, checking its SHA-256 when given.
+    Download {
+        /// http(s) URL.
+        url: String,
+        /// Local path.
+        dest: String,
+        /// Expected hex SHA-256.
+        sha256: Option<String>,
+    },
+    /// Get `s3://bucket/key` into `dest` with the SDK.
+    DownloadS3 {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// Local path.
+        dest: String,
+    },
+}
+
+impl Action {
+    /// `shell`, `download` or `download_s3`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Shell(_) => "shell",
+            Action::Download { .. } => "download",
+            Action::DownloadS3 { .. } => "download_s3",
+        }
+    }
+}
+
+/// A script that cannot be run, said with its path, line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScriptError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScript {
+    steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDownload {
+    url: String,
+    dest: String,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    cache: Option<bool>,
+}
+
+/// Tells `key:` (present, maybe null) from an absent key.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, try_from = "StepKeys")]
+struct RawStep(Step);
+
+/// Every key a step may have; which combination is valid is checked in `TryFrom`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepKeys {
+    #[serde(default)]
+    shell: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    download: Option<Option<RawDownload>>,
+    #[serde(default, deserialize_with = "present")]
+    download_s3: Option<Option<RawDownload>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    continue_on_error: bool,
+    #[serde(default)]
+    timeout: Option<String>,
+    // prostagma's flat form: the download's keys beside `download:`.
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    dest: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    cache: Option<bool>,
+}
+
+impl TryFrom<StepKeys> for RawStep {
+    type Error = String;
+
+    fn try_from(k: StepKeys) -> Result<Self, String> {
+        let kinds = [
+            k.shell.is_some(),
+            k.download.is_some(),
+            k.download_s3.is_some(),
+        ];
+        match kinds.iter().filter(|p| **p).count() {
+            0 => {
+                return Err(
+                    "a step needs one of shell, download or download_s3 (none given)".into(),
+                );
+            }
+            1 => {}
+            _ => {
+                return Err(
+                    "a step has exactly one of shell, download or download_s3 (several given)"
+                        .into(),
+                );
+            }
+        }
+        let flat = |which: &str, nested: Option<RawDownload>| match nested {
+            Some(d) if k.url.is_none() && k.dest.is_none() => {
+                Ok((d.url, d.dest, d.sha256.or(k.sha256.clone())))
+            }
+            Some(_) => Err(format!(
+                "{which}: give url and dest under {which}: or beside it, not both"
+            )),
+            None => match (&k.url, &k.dest) {
+                (Some(u), Some(d)) => Ok((u.clone(), d.clone(), k.sha256.clone())),
+                _ => Err(format!("{which} needs url and dest")),
+            },
+        };
+        let action = if let Some(cmd) = &k.shell {
+            if k.url.is_some() || k.dest.is_some() || k.sha256.is_some() {
+                return Err("a shell step has no url, dest or sha256".into());
+            }
+            Action::Shell(cmd.clone())
+        } else if let Some(d) = k.download {
+            let (url, dest, sha256) = flat("download", d)?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(format!("download url {url:?} is not http(s)://"));
+            }
+            if let Some(h) = &sha256
+                && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(format!("sha256 {h:?} is not 64 hex digits"));
+            }
+            Action::Download {
+                url,
+                dest,
+                sha256: sha256.map(|h| h.to_ascii_lowercase()),
+            }
+        } else {
+            let (url, dest, sha256) = flat("download_s3", k.download_s3.flatten())?;
+            if sha256.is_some() {
+                return Err("download_s3 has no sha256 (S3 checks the object's integrity)".into());
+            }
+            let (bucket, key) = url
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .ok_or_else(|| format!("download_s3 url {url:?} is not s3://bucket/key"))?;
+            Action::DownloadS3 {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                dest,
+            }
+        };
+        let timeout = k
+            .timeout
+            .as_deref()
+            .map(crate::duration::parse)
+            .transpose()?;
+        Ok(RawStep(Step {
+            action,
+            name: k.name,
+            continue_on_error: k.continue_on_error,
+            timeout,
+        }))
+    }
+}
+
+impl Script {
+    /// Reads and checks the script at `path`.
+    pub fn load(path: &str) -> Result<Self, ScriptError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ScriptError(format!("cannot read the script {path}: {e}")))?;
+        Self::parse(path, &bytes)
+    }
+
+    /// Checks `bytes`, the script at `path`.
+    pub fn parse(path: &str, bytes: &[u8]) -> Result<Self, ScriptError> {
+        let raw: RawScript = serde_yaml_ng::from_slice(bytes).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            // The library's text repeats the position at its end; say it once, up front.
+            let text = e.to_string();
+            let text = text.split(" at line ").next().unwrap_or(&text).to_string();
+            let text = text.replace("unknown field", "unknown step kind or key");
+            ScriptError(format!("{path}{at}: {text}"))
+        })?;
+        if raw.steps.is_empty() {
+            return Err(ScriptError(format!("{path}: the script has no steps")));
+        }
+        Ok(Self {
+            path: path.to_string(),
+            sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            steps: raw.steps.into_iter().map(|s| s.0).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Script, String> {
+        Script::parse("deploy.yaml", text.as_bytes()).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn prostagmas_own_scripts_parse_unchanged() {
+        // The forms of prostagma's README and test script: nested and flat downloads, cache.
+        let s = parse(
+            "steps:\n  - shell: echo 1\n  - shell: |\n      echo 2\n      echo 3\n  - download:\n      cache: false\n      url: https://example.com/meson.build\n      dest: test_download.yaml\n  - download_s3:\n    cache: false\n    url: s3://bradley-chatha/artifacts/prostagma.zip\n    dest: /prostagma.zip\n",
+        )
+        .unwrap();
+        let kinds: Vec<_> = s.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(kinds, ["shell", "shell", "download", "download_s3"]);
+        assert_eq!(s.steps[1].action, Action::Shell("echo 2\necho 3\n".into()));
+        assert_eq!(
+            s.steps[3].action,
+            Action::DownloadS3 {
+                bucket: "bradley-chatha".into(),
+                key: "artifacts/prostagma.zip".into(),
+                dest: "/prostagma.zip".into()
+            }
+        );
+        assert_eq!(s.sha256.len(), 64);
+    }
+
+    #[test]
+    fn optional_keys_are_read() {
+        let s = parse("steps:\n  - shell: make\n    name: build\n    timeout: 90s\n    continue_on_error: true\n  - download: {url: https://x.example/a, dest: a, sha256: 9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08}\n").unwrap();
+        assert_eq!(s.steps[0].timeout, Some(Duration::from_secs(90)));
+        assert!(s.steps[0].continue_on_error);
+        assert_eq!(s.steps[0].name.as_deref(), Some("build"));
+        let Action::Download { sha256, .. } = &s.steps[1].action else {
+            panic!()
+        };
+        assert!(sha256.as_ref().unwrap().starts_with("9f86"));
+    }
+
+    #[test]
+    fn bad_scripts_are_refused_with_line_and_column() {
+        let e = parse("steps:\n  - shell: ok\n  - upload: {src: a}\n").unwrap_err();
+        assert!(e.starts_with("deploy.yaml at line 3, column"), "{e}");
+        assert!(e.contains("unknown step kind or key `upload`"), "{e}");
+        let e = parse("steps:\n  - shell: ok\n   - shell: bad indent\n").unwrap_err();
+        assert!(e.starts_with("deploy.yaml at line 3, column"), "{e}");
+        let e = parse("steps:\n  - name: nothing to do\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("none given"), "{e}");
+        let e =
+            parse("steps:\n  - shell: a\n    download: {url: https://a, dest: b}\n").unwrap_err();
+        assert!(e.contains("several given"), "{e}");
+        let e = parse("steps:\n  - download_s3: {url: https://a/b, dest: c}\n").unwrap_err();
+        assert!(e.contains("not s3://bucket/key"), "{e}");
+        let e = parse("steps:\n  - shell: a\n    timeout: soon\n").unwrap_err();
+        assert!(e.contains("not a duration"), "{e}");
+        let e = parse("stepz:\n  - shell: a\n").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        assert!(parse("steps: []\n").unwrap_err().contains("no steps"));
+    }
+}

@@ -1,0 +1,366 @@
+//! Running a script's steps: a shell command, an HTTP download, an S3 download.
+//! Each step has a time limit; a shell step runs in its own process group so
+//! that a timeout stops everything it started.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+use spigot_core::trigger::{Status, StepReport};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use super::script::{Action, Script, Step};
+
+/// Lines of output kept for a receipt.
+pub const TAIL_LINES: usize = 20;
+/// Longest line kept, characters.
+const LINE_CHARS: usize = 400;
+
+/// How steps are run.
+pub struct Runner {
+    /// The shell for `shell` steps (`-c TEXT`; `-e` too for POSIX shells).
+    pub shell: String,
+    /// The limit of a step that names none.
+    pub step_timeout: Duration,
+    /// For `download_s3`.
+    pub s3: aws_sdk_s3::Client,
+    /// For `download`.
+    pub http: spigot_aws::tls::LazyClient,
+}
+
+/// What a script run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Each step run, in order.
+    pub steps: Vec<StepReport>,
+    /// The step that failed the script.
+    pub failed: Option<StepReport>,
+    /// The last lines of output of the last step run.
+    pub tail: Vec<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// Output lines, the last [`TAIL_LINES`] kept.
+#[derive(Clone, Default)]
+struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+impl Tail {
+    fn push(&self, line: &str) {
+        let line: String = line.chars().take(LINE_CHARS).collect();
+        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().cloned().collect()
+    }
+}
+
+/// Why a step failed: its exit code when it had one, and a sentence.
+struct Failure {
+    exit_code: Option<i32>,
+    error: String,
+}
+
+impl Runner {
+    /// Runs `script`'s steps with `env` added to each shell step's environment.
+    pub async fn run(&self, script: &Script, env: &[(String, String)]) -> Outcome {
+        let start = Instant::now();
+        let mut outcome = Outcome {
+            steps: Vec::new(),
+            failed: None,
+            tail: Vec::new(),
+            duration_ms: 0,
+        };
+        for (i, step) in script.steps.iter().enumerate() {
+            let tail = Tail::default();
+            let began = Instant::now();
+            let limit = step.timeout.unwrap_or(self.step_timeout);
+            let result = self.step(step, env, &tail, limit).await;
+            let mut report = StepReport {
+                index: i + 1,
+                kind: step.action.kind().to_string(),
+                name: step.name.clone(),
+                status: Status::Done,
+                exit_code: match step.action {
+                    Action::Shell(_) => Some(0),
+                    _ => None,
+                },
+                duration_ms: began.elapsed().as_millis() as u64,
+                error: None,
+            };
+            if let Err(f) = &result {
+                report.status = Status::Failed;
+                report.exit_code = f.exit_code;
+                report.error = Some(f.error.clone());
+                tail.push(&f.error);
+            }
+            tracing::info!(step = i + 1, kind = %report.kind, status = report.status.as_str(), ms = report.duration_ms, "step ended");
+            outcome.tail = tail.lines();
+            outcome.steps.push(report.clone());
+            if result.is_err() && !step.continue_on_error {
+                outcome.failed = Some(report);
+                break;
+            }
+        }
+        outcome.duration_ms = start.elapsed().as_millis() as u64;
+        outcome
+    }
+
+    async fn step(
+        &self,
+        step: &Step,
+        env: &[(String, String)],
+        tail: &Tail,
+        limit: Duration,
+    ) -> Result<(), Failure> {
+        let plain = |error: String| Failure {
+            exit_code: None,
+            error,
+        };
+        match &step.action {
+            Action::Shell(text) => self.shell(text, env, tail, limit).await,
+            Action::Download { url, dest, sha256 } => {
+                tokio::time::timeout(limit, self.download(url, dest, sha256.as_deref(), tail))
+                    .await
+                    .map_err(|_| plain(format!("timed out after {}", secs(limit))))?
+                    .map_err(plain)
+            }
+            Action::DownloadS3 { bucket, key, dest } => {
+                tokio::time::timeout(limit, self.download_s3(bucket, key, dest, tail))
+                    .await
+                    .map_err(|_| plain(format!("timed out after {}", secs(limit))))?
+                    .map_err(plain)
+            }
+        }
+    }
+
+    async fn shell(
+        &self,
+        text: &str,
+        env: &[(String, String)],
+        tail: &Tail,
+        limit: Duration,
+    ) -> Result<(), Failure> {
+        let mut cmd = tokio::process::Command::new(&self.shell);
+        // POSIX shells stop at the first failing command, as prostagma stopped at the first failing line.
+        let posix = Path::new(&self.shell)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| matches!(n, "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash"));
+        if posix {
+            cmd.arg("-e");
+        }
+        cmd.arg("-c")
+            .arg(text)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| Failure {
+            exit_code: None,
+            error: format!("cannot start {}: {e}", self.shell),
+        })?;
+        let pid = child.id();
+        let readers = [
+            child.stdout.take().map(|s| read_lines(s, tail.clone())),
+            child.stderr.take().map(|s| read_lines(s, tail.clone())),
+        ];
+        let waited = tokio::time::timeout(limit, child.wait()).await;
+        let status = match waited {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                return Err(Failure {
+                    exit_code: None,
+                    error: format!("waiting for the shell failed: {e}"),
+                });
+            }
+            Err(_) => {
+                kill_group(pid);
+                let _ = child.wait().await;
+                return Err(Failure {
+                    exit_code: None,
+                    error: format!("timed out after {}; stopped", secs(limit)),
+                });
+            }
+        };
+        for reader in readers.into_iter().flatten() {
+            // The output is read to its end (a background process holding the pipe is not waited for long).
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        }
+        match status.code() {
+            Some(0) => Ok(()),
+            Some(code) => Err(Failure {
+                exit_code: Some(code),
+                error: format!("exited with code {code}"),
+            }),
+            None => Err(Failure {
+                exit_code: None,
+                error: "killed by a signal".into(),
+            }),
+        }
+    }
+
+    async fn download(
+        &self,
+        url: &str,
+        dest: &str,
+        sha256: Option<&str>,
+        tail: &Tail,
+    ) -> Result<(), String> {
+        let client = self.http.get().map_err(|e| e.to_string())?;
+        let mut resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url} failed: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url} answered {}", resp.status()));
+        }
+        let mut file = Partial::create(dest).await?;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("reading {url} failed: {e}"))?
+        {
+            file.write(&chunk).await?;
+        }
+        file.finish(sha256, tail).await
+    }
+
+    async fn download_s3(
+        &self,
+        bucket: &str,
+        key: &str,
+        dest: &str,
+        tail: &Tail,
+    ) -> Result<(), String> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "S3 GetObject s3://{bucket}/{key} failed: {}",
+                    spigot_aws::error_text(&e)
+                )
+            })?;
+        let mut body = out.body;
+        let mut file = Partial::create(dest).await?;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| format!("reading s3://{bucket}/{key} failed: {e}"))?
+        {
+            file.write(&chunk).await?;
+        }
+        file.finish(None, tail).await
+    }
+}
+
+/// A download being written next to its destination, renamed into place when complete.
+struct Partial {
+    file: tokio::fs::File,
+    part: String,
+    dest: String,
+    hash: sha2::Sha256,
+    bytes: u64,
+}
+
+impl Partial {
+    async fn create(dest: &str) -> Result<Self, String> {
+        if let Some(dir) = Path::new(dest)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let part = format!("{dest}.spigot-part");
+        let file = tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| format!("cannot write {part}: {e}"))?;
+        Ok(Self {
+            file,
+            part,
+            dest: dest.to_string(),
+            hash: sha2::Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.hash.update(chunk);
+        self.bytes += chunk.len() as u64;
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", self.part))
+    }
+
+    async fn finish(mut self, want: Option<&str>, tail: &Tail) -> Result<(), String> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", self.part))?;
+        let got = hex::encode(self.hash.clone().finalize());
+        if let Some(want) = want
+            && want != got
+        {
+            let _ = tokio::fs::remove_file(&self.part).await;
+            return Err(format!(
+                "sha256 mismatch for {}: expected {want}, got {got}",
+                self.dest
+            ));
+        }
+        tokio::fs::rename(&self.part, &self.dest)
+            .await
+            .map_err(|e| format!("cannot move {} into place: {e}", self.dest))?;
+        tail.push(&format!(
+            "wrote {} ({} bytes, sha256 {got})",
+            self.dest, self.bytes
+        ));
+        Ok(())
+    }
+}
+
+fn read_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    stream: R,
+    tail: Tail,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("  | {line}");
+            tail.push(&line);
+        }
+    })
+}
+
+/// Stops the process group a shell step leads (its children too).
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}

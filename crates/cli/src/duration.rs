@@ -1,0 +1,45 @@
+//! Durations as people type them on a command line or in a script: `500ms`,
+//! `30s`, `15m`, `2h`, `3d`, or plain seconds.
+
+use std::time::Duration;
+
+/// Parses `text`; zero is refused.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let wrong = || format!("{text:?} is not a duration like 500ms, 30s, 15m, 2h or 3d");
+    let (n, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = n.parse().map_err(|_| wrong())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3_600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(wrong()),
+    };
+    if d.is_zero() {
+        return Err(format!("{text:?} is zero; give a duration above 0"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_each_unit_and_refuses_the_rest() {
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse("2h"), Ok(Duration::from_secs(7_200)));
+        assert_eq!(parse("3d"), Ok(Duration::from_secs(259_200)));
+        assert_eq!(parse("40"), Ok(Duration::from_secs(40)));
+        for bad in ["0", "0s", "2w", "h", "", "1.5s", "-3s"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! `spigot trigger NAME`: raise a pull-deployment trigger (a new request in
+//! the config bucket) and, with `--wait`, follow the agents' receipts until
+//! each expected agent is done or failed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use spigot_aws::S3Triggers;
+use spigot_core::ports::{Clock, SystemClock};
+use spigot_core::resources::Resource;
+use spigot_core::trigger::{self, FOLLOWING_MS, Receipt, Request, Status};
+
+use crate::CliError;
+use crate::resources::Where;
+
+#[derive(clap::Args)]
+pub struct TriggerArgs {
+    /// The trigger (agents follow it with `spigot agent --trigger NAME`).
+    name: String,
+    /// Data for the steps, as environment variables: KEY=VALUE, repeatable.
+    #[arg(long = "data", value_name = "KEY=VALUE")]
+    data: Vec<String>,
+    /// Who asks [default: the AWS identity, else $USER].
+    #[arg(long)]
+    by: Option<String>,
+    /// Wait for the agents' receipts; exit 0 only when every expected agent is done.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this long.
+    #[arg(long, default_value = "15m", value_parser = crate::duration::parse, requires = "wait")]
+    timeout: Duration,
+    /// Wait for this many agents [default: those that reported on the trigger in the last day].
+    #[arg(long, requires = "wait", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    agents: Option<u32>,
+    /// How often to read the receipts while waiting.
+    #[arg(long, default_value = "1s", value_parser = crate::duration::parse, hide = true)]
+    poll: Duration,
+    /// One JSON object on stdout instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Who is asking: the caller's AWS identity, else the user's name.
+async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
+    let sts = aws_sdk_sts::Client::new(sdk);
+    let asked = tokio::time::timeout(Duration::from_secs(3), sts.get_caller_identity().send());
+    if let Ok(Ok(id)) = asked.await
+        && let Some(arn) = id.arn()
+    {
+        return arn.to_string();
+    }
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError> {
+    trigger::check_name("trigger", &args.name).map_err(|e| CliError::Usage(e.to_string()))?;
+    let data = trigger::parse_data(args.data.iter().map(String::as_str))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let r = place.resolve().await?;
+    let store = S3Triggers::new(spigot_aws::s3_client(&r.sdk), r.need(Resource::Bucket)?);
+    let by = match &args.by {
+        Some(b) => b.clone(),
+        None => who(&r.sdk).await,
+    };
+    let now = SystemClock.now_ms();
+    // Known before the raise: the agents that follow the trigger.
+    let known = if args.wait {
+        trigger::agents_since(&store, &args.name, now.saturating_sub(FOLLOWING_MS))
+            .await
+            .map_err(|e| CliError::Failed(e.into()))?
+    } else {
+        Vec::new()
+    };
+    let request = trigger::raise(&store, &args.name, &by, data, now)
+        .await
+        .map_err(|e| CliError::Failed(e.into()))?;
+    if !args.wait {
+        if args.json {
+            println!("{}", raised_json(&request));
+        } else {
+            println!(
+                "raised {} #{} (by {})",
+                request.trigger, request.sequence, request.by
+            );
+        }
+        return Ok(());
+    }
+    if !args.json {
+        println!(
+            "raised {} #{} (by {})",
+            request.trigger, request.sequence, request.by
+        );
+    }
+    let expected = args.agents.map_or(known.len().max(1), |n| n as usize);
+    if !args.json {
+        let names = if known.is_empty() {
+            "none reported on it in the last day".to_string()
+        } else {
+            known.join(", ")
+        };
+        println!(
+            "waiting for {} ({names}); timeout {}",
+            crate::switch::count(expected as u64, "agent"),
+            humanize(args.timeout)
+        );
+    }
+    let (receipts, finished) = wait(&store, &request, &known, expected, &args).await?;
+    let done = receipts
+        .values()
+        .filter(|r| r.status == Status::Done)
+        .count();
+    let failed = receipts
+        .values()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    let all_done = finished && done >= expected && failed == 0;
+    if args.json {
+        let mut out = raised_json(&request);
+        out["expected"] = json!(expected);
+        out["agents"] = json!(
+            known
+                .iter()
+                .filter(|a| !receipts.contains_key(*a))
+                .map(|a| json!({"agent": a, "status": "pending"}))
+                .chain(receipts.values().map(|r| json!(r)))
+                .collect::<Vec<_>>()
+        );
+        out["done"] = json!(all_done);
+        out["timed_out"] = json!(!finished);
+        println!("{out}");
+    } else if finished {
+        println!(
+            "{} of {} done, {failed} failed",
+            done,
+            crate::switch::count(expected as u64, "agent")
+        );
+    }
+    if all_done {
+        return Ok(());
+    }
+    let why = if !finished {
+        let waiting: Vec<String> = known
+            .iter()
+            .filter(|a| !receipts.get(*a).is_some_and(|r| r.status.is_final()))
+            .map(|a| {
+                let status = receipts.get(a).map_or(Status::Pending, |r| r.status);
+                format!("{a} {}", status.as_str())
+            })
+            .collect();
+        format!(
+            "timed out after {} waiting for {}{}",
+            humanize(args.timeout),
+            crate::switch::count(expected as u64, "agent"),
+            if waiting.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", waiting.join(", "))
+            }
+        )
+    } else {
+        format!(
+            "{} of {} failed",
+            crate::switch::count(failed as u64, "agent"),
+            expected
+        )
+    };
+    Err(CliError::Failed(anyhow::anyhow!(
+        "trigger {} #{}: {why}",
+        request.trigger,
+        request.sequence
+    )))
+}
+
+fn raised_json(r: &Request) -> serde_json::Value {
+    json!({"trigger": r.trigger, "sequence": r.sequence, "by": r.by, "raised_at": r.raised_at, "data": r.data})
+}
+
+/// Reads the receipts until `expected` agents (the `known` ones, when they are
+/// the expectation) reported done or failed, or the timeout; prints each change.
+async fn wait(
+    store: &S3Triggers,
+    request: &Request,
+    known: &[String],
+    expected: usize,
+    args: &TriggerArgs,
+) -> Result<(BTreeMap<String, Receipt>, bool), CliError> {
+    let deadline = Instant::now() + args.timeout;
+    let mut shown: BTreeMap<String, Status> = BTreeMap::new();
+    if !args.json {
+        for a in known {
+            println!("{a}: pending");
+            shown.insert(a.clone(), Status::Pending);
+        }
+    }
+    loop {
+        let receipts = match trigger::receipts(store, &request.trigger, request.sequence).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the receipts; retrying");
+                BTreeMap::new()
+            }
+        };
+        for (agent, receipt) in &receipts {
+            if shown.get(agent) != Some(&receipt.status) {
+                shown.insert(agent.clone(), receipt.status);
+                if !args.json {
+                    print_receipt(receipt);
+                }
+            }
+        }
+        let finals = |r: &&Receipt| r.status.is_final();
+        let finished = if args.agents.is_some() || known.is_empty() {
+            receipts.values().filter(finals).count() >= expected
+        } else {
+            known
+                .iter()
+                .all(|a| receipts.get(a).is_some_and(|r| r.status.is_final()))
+        };
+        if finished {
+            return Ok((receipts, true));
+        }
+        if Instant::now() >= deadline {
+            return Ok((receipts, false));
+        }
+        tokio::time::sleep(
+            args.poll
+                .min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+}
+
+fn print_receipt(r: &Receipt) {
+    let took = r
+        .duration_ms
+        .map(|ms| humanize(Duration::from_millis(ms)))
+        .unwrap_or_default();
+    match r.status {
+        Status::Pending => println!("{}: pending", r.agent),
+        Status::InProgress => {
+            let again = if r.attempt > 1 {
+                format!(" (attempt {})", r.attempt)
+            } else {
+                String::new()
+            };
+            println!("{}: in_progress{again}", r.agent);
+        }
+        Status::Done => println!(
+            "{}: done in {took} ({})",
+            r.agent,
+            crate::switch::count(r.steps.len() as u64, "step")
+        ),
+        Status::Failed => {
+            match &r.failed_step {
+                Some(s) => println!(
+                    "{}: failed at step {} ({}){}, after {took}: {}",
+                    r.agent,
+                    s.index,
+                    s.kind,
+                    s.exit_code
+                        .map(|c| format!(", exit code {c}"))
+                        .unwrap_or_default(),
+                    s.error.as_deref().unwrap_or("")
+                ),
+                None => println!("{}: failed after {took}", r.agent),
+            }
+            for line in &r.output_tail {
+                println!("  | {line}");
+            }
+        }
+    }
+    if let Some(note) = &r.note {
+        println!("  ({note})");
+    }
+}
+
+/// `1.2s`, `15m`, `2h`.
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if d < Duration::from_secs(60) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}

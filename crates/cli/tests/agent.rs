@@ -1,0 +1,584 @@
+//! Pull deployments (#17): `spigot trigger` and `spigot agent` as processes,
+//! against the config bucket of a local stack in moto.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use spigot_core::resources::Resource;
+use spigot_core::trigger::{Receipt, Status};
+use spigot_e2e::*;
+
+mod common;
+use common::*;
+
+/// A local stack (`spigot dev`) in a fresh work dir: its process, the dir, the bucket.
+async fn stack() -> (Dev, PathBuf, String) {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (dev, _) = start_dev(&dir, &target.url);
+    let bucket = spigot_cli_dev_file(&dir).get(Resource::Bucket).to_string();
+    (dev, dir, bucket)
+}
+
+/// `spigot agent --local` following `trigger` with `script`, its log in `dir/agent-ID.log`.
+fn agent(dir: &Path, trigger: &str, id: &str, script: &Path, extra: &[&str]) -> Dev {
+    let log = std::fs::File::create(dir.join(format!("agent-{id}.log"))).unwrap();
+    let child = spigot(&dir.to_path_buf())
+        .args(["agent", "--local", "--trigger", trigger, "--agent-id", id])
+        .arg("--script")
+        .arg(script)
+        .arg("--state-dir")
+        .arg(dir.join(format!("state-{id}")))
+        .args(["--interval", "200ms"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Dev(child)
+}
+
+fn agent_log(dir: &Path, id: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("agent-{id}.log"))).unwrap_or_default()
+}
+
+fn trigger(dir: &Path, args: &[&str]) -> Output {
+    spigot(&dir.to_path_buf())
+        .args(["trigger", "--local"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+async fn s3(dir: &Path) -> spigot_aws::aws_sdk_s3::Client {
+    let sdk = sdk().await;
+    let _ = dir;
+    spigot_aws::s3_client(&sdk)
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    bucket: &str,
+    key: &str,
+) -> Option<T> {
+    let out = s3(dir)
+        .await
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    let bytes = out.body.collect().await.unwrap().into_bytes();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn receipt(dir: &Path, bucket: &str, name: &str, seq: u64, agent: &str) -> Option<Receipt> {
+    get_json(
+        dir,
+        bucket,
+        &spigot_core::trigger::Keys(name).receipt(seq, agent),
+    )
+    .await
+}
+
+async fn keys(dir: &Path, bucket: &str, prefix: &str) -> Vec<String> {
+    let out = s3(dir)
+        .await
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+async fn wait_until(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lines of a file written by the script (one per run).
+fn runs(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_wait_sees_an_agent_run_a_two_step_script_to_done() {
+    let (_dev, dir, bucket) = stack().await;
+    let artifact = b"the release artifact\n".repeat(1000);
+    s3(&dir)
+        .await
+        .put_object()
+        .bucket(&bucket)
+        .key("artifacts/app-1.4.2.tgz")
+        .body(artifact.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let out_dir = dir.join("out");
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n  - shell: |\n      echo \"deploying $VERSION for $SPIGOT_BY\"\n      mkdir -p {o}\n      printf '%s %s %s' \"$VERSION\" \"$REGION\" \"$SPIGOT_SEQUENCE\" > {o}/version.txt\n  - download_s3: {{url: s3://{bucket}/artifacts/app-1.4.2.tgz, dest: {o}/app.tgz}}\n",
+            o = out_dir.display()
+        ),
+    );
+    let metrics_port = free_port();
+    let _agent = agent(
+        &dir,
+        "web",
+        "host-a",
+        &script,
+        &["--metrics-listen", &format!("127.0.0.1:{metrics_port}")],
+    );
+    wait_until("the agent to report", 30, async || {
+        !keys(&dir, &bucket, "triggers/web/agents/host-a")
+            .await
+            .is_empty()
+    })
+    .await;
+    let out = trigger(
+        &dir,
+        &[
+            "web",
+            "--data",
+            "VERSION=1.4.2",
+            "--data",
+            "REGION=eu-west-1",
+            "--by",
+            "ci-pipeline",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        agent_log(&dir, "host-a")
+    );
+    assert!(
+        stdout.starts_with("raised web #1 (by ci-pipeline)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("waiting for 1 agent (host-a)"), "{stdout}");
+    assert!(stdout.contains("host-a: pending\n"), "{stdout}");
+    assert!(stdout.contains("host-a: done in "), "{stdout}");
+    assert!(stdout.contains("(2 steps)"), "{stdout}");
+    assert!(
+        stdout.ends_with("1 of 1 agent done, 0 failed\n"),
+        "{stdout}"
+    );
+    // What the steps did.
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("version.txt")).unwrap(),
+        "1.4.2 eu-west-1 1"
+    );
+    assert_eq!(std::fs::read(out_dir.join("app.tgz")).unwrap(), artifact);
+    // The receipt.
+    let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    assert_eq!((r.status, r.attempt, r.steps.len()), (Status::Done, 1, 2));
+    assert_eq!(r.steps[0].kind, "shell");
+    assert_eq!(r.steps[0].exit_code, Some(0));
+    assert_eq!(r.steps[1].kind, "download_s3");
+    assert!(r.steps.iter().all(|s| s.status == Status::Done));
+    let total = r.duration_ms.unwrap();
+    assert!(total >= r.steps.iter().map(|s| s.duration_ms).sum::<u64>());
+    assert!(r.finished_at.is_some());
+    assert_eq!(r.script.path, script.display().to_string());
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&script).unwrap()))
+    };
+    assert_eq!(r.script.sha256, hash);
+    assert!(
+        r.output_tail.iter().any(|l| l.contains("app.tgz")),
+        "{:?}",
+        r.output_tail
+    );
+    // The agent's metrics.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "spigot_agent_requests_handled_total 1\n",
+        "spigot_agent_requests_failed_total 0\n",
+        "spigot_agent_sequence 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    let success: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spigot_agent_last_success_timestamp_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(success > 1.7e9, "{success}");
+    assert!(metrics.contains("spigot_agent_last_duration_seconds "));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_step_fails_the_wait_with_its_step_exit_code_and_output() {
+    let (_dev, dir, bucket) = stack().await;
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        "steps:\n  - shell: echo preparing\n  - shell: |\n      echo \"migrating database\"\n      echo \"error: relation users is locked\" >&2\n      exit 3\n      echo never\n  - shell: echo never reached\n",
+    );
+    let _agent = agent(&dir, "api", "host-a", &script, &[]);
+    wait_until("the agent to report", 30, async || {
+        !keys(&dir, &bucket, "triggers/api/agents/").await.is_empty()
+    })
+    .await;
+    let out = trigger(&dir, &["api", "--wait", "--timeout", "60s"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("host-a: failed at step 2 (shell), exit code 3, after "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  | migrating database\n"), "{stdout}");
+    assert!(
+        stdout.contains("  | error: relation users is locked\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("never"), "{stdout}");
+    assert!(
+        stderr.contains("trigger api #1: 1 agent of 1 failed"),
+        "{stderr}"
+    );
+    let r = receipt(&dir, &bucket, "api", 1, "host-a").await.unwrap();
+    assert_eq!(r.status, Status::Failed);
+    assert_eq!(r.steps.len(), 2, "step 3 is not run");
+    let failed = r.failed_step.unwrap();
+    assert_eq!((failed.index, failed.exit_code), (2, Some(3)));
+    // The JSON form says the same.
+    let out = trigger(&dir, &["api", "--wait", "--timeout", "60s", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sequence"], 2);
+    assert_eq!(v["done"], false);
+    assert_eq!(v["agents"][0]["status"], "failed");
+    assert_eq!(v["agents"][0]["failed_step"]["exit_code"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_wait_for_a_stopped_agent_and_run_exactly_once_in_order() {
+    let (_dev, dir, bucket) = stack().await;
+    let log = dir.join("runs.txt");
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n  - shell: echo \"$SPIGOT_SEQUENCE $WHAT\" >> {}\n",
+            log.display()
+        ),
+    );
+    // Raised while no agent runs: it waits.
+    let out = trigger(&dir, &["web", "--data", "WHAT=first"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).0.starts_with("raised web #1 (by "),
+        "{:?}",
+        text(&out)
+    );
+    assert!(runs(&log).is_empty());
+    // An agent started later runs it, once.
+    let once = |id: &str| {
+        let out = spigot(&dir)
+            .args([
+                "agent",
+                "--local",
+                "--trigger",
+                "web",
+                "--agent-id",
+                id,
+                "--once",
+            ])
+            .arg("--script")
+            .arg(&script)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{:?}", text(&out));
+    };
+    once("host-a");
+    assert_eq!(runs(&log), ["1 first"]);
+    once("host-a");
+    assert_eq!(
+        runs(&log),
+        ["1 first"],
+        "a restart does not repeat a request"
+    );
+    // Two more while it is down: both run, in order, once each.
+    for what in ["second", "third"] {
+        assert!(
+            trigger(&dir, &["web", "--data", &format!("WHAT={what}")])
+                .status
+                .success()
+        );
+    }
+    once("host-a");
+    once("host-a");
+    assert_eq!(runs(&log), ["1 first", "2 second", "3 third"]);
+    for seq in 1..=3 {
+        let r = receipt(&dir, &bucket, "web", seq, "host-a").await.unwrap();
+        assert_eq!((r.status, r.attempt), (Status::Done, 1), "#{seq}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_mid_script_runs_the_request_again_and_says_so() {
+    let (_dev, dir, bucket) = stack().await;
+    let log = dir.join("runs.txt");
+    let started = dir.join("started");
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n  - shell: |\n      echo \"start $SPIGOT_SEQUENCE $SPIGOT_ATTEMPT\" >> {log}\n      if [ \"$SPIGOT_ATTEMPT\" = 1 ]; then touch {started}; sleep 30; exit 9; fi\n      echo \"end $SPIGOT_SEQUENCE $SPIGOT_ATTEMPT\" >> {log}\n",
+            log = log.display(),
+            started = started.display()
+        ),
+    );
+    let mut first = agent(&dir, "web", "host-a", &script, &[]);
+    wait_until("the agent to report", 30, async || {
+        !keys(&dir, &bucket, "triggers/web/agents/").await.is_empty()
+    })
+    .await;
+    assert!(trigger(&dir, &["web"]).status.success());
+    wait_until("the script to start", 30, async || started.exists()).await;
+    let during = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    assert_eq!((during.status, during.attempt), (Status::InProgress, 1));
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    // Restarted: the cut-short run is run again, and the receipt says why.
+    let out = spigot(&dir)
+        .args([
+            "agent",
+            "--local",
+            "--trigger",
+            "web",
+            "--agent-id",
+            "host-a",
+            "--once",
+        ])
+        .arg("--script")
+        .arg(&script)
+        .arg("--state-dir")
+        .arg(dir.join("state-host-a"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("attempt 1 was interrupted"), "{stderr}");
+    let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    assert_eq!((r.status, r.attempt), (Status::Done, 2));
+    assert!(
+        r.note
+            .as_deref()
+            .unwrap_or("")
+            .contains("attempt 1 was interrupted (the agent stopped mid-script"),
+        "{:?}",
+        r.note
+    );
+    assert_eq!(runs(&log), ["start 1 1", "start 1 2", "end 1 2"]);
+    // And it is not run a third time.
+    let again = spigot(&dir)
+        .args([
+            "agent",
+            "--local",
+            "--trigger",
+            "web",
+            "--agent-id",
+            "host-a",
+            "--once",
+        ])
+        .arg("--script")
+        .arg(&script)
+        .arg("--state-dir")
+        .arg(dir.join("state-host-a"))
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(runs(&log).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_on_one_trigger_both_run_and_both_receipts_are_shown() {
+    let (_dev, dir, bucket) = stack().await;
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n  - shell: echo \"$SPIGOT_AGENT\" >> {}\n",
+            dir.join("runs.txt").display()
+        ),
+    );
+    let _a = agent(&dir, "web", "host-a", &script, &[]);
+    let _b = agent(&dir, "web", "host-b", &script, &[]);
+    wait_until("both agents to report", 30, async || {
+        keys(&dir, &bucket, "triggers/web/agents/").await.len() == 2
+    })
+    .await;
+    let out = trigger(&dir, &["web", "--wait", "--timeout", "60s"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("waiting for 2 agents (host-a, host-b)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("host-a: done in "), "{stdout}");
+    assert!(stdout.contains("host-b: done in "), "{stdout}");
+    assert!(
+        stdout.ends_with("2 of 2 agents done, 0 failed\n"),
+        "{stdout}"
+    );
+    let mut ran = runs(&dir.join("runs.txt"));
+    ran.sort();
+    assert_eq!(ran, ["host-a", "host-b"]);
+    assert_eq!(
+        keys(&dir, &bucket, "triggers/web/receipts/000000000001/")
+            .await
+            .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_raisers_get_twenty_distinct_numbers() {
+    let (_dev, dir, bucket) = stack().await;
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            spigot(&dir)
+                .args([
+                    "trigger",
+                    "--local",
+                    "web",
+                    "--json",
+                    "--by",
+                    &format!("raiser-{i}"),
+                ])
+                .args(["--data", &format!("N={i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut sequences = Vec::new();
+    let mut raisers = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{:?}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        sequences.push(v["sequence"].as_u64().unwrap());
+        raisers.push(v["data"]["N"].as_str().unwrap().to_string());
+    }
+    sequences.sort();
+    assert_eq!(sequences, (1..=20).collect::<Vec<_>>());
+    // None lost: twenty request objects, each raiser's data in one of them.
+    let requests = keys(&dir, &bucket, "triggers/web/requests/").await;
+    assert_eq!(requests.len(), 20);
+    let mut stored = Vec::new();
+    for key in &requests {
+        let r: spigot_core::trigger::Request = get_json(&dir, &bucket, key).await.unwrap();
+        stored.push(r.data["N"].clone());
+    }
+    stored.sort();
+    raisers.sort();
+    assert_eq!(stored, raisers);
+    let head: spigot_core::trigger::Head = get_json(&dir, &bucket, "triggers/web/head.json")
+        .await
+        .unwrap();
+    assert_eq!(head.sequence, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_script_stops_the_agent_at_start_with_line_and_column() {
+    let (_dev, dir, bucket) = stack().await;
+    let start = |script: &Path| {
+        spigot(&dir)
+            .args([
+                "agent",
+                "--local",
+                "--trigger",
+                "web",
+                "--agent-id",
+                "host-a",
+                "--once",
+            ])
+            .arg("--script")
+            .arg(script)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .output()
+            .unwrap()
+    };
+    let unknown = write_script(
+        &dir,
+        "unknown.yaml",
+        "steps:\n  - shell: echo ok\n  - upload: {src: a, dest: b}\n",
+    );
+    let out = start(&unknown);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "unknown.yaml at line 3, column 5: steps[1]: unknown step kind or key `upload`"
+        ),
+        "{stderr}"
+    );
+    let bad_yaml = write_script(
+        &dir,
+        "bad.yaml",
+        "steps:\n  - shell: echo ok\n   - shell: misindented\n",
+    );
+    let out = start(&bad_yaml);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.yaml at line 3, column"), "{stderr}");
+    // Refused before anything was written.
+    assert!(keys(&dir, &bucket, "triggers/").await.is_empty());
+    assert!(!dir.join("state").exists());
+    // The same agent with a good script starts (and says it follows the trigger).
+    let good = write_script(&dir, "good.yaml", "steps:\n  - shell: echo ok\n");
+    let out = start(&good);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        keys(&dir, &bucket, "triggers/web/agents/").await,
+        ["triggers/web/agents/host-a.json"]
+    );
+}

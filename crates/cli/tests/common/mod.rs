@@ -1,0 +1,99 @@
+//! What the `spigot` process tests share: the command, a work dir, `spigot dev` on moto.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::prelude::*;
+use spigot_e2e::*;
+
+pub fn spigot(dir: &PathBuf) -> Command {
+    let mut c = Command::cargo_bin("spigot").unwrap();
+    c.current_dir(dir)
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("WEBHOOK_SECRET")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c
+}
+
+pub fn workdir() -> PathBuf {
+    let d = std::env::temp_dir().join(unique("spigot-cli-"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Dev(pub Child);
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_dev(dir: &PathBuf, target: &str) -> (Dev, String) {
+    start_dev_named(dir, target, &unique("dev"))
+}
+
+/// `spigot dev` on the local stack called `name` (a restart finds the same queues).
+pub fn start_dev_named(dir: &PathBuf, target: &str, name: &str) -> (Dev, String) {
+    start_dev_at(dir, target, name, moto())
+}
+
+/// `spigot dev` reaching AWS at `endpoint`.
+pub fn start_dev_at(dir: &PathBuf, target: &str, name: &str, endpoint: &str) -> (Dev, String) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("dev.out")).unwrap();
+    let child = spigot(dir)
+        .args([
+            "dev",
+            "--endpoint",
+            endpoint,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--target",
+            target,
+        ])
+        .args(["--name", name, "--secret", SECRET, "--drain-interval", "1"])
+        // GitHub's sample payloads were pushed in 2019: no push-age limit here.
+        .args(["--max-push-age", "0"])
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dev = Dev(child);
+    wait_serving(format!("127.0.0.1:{port}").parse().unwrap());
+    (dev, format!("http://127.0.0.1:{port}/webhook"))
+}
+
+/// Waits until `spigot dev` answers at `addr` (it takes its port before it is ready).
+pub fn wait_serving(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_millis(500)))?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut text = String::new();
+                s.read_to_string(&mut text)?;
+                Ok(text)
+            })
+            .unwrap_or_default();
+        if answer.contains("spigot dev") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spigot dev did not start serving"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The local stack `spigot dev` wrote in `dir`.
+pub fn spigot_cli_dev_file(dir: &std::path::Path) -> spigot_aws::local::LocalStack {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap()).unwrap()
+}

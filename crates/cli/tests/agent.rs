@@ -582,3 +582,200 @@ async fn a_bad_script_stops_the_agent_at_start_with_line_and_column() {
         ["triggers/web/agents/host-a.json"]
     );
 }
+
+/// Signs `body` as a CI pipeline would for `POST /trigger/{name}`.
+async fn post_trigger(url: &str, body: &str, secret: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header(
+            "X-Hub-Signature-256",
+            spigot_core::signature::sign_sha256(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_trigger_needs_the_trigger_secret_and_the_agent_runs_what_it_raised() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, webhook) = start_dev(&dir, &target.url);
+    let bucket = spigot_cli_dev_file(&dir).get(Resource::Bucket).to_string();
+    let url = webhook.replace("/webhook", "/trigger/web");
+    let body = r#"{"data": {"VERSION": "2.0.1"}, "by": "github-actions"}"#;
+    // Wrong secret (the webhook's), no signature, a tampered body: 401, nothing raised.
+    let (status, answer) = post_trigger(&url, body, SECRET).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "the trigger signature is missing or does not match"
+    );
+    let unsigned = reqwest::Client::new()
+        .post(&url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 401);
+    let sig = spigot_core::signature::sign_sha256(b"spigot-test-trigger-secret", body.as_bytes());
+    let tampered = reqwest::Client::new()
+        .post(&url)
+        .header("X-Hub-Signature-256", sig)
+        .body(body.replace("2.0.1", "6.6.6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status().as_u16(), 401);
+    assert!(
+        keys(&dir, &bucket, "triggers/").await.is_empty(),
+        "nothing raised"
+    );
+    // Signed with the trigger secret: 202 and the sequence.
+    let (status, answer) = post_trigger(&url, body, "spigot-test-trigger-secret").await;
+    assert_eq!(
+        (status, answer["sequence"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    assert_eq!(answer["trigger"], "web");
+    // Bad data is a 400 with a sentence, and raises nothing.
+    let (status, answer) = post_trigger(
+        &url,
+        r#"{"data": {"NOT-A-NAME": "x"}}"#,
+        "spigot-test-trigger-secret",
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an environment variable name")
+    );
+    // The agent runs the request raised over HTTPS.
+    let out_file = dir.join("deployed.txt");
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n  - shell: echo \"$VERSION by $SPIGOT_BY\" > {}\n",
+            out_file.display()
+        ),
+    );
+    let out = spigot(&dir)
+        .args([
+            "agent",
+            "--local",
+            "--trigger",
+            "web",
+            "--agent-id",
+            "host-a",
+            "--once",
+        ])
+        .arg("--script")
+        .arg(&script)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        "2.0.1 by github-actions\n"
+    );
+    let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    assert_eq!(r.status, Status::Done);
+    assert_eq!(keys(&dir, &bucket, "triggers/web/requests/").await.len(), 1);
+}
+
+/// A push like GitHub's sample, to `branch`, its head commit `sha`.
+fn push_to(branch: &str, sha: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&fixture("push.json")).unwrap();
+    v["ref"] = serde_json::json!(format!("refs/heads/{branch}"));
+    v["after"] = serde_json::json!(sha);
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_on_push_runs_the_script_for_matching_hooks_from_the_buffer_and_keeps_the_rest() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let r = receiver(&sdk, &stack, "http://127.0.0.1:9/", 2000).await;
+    let sha = |c: char| c.to_string().repeat(40);
+    let hooks: Vec<(&str, String, Vec<u8>)> = vec![
+        ("push", unique("d1-"), push_to("master", &sha('a'))),
+        ("push", unique("d2-"), push_to("feature/x", &sha('b'))),
+        (
+            "pull_request",
+            unique("d3-"),
+            fixture("pull_request.opened.json"),
+        ),
+        ("push", unique("d4-"), push_to("master", &sha('c'))),
+    ];
+    for (event, delivery, body) in &hooks {
+        let req = signed_request(event, delivery, body, Some("OFF"));
+        let resp = r.handle_event(&req, spigot_aws::now_ms()).await;
+        assert_eq!(resp.status_code, 202, "{delivery} buffered");
+    }
+    let runs_file = dir.join("runs.txt");
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n  - shell: echo \"$SPIGOT_DELIVERY $SPIGOT_REPOSITORY $SPIGOT_BRANCH $SPIGOT_SHA\" >> {}\n",
+            runs_file.display()
+        ),
+    );
+    let out = spigot(&dir)
+        .args([
+            "agent",
+            "--local",
+            "--on",
+            "push:Codertocat/Hello-World@master",
+            "--once",
+        ])
+        .arg("--script")
+        .arg(&script)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    // Ledger: 4 in; 2 deployed in order; 2 kept in the dead-letter queue with their reasons; 0 lost.
+    assert_eq!(
+        runs(&runs_file),
+        [
+            format!("{} Codertocat/Hello-World master {}", hooks[0].1, sha('a')),
+            format!("{} Codertocat/Hello-World master {}", hooks[3].1, sha('c')),
+        ]
+    );
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
+    let letters = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let text_of = |d: &str| {
+        letters
+            .iter()
+            .find(|(body, _)| body.contains(d))
+            .map(|(body, attrs)| format!("{body} {attrs:?}"))
+            .unwrap_or_default()
+    };
+    assert!(
+        text_of(&hooks[1].1).contains("no --on subscription of agent"),
+        "{letters:?}"
+    );
+    assert!(text_of(&hooks[1].1).contains("other branch"), "{letters:?}");
+    assert!(
+        text_of(&hooks[2].1).contains("push events only"),
+        "{letters:?}"
+    );
+    assert!(
+        stderr.contains("2 hooks deployed, 2 kept in the dead-letter queue"),
+        "{stderr}"
+    );
+}

@@ -259,24 +259,6 @@ async fn dev_evaluates_pushes_against_filters_and_says_what_it_would_start() {
 }
 
 /// A local stack in moto written to `<dir>/.spigot/dev.json`, as `spigot dev` would.
-async fn local_stack(
-    dir: &Path,
-    target: Option<&str>,
-) -> (
-    spigot_aws::aws_config::SdkConfig,
-    spigot_aws::local::LocalStack,
-) {
-    let (sdk, mut stack) = stack().await;
-    stack.target = target.map(str::to_string);
-    std::fs::create_dir_all(dir.join(".spigot")).unwrap();
-    std::fs::write(
-        dir.join(".spigot/dev.json"),
-        serde_json::to_string(&stack).unwrap(),
-    )
-    .unwrap();
-    (sdk, stack)
-}
-
 async fn dead_letters(sdk: &spigot_aws::aws_config::SdkConfig, dlq: &str, n: usize) -> Vec<String> {
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
     let mut ids = Vec::new();

@@ -47,6 +47,10 @@ pub struct Settings {
     pub webhook_secret_arn: Option<String>,
     /// `ALLOW_SHA1`: accept the legacy `X-Hub-Signature`. Default false.
     pub allow_sha1: bool,
+    /// `TRIGGER_SECRET`: comma-separated secrets signing `POST /trigger/{name}`. Default: none (all refused).
+    pub trigger_secret: Option<String>,
+    /// `TRIGGER_SECRET_ARN`: Secrets Manager secret holding them, read at init.
+    pub trigger_secret_arn: Option<String>,
     /// `TARGET_URL`: where hooks are delivered.
     pub target_url: Option<String>,
     /// `ALLOW_INSECURE_TARGET`: accept an http:// `TARGET_URL` (a target inside a VPC). Default false.
@@ -108,6 +112,11 @@ impl std::fmt::Debug for Settings {
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("webhook_secret_arn", &self.webhook_secret_arn)
+            .field(
+                "trigger_secret",
+                &self.trigger_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("trigger_secret_arn", &self.trigger_secret_arn)
             .field("allow_sha1", &self.allow_sha1)
             .field("target_url", &self.target_url)
             .field("allow_insecure_target", &self.allow_insecure_target)
@@ -166,6 +175,8 @@ impl Settings {
             webhook_secret: lookup("WEBHOOK_SECRET").filter(|v| !v.trim().is_empty()),
             webhook_secret_arn: get("WEBHOOK_SECRET_ARN"),
             allow_sha1: parse_bool("ALLOW_SHA1", get("ALLOW_SHA1"), false)?,
+            trigger_secret: lookup("TRIGGER_SECRET").filter(|v| !v.trim().is_empty()),
+            trigger_secret_arn: get("TRIGGER_SECRET_ARN"),
             target_url: get("TARGET_URL")
                 .map(|u| check_url("TARGET_URL", u))
                 .transpose()?,

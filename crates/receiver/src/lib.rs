@@ -5,6 +5,7 @@
 //! `spigot dev` (from its HTTP server), and in tests.
 
 pub mod ingress;
+pub mod trigger;
 
 use std::sync::Arc;
 use std::time::Duration;

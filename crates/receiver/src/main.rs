@@ -1,4 +1,5 @@
-//! Lambda entry point of the receiver (REST API payload 1.0 or HTTP API payload 2.0).
+//! Lambda entry point of the receiver (REST API payload 1.0 or HTTP API payload 2.0):
+//! `POST /webhook` for GitHub's hooks, `POST /trigger/{name}` for pull deployments.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use spigot_core::config::Settings;
@@ -11,12 +12,13 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env()?;
     let sdk = spigot_aws::sdk_config(None).await;
     let receiver = &spigot_receiver::build(&sdk, &settings).await?;
+    let door = &spigot_receiver::trigger::build(&sdk, &settings).await?;
     run(service_fn(move |event: LambdaEvent<ApiEvent>| async move {
-        Ok::<_, Error>(
-            receiver
-                .handle_api_event(&event.payload, SystemClock.now_ms())
-                .await,
-        )
+        let now = SystemClock.now_ms();
+        Ok::<_, Error>(match spigot_receiver::trigger::route(&event.payload) {
+            Some(name) => door.handle_api_event(&name, &event.payload, now).await,
+            None => receiver.handle_api_event(&event.payload, now).await,
+        })
     }))
     .await
 }

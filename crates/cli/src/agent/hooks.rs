@@ -249,7 +249,7 @@ pub async fn run(
     );
     let switch = crate::switch::switch(r)?;
     // One deployment at a time; the script's own steps have their time limits.
-    let mut config = EngineConfig::relay(1, 20, once, 100);
+    let mut config = EngineConfig::relay(1, if once { 1 } else { 20 }, once, 100);
     config.policy.max_attempts = 1;
     let engine = crate::relay::pull_engine(r, ScriptTarget { agent, filters }, config)?;
     let counters = Counters::default();

@@ -23,6 +23,8 @@ use crate::resources::{DEV_FILE, Where};
 
 /// The secret `spigot dev` uses when none is given (the one the sample events are signed with).
 pub const TEST_SECRET: &str = "spigot-test-secret";
+/// The trigger secret `spigot dev` uses when none is given.
+pub const TEST_TRIGGER_SECRET: &str = "spigot-test-trigger-secret";
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -38,6 +40,9 @@ pub struct DevArgs {
     /// Webhook secret(s), comma-separated [default: spigot-test-secret, the sample events' secret].
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Secret(s) signing POST /trigger/{name}, comma-separated [default: spigot-test-trigger-secret].
+    #[arg(long, env = "TRIGGER_SECRET", hide_env_values = true)]
+    trigger_secret: Option<String>,
     /// Name of the local resources (queues, bucket, API).
     #[arg(long, default_value = "spigot-dev")]
     name: String,
@@ -89,12 +94,21 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     let timeout = Duration::from_millis(args.forward_timeout_ms);
     let mut settings = stack.settings();
     settings.webhook_secret = Some(secret);
+    settings.trigger_secret = Some(
+        args.trigger_secret
+            .clone()
+            .unwrap_or_else(|| TEST_TRIGGER_SECRET.to_string()),
+    );
     settings.forward_timeout_ms = args.forward_timeout_ms;
     settings.claim_check_bytes = args.claim_check_bytes;
     let mut receiver = spigot_receiver::build(&sdk, &settings)
         .await
         .context("cannot build the receiver")?;
     receiver.metrics = std::sync::Arc::new(QuietMetrics);
+    let mut door = spigot_receiver::trigger::build(&sdk, &settings)
+        .await
+        .context("cannot build the trigger door")?;
+    door.metrics = std::sync::Arc::new(QuietMetrics);
     if args.drain_interval > 0 {
         let drainer = drainer(&sdk, &stack, &target_url, timeout)?;
         drainer::every(drainer, Duration::from_secs(args.drain_interval));
@@ -118,5 +132,5 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     );
     let switch = crate::switch::stage_switch(&sdk, &stack);
     let stage = switch.stage().clone();
-    server::serve(listener, receiver, switch, stage).await
+    server::serve(listener, receiver, door, switch, stage).await
 }

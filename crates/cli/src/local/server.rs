@@ -10,15 +10,17 @@ use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use spigot_aws::StageSwitch;
+use spigot_aws::{S3Triggers, StageSwitch};
 use spigot_core::edge::{self, EdgeRefusal};
 use spigot_core::ports::{Clock, StageRef, SystemClock};
+use spigot_receiver::trigger::TriggerDoor;
 use spigot_receiver::{AwsReceiver, Inbound};
 
 use crate::CliError;
 
 struct App {
     receiver: AwsReceiver,
+    door: TriggerDoor<S3Triggers>,
     switch: StageSwitch,
     stage: StageRef,
 }
@@ -38,11 +40,16 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliErro
 pub async fn serve(
     listener: tokio::net::TcpListener,
     receiver: AwsReceiver,
+    door: TriggerDoor<S3Triggers>,
     switch: StageSwitch,
     stage: StageRef,
 ) -> Result<(), CliError> {
     let router = axum::Router::new()
         .route("/webhook", axum::routing::post(webhook).fallback(not_found))
+        .route(
+            "/trigger/{name}",
+            axum::routing::post(raise).fallback(not_found),
+        )
         .route(
             "/",
             axum::routing::get(|| async { "spigot dev: POST GitHub webhooks to /webhook\n" }),
@@ -51,6 +58,7 @@ pub async fn serve(
         .fallback(not_found)
         .with_state(Arc::new(App {
             receiver,
+            door,
             switch,
             stage,
         }));
@@ -63,7 +71,8 @@ pub async fn serve(
     Ok(())
 }
 
-async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+/// The request as API Gateway would pass it on, or the 413 it would answer.
+async fn inbound(app: &App, headers: &HeaderMap, body: Body) -> Result<Inbound, Response> {
     let refused = |r: EdgeRefusal| {
         let (status, content_type, body) = r.answer();
         tracing::warn!(answer = body, "refused as API Gateway would");
@@ -71,15 +80,15 @@ async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body
         (status, [("content-type", content_type)], body).into_response()
     };
     let Ok(body) = axum::body::to_bytes(body, edge::API_GATEWAY_MAX_BODY).await else {
-        return refused(EdgeRefusal::BodyTooLong);
+        return Err(refused(EdgeRefusal::BodyTooLong));
     };
     let pairs = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
     if let Err(r) = edge::admit(body.len(), pairs) {
-        return refused(r);
+        return Err(refused(r));
     }
-    let mut inbound = Inbound {
+    Ok(Inbound {
         headers: headers
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
@@ -87,12 +96,10 @@ async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body
         body: body.to_vec(),
         stage_variables: Default::default(),
         stage: Some(app.stage.clone()),
-    };
-    match app.switch.variables().await {
-        Ok(vars) => inbound.stage_variables = vars,
-        Err(e) => tracing::error!(error = %e, "cannot read the stage; the receiver will buffer"),
-    }
-    let answer = app.receiver.handle(&inbound, SystemClock.now_ms()).await;
+    })
+}
+
+fn json_answer(answer: spigot_receiver::Answer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
@@ -100,6 +107,30 @@ async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body
         answer.body.to_string(),
     )
         .into_response()
+}
+
+async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let mut inbound = match inbound(&app, &headers, body).await {
+        Ok(i) => i,
+        Err(refused) => return refused,
+    };
+    match app.switch.variables().await {
+        Ok(vars) => inbound.stage_variables = vars,
+        Err(e) => tracing::error!(error = %e, "cannot read the stage; the receiver will buffer"),
+    }
+    json_answer(app.receiver.handle(&inbound, SystemClock.now_ms()).await)
+}
+
+async fn raise(
+    AxState(app): AxState<Arc<App>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match inbound(&app, &headers, body).await {
+        Ok(inbound) => json_answer(app.door.handle(&name, &inbound, SystemClock.now_ms()).await),
+        Err(refused) => refused,
+    }
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {

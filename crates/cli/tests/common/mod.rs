@@ -97,3 +97,22 @@ pub fn wait_serving(addr: SocketAddr) {
 pub fn spigot_cli_dev_file(dir: &std::path::Path) -> spigot_aws::local::LocalStack {
     serde_json::from_str(&std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap()).unwrap()
 }
+
+/// A fresh stack in moto, written to `dir/.spigot/dev.json` for `--local` commands (no `spigot dev`).
+pub async fn local_stack(
+    dir: &std::path::Path,
+    target: Option<&str>,
+) -> (
+    spigot_aws::aws_config::SdkConfig,
+    spigot_aws::local::LocalStack,
+) {
+    let (sdk, mut stack) = stack().await;
+    stack.target = target.map(str::to_string);
+    std::fs::create_dir_all(dir.join(".spigot")).unwrap();
+    std::fs::write(
+        dir.join(".spigot/dev.json"),
+        serde_json::to_string(&stack).unwrap(),
+    )
+    .unwrap();
+    (sdk, stack)
+}

@@ -60,7 +60,15 @@ fn the_outputs_the_cli_reads_exist() {
     let outputs = &template[template.find("\nOutputs:").expect("an Outputs section")..];
     // Every output the CLI resolves resources from (one row each), and the ones operators read.
     let cli = TABLE.iter().map(|r| r.output);
-    for key in cli.chain(["FilterServiceToken", "WebhookUrl", "RelayPolicyArn"]) {
+    for key in cli.chain([
+        "FilterServiceToken",
+        "WebhookUrl",
+        "RelayPolicyArn",
+        "AgentPolicyArn",
+        "RaiserPolicyArn",
+        "TriggerUrl",
+        "TriggerSecretArn",
+    ]) {
         assert!(
             outputs.contains(&format!("\n  {key}:")),
             "output {key} missing"
@@ -308,6 +316,76 @@ fn sam_makes_one_front_door_per_api_type() {
     );
     let drainer = &r["DrainerFunction"]["Properties"]["Environment"]["Variables"];
     assert_eq!(drainer["API_TYPE"]["Ref"], "ApiType");
+    // #17: POST /trigger/{name} reaches the receiver through either door.
+    assert_eq!(
+        rest["paths"]["/trigger/{name}"]["post"]["x-amazon-apigateway-integration"]["type"],
+        "aws_proxy"
+    );
+    assert_eq!(
+        r["HttpApi"]["Properties"]["Body"]["paths"]["/trigger/{name}"]["post"]["x-amazon-apigateway-integration"]
+            ["payloadFormatVersion"],
+        "2.0"
+    );
+}
+
+/// The S3 resources a managed policy lets `action` on (as written in the translated template).
+fn allowed(cfn: &serde_json::Value, policy: &str, action: &str) -> String {
+    cfn["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // A conditional statement counts by its "true" arm.
+        .map(|st| st.get("Fn::If").map_or(st, |arms| &arms[1]))
+        .filter(|st| {
+            st["Action"] == action
+                || st["Action"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == action))
+        })
+        .map(|st| st["Resource"].to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// #17.6: agents read triggers and write only receipts and their own "seen" record;
+/// raisers write only requests and the head; the download prefixes come from a parameter.
+#[test]
+fn agents_and_raisers_get_policies_of_their_own() {
+    let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
+    let cfn = translated(&path);
+    let agent_writes = allowed(&cfn, "AgentPolicy", "s3:PutObject");
+    assert!(
+        agent_writes.contains("/triggers/*/receipts/*"),
+        "{agent_writes}"
+    );
+    assert!(
+        agent_writes.contains("/triggers/*/agents/*"),
+        "{agent_writes}"
+    );
+    assert!(!agent_writes.contains("requests") && !agent_writes.contains("head.json"));
+    let agent_reads = allowed(&cfn, "AgentPolicy", "s3:GetObject");
+    assert!(agent_reads.contains("/triggers/*"), "{agent_reads}");
+    assert!(
+        agent_reads.contains("AgentDownloadPrefixes"),
+        "{agent_reads}"
+    );
+    let raiser_writes = allowed(&cfn, "RaiserPolicy", "s3:PutObject");
+    assert!(
+        raiser_writes.contains("/triggers/*/requests/*"),
+        "{raiser_writes}"
+    );
+    assert!(
+        raiser_writes.contains("/triggers/*/head.json"),
+        "{raiser_writes}"
+    );
+    assert!(!raiser_writes.contains("receipts"), "{raiser_writes}");
+    // The receiver raises for POST /trigger/{name} with a secret of its own.
+    let env = &cfn["Resources"]["ReceiverFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["TRIGGER_SECRET_ARN"]["Fn::If"][0],
+        "GenerateTriggerSecret"
+    );
+    assert_ne!(env["TRIGGER_SECRET_ARN"], env["WEBHOOK_SECRET_ARN"]);
 }
 
 /// #18: the template with `ApiType=HTTP` as its default passes cfn-lint and `sam validate --lint`.

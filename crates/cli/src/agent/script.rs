@@ -293,6 +293,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_script_parses() {
+        let text = include_str!("../../../../examples/deploy.yaml");
+        let s = parse(text).unwrap();
+        let kinds: Vec<_> = s.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(kinds, ["download_s3", "download", "shell", "shell"]);
+        assert!(s.steps[3].continue_on_error);
+    }
+
+    #[test]
     fn optional_keys_are_read() {
         let s = parse("steps:\n  - shell: make\n    name: build\n    timeout: 90s\n    continue_on_error: true\n  - download: {url: https://x.example/a, dest: a, sha256: 9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08}\n").unwrap();
         assert_eq!(s.steps[0].timeout, Some(Duration::from_secs(90)));

@@ -39,6 +39,26 @@ fn agent(dir: &Path, trigger: &str, id: &str, script: &Path, extra: &[&str]) -> 
     Dev(child)
 }
 
+/// `spigot agent --local --once`: handles what waits on `trigger`, then exits.
+fn agent_once(dir: &Path, trigger: &str, id: &str, script: &Path, state: &str) -> Output {
+    spigot(&dir.to_path_buf())
+        .args([
+            "agent",
+            "--local",
+            "--trigger",
+            trigger,
+            "--agent-id",
+            id,
+            "--once",
+        ])
+        .arg("--script")
+        .arg(script)
+        .arg("--state-dir")
+        .arg(dir.join(state))
+        .output()
+        .unwrap()
+}
+
 fn agent_log(dir: &Path, id: &str) -> String {
     std::fs::read_to_string(dir.join(format!("agent-{id}.log"))).unwrap_or_default()
 }
@@ -316,22 +336,7 @@ async fn requests_wait_for_a_stopped_agent_and_run_exactly_once_in_order() {
     assert!(runs(&log).is_empty());
     // An agent started later runs it, once.
     let once = |id: &str| {
-        let out = spigot(&dir)
-            .args([
-                "agent",
-                "--local",
-                "--trigger",
-                "web",
-                "--agent-id",
-                id,
-                "--once",
-            ])
-            .arg("--script")
-            .arg(&script)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .output()
-            .unwrap();
+        let out = agent_once(&dir, "web", id, &script, "state");
         assert!(out.status.success(), "{:?}", text(&out));
     };
     once("host-a");
@@ -385,22 +390,7 @@ async fn an_agent_killed_mid_script_runs_the_request_again_and_says_so() {
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     // Restarted: the cut-short run is run again, and the receipt says why.
-    let out = spigot(&dir)
-        .args([
-            "agent",
-            "--local",
-            "--trigger",
-            "web",
-            "--agent-id",
-            "host-a",
-            "--once",
-        ])
-        .arg("--script")
-        .arg(&script)
-        .arg("--state-dir")
-        .arg(dir.join("state-host-a"))
-        .output()
-        .unwrap();
+    let out = agent_once(&dir, "web", "host-a", &script, "state-host-a");
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("attempt 1 was interrupted"), "{stderr}");
@@ -416,22 +406,7 @@ async fn an_agent_killed_mid_script_runs_the_request_again_and_says_so() {
     );
     assert_eq!(runs(&log), ["start 1 1", "start 1 2", "end 1 2"]);
     // And it is not run a third time.
-    let again = spigot(&dir)
-        .args([
-            "agent",
-            "--local",
-            "--trigger",
-            "web",
-            "--agent-id",
-            "host-a",
-            "--once",
-        ])
-        .arg("--script")
-        .arg(&script)
-        .arg("--state-dir")
-        .arg(dir.join("state-host-a"))
-        .output()
-        .unwrap();
+    let again = agent_once(&dir, "web", "host-a", &script, "state-host-a");
     assert!(again.status.success());
     assert_eq!(runs(&log).len(), 3);
 }
@@ -529,24 +504,7 @@ async fn twenty_concurrent_raisers_get_twenty_distinct_numbers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_script_stops_the_agent_at_start_with_line_and_column() {
     let (_dev, dir, bucket) = stack().await;
-    let start = |script: &Path| {
-        spigot(&dir)
-            .args([
-                "agent",
-                "--local",
-                "--trigger",
-                "web",
-                "--agent-id",
-                "host-a",
-                "--once",
-            ])
-            .arg("--script")
-            .arg(script)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .output()
-            .unwrap()
-    };
+    let start = |script: &Path| agent_once(&dir, "web", "host-a", script, "state");
     let unknown = write_script(
         &dir,
         "unknown.yaml",
@@ -667,22 +625,7 @@ async fn post_trigger_needs_the_trigger_secret_and_the_agent_runs_what_it_raised
             out_file.display()
         ),
     );
-    let out = spigot(&dir)
-        .args([
-            "agent",
-            "--local",
-            "--trigger",
-            "web",
-            "--agent-id",
-            "host-a",
-            "--once",
-        ])
-        .arg("--script")
-        .arg(&script)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .output()
-        .unwrap();
+    let out = agent_once(&dir, "web", "host-a", &script, "state");
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(
         std::fs::read_to_string(&out_file).unwrap(),

@@ -66,15 +66,13 @@ pub type AwsReceiver = Receiver<SqsBuffer, S3Payloads, HttpTarget, SqsEvalQueue,
 /// The receiver of a deployment (or a local stack), as its settings name it;
 /// the webhook secret is read from Secrets Manager when `WEBHOOK_SECRET_ARN` is set.
 pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, AwsError> {
-    let secret = match (&settings.webhook_secret_arn, &settings.webhook_secret) {
-        (Some(arn), _) => Some(spigot_aws::fetch_secret(sdk, arn).await?),
-        (None, secret) => secret.clone(),
-    };
-    let secrets = secret
-        .as_deref()
-        .map(Secrets::parse)
-        .transpose()
-        .map_err(|e| AwsError::Secret("WEBHOOK_SECRET".into(), e.to_string()))?;
+    let secrets = secrets(
+        sdk,
+        "WEBHOOK_SECRET",
+        settings.webhook_secret_arn.as_deref(),
+        settings.webhook_secret.as_deref(),
+    )
+    .await?;
     Ok(Receiver {
         buffer: SqsBuffer::from_settings(sdk, settings)?,
         payloads: S3Payloads::from_settings(sdk, settings),
@@ -88,6 +86,25 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, 
         metrics: Arc::new(StdoutMetrics),
         stages: Some(ApiStages::new(sdk)),
     })
+}
+
+/// The secrets named by a setting: read from Secrets Manager when `arn` is
+/// given, else `inline`; none refuses every request.
+pub async fn secrets(
+    sdk: &SdkConfig,
+    name: &str,
+    arn: Option<&str>,
+    inline: Option<&str>,
+) -> Result<Option<Secrets>, AwsError> {
+    let secret = match arn {
+        Some(arn) => Some(spigot_aws::fetch_secret(sdk, arn).await?),
+        None => inline.map(str::to_string),
+    };
+    secret
+        .as_deref()
+        .map(Secrets::parse)
+        .transpose()
+        .map_err(|e| AwsError::Secret(name.into(), e.to_string()))
 }
 
 /// A request the receiver took: what became of the hook.

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, S3Triggers};
+use spigot_core::Verifier;
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{MetricsSink, StdoutMetrics, Triggers};
 use spigot_core::trigger::{self, TriggerError};
-use spigot_core::{Secrets, Verifier};
 
 use crate::{Answer, ApiEvent, ApiResponse, Inbound};
 
@@ -49,15 +49,13 @@ pub async fn build(
     sdk: &SdkConfig,
     settings: &Settings,
 ) -> Result<TriggerDoor<S3Triggers>, AwsError> {
-    let secret = match (&settings.trigger_secret_arn, &settings.trigger_secret) {
-        (Some(arn), _) => Some(spigot_aws::fetch_secret(sdk, arn).await?),
-        (None, secret) => secret.clone(),
-    };
-    let secrets = secret
-        .as_deref()
-        .map(Secrets::parse)
-        .transpose()
-        .map_err(|e| AwsError::Secret("TRIGGER_SECRET".into(), e.to_string()))?;
+    let secrets = crate::secrets(
+        sdk,
+        "TRIGGER_SECRET",
+        settings.trigger_secret_arn.as_deref(),
+        settings.trigger_secret.as_deref(),
+    )
+    .await?;
     Ok(TriggerDoor {
         store: settings
             .resources
@@ -168,6 +166,7 @@ pub fn route(event: &ApiEvent) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spigot_core::Secrets;
     use spigot_core::ports::QuietMetrics;
     use spigot_core::ports::memory::MemoryTriggers;
     use spigot_core::signature::sign_sha256;

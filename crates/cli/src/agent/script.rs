@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn the_example_script_parses() {
-        let text = include_str!("../../../../examples/deploy.yaml");
+        let text = include_str!("../../../../examples/agent/deploy.yaml");
         let s = parse(text).unwrap();
         let kinds: Vec<_> = s.steps.iter().map(|s| s.action.kind()).collect();
         assert_eq!(kinds, ["download_s3", "download", "shell", "shell"]);

@@ -161,33 +161,11 @@ impl HookAgent {
         );
         let outcome = self.runner.run(&self.script, &env).await;
         self.metrics.hooks.fetch_add(1, Ordering::Relaxed);
-        let mut receipt = spigot_core::trigger::Receipt {
-            trigger: format!("push:{}", push.repository),
-            sequence: 0,
-            agent: self.id.clone(),
-            status: spigot_core::trigger::Status::InProgress,
-            attempt: 1,
-            started_at: String::new(),
-            finished_at: None,
-            duration_ms: None,
-            script: spigot_core::trigger::ScriptRef {
-                path: self.script.path.clone(),
-                sha256: self.script.sha256.clone(),
-            },
-            steps: Vec::new(),
-            failed_step: None,
-            output_tail: Vec::new(),
-            note: None,
-        };
-        super::finish(&mut receipt, outcome);
-        self.metrics.record(&receipt);
-        match &receipt.failed_step {
+        self.metrics
+            .ran(outcome.failed.is_none(), outcome.duration_ms);
+        match &outcome.failed {
             None => {
-                eprintln!(
-                    "push {}: done in {} ms",
-                    hook.delivery,
-                    receipt.duration_ms.unwrap_or(0)
-                );
+                eprintln!("push {}: done in {} ms", hook.delivery, outcome.duration_ms);
                 Delivery::Delivered(200)
             }
             Some(step) => kept(format!(

@@ -128,10 +128,17 @@ pub struct AgentMetrics {
 
 impl AgentMetrics {
     fn record(&self, receipt: &Receipt) {
+        self.ran(
+            receipt.status == Status::Done,
+            receipt.duration_ms.unwrap_or(0),
+        );
+    }
+
+    /// One run of the script ended, done or not, after `duration_ms`.
+    fn ran(&self, done: bool, duration_ms: u64) {
         self.handled.fetch_add(1, Ordering::Relaxed);
-        self.last_duration_ms
-            .store(receipt.duration_ms.unwrap_or(0), Ordering::Relaxed);
-        if receipt.status == Status::Done {
+        self.last_duration_ms.store(duration_ms, Ordering::Relaxed);
+        if done {
             self.last_success_ms
                 .store(SystemClock.now_ms(), Ordering::Relaxed);
         } else {

@@ -1,20 +1,48 @@
-"""moto's server, with one fix to its SQS FIFO emulation.
+"""moto's server, with SQS's FIFO order and, on request, AWS's IAM answers.
 
-moto 5.2.1 reorders a FIFO message group after a consumer times out holding
-two or more of its messages (a drainer killed mid-batch): on the next receive
-it takes the head message out of its "in flight" set, still finds the group
-in flight because of the messages behind it, skips the head, and hands out
-the second message first. Real SQS hands the group out from its head. This
-wrapper drops every timed-out message from the in-flight set before a receive,
-which is SQS's behaviour. tests/tests/moto_fifo.rs shows the difference
-against plain moto and against this server.
+1. FIFO order. moto 5.2.1 reorders a FIFO message group after a consumer
+   times out holding two or more of its messages (a drainer killed mid-batch):
+   on the next receive it takes the head message out of its "in flight" set,
+   still finds the group in flight because of the messages behind it, skips
+   the head, and hands out the second message first. Real SQS hands the group
+   out from its head. This wrapper drops every timed-out message from the
+   in-flight set before a receive, which is SQS's behaviour.
+   tests/tests/moto_fifo.rs shows the difference against plain moto.
 
-Usage: python tools/moto_server.py -H 127.0.0.1 -p 5000 (moto.server's flags).
+2. IAM enforced (`--iam`, or SPIGOT_MOTO_IAM=1). Every request must carry the
+   access key of an IAM user whose policies allow the action on the resource,
+   as AWS decides it:
+   * the access key `test` (secret `test`) belongs to the user `spigot-admin`,
+     allowed everything: the credentials tests set a stack up and inspect it
+     with (and what `spigot_aws::sdk_config` uses against an endpoint);
+   * the resource is the one AWS authorises (the queue's ARN from QueueUrl,
+     the stage's ARN from an API Gateway path, the secret's ARN, the stack's
+     ARN), not moto's "*", and API Gateway's actions are HTTP methods
+     (apigateway:GET, apigateway:PATCH), as in IAM;
+   * conditions are evaluated against the request (s3:prefix of a listing,
+     aws:PrincipalArn); an Allow whose condition fails does not apply (moto
+     reads it as a Deny);
+   * S3 answers 403 AccessDenied, not 404 NoSuchKey, for an absent key to a
+     principal that may not s3:ListBucket the bucket (evaluated with s3:prefix
+     set to the key), and CopyObject needs s3:GetObject on its source;
+   * SigV4 signatures are not compared: moto miscomputes a query holding an
+     encoded slash (ListObjectsV2 with prefix=filters/) and refuses even an
+     admin key. The key lookup and the policy evaluation stay.
+
+Usage: python tools/moto_server.py [--iam] -H 127.0.0.1 -p 5000 (moto.server's flags).
 """
 
+import fnmatch
+import json
+import os
 import sys
+from urllib.parse import parse_qs, unquote, urlparse
 
 from moto.sqs.models import SQSBackend
+
+ACCOUNT = "123456789012"
+ADMIN_USER = "spigot-admin"
+ADMIN_KEY = "test"
 
 _receive = SQSBackend.receive_message
 
@@ -29,7 +57,204 @@ def receive_message(self, queue_name, *args, **kwargs):
 
 SQSBackend.receive_message = receive_message
 
+
+# ---- IAM, as AWS decides it ------------------------------------------------
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _glob(pattern, value, case_sensitive=True):
+    """IAM's wildcards: * any run, ? one character."""
+    if not case_sensitive:
+        pattern, value = pattern.lower(), value.lower()
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def _condition_holds(operator, key_values, context):
+    """One condition operator over its keys; unknown operators fail loudly."""
+    negated = operator.startswith(("StringNot", "ArnNot"))
+    base = operator.replace("Not", "", 1) if negated else operator
+    if base.endswith("IfExists"):
+        raise ValueError(f"condition operator {operator} is not emulated")
+    for key, wanted in key_values.items():
+        actual = context.get(key)
+        wanted = [str(w) for w in _as_list(wanted)]
+        if actual is None:
+            hit = False
+        elif base in ("StringEquals", "ArnEquals"):
+            hit = actual in wanted
+        elif base in ("StringLike", "ArnLike"):
+            hit = any(_glob(w, actual) for w in wanted)
+        elif base == "Bool":
+            hit = actual.lower() in [w.lower() for w in wanted]
+        else:
+            raise ValueError(f"condition operator {operator} is not emulated")
+        if hit == negated:
+            return False
+    return True
+
+
+def statement_applies(statement, action, resource, context):
+    if "Action" in statement:
+        if not any(_glob(a, action, False) for a in _as_list(statement["Action"])):
+            return False
+    elif any(_glob(a, action, False) for a in _as_list(statement.get("NotAction"))):
+        return False
+    if "Resource" in statement:
+        if not any(_glob(r, resource) for r in _as_list(statement["Resource"])):
+            return False
+    elif "NotResource" in statement:
+        if any(_glob(r, resource) for r in _as_list(statement["NotResource"])):
+            return False
+    for operator, key_values in (statement.get("Condition") or {}).items():
+        if not _condition_holds(operator, key_values, context):
+            return False
+    return True
+
+
+def decide(documents, action, resource, context):
+    """'deny' (explicit), 'allow', or None (implicit deny)."""
+    allowed = False
+    for document in documents:
+        for statement in _as_list(document.get("Statement")):
+            if statement_applies(statement, action, resource, context):
+                if statement.get("Effect") == "Deny":
+                    return "deny"
+                allowed = True
+    return "allow" if allowed else None
+
+
+def _documents(access_key):
+    from moto.iam.access_control import IAMPolicy
+
+    return [IAMPolicy(p)._policy_json for p in access_key.collect_policies()]
+
+
+def _request_json(request):
+    try:
+        return json.loads(request._body or b"{}")
+    except ValueError:
+        return {}
+
+
+def _param(request, name):
+    value = _request_json(request).get(name)
+    if value is None:
+        value = request._data.get(name)
+    return value[0] if isinstance(value, list) else value
+
+
+def _resource(request, resource):
+    """The resource AWS authorises the request against (moto passes '*' for most)."""
+    service, region = request._service, request._region
+    if service == "sqs":
+        url = _param(request, "QueueUrl")
+        if url:
+            name = urlparse(url).path.rstrip("/").split("/")[-1]
+            return f"arn:aws:sqs:{region}:{ACCOUNT}:{name}"
+    if service == "apigateway":
+        path = urlparse(request._path).path
+        if path.startswith("/v2/"):
+            path = path[3:]
+        return f"arn:aws:apigateway:{region}::{unquote(path)}"
+    if service == "secretsmanager":
+        secret = _param(request, "SecretId")
+        if secret:
+            from moto.secretsmanager.models import secretsmanager_backends
+
+            try:
+                return secretsmanager_backends[ACCOUNT][region].describe_secret(secret).arn
+            except Exception:
+                return f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:{secret}"
+    if service == "cloudformation":
+        stack = _param(request, "StackName")
+        if stack:
+            if stack.startswith("arn:"):
+                return stack
+            from moto.cloudformation.models import cloudformation_backends
+
+            for s in cloudformation_backends[ACCOUNT][region].stacks.values():
+                if s.name == stack:
+                    return s.stack_id
+    return resource
+
+
+def _action(request):
+    if request._service == "apigateway":
+        return f"apigateway:{request._method.upper()}"
+    return request._action
+
+
+def check_action_permitted(self, resource):
+    action = _action(self)
+    if action == "sts:GetCallerIdentity":
+        return
+    resource = _resource(self, resource)
+    documents = _documents(self._access_key)
+    context = {"aws:PrincipalArn": self._access_key.arn}
+    query = parse_qs(urlparse(self._path).query)
+    if action == "s3:ListBucket" and "prefix" in query:
+        context["s3:prefix"] = query["prefix"][0]
+    if decide(documents, action, resource, context) != "allow":
+        self._raise_access_denied()
+    if action == "s3:PutObject":
+        source = {k.lower(): v for k, v in self._headers.items()}.get("x-amz-copy-source")
+        if source:
+            source = unquote(source.lstrip("/").split("?versionId=")[0])
+            if decide(documents, "s3:GetObject", f"arn:aws:s3:::{source}", context) != "allow":
+                self._raise_access_denied()
+    if action == "s3:GetObject":
+        _refuse_absent_key_without_list(self, documents, resource, context)
+
+
+def _refuse_absent_key_without_list(request, documents, resource, context):
+    """S3: an absent key is NoSuchKey only to a principal that may list the bucket."""
+    from moto.s3.models import s3_backends
+
+    bucket, _, key = resource[len("arn:aws:s3:::"):].partition("/")
+    try:
+        found = s3_backends[ACCOUNT]["aws"].get_object(bucket, key)
+    except Exception:
+        return
+    if found is not None:
+        return
+    listing = dict(context, **{"s3:prefix": key})
+    if decide(documents, "s3:ListBucket", f"arn:aws:s3:::{bucket}", listing) != "allow":
+        request._raise_access_denied()
+
+
+def enforce_iam():
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import IAMRequestBase
+    from moto.iam.models import iam_backends
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+    IAMRequestBase.check_signature = lambda self: None
+    IAMRequestBase.check_action_permitted = check_action_permitted
+    iam = iam_backends[ACCOUNT]["aws"]
+    iam.create_user("us-east-1", ADMIN_USER)
+    iam.put_user_policy(
+        ADMIN_USER,
+        "everything",
+        json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+    )
+    key = iam.create_access_key(ADMIN_USER)
+    key.access_key_id = ADMIN_KEY
+    key.secret_access_key = ADMIN_KEY
+
+
 if __name__ == "__main__":
+    if "--iam" in sys.argv:
+        sys.argv.remove("--iam")
+        enforce_iam()
+    elif os.environ.get("SPIGOT_MOTO_IAM") == "1":
+        enforce_iam()
     from moto.server import main
 
     sys.exit(main())

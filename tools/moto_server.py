@@ -186,7 +186,15 @@ def _resource(request, resource):
 def _action(request):
     if request._service == "apigateway":
         return f"apigateway:{request._method.upper()}"
+    if request._service == "sqs" and request._action.endswith("Batch"):
+        # SQS authorises a batch call by its single action's permission.
+        return request._action[: -len("Batch")]
     return request._action
+
+
+def _deny(request, action, resource):
+    print(f"IAM denied {action} on {resource} to {request._access_key.arn}", file=sys.stderr, flush=True)
+    request._raise_access_denied()
 
 
 def check_action_permitted(self, resource):
@@ -200,13 +208,13 @@ def check_action_permitted(self, resource):
     if action == "s3:ListBucket" and "prefix" in query:
         context["s3:prefix"] = query["prefix"][0]
     if decide(documents, action, resource, context) != "allow":
-        self._raise_access_denied()
+        _deny(self, action, resource)
     if action == "s3:PutObject":
         source = {k.lower(): v for k, v in self._headers.items()}.get("x-amz-copy-source")
         if source:
             source = unquote(source.lstrip("/").split("?versionId=")[0])
             if decide(documents, "s3:GetObject", f"arn:aws:s3:::{source}", context) != "allow":
-                self._raise_access_denied()
+                _deny(self, "s3:GetObject", f"arn:aws:s3:::{source}")
     if action == "s3:GetObject":
         _refuse_absent_key_without_list(self, documents, resource, context)
 
@@ -224,6 +232,7 @@ def _refuse_absent_key_without_list(request, documents, resource, context):
         return
     listing = dict(context, **{"s3:prefix": key})
     if decide(documents, "s3:ListBucket", f"arn:aws:s3:::{bucket}", listing) != "allow":
+        print(f"S3 absent key {resource}: 403 to {request._access_key.arn} (no s3:ListBucket)", file=sys.stderr, flush=True)
         request._raise_access_denied()
 
 

@@ -10,8 +10,9 @@ use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::local::LocalStack;
 
 /// The endpoint of a moto server: `MOTO_ENDPOINT`, or one started for this
-/// test process (`tools/moto_server.py`: moto with SQS's FIFO order after a
-/// consumer times out, see that file).
+/// test process (`tools/moto_server.py --iam`: moto with SQS's FIFO order after
+/// a consumer times out, and IAM enforced as AWS enforces it; the default
+/// credentials `test` are its admin, see that file and [`crate::iam`]).
 pub fn moto() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
@@ -19,7 +20,7 @@ pub fn moto() -> &'static str {
             return e;
         }
         let server = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/moto_server.py");
-        start_moto(&format!("{} {server}", python()))
+        start_moto(&format!("{} {server} --iam", python()))
     })
 }
 

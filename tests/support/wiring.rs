@@ -149,7 +149,8 @@ pub fn signed_request(
 /// The receiver Lambda's handler over the real adapters of a local stack.
 pub type RealReceiver = spigot_receiver::AwsReceiver;
 
-/// A receiver on `stack` forwarding to `target_url` with `timeout_ms`, built as the Lambda builds it.
+/// A receiver on `stack` forwarding to `target_url` with `timeout_ms`, built as
+/// the Lambda builds it and running under the receiver's role (moto enforces it).
 pub async fn receiver(
     sdk: &SdkConfig,
     stack: &LocalStack,
@@ -160,7 +161,8 @@ pub async fn receiver(
     settings.target_url = Some(target_url.to_string());
     settings.forward_timeout_ms = timeout_ms;
     settings.webhook_secret = Some(SECRET.to_string());
-    let mut r = spigot_receiver::build(sdk, &settings).await.unwrap();
+    let sdk = crate::as_principal(sdk, stack, crate::Principal::Receiver).await;
+    let mut r = spigot_receiver::build(&sdk, &settings).await.unwrap();
     r.metrics = Arc::new(QuietMetrics);
     r
 }
@@ -195,8 +197,9 @@ pub type RealDrainer = spigot_drainer::Drainer<
     spigot_aws::StageSwitch,
 >;
 
-/// A drainer on `stack` delivering to `target_url`, built as the Lambda builds it, with test backoffs.
-pub fn drainer(
+/// A drainer on `stack` delivering to `target_url`, built as the Lambda builds
+/// it under the drainer's role (moto enforces it), with test backoffs.
+pub async fn drainer(
     sdk: &SdkConfig,
     stack: &LocalStack,
     target_url: &str,
@@ -205,7 +208,8 @@ pub fn drainer(
     let mut settings = stack.settings();
     settings.target_url = Some(target_url.to_string());
     settings.forward_timeout_ms = 2000;
-    let built = spigot_drainer::build(sdk, &settings).unwrap();
+    let sdk = crate::as_principal(sdk, stack, crate::Principal::Drainer).await;
+    let built = spigot_drainer::build(&sdk, &settings).unwrap();
     let engine = built.engine;
     spigot_drainer::Drainer {
         engine: spigot_engine::Engine::new(

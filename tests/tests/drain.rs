@@ -47,7 +47,7 @@ async fn off_window_then_on_delivers_everything_in_order() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 8);
+    let d = drainer(&sdk, &stack, &target.url, 8).await;
     switch(&sdk, &stack).set(State::Off).await.unwrap();
 
     let mut ledger = Ledger::default();
@@ -77,7 +77,7 @@ async fn target_down_spends_no_receives_then_everything_arrives() {
     let target = FakeTarget::start().await;
     target.set_status(503);
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 4);
+    let d = drainer(&sdk, &stack, &target.url, 4).await;
 
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 30, &REPOS, "ON").await; // forwarded, refused with 503, buffered
@@ -122,7 +122,7 @@ async fn flapping_target_loses_nothing() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 4);
+    let d = drainer(&sdk, &stack, &target.url, 4).await;
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 60, &REPOS, "OFF").await;
     target.set_rule(|_, n| (n % 3 == 0).then_some(503));
@@ -151,7 +151,7 @@ async fn a_drainer_killed_mid_run_loses_nothing() {
     let target = FakeTarget::start().await;
     target.set_delay_ms(20);
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 4);
+    let d = drainer(&sdk, &stack, &target.url, 4).await;
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 80, &REPOS, "OFF").await;
     switch(&sdk, &stack).set(State::On).await.unwrap();
@@ -189,7 +189,7 @@ async fn a_run_cut_by_the_deadline_releases_the_rest() {
     let target = FakeTarget::start().await;
     target.set_delay_ms(200);
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let mut d = drainer(&sdk, &stack, &target.url, 1);
+    let mut d = drainer(&sdk, &stack, &target.url, 1).await;
     d.engine.config.stop_before = Duration::from_millis(300);
     let mut ledger = Ledger::default();
     ledger
@@ -231,7 +231,7 @@ async fn a_404_dead_letters_only_that_repository() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 4);
+    let d = drainer(&sdk, &stack, &target.url, 4).await;
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 25, &REPOS, "OFF").await;
     target.set_rule(|rec, _| {
@@ -273,7 +273,7 @@ async fn a_poison_message_is_dead_lettered_and_the_drain_goes_on() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 2);
+    let d = drainer(&sdk, &stack, &target.url, 2).await;
     spigot_aws::aws_sdk_sqs::Client::new(&sdk)
         .send_message()
         .queue_url(stack.get(Resource::BufferUrl))
@@ -311,7 +311,7 @@ async fn a_5_mb_hook_travels_by_claim_check_and_leaves_nothing_behind() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 5000).await;
-    let d = drainer(&sdk, &stack, &target.url, 1);
+    let d = drainer(&sdk, &stack, &target.url, 1).await;
     let pad = "x".repeat(5 * 1024 * 1024);
     let body = serde_json::json!({"ref": "refs/heads/main", "repository": {"full_name": "octo-org/big"}, "pad": pad})
         .to_string()
@@ -368,7 +368,7 @@ async fn a_5_mb_hook_travels_by_claim_check_and_leaves_nothing_behind() {
 async fn an_unreadable_state_does_not_drain() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
-    let d = drainer(&sdk, &stack, &target.url, 1);
+    let d = drainer(&sdk, &stack, &target.url, 1).await;
     spigot_aws::aws_sdk_apigateway::Client::new(&sdk)
         .update_stage()
         .rest_api_id(stack.get(Resource::ApiId))
@@ -398,7 +398,7 @@ async fn a_failed_dead_letter_send_holds_its_repository_back() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 1);
+    let d = drainer(&sdk, &stack, &target.url, 1).await;
     let mut ledger = Ledger::default();
     ledger
         .send_round_robin(&r, 3, &["octo-org/alpha"], "OFF")
@@ -445,7 +445,7 @@ async fn the_engine_dead_letters_after_its_own_attempt_cap_with_a_reason() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let mut d = drainer(&sdk, &stack, &target.url, 1);
+    let mut d = drainer(&sdk, &stack, &target.url, 1).await;
     d.engine.config.policy.max_attempts = 3;
     let mut ledger = Ledger::default();
     ledger
@@ -500,7 +500,7 @@ async fn retry_after_is_respected() {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 1);
+    let d = drainer(&sdk, &stack, &target.url, 1).await;
     let mut ledger = Ledger::default();
     ledger
         .send_round_robin(&r, 1, &["octo-org/alpha"], "OFF")
@@ -535,7 +535,7 @@ async fn drain_rate_paces_all_workers_together() {
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
     let mut settings = stack.settings();
     settings.drain_rate = Some(5.0);
-    let mut d = drainer(&sdk, &stack, &target.url, 8);
+    let mut d = drainer(&sdk, &stack, &target.url, 8).await;
     d.engine.config.rate = spigot_engine::EngineConfig::lambda(&settings).rate;
     assert!(
         d.engine.config.rate.is_some(),

@@ -22,6 +22,15 @@ fn handler<F: FilterStore>(filters: F, bucket: &str) -> FilterResource<F, HttpRe
     }
 }
 
+/// The filter store under the function's own role (moto enforces it): what the deployed handler can do.
+async fn role_filters(
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    stack: &spigot_aws::local::LocalStack,
+) -> spigot_aws::S3Filters {
+    let role = as_principal(sdk, stack, Principal::FilterResource).await;
+    spigot_aws::S3Filters::new(spigot_aws::s3_client(&role), stack.get(Resource::Bucket))
+}
+
 fn event(file: &str, url: &str) -> Value {
     let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -63,7 +72,7 @@ async fn create_update_and_delete() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        role_filters(&sdk, &stack).await,
         stack.get(Resource::Bucket),
     );
 
@@ -149,7 +158,7 @@ async fn an_invalid_update_fails_with_the_reason_and_leaves_the_old_object() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        role_filters(&sdk, &stack).await,
         stack.get(Resource::Bucket),
     );
     h.handle(event("cfn-create.json", &url.url), soon())
@@ -187,7 +196,7 @@ async fn a_delete_after_a_failed_create_touches_nothing() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        role_filters(&sdk, &stack).await,
         stack.get(Resource::Bucket),
     );
     let mut bad = event("cfn-create.json", &url.url);
@@ -233,7 +242,7 @@ async fn legacy_property_names_are_accepted() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        role_filters(&sdk, &stack).await,
         stack.get(Resource::Bucket),
     );
     let mut legacy = event("cfn-create.json", &url.url);
@@ -338,7 +347,7 @@ async fn a_10_kb_reason_is_cut_to_fit_4_kb() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        role_filters(&sdk, &stack).await,
         stack.get(Resource::Bucket),
     );
     let mut bad = event("cfn-create.json", &url.url);
@@ -362,7 +371,7 @@ async fn transient_response_failures_are_retried() {
     let url = FakeTarget::start().await;
     url.set_rule(|_, n| (n <= 2).then_some(503));
     let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket)),
+        role_filters(&sdk, &stack).await,
         stack.get(Resource::Bucket),
     );
     let a = h
@@ -405,10 +414,7 @@ async fn a_response_url_off_aws_is_refused_and_not_requested() {
     let (_, stack) = stack().await;
     let sink = FakeTarget::start().await;
     let mut h = handler(
-        spigot_aws::S3Filters::new(
-            spigot_aws::s3_client(&sdk().await),
-            stack.get(Resource::Bucket),
-        ),
+        role_filters(&sdk().await, &stack).await,
         stack.get(Resource::Bucket),
     );
     h.allow_loopback_response_url = false;
@@ -443,10 +449,7 @@ async fn a_filter_owned_by_stack_a_cannot_be_changed_by_stack_b() {
     let (sdk, stack) = stack().await;
     let url = FakeTarget::start().await;
     let bucket = stack.get(Resource::Bucket);
-    let h = handler(
-        spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), bucket),
-        bucket,
-    );
+    let h = handler(role_filters(&sdk, &stack).await, bucket);
     let stack_a = "arn:aws:cloudformation:us-east-1:123456789012:stack/billing/aaaa";
     let stack_b = "arn:aws:cloudformation:us-east-1:123456789012:stack/intruder/bbbb";
     let as_stack = |file: &str, stack: &str| {

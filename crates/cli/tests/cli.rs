@@ -1178,7 +1178,7 @@ async fn a_redriven_letter_whose_twin_was_delivered_does_not_block_its_repositor
     let target = FakeTarget::start().await;
     let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let d = drainer(&sdk, &stack, &target.url, 1);
+    let d = drainer(&sdk, &stack, &target.url, 1).await;
     let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
     let big = serde_json::json!({"repository": {"full_name": "octo-org/big"}, "pad": "x".repeat(400_000)})
         .to_string()

@@ -406,13 +406,46 @@ pub async fn as_principal(sdk: &SdkConfig, stack: &LocalStack, principal: Princi
 
 /// Access key and secret of a new IAM user holding what `principal` holds, for `stack`.
 pub async fn principal_keys(stack: &LocalStack, principal: Principal) -> (String, String) {
+    iam_user(
+        &unique(&format!("{principal:?}-").to_lowercase()),
+        &principal_documents(stack, principal),
+    )
+    .await
+}
+
+/// The resolved policy documents `principal` holds for `stack`.
+pub fn principal_documents(stack: &LocalStack, principal: Principal) -> Vec<Value> {
     let policies = Policies::new(translated(), stack);
-    let docs: Vec<Value> = principal
+    principal
         .sources()
         .iter()
         .flat_map(|s| policies.documents(s))
-        .collect();
-    iam_user(&unique(&format!("{principal:?}-").to_lowercase()), &docs).await
+        .collect()
+}
+
+/// SDK configuration for what `principal` holds, but allowed s3:ListBucket only
+/// for `prefixes` (none: no ListBucket at all): the role as a deployment that
+/// lacks the listing would run, to which S3 answers 403 for an absent key.
+pub async fn as_principal_listing_only(
+    sdk: &SdkConfig,
+    stack: &LocalStack,
+    principal: Principal,
+    prefixes: &[&str],
+) -> SdkConfig {
+    let mut docs = principal_documents(stack, principal);
+    for d in &mut docs {
+        if let Some(statements) = d["Statement"].as_array_mut() {
+            statements.retain_mut(|st| {
+                if st["Action"] != "s3:ListBucket" {
+                    return true;
+                }
+                st["Condition"] = json!({"StringLike": {"s3:prefix": prefixes}});
+                !prefixes.is_empty()
+            });
+        }
+    }
+    let (id, secret) = iam_user(&unique("listing-only-"), &docs).await;
+    with_keys(sdk, &id, &secret)
 }
 
 /// `sdk` with other static credentials.

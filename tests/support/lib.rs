@@ -19,7 +19,10 @@ pub use apigatewayv2::ApiGatewayV2;
 pub use fake_aws::{Call, FakeAws, FakeCodePipeline};
 pub use github::{CompareMode, FakeGitHub, GitHubCall};
 pub use github_hooks::{Attempt, FakeHooks, Fault};
-pub use iam::{Policies, Principal, as_principal, principal_keys, translated};
+pub use iam::{
+    Policies, Principal, as_principal, as_principal_listing_only, principal_documents,
+    principal_keys, translated,
+};
 pub use ledger::Ledger;
 pub use moto::{free_port, moto, plain_moto, python, sdk, stack, unique};
 pub use proxy::Proxy;

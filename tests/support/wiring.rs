@@ -205,11 +205,21 @@ pub async fn drainer(
     target_url: &str,
     concurrency: usize,
 ) -> RealDrainer {
+    let role = crate::as_principal(sdk, stack, crate::Principal::Drainer).await;
+    drainer_as(&role, stack, target_url, concurrency)
+}
+
+/// A drainer on `stack` whose AWS calls carry `role`'s credentials.
+pub fn drainer_as(
+    role: &SdkConfig,
+    stack: &LocalStack,
+    target_url: &str,
+    concurrency: usize,
+) -> RealDrainer {
     let mut settings = stack.settings();
     settings.target_url = Some(target_url.to_string());
     settings.forward_timeout_ms = 2000;
-    let sdk = crate::as_principal(sdk, stack, crate::Principal::Drainer).await;
-    let built = spigot_drainer::build(&sdk, &settings).unwrap();
+    let built = spigot_drainer::build(role, &settings).unwrap();
     let engine = built.engine;
     spigot_drainer::Drainer {
         engine: spigot_engine::Engine::new(

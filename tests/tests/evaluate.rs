@@ -27,20 +27,38 @@ async fn setup() -> (
 ) {
     let (sdk, stack) = stack().await;
     let cp = FakeCodePipeline::start().await;
-    let s3 = spigot_aws::s3_client(&sdk);
-    let ev = Evaluator::new(
+    // The evaluator's S3 calls under its own role (moto enforces it); CodePipeline is a local stand-in.
+    let role = as_principal(&sdk, &stack, Principal::Evaluator).await;
+    let ev = evaluator_as(&role, &sdk, &stack, &cp);
+    (sdk, stack, cp, ev)
+}
+
+/// An evaluator whose S3 calls carry `role`'s credentials.
+fn evaluator_as(
+    role: &spigot_aws::aws_config::SdkConfig,
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    stack: &spigot_aws::local::LocalStack,
+    cp: &FakeCodePipeline,
+) -> RealEvaluator {
+    let s3 = spigot_aws::s3_client(role);
+    Evaluator::new(
         spigot_aws::S3Filters::new(s3.clone(), stack.get(Resource::Bucket)),
         cp.client(&sdk),
         Some(spigot_aws::S3Payloads::new(s3, stack.get(Resource::Bucket))),
         Duration::from_secs(0),
-    );
-    (sdk, stack, cp, ev)
+    )
+}
+
+/// The filter store of `ev`'s bucket with the admin credentials (the evaluator may only read filters).
+async fn admin_filters(ev: &RealEvaluator) -> spigot_aws::S3Filters {
+    spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk().await), ev.filters.bucket())
 }
 
 async fn put_filter(ev: &RealEvaluator, v: serde_json::Value) {
     let spec = FilterSpec::from_json(v.to_string().as_bytes()).unwrap();
     spec.clone().compile().unwrap();
-    ev.filters
+    admin_filters(ev)
+        .await
         .put(&spec.key(), spec.to_json().into_bytes())
         .await
         .unwrap();
@@ -192,7 +210,8 @@ async fn a_malformed_record_does_not_fail_the_others() {
 async fn invalid_filter_objects_are_skipped_and_counted() {
     let (sdk, stack, cp, ev) = setup().await;
     mono_filters(&ev).await;
-    ev.filters
+    admin_filters(&ev)
+        .await
         .put(
             "filters/octo-org/mono/main/broken.json",
             b"{\"Repository\": 1}".to_vec(),
@@ -210,7 +229,8 @@ async fn invalid_filter_objects_are_skipped_and_counted() {
 async fn legacy_filter_objects_still_work() {
     let (sdk, stack, cp, ev) = setup().await;
     let legacy = json!({"GitHubRepo": "octo-org/mono", "GitHubBranch": "main", "ChangeMatchExpressions": "^src/,docs/", "CodePipelineName": "legacy"});
-    ev.filters
+    admin_filters(&ev)
+        .await
         .put(
             "filters/octo-org/mono/main/legacy.json",
             legacy.to_string().into_bytes(),
@@ -589,5 +609,85 @@ async fn a_github_app_authenticates_with_an_installation_token() {
     assert!(
         gets.iter()
             .all(|c| c.authorization.as_deref() == Some("Bearer ghs_installation_77"))
+    );
+}
+
+/// #25: a replayed evaluation record whose claim-checked payload was already
+/// deleted (its first evaluation finished) does not drag its repository's
+/// later pushes into the eval DLQ. Under the evaluator's role S3 says 404: the
+/// record is dropped at once, the next push starts. Without s3:ListBucket S3
+/// says 403: it is retried (the group held), counted as StoreDenied, and
+/// dropped with that reason at its third receive; the next push then starts.
+#[tokio::test]
+async fn a_replayed_record_whose_payload_is_gone_does_not_hold_its_repository() {
+    let (sdk, stack, cp, ev) = setup().await;
+    mono_filters(&ev).await;
+    let mut big: serde_json::Value =
+        serde_json::from_slice(&mono_push(&["services/a/big"])).unwrap();
+    big["pad"] = json!("x".repeat(400_000));
+    let mut event = pushes(
+        &sdk,
+        &stack,
+        &[
+            ("ev-gone", big.to_string().into_bytes()),
+            ("ev-next", mono_push(&["services/b/x"])),
+        ],
+    )
+    .await;
+    let s3 = spigot_aws::s3_client(&sdk);
+    let bucket = stack.get(Resource::Bucket);
+    let listed = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix("payloads/eval/ev-gone/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.key_count(),
+        Some(1),
+        "the push travelled by claim-check"
+    );
+    for o in listed.contents() {
+        s3.delete_object()
+            .bucket(bucket)
+            .key(o.key().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    let receive = |event: &mut SqsEvent, n: u32| {
+        for r in &mut event.records {
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), n.to_string());
+        }
+        event.clone()
+    };
+    // Under the template's role: 404, dropped, the next push starts.
+    let (resp, stats) = ev.handle(receive(&mut event, 1)).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.unreadable, stats.started, stats.denied), (1, 1, 0));
+    assert_eq!(started_names(&cp), ["svc-b"]);
+
+    // Listing filters/ only (the role before #25): 403 twice (held with its
+    // group), dropped at the third receive.
+    let cp2 = FakeCodePipeline::start().await;
+    let role = as_principal_listing_only(&sdk, &stack, Principal::Evaluator, &["filters/*"]).await;
+    let ev2 = evaluator_as(&role, &sdk, &stack, &cp2);
+    for n in 1..=2 {
+        let (resp, stats) = ev2.handle(receive(&mut event, n)).await;
+        assert_eq!(
+            resp.batch_item_failures.len(),
+            2,
+            "retried, its group held (receive {n})"
+        );
+        assert_eq!((stats.denied, stats.started), (1, 0));
+    }
+    let (resp, stats) = ev2.handle(receive(&mut event, 3)).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!((stats.unreadable, stats.started, stats.denied), (1, 1, 1));
+    assert_eq!(started_names(&cp2), ["svc-b"]);
+    println!(
+        "ledger replayed record: in 2, started 1 (svc-b), dropped 1 (404 at once; 403 at the third receive), eval DLQ 0"
     );
 }

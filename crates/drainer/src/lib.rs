@@ -86,7 +86,8 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             .count("Retried", summary.retried)
             .count("DeadLettered", summary.dead_lettered)
             .count("Released", summary.released)
-            .count("Undeleted", summary.undeleted);
+            .count("Undeleted", summary.undeleted)
+            .count("StoreDenied", summary.denied);
         self.metrics.emit(&m, SystemClock.now_ms());
         summary
     }

@@ -14,7 +14,16 @@ pub enum OpenError {
     /// The envelope can never give its hook (bad base64, altered bytes).
     #[error("{0}")]
     Permanent(String),
+    /// S3 refused to read the body (403). Without s3:ListBucket that is also
+    /// how S3 answers for a body that is gone, so it is not retried for long:
+    /// see [`DENIED_READS`].
+    #[error("{0}")]
+    Denied(String),
 }
+
+/// Refused claim-check reads after which a hook is dead-lettered with that
+/// reason instead of spending its whole attempt budget (hours) blocking its repository.
+pub const DENIED_READS: u32 = 3;
 
 /// An opened envelope: the hook, and the claim-check key to delete once it is delivered.
 #[derive(Debug, Clone)]
@@ -44,6 +53,9 @@ pub async fn open<P: PayloadStore>(
                 PortErrorKind::NotFound => {
                     OpenError::Permanent(format!("claim-check payload is missing: {e}"))
                 }
+                PortErrorKind::Denied => OpenError::Denied(format!(
+                    "S3 refused to read the claim-check payload (403: missing, and the role may not list payloads/, or the role may not read it): {e}"
+                )),
                 _ => OpenError::Retry(format!("cannot read claim-check payload: {e}")),
             })?
         }

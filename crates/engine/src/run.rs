@@ -18,7 +18,7 @@ use crate::attempts;
 use crate::config::EngineConfig;
 use crate::gate::Skipped;
 use crate::letter::{dead_letter, poison_letter};
-use crate::open::{OpenError, open};
+use crate::open::{DENIED_READS, OpenError, open};
 use crate::policy::{Breaker, Pacer};
 
 /// Why a run ended.
@@ -52,6 +52,8 @@ pub struct Counters {
     pub held: AtomicU64,
     /// Delivered, but the delete failed (they will be delivered again).
     pub undeleted: AtomicU64,
+    /// Reads S3 refused (403): an attempt count or a claim-check body.
+    pub denied: AtomicU64,
     /// Milliseconds since the epoch of the last delivery.
     pub last_delivery_ms: AtomicU64,
 }
@@ -71,6 +73,9 @@ pub struct Summary {
     pub held: u64,
     /// Delivered, but could not be deleted (they will arrive again).
     pub undeleted: u64,
+    /// Reads S3 refused (403): the role lacks a permission (metric `StoreDenied`).
+    #[serde(default)]
+    pub denied: u64,
     /// Why it stopped (`None`: skipped before receiving).
     pub stop: Option<Stop>,
     /// Why it did not run, when skipped.
@@ -91,6 +96,7 @@ impl Summary {
             released: 0,
             held: 0,
             undeleted: 0,
+            denied: 0,
             stop: None,
             skipped: Some(why),
             switched_to: None,
@@ -108,6 +114,7 @@ impl Counters {
             released: self.released.load(Ordering::Relaxed),
             held: self.held.load(Ordering::Relaxed),
             undeleted: self.undeleted.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
             stop,
             skipped: None,
             switched_to: None,
@@ -380,12 +387,16 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 break;
             }
             let prior = attempts::prior(self.payloads.as_ref(), &m).await;
+            if prior.denied {
+                run.counters.denied.fetch_add(1, Ordering::Relaxed);
+            }
+            let prior = prior.attempts;
             run.pacer.wait().await;
             let step = {
                 // Decoded once: its size bounds the bytes in flight, then it is delivered.
                 let env = Envelope::decode(&m.body);
                 let _bytes = self.hold_body(run, &m, env.as_ref().ok()).await;
-                self.one(&m, env, prior).await
+                self.one(&m, env, prior, &run.counters).await
             };
             if prior > 0 && !matches!(step, Step::Retry { .. }) {
                 attempts::clear(self.payloads.as_ref(), &m).await;
@@ -482,6 +493,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         m: &Received,
         decoded: Result<Envelope, spigot_core::envelope::EnvelopeError>,
         prior: u32,
+        counters: &Counters,
     ) -> Step {
         let env = match decoded {
             Ok(e) => e,
@@ -498,6 +510,18 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
             Err(OpenError::Permanent(reason)) => {
                 return self.dead_envelope(env, reason, None).await;
+            }
+            Err(OpenError::Denied(reason)) => {
+                counters.denied.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(delivery = %env.delivery, %reason, attempt = prior + 1, "claim-check read refused");
+                if prior + 1 >= DENIED_READS {
+                    let reason = format!("{reason} ({DENIED_READS} reads refused)");
+                    return self.dead_envelope(env, reason, None).await;
+                }
+                return Step::Retry {
+                    reason,
+                    retry_after: None,
+                };
             }
         };
         let hook = &opened.hook;

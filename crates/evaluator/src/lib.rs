@@ -12,13 +12,13 @@ use spigot_core::envelope::Envelope;
 use spigot_core::filter::{FilterSet, FilterSpec, execution_token, repository_prefix};
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Clock, FilterStore, GitHub, MetricsSink, PayloadStore, Pipelines, Start, StartError,
-    StdoutMetrics, SystemClock,
+    Clock, FilterStore, GitHub, MetricsSink, PayloadStore, Pipelines, PortErrorKind, Start,
+    StartError, StdoutMetrics, SystemClock,
 };
 use spigot_core::push::{Completion, Push, complete};
 use spigot_core::resources::Resource;
 use spigot_core::webhook::Hook;
-use spigot_engine::open::{OpenError, Opened, open};
+use spigot_engine::open::{DENIED_READS, OpenError, Opened, open};
 
 /// The evaluator on AWS adapters.
 pub type AwsEvaluator = Evaluator<S3Filters, CodePipelines, S3Payloads, GitHubApi>;
@@ -68,6 +68,8 @@ pub struct Stats {
     pub held: u64,
     /// Starts skipped because a newer push of the branch already started the pipeline.
     pub superseded: u64,
+    /// Reads S3 refused (403: a claim-check body or a start record), metric `StoreDenied`.
+    pub denied: u64,
 }
 
 /// The evaluator and its ports.
@@ -164,13 +166,14 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
             .count("Superseded", stats.superseded)
             .count("ComparedPushes", stats.compared)
             .count("CompareFallbacks", stats.fallbacks)
+            .count("StoreDenied", stats.denied)
             .count("Errors", stats.retried + stats.unreadable);
         self.metrics.emit(&m, SystemClock.now_ms());
         (response, stats)
     }
 
     async fn record(&self, record: &SqsMessage, stats: &mut Stats) -> Result<(), Failure> {
-        let opened = self.open(record).await?;
+        let opened = self.open(record, stats).await?;
         let hook = &opened.hook;
         let payload = hook
             .payload()
@@ -229,6 +232,10 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
         };
         let newest = match store.get(&key).await {
             Ok(bytes) => String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok(),
+            Err(e) if e.kind == PortErrorKind::Denied => {
+                tracing::error!(%pipeline, error = %e, "S3 refused to read the start record (403: the role needs s3:ListBucket for prefix starts/); starting as if no newer push had");
+                None
+            }
             Err(_) => None,
         };
         newest.is_some_and(|newest| newest > at)
@@ -256,14 +263,31 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
     }
 
     /// The push hook of a record (its body read back from the claim-check store if need be).
-    async fn open(&self, record: &SqsMessage) -> Result<Opened, Failure> {
+    /// A body S3 refuses to read (403) is retried for [`DENIED_READS`] receives,
+    /// then dropped with that reason: it must not drag its repository's later
+    /// pushes into the dead-letter queue with it.
+    async fn open(&self, record: &SqsMessage, stats: &mut Stats) -> Result<Opened, Failure> {
         let env = Envelope::decode(record.body.as_deref().unwrap_or_default())
             .map_err(|e| Failure::Unreadable(e.to_string()))?;
+        let receives: u32 = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
         let opened = open(&env, self.payloads.as_ref())
             .await
             .map_err(|e| match e {
                 OpenError::Retry(why) => Failure::Retry(why),
                 OpenError::Permanent(why) => Failure::Unreadable(why),
+                OpenError::Denied(why) => {
+                    stats.denied += 1;
+                    tracing::error!(delivery = %env.delivery, %why, receives, "claim-check read refused");
+                    if receives >= DENIED_READS {
+                        Failure::Unreadable(format!("{why} ({receives} reads refused)"))
+                    } else {
+                        Failure::Retry(why)
+                    }
+                }
             })?;
         if opened.hook.event != "push" {
             return Err(Failure::Unreadable(format!(

@@ -43,7 +43,7 @@ fn evaluator_as(
     let s3 = spigot_aws::s3_client(role);
     Evaluator::new(
         spigot_aws::S3Filters::new(s3.clone(), stack.get(Resource::Bucket)),
-        cp.client(&sdk),
+        cp.client(sdk),
         Some(spigot_aws::S3Payloads::new(s3, stack.get(Resource::Bucket))),
         Duration::from_secs(0),
     )

@@ -396,7 +396,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 // Decoded once: its size bounds the bytes in flight, then it is delivered.
                 let env = Envelope::decode(&m.body);
                 let _bytes = self.hold_body(run, &m, env.as_ref().ok()).await;
-                self.one(&m, env, prior, &run.counters).await
+                self.one(&m, env, prior, run.counters).await
             };
             if prior > 0 && !matches!(step, Step::Retry { .. }) {
                 attempts::clear(self.payloads.as_ref(), &m).await;

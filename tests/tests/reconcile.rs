@@ -26,8 +26,12 @@ fn now() -> u64 {
 async fn the_scheduled_run_redelivers_keeps_its_state_in_the_bucket_and_emits_metrics() {
     let target = FakeTarget::start().await;
     let github = FakeHooks::start(&target.url, SECRET, 100).await;
-    let sdk = sdk().await;
-    let bucket = bucket(&sdk, "reconciler").await;
+    // Under the reconciler's role (moto enforces it); GitHub is a local stand-in.
+    let (admin, stack) = stack().await;
+    let sdk = as_principal(&admin, &stack, Principal::Reconciler).await;
+    let bucket = stack
+        .get(spigot_core::resources::Resource::Bucket)
+        .to_string();
     let org = "orgs/octo-org/hooks/7/deliveries";
     for (i, status) in [(0, 502), (1, 200), (2, 0)] {
         let body = push_payload("octo-org/svc", &format!("s-{i}")).into_bytes();
@@ -80,7 +84,7 @@ async fn the_scheduled_run_redelivers_keeps_its_state_in_the_bucket_and_emits_me
         "{line}"
     );
     // The state object holds both guids.
-    let state = spigot_aws::s3_client(&sdk)
+    let state = spigot_aws::s3_client(&admin)
         .get_object()
         .bucket(&bucket)
         .key(spigot_core::reconcile::STATE_KEY)

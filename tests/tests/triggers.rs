@@ -93,7 +93,13 @@ async fn raise_twenty(store: Arc<S3Triggers>) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn twenty_concurrent_raisers_get_twenty_numbers_and_none_is_lost() {
-    let store = Arc::new(store_at(moto()).await);
+    // Raised under RaiserPolicy, as `spigot trigger` runs in CI (moto enforces it).
+    let (sdk, stack) = stack().await;
+    let raiser = as_principal(&sdk, &stack, Principal::Raiser).await;
+    let store = Arc::new(S3Triggers::new(
+        spigot_aws::s3_client(&raiser),
+        stack.get(spigot_core::resources::Resource::Bucket),
+    ));
     let mut got = raise_twenty(store.clone()).await;
     got.sort();
     assert_eq!(got, (1..=20).collect::<Vec<_>>());

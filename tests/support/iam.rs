@@ -21,7 +21,7 @@ pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
 
 /// Who a component runs as when deployed (a function's role, or a managed policy of the template).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Principal {
     Receiver,
     Drainer,
@@ -38,6 +38,9 @@ pub enum Principal {
     Raiser,
     /// The operator commands: on, off, status, dlq, filters (OperatorPolicy).
     Operator,
+    /// `spigot on --local --drain`, which drains in its own process: the
+    /// operator's rights and the relay's (on AWS `on --drain` invokes the drainer).
+    OperatorDraining,
 }
 
 impl Principal {
@@ -54,6 +57,7 @@ impl Principal {
             Principal::AgentOn => &["AgentPolicy", "RelayPolicy"],
             Principal::Raiser => &["RaiserPolicy"],
             Principal::Operator => &["OperatorPolicy"],
+            Principal::OperatorDraining => &["OperatorPolicy", "RelayPolicy"],
         }
     }
 }
@@ -150,6 +154,17 @@ impl<'a> Policies<'a> {
                 format!("arn:aws:iam::{ACCOUNT}:user/{name}-{role}"),
             );
         }
+        for function in cfn["Resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(k, v)| (v["Type"] == "AWS::Lambda::Function").then_some(k))
+        {
+            arns.insert(
+                function.clone(),
+                format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}-{function}"),
+            );
+        }
         let mut params = BTreeMap::new();
         for (k, v) in cfn["Parameters"].as_object().unwrap() {
             params.insert(k.clone(), v.get("Default").cloned().unwrap_or(json!("")));
@@ -231,6 +246,10 @@ impl<'a> Policies<'a> {
 
     fn reference(&self, name: &str) -> Value {
         if let Some(p) = self.params.get(name) {
+            if self.cfn["Parameters"][name]["Type"] == "CommaDelimitedList" {
+                let text = text_of(p);
+                return json!(text.split(',').collect::<Vec<_>>());
+            }
             return p.clone();
         }
         match self.refs.get(name) {
@@ -406,16 +425,38 @@ pub async fn as_principal(sdk: &SdkConfig, stack: &LocalStack, principal: Princi
 
 /// Access key and secret of a new IAM user holding what `principal` holds, for `stack`.
 pub async fn principal_keys(stack: &LocalStack, principal: Principal) -> (String, String) {
+    principal_keys_with(stack, principal, &[]).await
+}
+
+/// [`principal_keys`] with template parameters set as a deployment would set them.
+pub async fn principal_keys_with(
+    stack: &LocalStack,
+    principal: Principal,
+    params: &[(&str, &str)],
+) -> (String, String) {
     iam_user(
         &unique(&format!("{principal:?}-").to_lowercase()),
-        &principal_documents(stack, principal),
+        &principal_documents_with(stack, principal, params),
     )
     .await
 }
 
 /// The resolved policy documents `principal` holds for `stack`.
 pub fn principal_documents(stack: &LocalStack, principal: Principal) -> Vec<Value> {
-    let policies = Policies::new(translated(), stack);
+    principal_documents_with(stack, principal, &[])
+}
+
+/// [`principal_documents`] with template parameters set.
+pub fn principal_documents_with(
+    stack: &LocalStack,
+    principal: Principal,
+    params: &[(&str, &str)],
+) -> Vec<Value> {
+    let policies = params
+        .iter()
+        .fold(Policies::new(translated(), stack), |p, (k, v)| {
+            p.with_parameter(k, v)
+        });
     principal
         .sources()
         .iter()

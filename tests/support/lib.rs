@@ -21,7 +21,7 @@ pub use github::{CompareMode, FakeGitHub, GitHubCall};
 pub use github_hooks::{Attempt, FakeHooks, Fault};
 pub use iam::{
     Policies, Principal, as_principal, as_principal_listing_only, principal_documents,
-    principal_keys, translated,
+    principal_keys, principal_keys_with, translated,
 };
 pub use ledger::Ledger;
 pub use moto::{free_port, moto, plain_moto, python, sdk, stack, unique};

@@ -24,7 +24,7 @@ async fn stack() -> (Dev, PathBuf, String) {
 /// `spigot agent --local` following `trigger` with `script`, its log in `dir/agent-ID.log`.
 fn agent(dir: &Path, trigger: &str, id: &str, script: &Path, extra: &[&str]) -> Dev {
     let log = std::fs::File::create(dir.join(format!("agent-{id}.log"))).unwrap();
-    let child = spigot(&dir.to_path_buf())
+    let child = spigot_as(&dir.to_path_buf(), Principal::Agent)
         .args(["agent", "--local", "--trigger", trigger, "--agent-id", id])
         .arg("--script")
         .arg(script)
@@ -41,7 +41,7 @@ fn agent(dir: &Path, trigger: &str, id: &str, script: &Path, extra: &[&str]) -> 
 
 /// `spigot agent --local --once`: handles what waits on `trigger`, then exits.
 fn agent_once(dir: &Path, trigger: &str, id: &str, script: &Path, state: &str) -> Output {
-    spigot(&dir.to_path_buf())
+    spigot_as(&dir.to_path_buf(), Principal::Agent)
         .args([
             "agent",
             "--local",
@@ -64,7 +64,7 @@ fn agent_log(dir: &Path, id: &str) -> String {
 }
 
 fn trigger(dir: &Path, args: &[&str]) -> Output {
-    spigot(&dir.to_path_buf())
+    spigot_as(&dir.to_path_buf(), Principal::Raiser)
         .args(["trigger", "--local"])
         .args(args)
         .output()
@@ -457,7 +457,7 @@ async fn twenty_concurrent_raisers_get_twenty_distinct_numbers() {
     let (_dev, dir, bucket) = stack().await;
     let children: Vec<_> = (0..20)
         .map(|i| {
-            spigot(&dir)
+            spigot_as(&dir, Principal::Raiser)
                 .args([
                     "trigger",
                     "--local",
@@ -674,7 +674,7 @@ async fn agent_on_push_runs_the_script_for_matching_hooks_from_the_buffer_and_ke
             runs_file.display()
         ),
     );
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::AgentOn)
         .args([
             "agent",
             "--local",

@@ -30,7 +30,7 @@ async fn post(url: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, ser
 }
 
 fn status_json(dir: &PathBuf) -> serde_json::Value {
-    let out = spigot(dir)
+    let out = spigot_as(dir, Principal::Operator)
         .args(["status", "--local", "--json"])
         .output()
         .unwrap();
@@ -63,12 +63,18 @@ async fn dev_serves_webhooks_and_on_off_flip_it() {
     );
     assert_eq!(status_json(&dir)["state"], "ON");
 
-    let out = spigot(&dir).args(["off", "--local"]).output().unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ON -> OFF"));
     assert_eq!(status_json(&dir)["state"], "OFF");
     // #20.7: OFF again says so.
-    let out = spigot(&dir).args(["off", "--local"]).output().unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("spigot is already OFF"),
@@ -86,7 +92,10 @@ async fn dev_serves_webhooks_and_on_off_flip_it() {
 
     // ON with a hook buffered goes through DRAINING; the dev drainer delivers
     // what was buffered while OFF, then sets ON.
-    let out = spigot(&dir).args(["on", "--local"]).output().unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["on", "--local"])
+        .output()
+        .unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("OFF -> DRAINING"),
         "{}",
@@ -208,7 +217,7 @@ fn sign_reproduces_githubs_published_vector() {
 #[test]
 fn a_missing_id_names_the_ways_to_give_it_and_exits_2() {
     let dir = workdir();
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["status", "--stack", "no-such-stack", "--endpoint", moto()])
         .output()
         .unwrap();
@@ -217,7 +226,10 @@ fn a_missing_id_names_the_ways_to_give_it_and_exits_2() {
     for hint in ["--api-id", "SPIGOT_API_ID", "--stack", "--local"] {
         assert!(err.contains(hint), "{err}");
     }
-    let out = spigot(&dir).args(["on", "--local"]).output().unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["on", "--local"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("make run"));
 }
@@ -309,7 +321,7 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
     let (sdk, stack) = local_stack(&dir, None).await;
     let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 7).await;
 
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "list", "--local", "--json"])
         .output()
         .unwrap();
@@ -332,7 +344,7 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
             .all(|r| ids.contains(&r["delivery"].as_str().unwrap().to_string()))
     );
 
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "redrive", "--max", "3", "--local"])
         .output()
         .unwrap();
@@ -355,7 +367,7 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
     );
 
     let left: Vec<String> = deliveries(&in_dlq).into_iter().collect();
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "redrive", "--delivery", &left[2], "--local"])
         .output()
         .unwrap();
@@ -378,7 +390,7 @@ async fn an_interrupted_redrive_loses_nothing() {
     let dir = workdir();
     let (sdk, stack) = local_stack(&dir, None).await;
     let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 150).await;
-    let mut child = spigot(&dir)
+    let mut child = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "redrive", "--local", "--no-move-task", "--hold", "3"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -419,7 +431,7 @@ async fn filters_put_validates_and_test_explains() {
     let (sdk, stack) = local_stack(&dir, None).await;
     let examples = format!("{}/../../examples", env!("CARGO_MANIFEST_DIR"));
     std::fs::write(dir.join("bad.json"), r#"{"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "p", "Syntax": "regex", "Include": ["services/(a"]}"#).unwrap();
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["filters", "put", "bad.json", "--local"])
         .output()
         .unwrap();
@@ -437,7 +449,7 @@ async fn filters_put_validates_and_test_explains() {
         .unwrap();
     assert_eq!(listed.key_count(), Some(0), "nothing written");
 
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args([
             "filters",
             "put",
@@ -455,14 +467,14 @@ async fn filters_put_validates_and_test_explains() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "filters/octo-org/mono/main/billing-service.json"
     );
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["filters", "list", "--local"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("billing-service"));
 
     // Dry run against the bucket...
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args([
             "filters",
             "test",
@@ -475,7 +487,7 @@ async fn filters_put_validates_and_test_explains() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("START billing-service"), "{text}");
     // ...and against local files.
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args([
             "filters",
             "test",
@@ -516,12 +528,12 @@ async fn filters_put_validates_and_test_explains() {
         "START docs-site docs/billing.md matches ^docs/"
     );
 
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["filters", "delete", "payloads/x", "--local"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args([
             "filters",
             "delete",
@@ -539,12 +551,15 @@ async fn on_drain_local_drains_in_process() {
     let target = FakeTarget::start().await;
     let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     let mut ledger = Ledger::default();
     ledger
         .send_round_robin(&r, 12, &["octo-org/a", "octo-org/b"], "OFF")
         .await;
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain"])
         .output()
         .unwrap();
@@ -572,11 +587,14 @@ async fn on_drain_with_the_target_down_exits_non_zero_with_the_reason() {
     let target = FakeTarget::start().await;
     let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 1, &["octo-org/a"], "OFF").await;
     target.set_status(503);
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain"])
         .output()
         .unwrap();
@@ -589,7 +607,7 @@ async fn on_drain_with_the_target_down_exits_non_zero_with_the_reason() {
     assert!(stdout.contains("drained 0 hooks"), "{stdout}");
     assert!(stdout.contains("1 hook still in the buffer"), "{stdout}");
     // The same, for machines; then, the target back, a drain that works exits 0.
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain", "--json"])
         .output()
         .unwrap();
@@ -603,7 +621,7 @@ async fn on_drain_with_the_target_down_exits_non_zero_with_the_reason() {
             .contains("target is down")
     );
     target.set_status(200);
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain", "--json"])
         .output()
         .unwrap();
@@ -622,7 +640,7 @@ async fn on_drain_with_the_target_down_exits_non_zero_with_the_reason() {
 /// A relay process (killed on drop).
 fn relay(dir: &Path, target: &str, extra: &[&str]) -> Dev {
     let log = std::fs::File::create(dir.join(format!("relay-{}.log", unique("")))).unwrap();
-    let child = spigot(&dir.to_path_buf())
+    let child = spigot_as(&dir.to_path_buf(), Principal::Relay)
         .args([
             "relay",
             "--to",
@@ -670,7 +688,7 @@ async fn relay_delivers_the_buffer_in_order_and_a_4xx_dead_letters_only_that_hoo
     target.set_rule(move |rec, _| {
         (rec.header("x-github-delivery") == Some(refused_for_rule.as_str())).then_some(404)
     });
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Relay)
         .args([
             "relay",
             "--to",
@@ -733,13 +751,19 @@ async fn relay_waits_out_a_target_outage_and_off_pauses_it() {
     assert_eq!(ledger.check(&target.accepted(), &[]), (20, 0));
 
     // OFF pauses it.
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut more = Ledger::default();
     more.send_round_robin(&r, 5, &["octo-org/a"], "OFF").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(target.accepted().len(), 20, "nothing delivered while OFF");
-    spigot(&dir).args(["on", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["on", "--local"])
+        .assert()
+        .success();
     wait_for("the relay to resume", 30, || target.accepted().len() >= 25).await;
 
     let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
@@ -818,7 +842,7 @@ async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
     );
 
     // Finish the rest.
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Relay)
         .args([
             "relay",
             "--to",
@@ -865,7 +889,7 @@ async fn a_full_redrive_uses_start_message_move_task_where_sqs_has_it() {
     let aws = fake_sqs().await;
     let url = aws.url.clone();
     let q = |name: &str| format!("{url}/123456789012/{name}");
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "redrive", "--endpoint", &url, "--api-id", "x"])
         .args([
             "--buffer-url",
@@ -912,7 +936,7 @@ async fn a_full_redrive_falls_back_to_the_move_loop_where_sqs_lacks_the_move_tas
     let dir = workdir();
     let (sdk, stack) = local_stack(&dir, None).await;
     let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 12).await;
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "redrive", "--local"])
         .output()
         .unwrap();
@@ -953,7 +977,7 @@ async fn on_drain_against_aws_flips_the_stage_and_invokes_the_drainer() {
     let dir = workdir();
     let aws = fake_aws().await;
     let url = aws.url.clone();
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--drain", "--endpoint", &url, "--region", "us-east-1"])
         .args([
             "--api-id",
@@ -1019,11 +1043,17 @@ async fn sixty_status_calls_leave_the_buffer_untouched() {
     let target = FakeTarget::start().await;
     let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     let mut ledger = Ledger::default();
     ledger.send_round_robin(&r, 3, &["octo-org/a"], "OFF").await;
     for _ in 0..60 {
-        let out = spigot(&dir).args(["status", "--local"]).output().unwrap();
+        let out = spigot_as(&dir, Principal::Operator)
+            .args(["status", "--local"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("3 waiting"));
     }
@@ -1033,7 +1063,7 @@ async fn sixty_status_calls_leave_the_buffer_untouched() {
         "status dead-lettered {} hook(s)",
         dead.len()
     );
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain"])
         .output()
         .unwrap();
@@ -1061,7 +1091,10 @@ async fn after_on_a_new_hook_queues_behind_the_buffered_ones_then_hooks_go_live(
     let dir = workdir();
     let target = FakeTarget::start().await;
     let (_dev, url) = start_dev(&dir, &target.url);
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     let mut sent = Vec::new();
     for i in 1..=5 {
         let body = push_payload("octo-org/r", &i.to_string()).into_bytes();
@@ -1070,7 +1103,10 @@ async fn after_on_a_new_hook_queues_behind_the_buffered_ones_then_hooks_go_live(
         assert_eq!(status, 202, "{json}");
         sent.push(id);
     }
-    let out = spigot(&dir).args(["on", "--local"]).output().unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["on", "--local"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("OFF -> DRAINING"));
     let body = push_payload("octo-org/r", "6").into_bytes();
     let sixth = format!("{}-6", unique("order"));
@@ -1151,7 +1187,7 @@ async fn dlq_list_explains_letters_sqs_moved_by_itself() {
         .send()
         .await
         .unwrap();
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "list", "--local", "--json"])
         .output()
         .unwrap();
@@ -1208,7 +1244,7 @@ async fn a_redriven_letter_whose_twin_was_delivered_does_not_block_its_repositor
     d.drain(None).await;
     assert_eq!(target.accepted().len(), 1, "the buffered copy is delivered");
 
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "redrive", "--local", "--no-move-task"])
         .output()
         .unwrap();
@@ -1261,7 +1297,7 @@ async fn the_relay_delivers_each_hook_once_to_a_slow_target() {
         .send_round_robin(&r, 10, &["octo-org/slow"], "OFF")
         .await;
     target.set_delay_ms(10_000);
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Relay)
         .args([
             "relay",
             "--to",
@@ -1324,7 +1360,7 @@ async fn forty_3_mb_hooks_drain_in_bounded_memory() {
         assert_eq!(status, 202);
         sent.push(id);
     }
-    let mut child = spigot(&dir)
+    let mut child = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain"])
         .stdout(Stdio::piped())
         .spawn()
@@ -1371,7 +1407,10 @@ async fn chaos_kills_and_a_flapping_target_lose_nothing_and_keep_order() {
     target.set_rule(|_, n| (n % 4 == 0).then_some(503));
     let name = unique("chaos");
     let (mut dev, url) = start_dev_named(&dir, &target.url, &name);
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     let repos = [
         "octo-org/a",
         "octo-org/b",
@@ -1388,7 +1427,10 @@ async fn chaos_kills_and_a_flapping_target_lose_nothing_and_keep_order() {
         assert_eq!(status, 202, "{json}");
         ledger.sent.push((id, repo.to_string(), body));
     }
-    spigot(&dir).args(["on", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["on", "--local"])
+        .assert()
+        .success();
     let mut kills = Vec::new();
     for at in [30, 80] {
         wait_for("deliveries before a kill", 120, || {
@@ -1459,7 +1501,7 @@ async fn filters_put_refuses_a_filter_that_does_not_fit_with_the_others() {
         .unwrap();
         path
     };
-    let first = spigot(&dir)
+    let first = spigot_as(&dir, Principal::Operator)
         .args(["filters", "put", "--local"])
         .arg(write("wide-1"))
         .output()
@@ -1469,7 +1511,7 @@ async fn filters_put_refuses_a_filter_that_does_not_fit_with_the_others() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let second = spigot(&dir)
+    let second = spigot_as(&dir, Principal::Operator)
         .args(["filters", "put", "--local"])
         .arg(write("wide-2"))
         .output()
@@ -1480,7 +1522,7 @@ async fn filters_put_refuses_a_filter_that_does_not_fit_with_the_others() {
         err.contains("wide-2") && err.contains("does not fit"),
         "{err}"
     );
-    let listed = spigot(&dir)
+    let listed = spigot_as(&dir, Principal::Operator)
         .args(["filters", "list", "--local", "--json"])
         .output()
         .unwrap();
@@ -1507,7 +1549,7 @@ async fn filters_test_shows_files_from_the_compare_api() {
     .unwrap();
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/filters");
     let run = |token: Option<&str>| {
-        let mut c = spigot(&dir);
+        let mut c = spigot_as(&dir, Principal::Operator);
         c.args(["filters", "test", "--event"]).arg(&push);
         for f in std::fs::read_dir(examples).unwrap() {
             c.arg("--filter").arg(f.unwrap().path());
@@ -1537,7 +1579,7 @@ async fn filters_test_shows_files_from_the_compare_api() {
 #[test]
 fn relay_refuses_an_http_target_without_allow_http() {
     let dir = workdir();
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Relay)
         .args([
             "relay",
             "--to",
@@ -1567,7 +1609,7 @@ async fn secret_show_prints_the_webhook_secret() {
         .send()
         .await
         .unwrap();
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["secret", "show", "--endpoint", moto()])
         .args(["--secret-arn", created.arn().unwrap()])
         .args([
@@ -1598,7 +1640,7 @@ async fn secret_show_prints_the_webhook_secret() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "generated-40-characters-of-secret,older-one"
     );
-    let missing = spigot(&dir)
+    let missing = spigot_as(&dir, Principal::Operator)
         .args(["secret", "show", "--endpoint", moto()])
         .args([
             "--api-id",
@@ -1627,7 +1669,7 @@ const HOOK: &str = "repos/octo-org/mono/hooks/42/deliveries";
 
 /// `spigot reconcile` with a token for the GitHub stand-in at `github`.
 fn reconcile(dir: &PathBuf, github: &str, args: &[&str]) -> std::process::Output {
-    spigot(dir)
+    spigot_as(dir, Principal::Operator)
         .arg("reconcile")
         .args(args)
         .env("GITHUB_API_URL", github)
@@ -1851,7 +1893,10 @@ async fn reconcile_recovers_hooks_refused_while_the_buffer_was_unreachable() {
     let proxy = Proxy::start(moto()).await;
     let (_dev, url) = start_dev_at(&dir, &target.url, &unique("dev"), &proxy.url);
     let github = FakeHooks::start(&url, SECRET, 100).await;
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     let mut ledger = Ledger::default();
     proxy.set_up(false);
     for i in 0..10 {
@@ -1873,7 +1918,7 @@ async fn reconcile_recovers_hooks_refused_while_the_buffer_was_unreachable() {
         "{:?}",
         github.redeliveries()
     );
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain"])
         .output()
         .unwrap();
@@ -1988,7 +2033,7 @@ async fn off_and_on_flip_an_http_api_stage() {
         "HTTP",
     ];
     let state = |dir: &PathBuf| {
-        let out = spigot(dir)
+        let out = spigot_as(dir, Principal::Operator)
             .args(["status", "--json"])
             .args(http)
             .output()
@@ -2001,7 +2046,11 @@ async fn off_and_on_flip_an_http_api_stage() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["state"].clone()
     };
     assert_eq!(state(&dir), "ON");
-    spigot(&dir).arg("off").args(http).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .arg("off")
+        .args(http)
+        .assert()
+        .success();
     let updates = stand.updates();
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].0, format!("/v2/apis/{api_id}/stages/live"));
@@ -2010,7 +2059,11 @@ async fn off_and_on_flip_an_http_api_stage() {
         serde_json::json!({"spigot_state": "OFF", "team": "kept"})
     );
     assert_eq!(state(&dir), "OFF");
-    spigot(&dir).arg("on").args(http).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .arg("on")
+        .args(http)
+        .assert()
+        .success();
     assert_eq!(stand.updates().len(), 2);
     assert_eq!(state(&dir), "ON");
     // The same id as a REST API is no stage at all: the API type matters.
@@ -2023,7 +2076,11 @@ async fn off_and_on_flip_an_http_api_stage() {
         "--api-type",
         "REST",
     ];
-    let out = spigot(&dir).arg("off").args(rest).output().unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .arg("off")
+        .args(rest)
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -2042,14 +2099,17 @@ async fn a_buffered_hook_survives_a_change_of_target() {
     let new = FakeTarget::start().await;
     let name = unique("dev");
     let (dev, url) = start_dev_named(&dir, &old.url, &name);
-    spigot(&dir).args(["off", "--local"]).assert().success();
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
     let body = fixture("push.json");
     let (status, _) = post(&url, "kept-1", &body, SECRET).await;
     assert_eq!(status, 202);
     drop(dev);
     // spigot dev again on the same moto, with another target: the same queues.
     let (_dev, _) = start_dev_named(&dir, &new.url, &name);
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::OperatorDraining)
         .args(["on", "--local", "--drain"])
         .output()
         .unwrap();
@@ -2337,7 +2397,10 @@ async fn local_with_the_stack_down_asks_for_make_run() {
     )
     .unwrap();
     let start = Instant::now();
-    let out = spigot(&dir).args(["status", "--local"]).output().unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["status", "--local"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).1.contains("is `make run` running?"),
@@ -2463,7 +2526,7 @@ async fn verbose_is_spigots_debug_not_the_sdks() {
         "{stderr}"
     );
     // Positive control: asking for everything shows the SDK's lines.
-    let out = spigot(&dir)
+    let out = spigot_as(&dir, Principal::Operator)
         .args(["status", "--local"])
         .env("RUST_LOG", "debug")
         .output()

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::prelude::*;
+use spigot_core::resources::Resource;
 use spigot_e2e::*;
 
 pub fn spigot(dir: &PathBuf) -> Command {
@@ -17,6 +18,50 @@ pub fn spigot(dir: &PathBuf) -> Command {
         .env_remove("WEBHOOK_SECRET")
         .env("AWS_EC2_METADATA_DISABLED", "true");
     c
+}
+
+/// `spigot` in `dir` with the credentials of an IAM user holding exactly what
+/// `principal` holds in the template for the local stack of `dir/.spigot/dev.json`
+/// (moto enforces it). Without a stack there yet, the admin's (the default).
+pub fn spigot_as(dir: &PathBuf, principal: Principal) -> Command {
+    let mut c = spigot(dir);
+    if let Some((id, secret)) = keys_for(dir, principal) {
+        c.env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+    }
+    c
+}
+
+/// The principal's keys for the stack in `dir`, made once per dir and principal.
+fn keys_for(dir: &std::path::Path, principal: Principal) -> Option<(String, String)> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashMap<(PathBuf, Principal), (String, String)>>> = OnceLock::new();
+    let file = dir.join(".spigot/dev.json");
+    if !file.exists() {
+        return None;
+    }
+    let mut keys = KEYS.get_or_init(Default::default).lock().unwrap();
+    let entry = keys
+        .entry((dir.to_path_buf(), principal))
+        .or_insert_with(|| {
+            let stack = spigot_cli_dev_file(dir);
+            // The agents' download_s3 steps fetch from artifacts/ of the config bucket,
+            // named in AgentDownloadPrefixes as an operator would.
+            let prefixes = format!("{}/artifacts/", stack.get(Resource::Bucket));
+            // Called from sync helpers inside async tests: a runtime of its own, on a thread of its own.
+            std::thread::spawn(move || {
+                let params = [("AgentDownloadPrefixes", prefixes.as_str())];
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(principal_keys_with(&stack, principal, &params))
+            })
+            .join()
+            .unwrap()
+        });
+    Some(entry.clone())
 }
 
 pub fn workdir() -> PathBuf {

@@ -502,3 +502,99 @@ pub fn with_keys(sdk: &SdkConfig, id: &str, secret: &str) -> SdkConfig {
         )))
         .build()
 }
+
+/// Every permission the template gives, one `(holder, action, resource)` row
+/// each, resources in short names (`bucket/payloads/*`, `Buffer`, `stage`, …)
+/// and conditions after the resource: what ARCHITECTURE.md's table lists.
+/// Optional statements are included (GitHub credentials and download prefixes set).
+pub fn permission_rows(cfn: &Value) -> std::collections::BTreeSet<(String, String, String)> {
+    let stack = LocalStack {
+        endpoint: String::new(),
+        resources: spigot_core::resources::Resources::default()
+            .with(Resource::ApiId, "API")
+            .with(Resource::Stage, "live")
+            .with(Resource::BufferUrl, "q/Buffer")
+            .with(Resource::DlqUrl, "q/BufferDlq")
+            .with(Resource::EvalUrl, "q/EvalQueue")
+            .with(Resource::EvalDlqUrl, "q/EvalDlq")
+            .with(Resource::Bucket, "spigot-config"),
+        target: None,
+    };
+    let policies = Policies::new(cfn, &stack)
+        .with_parameter("GitHubTokenSecretArn", "github-token-secret")
+        .with_parameter("GitHubAppKeySecretArn", "github-app-key-secret")
+        .with_parameter("AgentDownloadPrefixes", "artifacts/releases/");
+    let short = |r: &str| {
+        r.replace("arn:aws:s3:::spigot-config", "bucket")
+            .replace(&format!("arn:aws:sqs:{REGION}:{ACCOUNT}:"), "")
+            .replace(
+                &format!("arn:aws:apigateway:{REGION}::/restapis/API/stages/live"),
+                "stage",
+            )
+            .replace(
+                &format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:spigot-"),
+                "",
+            )
+            .replace(
+                &format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:spigot-"),
+                "",
+            )
+            .replace(
+                &format!("arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/spigot/local"),
+                "stack",
+            )
+            .replace(
+                &format!("arn:aws:codepipeline:{REGION}:{ACCOUNT}:"),
+                "pipeline:",
+            )
+            .replace("arn:aws:s3:::", "s3:")
+    };
+    let holders = [
+        "ReceiverFunctionRole",
+        "DrainerFunctionRole",
+        "EvaluatorFunctionRole",
+        "FilterResourceFunctionRole",
+        "ReconcilerFunctionRole",
+        "RelayPolicy",
+        "AgentPolicy",
+        "RaiserPolicy",
+        "OperatorPolicy",
+    ];
+    let mut rows = std::collections::BTreeSet::new();
+    for holder in holders {
+        for doc in policies.documents(holder) {
+            for st in doc["Statement"].as_array().into_iter().flatten() {
+                assert_eq!(st["Effect"], "Allow", "{holder}: {st}");
+                let condition = match st.get("Condition") {
+                    Some(c) => {
+                        let (op, kv) = c.as_object().unwrap().iter().next().unwrap();
+                        let (k, v) = kv.as_object().unwrap().iter().next().unwrap();
+                        let values = match v {
+                            Value::Array(a) => a.iter().map(text_of).collect::<Vec<_>>().join(", "),
+                            other => text_of(other),
+                        };
+                        format!(" if {k} {op} {values}")
+                    }
+                    None => String::new(),
+                };
+                for action in as_strings(&st["Action"]) {
+                    for resource in as_strings(&st["Resource"]) {
+                        rows.insert((
+                            holder.trim_end_matches("FunctionRole").to_string(),
+                            action.clone(),
+                            format!("{}{condition}", short(&resource)),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn as_strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a.iter().map(text_of).collect(),
+        other => vec![text_of(other)],
+    }
+}

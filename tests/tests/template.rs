@@ -426,3 +426,45 @@ fn the_http_api_variant_lints() {
         String::from_utf8_lossy(&validate.stderr)
     );
 }
+
+/// The rows of ARCHITECTURE.md's "Who may call what" table: (holder, action, resource).
+fn documented_permissions() -> BTreeSet<(String, String, String)> {
+    let doc = read("ARCHITECTURE.md");
+    let table = &doc[doc
+        .find("## Who may call what")
+        .expect("the table's heading")..];
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            let cells: Vec<String> = l
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .collect();
+            assert_eq!(cells.len(), 4, "holder | call | action | resource: {l}");
+            (cells[0].clone(), cells[2].clone(), cells[3].clone())
+        })
+        .collect()
+}
+
+/// #25.3: every call has its permission, and the template gives exactly the
+/// permissions ARCHITECTURE.md lists, read from SAM's own translation.
+#[test]
+fn the_template_gives_exactly_the_documented_permissions() {
+    let given = spigot_e2e::iam::permission_rows(spigot_e2e::translated());
+    let documented = documented_permissions();
+    let fmt = |rows: &mut dyn Iterator<Item = &(String, String, String)>| {
+        rows.map(|(h, a, r)| format!("| {h} | | `{a}` | `{r}` |"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let undocumented = fmt(&mut given.difference(&documented));
+    let not_given = fmt(&mut documented.difference(&given));
+    assert!(
+        undocumented.is_empty() && not_given.is_empty(),
+        "given by the template but not in ARCHITECTURE.md:\n{undocumented}\n\nin ARCHITECTURE.md but not given:\n{not_given}"
+    );
+}

@@ -1088,9 +1088,20 @@ async fn wait_for_state(dir: &PathBuf, want: &str, secs: u64) {
 /// of its repository that still wait in the buffer.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_on_a_new_hook_queues_behind_the_buffered_ones_then_hooks_go_live() {
+    live_after_buffered(0).await;
+}
+
+/// The same with the stage variable reaching requests 1.5 s late (#25.4).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "breaks under stage lag: a hook sent within the lag after `spigot on` still sees OFF and ... (#26.3 fixes it)"]
+async fn after_on_a_new_hook_queues_behind_the_buffered_ones_under_stage_lag() {
+    live_after_buffered(1500).await;
+}
+
+async fn live_after_buffered(lag_ms: u64) {
     let dir = workdir();
     let target = FakeTarget::start().await;
-    let (_dev, url) = start_dev(&dir, &target.url);
+    let (_dev, url) = start_dev_lagged(&dir, &target.url, lag_ms);
     spigot_as(&dir, Principal::Operator)
         .args(["off", "--local"])
         .assert()
@@ -1138,9 +1149,20 @@ async fn after_on_a_new_hook_queues_behind_the_buffered_ones_then_hooks_go_live(
 /// later hooks queue behind; the drainer sets ON once the buffer is empty.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_outage_sets_draining_until_the_buffer_is_delivered() {
+    outage_sets_draining(0).await;
+}
+
+/// The same with the stage variable reaching requests 1.5 s late (#25.4).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "breaks under stage lag (#26.3 fixes it)"]
+async fn a_target_outage_sets_draining_under_stage_lag() {
+    outage_sets_draining(1500).await;
+}
+
+async fn outage_sets_draining(lag_ms: u64) {
     let dir = workdir();
     let target = FakeTarget::start().await;
-    let (_dev, url) = start_dev(&dir, &target.url);
+    let (_dev, url) = start_dev_lagged(&dir, &target.url, lag_ms);
     target.set_status(503);
     let body = push_payload("octo-org/r", "1").into_bytes();
     let (status, _) = post(&url, "outage-1", &body, SECRET).await;

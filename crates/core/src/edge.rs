@@ -106,3 +106,76 @@ mod tests {
         assert!(EdgeRefusal::BodyTooLong.answer().2.contains("10485760"));
     }
 }
+
+/// The stage variables as the edge hands them to requests when an update takes
+/// `lag_ms` to reach every request (AWS documents no bound; `spigot dev
+/// --stage-lag-ms` and the tests choose one): readings of the stage are
+/// observed as they happen, and a request sees the newest reading at least
+/// `lag_ms` old (the oldest reading while none is that old yet).
+#[derive(Debug, Clone, Default)]
+pub struct LaggedStage {
+    lag_ms: u64,
+    readings: std::collections::VecDeque<(u64, std::collections::HashMap<String, String>)>,
+}
+
+impl LaggedStage {
+    /// No readings yet, lagging by `lag_ms`.
+    pub fn new(lag_ms: u64) -> Self {
+        Self {
+            lag_ms,
+            readings: Default::default(),
+        }
+    }
+
+    /// Records that the stage held `variables` at `now_ms`; forgets readings no request can see any more.
+    pub fn observe(&mut self, now_ms: u64, variables: std::collections::HashMap<String, String>) {
+        if self.readings.back().is_some_and(|(_, v)| *v == variables) {
+            return;
+        }
+        self.readings.push_back((now_ms, variables));
+        let horizon = now_ms.saturating_sub(self.lag_ms);
+        while self.readings.len() > 1 && self.readings[1].0 <= horizon {
+            self.readings.pop_front();
+        }
+    }
+
+    /// What a request at `now_ms` sees.
+    pub fn at(&self, now_ms: u64) -> Option<&std::collections::HashMap<String, String>> {
+        let horizon = now_ms.saturating_sub(self.lag_ms);
+        self.readings
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= horizon)
+            .or(self.readings.front())
+            .map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::LaggedStage;
+
+    fn state(s: &str) -> std::collections::HashMap<String, String> {
+        [("spigot_state".to_string(), s.to_string())].into()
+    }
+
+    #[test]
+    fn a_request_sees_the_stage_as_it_was_lag_ago() {
+        let mut lag = LaggedStage::new(1000);
+        assert_eq!(lag.at(0), None);
+        lag.observe(0, state("ON"));
+        lag.observe(500, state("ON"));
+        lag.observe(2000, state("OFF"));
+        // 2.5 s: the OFF of 2.0 s is not 1 s old yet.
+        assert_eq!(lag.at(2500), Some(&state("ON")));
+        assert_eq!(lag.at(3000), Some(&state("OFF")));
+        lag.observe(3100, state("DRAINING"));
+        assert_eq!(lag.at(3500), Some(&state("OFF")));
+        assert_eq!(lag.at(4200), Some(&state("DRAINING")));
+        // Without a lag, the newest reading.
+        let mut now = LaggedStage::new(0);
+        now.observe(10, state("ON"));
+        now.observe(20, state("OFF"));
+        assert_eq!(now.at(20), Some(&state("OFF")));
+    }
+}

@@ -61,6 +61,10 @@ pub struct DevArgs {
     /// Envelopes larger than this keep their body in the bucket.
     #[arg(long, default_value_t = 262_144)]
     claim_check_bytes: usize,
+    /// Hand each request the stage variables as they were this many milliseconds
+    /// ago, as API Gateway's edge does while an update spreads (0: at once).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    stage_lag_ms: u64,
 }
 
 pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
@@ -132,5 +136,5 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     );
     let switch = crate::switch::stage_switch(&sdk, &stack);
     let stage = switch.stage().clone();
-    server::serve(listener, receiver, door, switch, stage).await
+    server::serve(listener, receiver, door, switch, stage, args.stage_lag_ms).await
 }

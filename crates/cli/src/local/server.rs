@@ -1,5 +1,7 @@
 //! What API Gateway does in front of the receiver: `POST /webhook` with the
-//! stage's variables, read on each request so `spigot off --local` takes effect at once,
+//! stage's variables — read on each request so `spigot off --local` takes
+//! effect at once, or, with `--stage-lag-ms`, as they were that long ago
+//! ([`LaggedStage`], as AWS's edge hands them out while an update spreads) —
 //! and the same 413s for what API Gateway or Lambda would refuse ([`spigot_core::edge`]).
 
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use axum::extract::State as AxState;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use spigot_aws::{S3Triggers, StageSwitch};
-use spigot_core::edge::{self, EdgeRefusal};
+use spigot_core::edge::{self, EdgeRefusal, LaggedStage};
 use spigot_core::ports::{Clock, StageRef, SystemClock};
 use spigot_receiver::trigger::TriggerDoor;
 use spigot_receiver::{AwsReceiver, Inbound};
@@ -23,6 +25,24 @@ struct App {
     door: TriggerDoor<S3Triggers>,
     switch: StageSwitch,
     stage: StageRef,
+    /// The stage's readings when requests see them late (`--stage-lag-ms`).
+    lagged: Option<Arc<std::sync::Mutex<LaggedStage>>>,
+}
+
+/// How often the stage is read while requests see it late.
+const STAGE_READ_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Reads the stage every [`STAGE_READ_EVERY`] into `lagged`, for as long as the server runs.
+fn watch_stage(switch: StageSwitch, lagged: Arc<std::sync::Mutex<LaggedStage>>) {
+    tokio::spawn(async move {
+        loop {
+            match switch.variables().await {
+                Ok(vars) => lagged.lock().unwrap().observe(SystemClock.now_ms(), vars),
+                Err(e) => tracing::warn!(error = %e, "cannot read the stage"),
+            }
+            tokio::time::sleep(STAGE_READ_EVERY).await;
+        }
+    });
 }
 
 /// Takes the port first, before anything is provisioned or written.
@@ -43,7 +63,13 @@ pub async fn serve(
     door: TriggerDoor<S3Triggers>,
     switch: StageSwitch,
     stage: StageRef,
+    stage_lag_ms: u64,
 ) -> Result<(), CliError> {
+    let lagged = (stage_lag_ms > 0).then(|| {
+        let lagged = Arc::new(std::sync::Mutex::new(LaggedStage::new(stage_lag_ms)));
+        watch_stage(switch.clone(), lagged.clone());
+        lagged
+    });
     let router = axum::Router::new()
         .route("/webhook", axum::routing::post(webhook).fallback(not_found))
         .route(
@@ -61,6 +87,7 @@ pub async fn serve(
             door,
             switch,
             stage,
+            lagged,
         }));
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -114,9 +141,16 @@ async fn webhook(AxState(app): AxState<Arc<App>>, headers: HeaderMap, body: Body
         Ok(i) => i,
         Err(refused) => return refused,
     };
-    match app.switch.variables().await {
-        Ok(vars) => inbound.stage_variables = vars,
-        Err(e) => tracing::error!(error = %e, "cannot read the stage; the receiver will buffer"),
+    if let Some(lagged) = &app.lagged {
+        let seen = lagged.lock().unwrap().at(SystemClock.now_ms()).cloned();
+        inbound.stage_variables = seen.unwrap_or_default();
+    } else {
+        match app.switch.variables().await {
+            Ok(vars) => inbound.stage_variables = vars,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the stage; the receiver will buffer")
+            }
+        }
     }
     json_answer(app.receiver.handle(&inbound, SystemClock.now_ms()).await)
 }

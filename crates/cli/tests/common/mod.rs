@@ -89,6 +89,29 @@ pub fn start_dev_named(dir: &PathBuf, target: &str, name: &str) -> (Dev, String)
 
 /// `spigot dev` reaching AWS at `endpoint`.
 pub fn start_dev_at(dir: &PathBuf, target: &str, name: &str, endpoint: &str) -> (Dev, String) {
+    start_dev_with(dir, target, name, endpoint, &[])
+}
+
+/// `spigot dev` whose requests see the stage variables `lag_ms` late, as AWS's edge hands them out.
+pub fn start_dev_lagged(dir: &PathBuf, target: &str, lag_ms: u64) -> (Dev, String) {
+    let lag = lag_ms.to_string();
+    start_dev_with(
+        dir,
+        target,
+        &unique("dev"),
+        moto(),
+        &["--stage-lag-ms", &lag],
+    )
+}
+
+/// `spigot dev` with `extra` arguments.
+pub fn start_dev_with(
+    dir: &PathBuf,
+    target: &str,
+    name: &str,
+    endpoint: &str,
+    extra: &[&str],
+) -> (Dev, String) {
     let port = free_port();
     let log = std::fs::File::create(dir.join("dev.out")).unwrap();
     let child = spigot(dir)
@@ -104,6 +127,7 @@ pub fn start_dev_at(dir: &PathBuf, target: &str, name: &str, endpoint: &str) -> 
         .args(["--name", name, "--secret", SECRET, "--drain-interval", "1"])
         // GitHub's sample payloads were pushed in 2019: no push-age limit here.
         .args(["--max-push-age", "0"])
+        .args(extra)
         .stdout(log)
         .stderr(Stdio::null())
         .spawn()

@@ -468,3 +468,60 @@ fn the_template_gives_exactly_the_documented_permissions() {
         "given by the template but not in ARCHITECTURE.md:\n{undocumented}\n\nin ARCHITECTURE.md but not given:\n{not_given}"
     );
 }
+
+/// #25.5: each function is given exactly the environment its settings read
+/// (its crate's `ENVIRONMENT`), and builds from exactly that: every required
+/// variable is present, no stray name.
+#[tokio::test]
+async fn each_function_is_given_exactly_the_environment_it_reads() {
+    let cfn = spigot_e2e::translated();
+    for (function, reads) in [
+        ("ReceiverFunction", spigot_receiver::ENVIRONMENT),
+        ("DrainerFunction", spigot_drainer::ENVIRONMENT),
+        ("EvaluatorFunction", spigot_evaluator::ENVIRONMENT),
+        (
+            "FilterResourceFunction",
+            spigot_filter_resource::ENVIRONMENT,
+        ),
+        ("ReconcilerFunction", spigot_reconciler::ENVIRONMENT),
+    ] {
+        let given: BTreeSet<&str> =
+            cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{function} has an environment"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+        let reads: BTreeSet<&str> = reads.iter().copied().collect();
+        assert_eq!(
+            given, reads,
+            "{function}: the template's variables vs what it reads"
+        );
+    }
+    // Built from exactly the template's variables (local values): nothing required is missing.
+    let (sdk, stack) = spigot_e2e::stack().await;
+    let value = |name: &str| -> Option<String> {
+        let resource = TABLE.iter().find(|r| r.lambda_env == Some(name));
+        match (name, resource) {
+            (_, Some(r)) => stack.resources.get(r.resource).map(str::to_string),
+            ("TARGET_URL", _) => Some("https://jenkins.example.com/github-webhook/".into()),
+            ("FORWARD_TIMEOUT_MS", _) => Some("7000".into()),
+            _ => Some(String::new()),
+        }
+    };
+    let settings_of = |reads: &[&str]| {
+        spigot_core::config::Settings::from_lookup(|k| {
+            reads.contains(&k).then(|| value(k)).flatten()
+        })
+        .unwrap()
+    };
+    spigot_drainer::build(&sdk, &settings_of(spigot_drainer::ENVIRONMENT)).expect("drainer");
+    spigot_filter_resource::build(&sdk, &settings_of(spigot_filter_resource::ENVIRONMENT))
+        .expect("custom resource");
+    spigot_evaluator::build(&sdk, &settings_of(spigot_evaluator::ENVIRONMENT))
+        .await
+        .expect("evaluator");
+    // Positive control: without its bucket the custom resource refuses to build.
+    let without: Vec<&str> = vec![];
+    assert!(spigot_filter_resource::build(&sdk, &settings_of(&without)).is_err());
+}

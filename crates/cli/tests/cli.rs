@@ -2026,7 +2026,7 @@ async fn dev_refuses_what_api_gateway_and_lambda_would_refuse() {
 async fn off_and_on_flip_an_http_api_stage() {
     use spigot_aws::aws_sdk_apigatewayv2::types::ProtocolType;
     let dir = workdir();
-    let (sdk, _stack) = local_stack(&dir, None).await;
+    let (sdk, mut stack) = local_stack(&dir, None).await;
     let v2 = spigot_aws::aws_sdk_apigatewayv2::Client::new(&sdk);
     let api = v2
         .create_api()
@@ -2044,6 +2044,17 @@ async fn off_and_on_flip_an_http_api_stage() {
         .send()
         .await
         .unwrap();
+    // The stack's API is this HTTP API: the operator's policy names its stage.
+    stack.resources = stack
+        .resources
+        .clone()
+        .with(Resource::ApiId, api_id.clone())
+        .with(Resource::ApiType, "HTTP");
+    std::fs::write(
+        dir.join(".spigot/dev.json"),
+        serde_json::to_string(&stack).unwrap(),
+    )
+    .unwrap();
     let stand = ApiGatewayV2::start(moto()).await;
     let http = [
         "--local",

@@ -27,6 +27,26 @@ pub struct Drainer<B, P, T, S> {
 
 /// The drainer on AWS adapters.
 pub type AwsDrainer = Drainer<SqsBuffer, S3Payloads, HttpTarget, StageSwitch>;
+/// The environment the template gives the drainer (every variable its
+/// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[
+    "TARGET_URL",
+    "ALLOW_INSECURE_TARGET",
+    "TARGET_HEALTH_URL",
+    "EVENT_PATHS",
+    "FORWARD_TIMEOUT_MS",
+    "BUFFER_QUEUE_URL",
+    "BUFFER_DLQ_URL",
+    "CONFIG_BUCKET",
+    "API_ID",
+    "API_TYPE",
+    "STAGE_NAME",
+    "DRAIN_CONCURRENCY",
+    "BREAKER_THRESHOLD",
+    "MAX_ATTEMPTS",
+    "DRAIN_RATE",
+    "DRAIN_RAMP_SECONDS",
+];
 
 /// The drainer of a deployment (or a local stack): its buffer, bucket, target and stage.
 pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsError> {

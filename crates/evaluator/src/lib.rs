@@ -22,6 +22,18 @@ use spigot_engine::open::{DENIED_READS, OpenError, Opened, open};
 
 /// The evaluator on AWS adapters.
 pub type AwsEvaluator = Evaluator<S3Filters, CodePipelines, S3Payloads, GitHubApi>;
+/// The environment the template gives the evaluator (every variable its
+/// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[
+    "CONFIG_BUCKET",
+    "FILTER_CACHE_SECONDS",
+    "MAX_PUSH_AGE",
+    "GITHUB_API_URL",
+    "GITHUB_TOKEN_SECRET_ARN",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_KEY_SECRET_ARN",
+    "GITHUB_APP_INSTALLATION_ID",
+];
 
 /// The evaluator of a deployment: filters and payloads in `CONFIG_BUCKET`, CodePipeline.
 /// With GitHub credentials, incomplete pushes get their files from the compare API.

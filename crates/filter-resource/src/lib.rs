@@ -76,6 +76,9 @@ pub struct FilterResource<F, R> {
     /// Also answer ResponseURLs on 127.0.0.1 (tests; `CFN_RESPONSE_URL_ALLOW_LOOPBACK`, never set by the template).
     pub allow_loopback_response_url: bool,
 }
+/// The environment the template gives the custom resource (every variable its
+/// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
+pub const ENVIRONMENT: &[&str] = &["CONFIG_BUCKET"];
 
 /// The handler of a deployment: filters in `CONFIG_BUCKET`, responses over HTTPS.
 pub fn build(

@@ -62,6 +62,22 @@ pub const DRAINING_FLIP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The receiver on AWS adapters.
 pub type AwsReceiver = Receiver<SqsBuffer, S3Payloads, HttpTarget, SqsEvalQueue, ApiStages>;
+/// The environment the template gives the receiver (every variable its
+/// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[
+    "WEBHOOK_SECRET_ARN",
+    "TRIGGER_SECRET_ARN",
+    "ALLOW_SHA1",
+    "TARGET_URL",
+    "ALLOW_INSECURE_TARGET",
+    "EVENT_PATHS",
+    "FORWARD_TIMEOUT_MS",
+    "BUFFER_QUEUE_URL",
+    "BUFFER_DLQ_URL",
+    "EVAL_QUEUE_URL",
+    "CONFIG_BUCKET",
+    "DELIVERY_MODE",
+];
 
 /// The receiver of a deployment (or a local stack), as its settings name it;
 /// the webhook secret is read from Secrets Manager when `WEBHOOK_SECRET_ARN` is set.

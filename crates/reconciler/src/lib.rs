@@ -32,6 +32,19 @@ pub struct Reconciler<G, S> {
 
 /// The reconciler on AWS adapters.
 pub type AwsReconciler = Reconciler<GitHubApi, S3Payloads>;
+/// The environment the template gives the reconciler (every variable its
+/// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[
+    "CONFIG_BUCKET",
+    "GITHUB_HOOKS",
+    "RECONCILE_WINDOW",
+    "RECONCILE_MAX",
+    "GITHUB_API_URL",
+    "GITHUB_TOKEN_SECRET_ARN",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_KEY_SECRET_ARN",
+    "GITHUB_APP_INSTALLATION_ID",
+];
 
 /// The reconciler of a deployment: GitHub credentials and hooks from the settings.
 pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReconciler, AwsError> {

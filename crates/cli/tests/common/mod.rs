@@ -49,9 +49,17 @@ fn keys_for(dir: &std::path::Path, principal: Principal) -> Option<(String, Stri
             // The agents' download_s3 steps fetch from artifacts/ of the config bucket,
             // named in AgentDownloadPrefixes as an operator would.
             let prefixes = format!("{}/artifacts/", stack.get(Resource::Bucket));
+            let api_type = stack
+                .resources
+                .get(Resource::ApiType)
+                .unwrap_or("REST")
+                .to_string();
             // Called from sync helpers inside async tests: a runtime of its own, on a thread of its own.
             std::thread::spawn(move || {
-                let params = [("AgentDownloadPrefixes", prefixes.as_str())];
+                let params = [
+                    ("AgentDownloadPrefixes", prefixes.as_str()),
+                    ("ApiType", api_type.as_str()),
+                ];
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -36,7 +36,8 @@ pub fn spigot_as(dir: &PathBuf, principal: Principal) -> Command {
 fn keys_for(dir: &std::path::Path, principal: Principal) -> Option<(String, String)> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static KEYS: OnceLock<Mutex<HashMap<(PathBuf, Principal), (String, String)>>> = OnceLock::new();
+    type Keys = HashMap<(PathBuf, Principal), (String, String)>;
+    static KEYS: OnceLock<Mutex<Keys>> = OnceLock::new();
     let file = dir.join(".spigot/dev.json");
     if !file.exists() {
         return None;

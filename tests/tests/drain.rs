@@ -560,3 +560,60 @@ async fn drain_rate_paces_all_workers_together() {
     assert_eq!((delivered, duplicates), (50, 0));
     assert!(span >= Duration::from_millis(9_500), "50 hooks in {span:?}");
 }
+
+/// #26.1: an operator's OFF during a drain wins. Six hooks of one repository
+/// buffered while OFF, `spigot on` (DRAINING), a slow target (1.5 s a hook),
+/// `spigot off` 2 s later: the drain stops starting deliveries within its
+/// check interval, releases what it holds, and never sets ON over the OFF.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_off_during_a_drain_stops_it_and_stays_off() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut d = drainer(&sdk, &stack, &target.url, 1).await;
+    d.engine.config.stop_before = Duration::from_millis(100);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 6, &["octo-org/alpha"], "OFF")
+        .await;
+    target.set_delay_ms(1500);
+    let operator = switch(&sdk, &stack);
+    operator.set(State::Draining).await.unwrap();
+    let (summary, off_at) = tokio::join!(d.drain(None), async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        operator.set(State::Off).await.unwrap();
+        Instant::now()
+    });
+    let state = operator.read().await.unwrap();
+    let after_off = target
+        .arrivals()
+        .iter()
+        .filter(|t| **t > off_at + spigot_engine::SWITCH_CHECK_EVERY + Duration::from_millis(300))
+        .count();
+    let delivered = target.accepted().len();
+    let (waiting, in_flight) = depth(&sdk, stack.get(Resource::BufferUrl)).await;
+    println!(
+        "ledger OFF mid-drain: in 6, delivered {delivered}, still buffered {waiting}+{in_flight}, started after OFF was seen {after_off}, state {state}, summary {summary:?}"
+    );
+    assert_eq!(
+        state,
+        State::Off,
+        "the drain must not overwrite an operator's OFF"
+    );
+    assert_eq!(after_off, 0, "no delivery starts once the drain saw OFF");
+    assert!(delivered < 6, "the drain stopped: {delivered} delivered");
+    assert_eq!(delivered as u64 + waiting + in_flight, 6, "nothing lost");
+    assert_eq!(summary.switched_to, None);
+    // Positive control: ON again, the rest arrives, in order.
+    operator.set(State::Draining).await.unwrap();
+    target.set_delay_ms(0);
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    assert_eq!((delivered, duplicates), (6, 0));
+}

@@ -165,6 +165,13 @@ impl ApiStages {
 }
 
 impl Stages for ApiStages {
+    async fn read(&self, stage: &StageRef) -> Result<State, SwitchError> {
+        let vars = self.planes.variables(stage).await?;
+        Ok(State::from_stage_variable(
+            vars.get(STAGE_VARIABLE).map(String::as_str),
+        )?)
+    }
+
     async fn set(&self, stage: &StageRef, state: State) -> Result<(), PortError> {
         self.planes.set(stage, state).await
     }

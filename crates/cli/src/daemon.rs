@@ -1,7 +1,7 @@
 //! What a long-running command (`spigot relay`, and the agent to come) needs:
 //! a stop flag raised by SIGINT/SIGTERM, pauses that end early on stop, a
-//! Prometheus endpoint, and a watcher that cancels a run when the spigot
-//! stops draining.
+//! Prometheus endpoint (a run stops when the spigot stops draining through
+//! `spigot_engine::watched`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use spigot_core::ports::Switch;
 
 /// A flag set on the first SIGINT or SIGTERM: finish what is in flight, then exit.
 pub fn stop_on_signals() -> Arc<AtomicBool> {
@@ -42,39 +41,6 @@ pub async fn pause(stop: &AtomicBool, d: Duration) {
     let until = tokio::time::Instant::now() + d;
     while tokio::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A flag raised when `stop` is, or when the spigot no longer drains (checked every half second).
-pub fn cancel_when_closed<S>(switch: S, stop: Arc<AtomicBool>) -> Watch
-where
-    S: Switch + 'static,
-{
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let drains = matches!(switch.read().await, Ok(s) if s.drains());
-            if stop.load(Ordering::SeqCst) || !drains {
-                flag.store(true, Ordering::SeqCst);
-                return;
-            }
-        }
-    });
-    Watch { cancel, task }
-}
-
-/// A running watcher; dropping it stops watching.
-pub struct Watch {
-    /// Raised when the run should end.
-    pub cancel: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

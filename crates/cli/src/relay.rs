@@ -15,10 +15,13 @@ use std::sync::atomic::AtomicBool;
 use spigot_core::ports::{Clock, SystemClock, Target};
 use spigot_core::resources::Resource;
 use spigot_engine::policy::RateLimit;
-use spigot_engine::{Counters, Engine, EngineConfig, Skipped, Stop, gate};
+use spigot_engine::{Counters, Engine, EngineConfig, Skipped, Stop, gate, watched};
+
+/// How often a relay run re-reads the spigot (and its stop flag).
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 use crate::CliError;
-use crate::daemon::{Exposition, cancel_when_closed, pause, stop_on_signals};
+use crate::daemon::{Exposition, pause, stop_on_signals};
 use crate::resources::{Resolved, Where};
 
 #[derive(clap::Args)]
@@ -181,9 +184,10 @@ pub async fn pull<B, P, T, S>(
             continue;
         }
         // Run until stopped, the breaker trips, or the spigot stops draining.
-        let watch = cancel_when_closed(switch.clone(), stop.clone());
-        let summary = engine.run(None, &watch.cancel, counters).await;
-        drop(watch);
+        // Until stopped, or the spigot reads OFF: then no more deliveries start.
+        let cancel = AtomicBool::new(false);
+        let run = engine.run(None, &cancel, counters);
+        let summary = watched(switch, WATCH_EVERY, &cancel, Some(&**stop), run).await;
         tracing::info!(?summary, "relay run ended");
         match summary.stop {
             Some(Stop::Empty) if once => break,

@@ -80,9 +80,12 @@ async fn flip(
         Some(url) => depth(&r, url).await.map(|d| d.visible + d.in_flight).ok(),
         None => None,
     };
-    // ON with hooks still buffered: new hooks queue behind them until the drainer empties the buffer.
-    let state = match (state, waiting) {
-        (State::On, Some(n)) if n > 0 => State::Draining,
+    // Never fail open: a queue depth is approximate (and may be unreadable), so
+    // ON from any other state is DRAINING — new hooks queue behind whatever is
+    // buffered, and the drainer sets ON once a run finds the buffer empty.
+    let state = match (state, old.as_deref()) {
+        (State::On, Some("ON")) => State::On,
+        (State::On, _) => State::Draining,
         (state, _) => state,
     };
     switch.set(state).await.context("cannot flip the spigot")?;
@@ -97,14 +100,47 @@ async fn flip(
         "{change}{}",
         match (state, waiting) {
             (State::Draining, Some(n)) => format!(
-                " ({} in the buffer; new hooks queue behind them, ON once they are delivered)",
+                " ({} in the buffer; new hooks queue behind them, ON once the drainer finds the buffer empty)",
                 hooks(n)
             ),
+            (State::Draining, None) => {
+                " (new hooks queue behind the buffered ones; ON once the drainer finds the buffer empty)"
+                    .to_string()
+            }
             (_, Some(n)) => format!(" ({} in the buffer)", hooks(n)),
             (_, None) => String::new(),
         }
     );
+    if state == State::Off {
+        reassert_off(&switch).await?;
+    }
     Ok((old, state))
+}
+
+/// How long after `spigot off` an automatic flip that read the state just
+/// before it could still land (one control-plane call: API Gateway has no
+/// compare-and-swap).
+const OFF_SETTLES: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// An operator's OFF always wins: read again once a concurrent flip (a
+/// drainer's DRAINING -> ON, a receiver's ON -> DRAINING) could have landed
+/// over it, and set OFF again if one did.
+async fn reassert_off(switch: &StageSwitch) -> Result<(), CliError> {
+    tokio::time::sleep(OFF_SETTLES).await;
+    match switch.read().await {
+        Ok(State::Off) => Ok(()),
+        found => {
+            let found = found
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            switch
+                .set(State::Off)
+                .await
+                .context("cannot flip the spigot")?;
+            println!("an automatic flip landed at the same moment ({found}); spigot set OFF again");
+            Ok(())
+        }
+    }
 }
 
 pub async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {

@@ -13,7 +13,7 @@ use spigot_core::ports::{
     Buffer, Clock, MetricsSink, PayloadStore, StdoutMetrics, Switch, SystemClock, Target,
 };
 use spigot_core::spigot::State;
-use spigot_engine::{Counters, Engine, EngineConfig, Stop, Summary, gate};
+use spigot_engine::{Counters, Engine, EngineConfig, SWITCH_CHECK_EVERY, Stop, Summary, gate};
 
 /// The drainer: the engine plus the switch it obeys.
 pub struct Drainer<B, P, T, S> {
@@ -117,7 +117,7 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
     async fn run(&self, state: State, deadline: Option<Instant>) -> Summary {
         let counters = Counters::default();
         let cancel = AtomicBool::new(false);
-        let mut summary = self.engine.run(deadline, &cancel, &counters).await;
+        let mut summary = self.watched_run(deadline, &cancel, &counters).await;
         let Some(next) = state.when_drained() else {
             return summary;
         };
@@ -138,13 +138,32 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
                 return summary;
             }
         }
-        if let Err(e) = self.switch.set(next).await {
-            tracing::error!(error = %e, "buffer drained but the spigot could not be set ON");
-            return summary;
+        // Only over the state it found: an operator's OFF meanwhile is left as it is.
+        match self.switch.transition(state, next).await {
+            Ok(None) => {}
+            Ok(Some(found)) => {
+                tracing::info!(%found, "buffer drained, but the spigot is {found} now: left as it is");
+                return summary;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "buffer drained but the spigot could not be set ON");
+                return summary;
+            }
         }
         tracing::info!("buffer drained: spigot {} -> {}", state, next);
-        summary = self.engine.run(deadline, &cancel, &counters).await;
+        summary = self.watched_run(deadline, &cancel, &counters).await;
         summary.switched_to = Some(next.as_str());
         summary
+    }
+
+    /// A run of the engine that stops starting deliveries once the spigot reads OFF.
+    async fn watched_run(
+        &self,
+        deadline: Option<Instant>,
+        cancel: &AtomicBool,
+        counters: &Counters,
+    ) -> Summary {
+        let run = self.engine.run(deadline, cancel, counters);
+        spigot_engine::watched(&self.switch, SWITCH_CHECK_EVERY, cancel, None, run).await
     }
 }

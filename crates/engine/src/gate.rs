@@ -52,6 +52,48 @@ pub async fn gate(switch: &impl Switch, target: &impl Target) -> Result<State, S
     Ok(state)
 }
 
+/// How often a run re-reads the spigot: once it reads OFF it starts no more
+/// deliveries (the hooks in hand are released) — an operator's OFF wins.
+pub const SWITCH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `work` while reading `switch` every `every`; once the spigot no longer
+/// drains (OFF) or `stop` is raised, raises `cancel`, which a run checks before
+/// each delivery. An unreadable switch is not a reason to stop (logged).
+pub async fn watched<T>(
+    switch: &impl Switch,
+    every: std::time::Duration,
+    cancel: &std::sync::atomic::AtomicBool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    use std::sync::atomic::Ordering;
+    let work = std::pin::pin!(work);
+    let mut work = work;
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            cancel.store(true, Ordering::SeqCst);
+            continue;
+        }
+        if cancel.load(Ordering::SeqCst) {
+            continue;
+        }
+        match switch.read().await {
+            Ok(state) if !state.drains() => {
+                tracing::warn!(%state, "the spigot no longer drains: starting no more deliveries, releasing the rest");
+                cancel.store(true, Ordering::SeqCst);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the spigot state during the run; going on")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use spigot_core::ports::memory::{MemorySwitch, MemoryTarget};

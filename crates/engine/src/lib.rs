@@ -19,5 +19,5 @@ pub mod policy;
 pub mod run;
 
 pub use config::EngineConfig;
-pub use gate::{Skipped, gate};
+pub use gate::{SWITCH_CHECK_EVERY, Skipped, gate, watched};
 pub use run::{Counters, Engine, Stop, Summary};

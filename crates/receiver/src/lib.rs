@@ -316,10 +316,14 @@ where
         let (Some(stages), Some(stage)) = (&self.stages, stage) else {
             return;
         };
-        match tokio::time::timeout(DRAINING_FLIP_TIMEOUT, stages.set(stage, State::Draining)).await
-        {
-            Ok(Ok(())) => {
+        // Only over ON: an operator's OFF (or a DRAINING already set) is left as it is.
+        let flip = stages.transition(stage, State::On, State::Draining);
+        match tokio::time::timeout(DRAINING_FLIP_TIMEOUT, flip).await {
+            Ok(Ok(None)) => {
                 tracing::info!(api = %stage.api_id, stage = %stage.stage, "spigot ON -> DRAINING")
+            }
+            Ok(Ok(Some(found))) => {
+                tracing::info!(api = %stage.api_id, stage = %stage.stage, %found, "spigot is not ON any more: left as it is")
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot set DRAINING; later hooks may overtake")
@@ -519,6 +523,23 @@ mod tests {
         assert_eq!(answer.status, 202);
         let set = down.stages.as_ref().unwrap().0.lock().unwrap().clone();
         assert_eq!(set, vec![(stage.clone(), State::Draining)]);
+
+        // #26.1: an operator's OFF that reached the control plane (the request
+        // still saw ON, the edge lags) is never overwritten by DRAINING.
+        let off = receiver(vec![Delivery::unreachable("connection refused")]);
+        off.stages
+            .as_ref()
+            .unwrap()
+            .0
+            .lock()
+            .unwrap()
+            .push((stage.clone(), State::Off));
+        let answer = off
+            .handle(&with_stage(request("push", PUSH, Some("ON"))), 1)
+            .await;
+        assert_eq!(answer.status, 202);
+        let set = off.stages.as_ref().unwrap().0.lock().unwrap().clone();
+        assert_eq!(set, vec![(stage.clone(), State::Off)], "OFF stays");
 
         let refused = receiver(vec![Delivery::Permanent(Failure {
             status: Some(404),

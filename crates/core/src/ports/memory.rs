@@ -217,11 +217,20 @@ impl Clock for FixedClock {
     }
 }
 
-/// Stages in memory: records every state set.
+/// Stages in memory: records every state set; a stage never set reads ON.
 #[derive(Debug, Default)]
 pub struct MemoryStages(pub Mutex<Vec<(StageRef, crate::spigot::State)>>);
 
 impl Stages for MemoryStages {
+    async fn read(&self, stage: &StageRef) -> Result<crate::spigot::State, SwitchError> {
+        let sets = self.0.lock().unwrap();
+        Ok(sets
+            .iter()
+            .rev()
+            .find(|(s, _)| s == stage)
+            .map_or(crate::spigot::State::On, |(_, state)| *state))
+    }
+
     async fn set(&self, stage: &StageRef, state: crate::spigot::State) -> Result<(), PortError> {
         self.0.lock().unwrap().push((stage.clone(), state));
         Ok(())

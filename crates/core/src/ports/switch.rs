@@ -20,6 +20,26 @@ pub trait Switch: Send + Sync {
     fn read(&self) -> impl Future<Output = Result<State, SwitchError>> + Send;
     /// Sets the state.
     fn set(&self, state: State) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Sets `to` only while the switch is still `from` (read, check, write), so
+    /// an automatic flip never overwrites another state — an operator's OFF
+    /// above all. `Ok(None)`: set; `Ok(Some(found))`: left as found. API
+    /// Gateway has no compare-and-swap: the read and the write are one call
+    /// apart (`spigot off` re-asserts OFF after that window).
+    fn transition(
+        &self,
+        from: State,
+        to: State,
+    ) -> impl Future<Output = Result<Option<State>, SwitchError>> + Send {
+        async move {
+            let found = self.read().await?;
+            if found != from {
+                return Ok(Some(found));
+            }
+            self.set(to).await?;
+            Ok(None)
+        }
+    }
 }
 
 /// The kind of API Gateway API in front of the receiver (`ApiType`).
@@ -65,10 +85,30 @@ pub struct StageRef {
 /// Sets `spigot_state` on the stage a request came through (the receiver
 /// learns its stage from each request, not from its configuration).
 pub trait Stages: Send + Sync {
+    /// The state of `stage`.
+    fn read(&self, stage: &StageRef) -> impl Future<Output = Result<State, SwitchError>> + Send;
+
     /// Sets `state` on `stage`.
     fn set(
         &self,
         stage: &StageRef,
         state: State,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Sets `to` on `stage` only while it is still `from` (as [`Switch::transition`]).
+    fn transition(
+        &self,
+        stage: &StageRef,
+        from: State,
+        to: State,
+    ) -> impl Future<Output = Result<Option<State>, SwitchError>> + Send {
+        async move {
+            let found = self.read(stage).await?;
+            if found != from {
+                return Ok(Some(found));
+            }
+            self.set(stage, to).await?;
+            Ok(None)
+        }
+    }
 }

@@ -1,4 +1,4 @@
-"""moto's server, with SQS's FIFO order and, on request, AWS's IAM answers.
+"""moto's server, with SQS's FIFO order and message characters and, on request, AWS's IAM answers.
 
 1. FIFO order. moto 5.2.1 reorders a FIFO message group after a consumer
    times out holding two or more of its messages (a drainer killed mid-batch):
@@ -8,6 +8,8 @@
    out from its head. This wrapper drops every timed-out message from the
    in-flight set before a receive, which is SQS's behaviour.
    tests/tests/moto_fifo.rs shows the difference against plain moto.
+   It also refuses message bodies with characters SQS refuses
+   (InvalidMessageContents), which moto accepts.
 
 2. IAM enforced (`--iam`, or SPIGOT_MOTO_IAM=1). Every request must carry the
    access key of an IAM user whose policies allow the action on the resource,
@@ -56,6 +58,35 @@ def receive_message(self, queue_name, *args, **kwargs):
 
 
 SQSBackend.receive_message = receive_message
+
+
+# SQS refuses a message body holding a character outside #x9 | #xA | #xD |
+# #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (InvalidMessageContents);
+# moto 5.2.1 accepts anything. (Batch sends go through send_message too.)
+_send = SQSBackend.send_message
+
+
+def _sqs_carries(text):
+    return all(
+        c in "\t\n\r"
+        or "\u0020" <= c <= "\ud7ff"
+        or "\ue000" <= c <= "\ufffd"
+        or c >= "\U00010000"
+        for c in text
+    )
+
+
+def send_message(self, queue_name, message_body, *args, **kwargs):
+    if not _sqs_carries(message_body):
+        from moto.sqs.exceptions import SQSException
+
+        raise SQSException(
+            "InvalidMessageContents", "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF"
+        )
+    return _send(self, queue_name, message_body, *args, **kwargs)
+
+
+SQSBackend.send_message = send_message
 
 
 # ---- IAM, as AWS decides it ------------------------------------------------

@@ -617,3 +617,84 @@ async fn an_off_during_a_drain_stops_it_and_stays_off() {
     let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
     assert_eq!((delivered, duplicates), (6, 0));
 }
+
+/// #26.10: a valid JSON body holding characters SQS refuses in a message
+/// (U+FFFF, U+FFFE unescaped) is still buffered and delivered byte-identical
+/// (the moto wrapper refuses them as SQS does: InvalidMessageContents).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_with_characters_sqs_refuses_is_buffered_and_delivered_identical() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let d = drainer(&sdk, &stack, &target.url, 1).await;
+    let body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "repository": {"full_name": "octo-org/odd"},
+        "head_commit": {"message": "noncharacters \u{FFFF} and \u{FFFE} in a commit message"},
+    })
+    .to_string()
+    .into_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains('\u{FFFF}'),
+        "unescaped"
+    );
+    let (status, json) = answer(
+        &r.handle_event(&signed_request("push", "odd-1", &body, Some("OFF")), 1)
+            .await,
+    );
+    assert_eq!(status, 202, "{json}");
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(20),
+    )
+    .await;
+    let got = target.accepted();
+    println!(
+        "ledger odd characters: in 1, delivered {}, dlq 0",
+        got.len()
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body, "byte-identical");
+}
+
+/// #26.10: a push is forwarded while ON even when its evaluation cannot be
+/// queued; the answer is a 503 naming the evaluation, so GitHub and the
+/// reconciler redeliver it for its pipelines.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_is_forwarded_when_its_evaluation_cannot_be_queued() {
+    let (sdk, mut stack) = stack().await;
+    let target = FakeTarget::start().await;
+    // An evaluation queue that does not exist: every enqueue fails.
+    let eval = stack
+        .get(Resource::EvalUrl)
+        .replace("-eval.fifo", "-gone.fifo");
+    stack.resources = stack.resources.clone().with(Resource::EvalUrl, eval);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let body = push_payload("octo-org/alpha", "1").into_bytes();
+    let (status, json) = answer(
+        &r.handle_event(&signed_request("push", "eval-down", &body, Some("ON")), 1)
+            .await,
+    );
+    println!(
+        "ledger eval down: in 1, forwarded {}, answer {status} {json}",
+        target.accepted().len()
+    );
+    assert_eq!(target.accepted().len(), 1, "forwarded all the same");
+    assert_eq!(status, 503, "{json}");
+    assert_eq!(json["status"], "delivered");
+    assert!(
+        json["error"].as_str().unwrap().contains("evaluation"),
+        "{json}"
+    );
+    // Positive control: with the queue there, a push is answered 200.
+    let (_, stack) = spigot_e2e::stack().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let (status, _) = answer(
+        &r.handle_event(&signed_request("push", "eval-up", &body, Some("ON")), 1)
+            .await,
+    );
+    assert_eq!(status, 200);
+}

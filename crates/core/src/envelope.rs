@@ -126,6 +126,19 @@ pub struct Envelope {
     pub last_error: Option<String>,
 }
 
+/// True when SQS accepts every character of `text` in a message body (#x9,
+/// #xA, #xD, #x20-#xD7FF, #xE000-#xFFFD, #x10000-#x10FFFF). A JSON body may
+/// hold U+FFFE or U+FFFF unescaped, and a text body raw control characters:
+/// such bodies travel as base64 instead of being refused at the door.
+pub fn sqs_carries(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{D7FF}').contains(&c)
+            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+            || c >= '\u{10000}'
+    })
+}
+
 impl Envelope {
     /// Wraps a hook, body inline.
     pub fn from_hook(hook: &Hook) -> Self {
@@ -134,13 +147,14 @@ impl Envelope {
             && hook.body.last().is_some_and(|b| !b.is_ascii_whitespace());
         let body = match std::str::from_utf8(&hook.body) {
             // Surrounding whitespace would not survive a raw JSON value: such bodies go as text.
-            Ok(text) if verbatim => Body::Json {
+            Ok(text) if verbatim && sqs_carries(text) => Body::Json {
                 json: text.to_string(),
             },
-            Ok(text) => Body::Text {
+            Ok(text) if sqs_carries(text) => Body::Text {
                 text: text.to_string(),
             },
-            Err(_) => Body::Base64 {
+            // Not UTF-8, or characters SQS refuses (U+FFFE, U+FFFF, raw control characters).
+            _ => Body::Base64 {
                 data: base64::engine::general_purpose::STANDARD.encode(&hook.body),
             },
         };

@@ -136,6 +136,8 @@ enum Taken {
         reason: String,
     },
     Pong(String),
+    /// Taken, but its pipeline evaluation could not be queued.
+    Unevaluated(Box<Taken>),
 }
 
 /// A request the receiver refused, or a hook it could not keep. The details
@@ -182,6 +184,11 @@ impl Taken {
                 json!({"status": "dead-lettered", "delivery": delivery, "reason": reason}),
             ),
             Taken::Pong(d) => ("Pings", 200, json!({"status": "pong", "delivery": d})),
+            Taken::Unevaluated(taken) => {
+                let (_, mut answer) = taken.answer();
+                answer.body["error"] = json!(EVALUATION_UNAVAILABLE);
+                ("EvalErrors", 503, answer.body)
+            }
         };
         (metric, Answer { status, body })
     }
@@ -193,6 +200,8 @@ impl Taken {
 const UNAUTHORIZED: &str = "the webhook signature is missing or does not match";
 const TOO_LARGE: &str = "the payload is too large to keep";
 const UNAVAILABLE: &str = "the hook could not be kept; redeliver it from GitHub";
+const EVALUATION_UNAVAILABLE: &str =
+    "the hook was taken, but its pipeline evaluation could not be queued; redeliver it from GitHub";
 
 impl Refusal {
     fn answer(self) -> (&'static str, Answer) {
@@ -269,16 +278,34 @@ where
         if hook.event == "ping" {
             return Ok(Taken::Pong(delivery));
         }
-        if let (true, Some(eval)) = (hook.event == "push", &self.eval) {
-            let sent = match self.envelope(&hook, EVAL_PAYLOADS).await {
-                Ok(env) => eval.enqueue(&env).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = sent {
-                tracing::error!(%delivery, error = %e, "cannot queue push for pipeline evaluation");
-                return Err(Refusal::Unavailable { delivery });
-            }
-        }
+        // The hook and its evaluation are not coupled: a push whose evaluation
+        // cannot be queued is still forwarded (or kept), then answered 503 so
+        // that GitHub and the reconciler redeliver it for its pipelines.
+        let queued = self.queue_evaluation(&hook).await;
+        let taken = self.take(hook, inbound).await?;
+        Ok(match queued {
+            Ok(()) => taken,
+            Err(()) => Taken::Unevaluated(Box::new(taken)),
+        })
+    }
+
+    /// Queues a push for pipeline evaluation (other events and no queue: nothing to do).
+    async fn queue_evaluation(&self, hook: &Hook) -> Result<(), ()> {
+        let (true, Some(eval)) = (hook.event == "push", &self.eval) else {
+            return Ok(());
+        };
+        let sent = match self.envelope(hook, EVAL_PAYLOADS).await {
+            Ok(env) => eval.enqueue(&env).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        sent.map_err(|e| {
+            tracing::error!(delivery = %hook.delivery, error = %e, "cannot queue push for pipeline evaluation; the hook itself goes on");
+        })
+    }
+
+    /// Forwards, buffers or dead-letters a verified hook, as the spigot's state says.
+    async fn take(&self, hook: Hook, inbound: &Inbound) -> Result<Taken, Refusal> {
+        let delivery = hook.delivery.clone();
         let state = State::from_stage_variable(
             inbound
                 .stage_variables

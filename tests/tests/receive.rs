@@ -130,7 +130,7 @@ async fn retryable_failures_buffer_with_202(shape: Shape) {
     assert_eq!(buffered, ["d-503", "d-closed", "d-slow"]);
 }
 
-async fn permanent_failure_dead_letters_with_the_reason_and_502(shape: Shape) {
+async fn permanent_failure_dead_letters_with_the_reason_and_202(shape: Shape) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     target.set_status(404);
@@ -142,7 +142,7 @@ async fn permanent_failure_dead_letters_with_the_reason_and_502(shape: Shape) {
         &signed_request("push", "d-404", &body, Some("ON")),
     )
     .await;
-    assert_eq!(status, 502, "{json}");
+    assert_eq!(status, 202, "{json}");
     assert_eq!(json["status"], "dead-lettered");
     let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
     assert_eq!(dead.len(), 1);
@@ -360,7 +360,7 @@ on_both_shapes!(
     on_forwards_the_exact_bytes_and_github_headers,
     off_buffers_and_nothing_reaches_the_target,
     retryable_failures_buffer_with_202,
-    permanent_failure_dead_letters_with_the_reason_and_502,
+    permanent_failure_dead_letters_with_the_reason_and_202,
     bad_signature_is_401_and_nothing_is_stored,
     ping_is_answered_here_and_not_stored,
     form_and_base64_bodies_round_trip,

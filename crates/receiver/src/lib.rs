@@ -178,9 +178,11 @@ impl Taken {
                 }
                 ("Buffered", 202, body)
             }
+            // Kept (in the dead-letter queue, redrivable): 2xx, so GitHub's log
+            // and the reconciler count it as received and do not redeliver it.
             Taken::DeadLettered { delivery, reason } => (
                 "DeadLettered",
-                502,
+                202,
                 json!({"status": "dead-lettered", "delivery": delivery, "reason": reason}),
             ),
             Taken::Pong(d) => ("Pings", 200, json!({"status": "pong", "delivery": d})),
@@ -520,7 +522,7 @@ mod tests {
             retry_after: None,
         })]);
         let resp = r.handle_event(&request("push", PUSH, Some("ON")), 1).await;
-        assert_eq!(resp.status_code, 502);
+        assert_eq!(resp.status_code, 202);
         let dead = r.buffer.dead.lock().unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].status, Some(404));
@@ -576,7 +578,7 @@ mod tests {
         let answer = refused
             .handle(&with_stage(request("push", PUSH, Some("ON"))), 1)
             .await;
-        assert_eq!(answer.status, 502);
+        assert_eq!(answer.status, 202);
         assert!(
             refused
                 .stages

@@ -65,6 +65,8 @@ pub async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliError> {
         now,
         max: args.max as usize,
         dry_run: args.dry_run,
+        // The operator's --since is the window asked for.
+        resume: false,
     };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("reconcile {bar:30} {pos}/{len} {msg}")

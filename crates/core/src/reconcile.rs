@@ -210,6 +210,9 @@ impl HookDelivery {
 pub struct Redelivered {
     /// guid → seconds since the epoch.
     pub guids: BTreeMap<String, u64>,
+    /// When the last run that read every hook began (a scheduled run resumes from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<u64>,
 }
 
 impl Redelivered {
@@ -221,6 +224,7 @@ impl Redelivered {
     /// The state object, without the guids GitHub has forgotten by `now`.
     pub fn to_bytes(&self, now: u64) -> Vec<u8> {
         let kept = Redelivered {
+            last_run: self.last_run,
             guids: self
                 .guids
                 .iter()
@@ -353,6 +357,26 @@ pub struct Options {
     pub max: usize,
     /// List only; redeliver nothing, write no state.
     pub dry_run: bool,
+    /// Start at the last complete run instead, when that is earlier than
+    /// `since` (a scheduled run after an outage of the reconciler itself),
+    /// bounded by what GitHub keeps.
+    pub resume: bool,
+}
+
+/// How far before the last complete run a resumed run starts again (clocks differ).
+pub const RESUME_OVERLAP_SECS: u64 = 300;
+
+impl Options {
+    /// Where the run starts: `since`, or earlier when it resumes from `last_run`.
+    pub fn start(&self, last_run: Option<u64>) -> u64 {
+        match (self.resume, last_run) {
+            (true, Some(last)) => self
+                .since
+                .min(last.saturating_sub(RESUME_OVERLAP_SECS))
+                .max(self.now.saturating_sub(MAX_WINDOW_SECS)),
+            _ => self.since,
+        }
+    }
 }
 
 /// Runs once: lists the hooks' deliveries, redelivers each failed event once
@@ -374,6 +398,7 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
         },
         None => Redelivered::default(),
     };
+    let since = options.start(done.last_run);
     let mut report = Report::default();
     let mut todo: Vec<(&HookSource, HookDelivery, usize)> = Vec::new();
     for hook in &options.hooks {
@@ -381,7 +406,7 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
             hook: hook.to_string(),
             source,
         };
-        let listed = match github.deliveries(hook, options.since).await {
+        let listed = match github.deliveries(hook, since).await {
             Ok(listed) => listed,
             Err(e) if e.kind == PortErrorKind::Denied => return Err(denied(e)),
             Err(e) => {
@@ -390,7 +415,7 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
             }
         };
         report.listed += listed.len();
-        for (mut d, n) in failures(&listed, options.since) {
+        for (mut d, n) in failures(&listed, since) {
             d.repository = match (d.repository.take(), hook.repository()) {
                 (Some(r), _) => Some(r),
                 (None, Some(r)) => Some(r.to_string()),
@@ -423,7 +448,9 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
             match github.redeliver(hook, delivery.id).await {
                 Ok(()) => {
                     done.guids.insert(delivery.guid.clone(), options.now);
-                    changed = true;
+                    // Saved as it goes: a run cut short (a timeout) redelivers none twice.
+                    save(state, &done, options.now, true).await?;
+                    changed = false;
                     Action::Redelivered
                 }
                 Err(e) if e.kind == PortErrorKind::Denied => {
@@ -446,6 +473,10 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
         };
         progress(&failed, total);
         report.failed.push(failed);
+    }
+    if options.resume && !options.dry_run && report.hook_errors.is_empty() {
+        done.last_run = Some(options.now);
+        changed = true;
     }
     save(state, &done, options.now, changed).await?;
     Ok(report)
@@ -595,6 +626,7 @@ mod tests {
             now: 1_000,
             max,
             dry_run,
+            resume: false,
         }
     }
 
@@ -709,5 +741,62 @@ mod tests {
         .unwrap();
         assert_eq!(r.hook_errors.len(), 1);
         assert_eq!(r.unrecovered(), 1);
+    }
+
+    /// #26.8: a scheduled run resumes from the last complete run (an outage of
+    /// the reconciler loses no window), bounded by what GitHub keeps; the
+    /// state is saved after each redelivery, not only at the end.
+    #[tokio::test]
+    async fn a_scheduled_run_resumes_from_the_last_complete_run_and_saves_as_it_goes() {
+        let github = MemoryGitHub::default();
+        let store = MemoryPayloads::default();
+        let hour = 3_600;
+        let t = 10 * 24 * hour;
+        let scheduled = |now: u64| Options {
+            hooks: vec![hook()],
+            since: now - 2 * hour,
+            now,
+            max: 10,
+            dry_run: false,
+            resume: true,
+        };
+        reconcile(&github, Some(&store), &scheduled(t), |_, _| {})
+            .await
+            .unwrap();
+        // Failed an hour after that run; the reconciler was down for five hours.
+        *github.deliveries.lock().unwrap() = vec![d(1, "a", t + hour, 502)];
+        let plain = Options {
+            resume: false,
+            ..scheduled(t + 5 * hour)
+        };
+        let r = reconcile(&github, None::<&MemoryPayloads>, &plain, |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(r.failed.len(), 0, "a plain 2 h window misses it (control)");
+        let r = reconcile(&github, Some(&store), &scheduled(t + 5 * hour), |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(r.redelivered(), 1, "resumed from the last run");
+        let state = Redelivered::from_bytes(&store.get(STATE_KEY).await.unwrap()).unwrap();
+        assert_eq!(state.last_run, Some(t + 5 * hour));
+        assert!(state.guids.contains_key("a"));
+        // Bounded: a last run older than GitHub's 3 days starts at 3 days.
+        let o = scheduled(t + 10 * 24 * hour);
+        assert_eq!(o.start(Some(t)), o.now - MAX_WINDOW_SECS);
+        // Saved as it goes: a run cut short at its second redelivery (the
+        // Lambda's timeout) keeps the first.
+        let hanging = MemoryGitHub::default();
+        *hanging.deliveries.lock().unwrap() = vec![d(7, "x", t, 502), d(8, "y", t + 1, 502)];
+        *hanging.hang_after.lock().unwrap() = Some(1);
+        let fresh = MemoryPayloads::default();
+        let options = scheduled(t + hour);
+        let run = reconcile(&hanging, Some(&fresh), &options, |_, _| {});
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(200), run).await;
+        assert!(cut.is_err(), "cut short");
+        let state = Redelivered::from_bytes(&fresh.get(STATE_KEY).await.unwrap()).unwrap();
+        assert!(
+            state.guids.contains_key("x") && !state.guids.contains_key("y"),
+            "{state:?}"
+        );
     }
 }

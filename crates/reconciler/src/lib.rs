@@ -75,6 +75,9 @@ impl<G: GitHub, S: PayloadStore> Reconciler<G, S> {
             now,
             max: self.max,
             dry_run: false,
+            // A scheduled run starts where the last complete one began (an outage of
+            // the reconciler or of GitHub's API loses no window), within 3 days.
+            resume: true,
         };
         let report = reconcile(&self.github, self.state.as_ref(), &options, |f, _| {
             let d = &f.delivery;

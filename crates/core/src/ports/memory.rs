@@ -253,6 +253,8 @@ pub struct MemoryGitHub {
     pub redelivered: Mutex<Vec<u64>>,
     /// What a redelivery's new attempt records (default 202: it reached Spigot).
     pub redelivery_status: Option<u16>,
+    /// After this many redeliveries, a redelivery never answers (a run cut short).
+    pub hang_after: Mutex<Option<usize>>,
 }
 
 impl GitHub for MemoryGitHub {
@@ -302,6 +304,14 @@ impl GitHub for MemoryGitHub {
     ) -> Result<(), PortError> {
         if let Some(e) = &self.fail {
             return Err(e.clone());
+        }
+        let hang = self
+            .hang_after
+            .lock()
+            .unwrap()
+            .is_some_and(|n| self.redelivered.lock().unwrap().len() >= n);
+        if hang {
+            std::future::pending::<()>().await;
         }
         self.redelivered.lock().unwrap().push(delivery);
         let mut all = self.deliveries.lock().unwrap();

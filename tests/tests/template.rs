@@ -525,3 +525,38 @@ async fn each_function_is_given_exactly_the_environment_it_reads() {
     let without: Vec<&str> = vec![];
     assert!(spigot_filter_resource::build(&sdk, &settings_of(&without)).is_err());
 }
+
+/// #26.9: the receiver's longest answer fits its Lambda timeout, and that
+/// fits GitHub's 10 s: the longest forward, then the DRAINING flip (bounded)
+/// beside the buffer write (a second kept for it), and half a second for the
+/// rest (ForwardTimeoutMs allowed 8 s before: no room was left).
+#[test]
+fn the_receivers_time_budget_fits_lambda_and_github() {
+    let cfn = spigot_e2e::translated();
+    let forward_ms = cfn["Parameters"]["ForwardTimeoutMs"]["MaxValue"]
+        .as_u64()
+        .or_else(|| {
+            cfn["Parameters"]["ForwardTimeoutMs"]["MaxValue"]
+                .as_str()?
+                .parse()
+                .ok()
+        })
+        .expect("ForwardTimeoutMs has a MaxValue");
+    let lambda_ms = cfn["Resources"]["ReceiverFunction"]["Properties"]["Timeout"]
+        .as_u64()
+        .expect("the receiver has a Timeout")
+        * 1000;
+    let flip_ms = spigot_receiver::DRAINING_FLIP_TIMEOUT.as_millis() as u64;
+    let buffer_write_ms = 1000;
+    // Verification, the envelope, the evaluation enqueue and the answer.
+    let rest_ms = 500;
+    assert!(
+        forward_ms + flip_ms.max(buffer_write_ms) + rest_ms <= lambda_ms,
+        "forward {forward_ms} + flip/buffer {} + {rest_ms} > Lambda {lambda_ms}",
+        flip_ms.max(buffer_write_ms)
+    );
+    assert!(
+        lambda_ms < 10_000,
+        "GitHub waits 10 s; API Gateway needs its share"
+    );
+}

@@ -96,18 +96,30 @@ impl Pacer {
 
     /// Waits for the next delivery slot.
     pub async fn wait(&self) {
+        self.wait_until(None).await;
+    }
+
+    /// Waits for the next delivery slot, unless it comes after `latest` (a
+    /// run's deadline less its margin): then it takes no slot, waits not at
+    /// all, and answers false, so the run releases what it holds instead of
+    /// being cut off mid-wait.
+    pub async fn wait_until(&self, latest: Option<tokio::time::Instant>) -> bool {
         let Some(limit) = self.limit else {
-            return;
+            return true;
         };
         let slot = {
             let mut next = self.next.lock().await;
             let now = tokio::time::Instant::now();
             let slot = (*next).max(now);
+            if latest.is_some_and(|l| slot > l) {
+                return false;
+            }
             let rate = limit.rate_at(slot - self.start).max(0.001);
             *next = slot + Duration::from_secs_f64(1.0 / rate);
             slot
         };
         tokio::time::sleep_until(slot).await;
+        true
     }
 }
 
@@ -186,6 +198,27 @@ mod tests {
             unlimited.wait().await;
         }
         assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    /// #26.9: a slot after the run's deadline is not waited for.
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_takes_no_slot_after_the_deadline() {
+        let pacer = Pacer::new(Some(RateLimit {
+            rate: 1.0,
+            ramp: Duration::ZERO,
+        }));
+        let start = tokio::time::Instant::now();
+        let latest = Some(start + Duration::from_millis(1500));
+        assert!(pacer.wait_until(latest).await, "now");
+        assert!(pacer.wait_until(latest).await, "at 1 s");
+        assert!(!pacer.wait_until(latest).await, "2 s is past the deadline");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "and it did not wait for it"
+        );
+        assert!(pacer.wait_until(None).await, "without a deadline it waits");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 
     #[test]

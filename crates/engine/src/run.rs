@@ -391,7 +391,16 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 run.counters.denied.fetch_add(1, Ordering::Relaxed);
             }
             let prior = prior.attempts;
-            run.pacer.wait().await;
+            // A rate-limit slot past the deadline is not waited for: release instead.
+            let latest = run.deadline.and_then(|d| {
+                tokio::time::Instant::from_std(d).checked_sub(self.config.stop_before)
+            });
+            if !run.pacer.wait_until(latest).await {
+                let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
+                pending.forget(left.iter());
+                self.release(run, left.into_iter()).await;
+                break;
+            }
             let step = {
                 // Decoded once: its size bounds the bytes in flight, then it is delivered.
                 let env = Envelope::decode(&m.body);

@@ -230,6 +230,8 @@ pub fn drainer_as(
         ),
         switch: built.switch,
         metrics: Arc::new(QuietMetrics),
+        // The tests look at the runs after ON themselves.
+        grace: Duration::ZERO,
     }
 }
 

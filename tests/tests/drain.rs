@@ -698,3 +698,54 @@ async fn a_push_is_forwarded_when_its_evaluation_cannot_be_queued() {
     );
     assert_eq!(status, 200);
 }
+
+/// #26.3: after the drainer sets ON it keeps draining for its grace: a hook
+/// buffered by a request that still saw DRAINING (the stage spreads late) is
+/// delivered by that same run, not a schedule later. Control: without a grace
+/// it waits in the buffer.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_on_the_drainer_delivers_stragglers_within_its_grace() {
+    for grace in [Duration::from_secs(4), Duration::ZERO] {
+        let (sdk, stack) = stack().await;
+        let target = FakeTarget::start().await;
+        let r = receiver(&sdk, &stack, &target.url, 2000).await;
+        let mut d = drainer(&sdk, &stack, &target.url, 1).await;
+        d.grace = grace;
+        let mut ledger = Ledger::default();
+        ledger
+            .send_round_robin(&r, 1, &["octo-org/alpha"], "OFF")
+            .await;
+        let operator = switch(&sdk, &stack);
+        operator.set(State::Draining).await.unwrap();
+        let straggler = async {
+            let start = Instant::now();
+            while operator.read().await.unwrap() != State::On {
+                assert!(start.elapsed() < Duration::from_secs(20), "never ON");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // A request that still saw DRAINING.
+            ledger
+                .send_round_robin(&r, 1, &["octo-org/alpha"], "DRAINING")
+                .await;
+        };
+        let (summary, ()) = tokio::join!(d.drain(None), straggler);
+        let (waiting, in_flight) = depth(&sdk, stack.get(Resource::BufferUrl)).await;
+        println!(
+            "ledger grace {grace:?}: in 2, delivered by the run {}, left {}",
+            target.accepted().len(),
+            waiting + in_flight
+        );
+        assert_eq!(summary.switched_to, Some("ON"));
+        if grace.is_zero() {
+            assert_eq!(
+                (target.accepted().len(), waiting + in_flight),
+                (1, 1),
+                "control"
+            );
+        } else {
+            assert_eq!((target.accepted().len(), waiting + in_flight), (2, 0));
+            let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+            assert_eq!((delivered, duplicates), (2, 0));
+        }
+    }
+}

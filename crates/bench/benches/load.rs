@@ -65,6 +65,7 @@ async fn in_process() {
         claim_check_bytes: 262_144,
         metrics: Arc::new(spigot_core::ports::QuietMetrics),
         stages: None::<spigot_core::ports::memory::MemoryStages>,
+        draining: Default::default(),
     });
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(HOOKS)));
     let start = Instant::now();

@@ -183,7 +183,14 @@ async fn drain_now(place: &Where, json: Option<serde_json::Value>) -> Result<(),
                 )
             })?;
             let drainer =
-                crate::local::drainer(&r.sdk, stack, &url, std::time::Duration::from_secs(7))?;
+                // Drain now and report: stragglers after ON are the dev drainer's.
+                crate::local::drainer(
+                    &r.sdk,
+                    stack,
+                    &url,
+                    std::time::Duration::from_secs(7),
+                    std::time::Duration::ZERO,
+                )?;
             target = Some(url);
             serde_json::to_value(drainer.drain(None).await).unwrap_or_default()
         }

@@ -102,6 +102,10 @@ pub struct Settings {
     pub reconcile_window: u64,
     /// `RECONCILE_MAX`: redeliveries a reconcile run makes at most. Default 100.
     pub reconcile_max: usize,
+    /// `DRAIN_GRACE_SECONDS`: how long a stage change may take to reach every
+    /// request. The drainer keeps draining this long after it sets ON; a
+    /// receiver that set DRAINING keeps buffering this long. Default 30.
+    pub drain_grace_seconds: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -152,6 +156,7 @@ impl std::fmt::Debug for Settings {
             .field("github_hooks", &self.github_hooks)
             .field("reconcile_window", &self.reconcile_window)
             .field("reconcile_max", &self.reconcile_max)
+            .field("drain_grace_seconds", &self.drain_grace_seconds)
             .finish()
     }
 }
@@ -275,6 +280,13 @@ impl Settings {
                 1,
                 10_000,
             )? as usize,
+            drain_grace_seconds: parse_num(
+                "DRAIN_GRACE_SECONDS",
+                get("DRAIN_GRACE_SECONDS"),
+                30,
+                0,
+                600,
+            )?,
         })
     }
 

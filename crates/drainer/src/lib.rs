@@ -23,7 +23,14 @@ pub struct Drainer<B, P, T, S> {
     pub switch: S,
     /// Where the run's EMF metrics go.
     pub metrics: Arc<dyn MetricsSink>,
+    /// How long it keeps draining after it set ON (`DRAIN_GRACE_SECONDS`):
+    /// requests that still see DRAINING buffer meanwhile, and wait no longer
+    /// than this loop's pace.
+    pub grace: std::time::Duration,
 }
+
+/// How often the buffer is looked at during the grace after ON.
+const GRACE_PACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The drainer on AWS adapters.
 pub type AwsDrainer = Drainer<SqsBuffer, S3Payloads, HttpTarget, StageSwitch>;
@@ -46,6 +53,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "MAX_ATTEMPTS",
     "DRAIN_RATE",
     "DRAIN_RAMP_SECONDS",
+    "DRAIN_GRACE_SECONDS",
 ];
 
 /// The drainer of a deployment (or a local stack): its buffer, bucket, target and stage.
@@ -59,6 +67,7 @@ pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsErro
         ),
         switch: StageSwitch::from_settings(sdk, settings)?,
         metrics: Arc::new(StdoutMetrics),
+        grace: std::time::Duration::from_secs(settings.drain_grace_seconds),
     })
 }
 
@@ -151,7 +160,17 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             }
         }
         tracing::info!("buffer drained: spigot {} -> {}", state, next);
-        summary = self.watched_run(deadline, &cancel, &counters).await;
+        // The change reaches requests late: some still see DRAINING and buffer.
+        // Keep draining them for the grace, within the run's deadline.
+        let flipped = Instant::now();
+        loop {
+            summary = self.watched_run(deadline, &cancel, &counters).await;
+            let room = deadline.is_none_or(|d| Instant::now() + GRACE_PACE * 2 < d);
+            if summary.stop != Some(Stop::Empty) || flipped.elapsed() >= self.grace || !room {
+                break;
+            }
+            tokio::time::sleep(GRACE_PACE).await;
+        }
         summary.switched_to = Some(next.as_str());
         summary
     }

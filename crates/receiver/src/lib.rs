@@ -52,6 +52,39 @@ pub struct Receiver<B, P, T, E, C> {
     /// Sets DRAINING on the request's stage when the target fails, so that later
     /// hooks queue behind the buffered ones; `None`: never.
     pub stages: Option<C>,
+    /// This receiver's own DRAINING, kept while the stage change spreads.
+    pub draining: Draining,
+}
+
+/// A receiver that set DRAINING (its target failed) buffers for
+/// `DRAIN_GRACE_SECONDS` whatever its requests say: the stage variable reaches
+/// requests late, and a hook seeing the stale ON would overtake the one it
+/// just buffered. (Another receiver instance is not told: the README says so.)
+#[derive(Debug, Default)]
+pub struct Draining {
+    /// How long (0: not at all).
+    pub grace: Duration,
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Draining {
+    /// Kept for `grace`.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            until_ms: Default::default(),
+        }
+    }
+
+    fn begin(&self, now_ms: u64) {
+        let until = now_ms + self.grace.as_millis() as u64;
+        self.until_ms
+            .fetch_max(until, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn holds(&self, now_ms: u64) -> bool {
+        now_ms < self.until_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Tells apart the claim-check copies this process stores within one millisecond.
@@ -77,6 +110,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "EVAL_QUEUE_URL",
     "CONFIG_BUCKET",
     "DELIVERY_MODE",
+    "DRAIN_GRACE_SECONDS",
 ];
 
 /// The receiver of a deployment (or a local stack), as its settings name it;
@@ -101,6 +135,7 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, 
         claim_check_bytes: settings.claim_check_bytes,
         metrics: Arc::new(StdoutMetrics),
         stages: Some(ApiStages::new(sdk)),
+        draining: Draining::new(Duration::from_secs(settings.drain_grace_seconds)),
     })
 }
 
@@ -284,7 +319,7 @@ where
         // cannot be queued is still forwarded (or kept), then answered 503 so
         // that GitHub and the reconciler redeliver it for its pipelines.
         let queued = self.queue_evaluation(&hook).await;
-        let taken = self.take(hook, inbound).await?;
+        let taken = self.take(hook, inbound, now_ms).await?;
         Ok(match queued {
             Ok(()) => taken,
             Err(()) => Taken::Unevaluated(Box::new(taken)),
@@ -306,7 +341,7 @@ where
     }
 
     /// Forwards, buffers or dead-letters a verified hook, as the spigot's state says.
-    async fn take(&self, hook: Hook, inbound: &Inbound) -> Result<Taken, Refusal> {
+    async fn take(&self, hook: Hook, inbound: &Inbound, now_ms: u64) -> Result<Taken, Refusal> {
         let delivery = hook.delivery.clone();
         let state = State::from_stage_variable(
             inbound
@@ -314,6 +349,10 @@ where
                 .get(STAGE_VARIABLE)
                 .map(String::as_str),
         );
+        if matches!(state, Ok(State::On)) && self.draining.holds(now_ms) {
+            tracing::info!(%delivery, "this receiver set DRAINING moments ago (the stage is still spreading): buffering");
+            return self.buffer(hook, None).await;
+        }
         let target = match (&state, &self.target) {
             (Ok(s), Some(t)) if s.forwards() => t,
             (Err(e), _) => {
@@ -329,6 +368,7 @@ where
             }
             Delivery::Retryable(f) => {
                 tracing::warn!(%delivery, reason = %f.reason, "target unavailable; buffering");
+                self.draining.begin(now_ms);
                 let (taken, ()) = tokio::join!(
                     self.buffer(hook, Some(f.reason)),
                     self.mark_draining(inbound.stage.as_ref())
@@ -488,6 +528,7 @@ mod tests {
             claim_check_bytes: 1024,
             metrics: Arc::new(spigot_core::ports::QuietMetrics),
             stages: Some(MemoryStages::default()),
+            draining: Draining::default(),
         }
     }
 

@@ -12,12 +12,14 @@ use spigot_engine::EngineConfig;
 
 use crate::CliError;
 
-/// The drainer of `stack` delivering to `target_url`, with `spigot dev`'s short backoffs.
+/// The drainer of `stack` delivering to `target_url`, with `spigot dev`'s short
+/// backoffs, draining for `grace` after it sets ON.
 pub fn drainer(
     sdk: &SdkConfig,
     stack: &LocalStack,
     target_url: &str,
     timeout: Duration,
+    grace: Duration,
 ) -> Result<AwsDrainer, CliError> {
     let mut settings = stack.settings();
     settings.target_url = Some(target_url.to_string());
@@ -26,6 +28,7 @@ pub fn drainer(
         spigot_drainer::build(sdk, &settings).context("cannot build the local drainer")?;
     drainer.engine.config = EngineConfig::dev(timeout);
     drainer.metrics = Arc::new(QuietMetrics);
+    drainer.grace = grace;
     Ok(drainer)
 }
 

@@ -105,6 +105,8 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     );
     settings.forward_timeout_ms = args.forward_timeout_ms;
     settings.claim_check_bytes = args.claim_check_bytes;
+    // The receiver's own DRAINING lasts as long as the stage takes to spread here.
+    settings.drain_grace_seconds = args.stage_lag_ms.div_ceil(1000) + 1;
     let mut receiver = spigot_receiver::build(&sdk, &settings)
         .await
         .context("cannot build the receiver")?;
@@ -114,7 +116,9 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         .context("cannot build the trigger door")?;
     door.metrics = std::sync::Arc::new(QuietMetrics);
     if args.drain_interval > 0 {
-        let drainer = drainer(&sdk, &stack, &target_url, timeout)?;
+        // Locally the stage spreads as fast as --stage-lag-ms says.
+        let grace = Duration::from_millis(args.stage_lag_ms) + Duration::from_secs(1);
+        let drainer = drainer(&sdk, &stack, &target_url, timeout, grace)?;
         drainer::every(drainer, Duration::from_secs(args.drain_interval));
     }
     let max_push_age = match args.max_push_age {

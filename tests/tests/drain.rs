@@ -749,3 +749,56 @@ async fn after_on_the_drainer_delivers_stragglers_within_its_grace() {
         }
     }
 }
+
+/// #26.3: a straggler that cannot be delivered within the grace (the target
+/// refuses it) would be overtaken by live hooks: the drainer sets DRAINING
+/// again, so later hooks queue behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_straggler_still_waiting_after_the_grace_sets_draining_again() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut d = drainer(&sdk, &stack, &target.url, 1).await;
+    d.grace = Duration::from_secs(2);
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 1, &["octo-org/alpha"], "OFF")
+        .await;
+    let operator = switch(&sdk, &stack);
+    operator.set(State::Draining).await.unwrap();
+    let straggler = async {
+        let start = Instant::now();
+        while operator.read().await.unwrap() != State::On {
+            assert!(start.elapsed() < Duration::from_secs(20), "never ON");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        target.set_status(503);
+        ledger
+            .send_round_robin(&r, 1, &["octo-org/alpha"], "DRAINING")
+            .await;
+    };
+    let (summary, ()) = tokio::join!(d.drain(None), straggler);
+    let state = operator.read().await.unwrap();
+    println!(
+        "ledger straggler refused: in 2, delivered {}, state {state}, summary {summary:?}",
+        target.accepted().len()
+    );
+    assert_eq!(target.accepted().len(), 1);
+    assert_eq!(
+        state,
+        State::Draining,
+        "later hooks queue behind the straggler"
+    );
+    assert_eq!(summary.switched_to, Some("DRAINING"));
+    // Positive control: the target back, the straggler arrives and the spigot goes ON.
+    target.set_status(200);
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    assert_eq!((delivered, duplicates), (2, 0));
+}

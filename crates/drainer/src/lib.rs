@@ -172,6 +172,22 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             tokio::time::sleep(GRACE_PACE).await;
         }
         summary.switched_to = Some(next.as_str());
+        // A straggler still waiting (in backoff, or the grace ran out) would be
+        // overtaken by live hooks: DRAINING again, so they queue behind it.
+        if !self.grace.is_zero() && !matches!(self.engine.buffer.depth().await, Ok(0)) {
+            match self.switch.transition(next, State::Draining).await {
+                Ok(None) => {
+                    tracing::warn!("hooks still wait after the grace: spigot ON -> DRAINING");
+                    summary.switched_to = Some(State::Draining.as_str());
+                }
+                Ok(Some(found)) => {
+                    tracing::info!(%found, "hooks still wait; the spigot is {found}: left as it is")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "hooks still wait but the spigot could not be set DRAINING")
+                }
+            }
+        }
         summary
     }
 

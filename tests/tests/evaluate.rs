@@ -55,10 +55,13 @@ async fn admin_filters(ev: &RealEvaluator) -> spigot_aws::S3Filters {
 }
 
 async fn put_filter(ev: &RealEvaluator, v: serde_json::Value) {
+    put_filter_in(&admin_filters(ev).await, v).await;
+}
+
+async fn put_filter_in(store: &spigot_aws::S3Filters, v: serde_json::Value) {
     let spec = FilterSpec::from_json(v.to_string().as_bytes()).unwrap();
     spec.clone().compile().unwrap();
-    admin_filters(ev)
-        .await
+    store
         .put(&spec.key(), spec.to_json().into_bytes())
         .await
         .unwrap();
@@ -690,4 +693,72 @@ async fn a_replayed_record_whose_payload_is_gone_does_not_hold_its_repository() 
     println!(
         "ledger replayed record: in 2, started 1 (svc-b), dropped 1 (404 at once; 403 at the third receive), eval DLQ 0"
     );
+}
+
+/// #26.7: the evaluation queue's maxReceiveCount no longer decides: a push whose
+/// start keeps failing is dead-lettered by the evaluator itself after 5 failed
+/// evaluations (its own count in the bucket, not the receive count), with the
+/// reason, and its repository's later push goes on in the same batch. The
+/// later push, held behind it 4 times (4 receives), is not dead-lettered.
+#[tokio::test]
+async fn a_push_that_keeps_failing_is_dead_lettered_after_5_evaluations_and_its_repository_goes_on()
+{
+    let (sdk, stack, cp, _) = setup().await;
+    let role = as_principal(&sdk, &stack, Principal::Evaluator).await;
+    let ev = evaluator_as(&role, &sdk, &stack, &cp).with_letters(
+        spigot_aws::SqsEvalLetters::from_settings(&role, &stack.settings()),
+    );
+    put_filter_in(&admin_filters_of(&ev.filters).await, json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "svc-a", "Include": ["services/a/**"]})).await;
+    cp.set_throttle(true);
+    let mut event = pushes(
+        &sdk,
+        &stack,
+        &[
+            ("ev-stuck", mono_push(&["services/a/x"])),
+            ("ev-after", mono_push(&["docs/readme.md"])),
+        ],
+    )
+    .await;
+    for n in 1..=5u32 {
+        for r in &mut event.records {
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), n.to_string());
+        }
+        let (resp, stats) = ev.handle(event.clone()).await;
+        if n < 5 {
+            assert_eq!(
+                resp.batch_item_failures.len(),
+                2,
+                "retried and held (evaluation {n})"
+            );
+            assert_eq!((stats.retried, stats.held, stats.dead_lettered), (1, 1, 0));
+        } else {
+            assert!(
+                resp.batch_item_failures.is_empty(),
+                "the later push went on"
+            );
+            assert_eq!(
+                (stats.retried, stats.held, stats.dead_lettered, stats.pushes),
+                (0, 0, 1, 2)
+            );
+        }
+    }
+    let dead = take_all(&sdk, stack.get(Resource::EvalDlqUrl)).await;
+    println!(
+        "ledger eval give-up: in 2, dead-lettered {} ({:?}), went on 1",
+        dead.len(),
+        dead.first().map(|d| d.1.get("Reason"))
+    );
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].1["Reason"].contains("gave up after 5 evaluation attempts"),
+        "{:?}",
+        dead[0].1
+    );
+    assert!(dead[0].0.contains("ev-stuck"));
+}
+
+/// The filter store of `filters`' bucket with the admin credentials.
+async fn admin_filters_of(filters: &spigot_aws::S3Filters) -> spigot_aws::S3Filters {
+    spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk().await), filters.bucket())
 }

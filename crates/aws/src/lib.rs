@@ -16,7 +16,7 @@ pub use error::AwsError;
 pub use github::{GitHubApi, GitHubAuth};
 pub use pipelines::{CodePipelines, S3Filters};
 pub use s3::S3Payloads;
-pub use sqs::{SqsBuffer, SqsEvalQueue, queue_depth};
+pub use sqs::{SqsBuffer, SqsEvalLetters, SqsEvalQueue, queue_depth};
 pub use stage::{ApiStages, StageSwitch};
 pub use target::HttpTarget;
 pub use triggers::S3Triggers;

@@ -94,7 +94,8 @@ pub async fn provision(
         &sqs,
         &format!("{name}-eval.fifo"),
         true,
-        Some((&eval_dlq_url, 5)),
+        // A backstop, as in the template: the evaluator dead-letters a push itself.
+        Some((&eval_dlq_url, 100)),
     )
     .await
     .map_err(fail("evaluation queue"))?;

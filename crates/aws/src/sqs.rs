@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{
 };
 use spigot_core::config::{ConfigError, Settings};
 use spigot_core::envelope::Envelope;
-use spigot_core::ports::{Buffer, DeadLetter, EvalQueue, PortError, Received};
+use spigot_core::ports::{Buffer, DeadLetter, EvalLetters, EvalQueue, PortError, Received};
 use spigot_core::resources::Resource;
 
 use crate::error::port;
@@ -135,43 +135,7 @@ impl Buffer for SqsBuffer {
     }
 
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
-        let text = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .expect("data type is set")
-        };
-        let reason: String = letter.reason.chars().take(1000).collect();
-        let mut send = self
-            .client
-            .send_message()
-            .queue_url(&self.dlq_url)
-            .message_body(&letter.body)
-            .message_group_id(&letter.group)
-            .message_deduplication_id(&letter.dedup_id)
-            .message_attributes(
-                "Reason",
-                text(if reason.is_empty() {
-                    "unknown"
-                } else {
-                    &reason
-                }),
-            );
-        if let Some(status) = letter.status {
-            send = send.message_attributes(
-                "Status",
-                MessageAttributeValue::builder()
-                    .data_type("Number")
-                    .string_value(status.to_string())
-                    .build()
-                    .expect("data type is set"),
-            );
-        }
-        send.send()
-            .await
-            .map_err(|e| port("SQS SendMessage to the dead-letter queue", e))?;
-        Ok(())
+        send_letter(&self.client, &self.dlq_url, letter, "the dead-letter queue").await
     }
 }
 
@@ -240,6 +204,52 @@ pub struct SqsEvalQueue {
     url: String,
 }
 
+/// Sends `letter` to the FIFO dead-letter queue at `url`, its reason (and the
+/// target's status) as message attributes.
+async fn send_letter(
+    client: &Client,
+    url: &str,
+    letter: &DeadLetter,
+    queue: &str,
+) -> Result<(), PortError> {
+    let text = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .expect("data type is set")
+    };
+    let reason: String = letter.reason.chars().take(1000).collect();
+    let mut send = client
+        .send_message()
+        .queue_url(url)
+        .message_body(&letter.body)
+        .message_group_id(&letter.group)
+        .message_deduplication_id(&letter.dedup_id)
+        .message_attributes(
+            "Reason",
+            text(if reason.is_empty() {
+                "unknown"
+            } else {
+                &reason
+            }),
+        );
+    if let Some(status) = letter.status {
+        send = send.message_attributes(
+            "Status",
+            MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value(status.to_string())
+                .build()
+                .expect("data type is set"),
+        );
+    }
+    send.send()
+        .await
+        .map_err(|e| port(&format!("SQS SendMessage to {queue}"), e))?;
+    Ok(())
+}
+
 impl SqsEvalQueue {
     /// The evaluation queue at `url`.
     pub fn new(client: Client, url: impl Into<String>) -> Self {
@@ -273,5 +283,34 @@ impl EvalQueue for SqsEvalQueue {
             .await
             .map_err(|e| port("SQS SendMessage to the evaluation queue", e))?;
         Ok(())
+    }
+}
+
+/// The evaluation dead-letter queue (`EVAL_DLQ_URL`), for pushes the evaluator gave up on.
+#[derive(Debug, Clone)]
+pub struct SqsEvalLetters {
+    client: Client,
+    url: String,
+}
+
+impl SqsEvalLetters {
+    /// The evaluation DLQ of `EVAL_DLQ_URL`, when set.
+    pub fn from_settings(sdk: &SdkConfig, settings: &Settings) -> Option<Self> {
+        settings.resources.get(Resource::EvalDlqUrl).map(|u| Self {
+            client: Client::new(sdk),
+            url: u.to_string(),
+        })
+    }
+}
+
+impl EvalLetters for SqsEvalLetters {
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
+        send_letter(
+            &self.client,
+            &self.url,
+            letter,
+            "the evaluation dead-letter queue",
+        )
+        .await
     }
 }

@@ -23,6 +23,9 @@ pub enum DlqCommand {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// The evaluation queue's dead letters (pushes the evaluator gave up on).
+        #[arg(long)]
+        eval: bool,
     },
     /// Move dead letters back to the buffer (sent first, deleted after: an interrupted redrive duplicates, never loses).
     #[command(
@@ -41,6 +44,9 @@ pub enum DlqCommand {
         /// Seconds a dead letter stays hidden while the loop works on it (it reappears in the DLQ if the loop dies).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=43_200))]
         hold: i32,
+        /// The evaluation queue's dead letters, back to the evaluation queue.
+        #[arg(long)]
+        eval: bool,
     },
 }
 
@@ -136,16 +142,24 @@ async fn release(sqs: &Client, url: &str, letters: &[Letter]) {
 pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
     let r = place.resolve().await?;
     let sqs = Client::new(&r.sdk);
-    let dlq = r.need(Resource::DlqUrl)?.to_string();
+    // The buffer's dead letters go back to the buffer; the evaluation queue's to it.
+    let (from, to) = match cmd {
+        DlqCommand::List { eval: true, .. } | DlqCommand::Redrive { eval: true, .. } => {
+            (Resource::EvalDlqUrl, Resource::EvalUrl)
+        }
+        _ => (Resource::DlqUrl, Resource::BufferUrl),
+    };
+    let dlq = r.need(from)?.to_string();
     match cmd {
-        DlqCommand::List { json } => list(&sqs, &dlq, json).await,
+        DlqCommand::List { json, .. } => list(&sqs, &dlq, json).await,
         DlqCommand::Redrive {
             max,
             delivery,
             no_move_task,
             hold,
+            ..
         } => {
-            let buffer = r.need(Resource::BufferUrl)?.to_string();
+            let buffer = r.need(to)?.to_string();
             if max.is_none() && delivery.is_none() && !no_move_task {
                 match move_task(&sqs, &dlq, &buffer).await {
                     Ok(handle) => {

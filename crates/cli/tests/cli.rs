@@ -2577,3 +2577,59 @@ async fn verbose_is_spigots_debug_not_the_sdks() {
         .unwrap();
     assert!(text(&out).1.contains("aws_smithy"), "{}", text(&out).1);
 }
+
+/// #26.7: `spigot dlq --eval` lists and redrives the evaluation queue's dead
+/// letters (back to the evaluation queue), under the operator's policy; the
+/// buffer's DLQ is not touched (control: it lists nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_eval_lists_and_redrives_the_evaluation_dead_letters() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let ids = dead_letters(&sdk, stack.get(Resource::EvalDlqUrl), 2).await;
+    let list = |extra: &[&str]| {
+        let out = spigot_as(&dir, Principal::Operator)
+            .args(["dlq", "list", "--local", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["delivery"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut listed = list(&["--eval"]);
+    listed.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    assert!(list(&[]).is_empty(), "the buffer's DLQ holds none");
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["dlq", "redrive", "--eval", "--local", "--no-move-task"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let in_eval = peek_all(&sdk, stack.get(Resource::EvalUrl)).await;
+    let in_dlq = peek_all(&sdk, stack.get(Resource::EvalDlqUrl)).await;
+    let in_buffer = peek_all(&sdk, stack.get(Resource::BufferUrl)).await;
+    println!(
+        "ledger dlq --eval: in 2, redriven {}, left {}, buffer {}",
+        in_eval.len(),
+        in_dlq.len(),
+        in_buffer.len()
+    );
+    assert_eq!((in_eval.len(), in_dlq.len(), in_buffer.len()), (2, 0, 0));
+}

@@ -120,7 +120,7 @@ pub const TABLE: &[Row] = &[
         field: "eval_dlq_url",
         flag: "eval-dlq-url",
         cli_env: "SPIGOT_EVAL_DLQ_URL",
-        lambda_env: None,
+        lambda_env: Some("EVAL_DLQ_URL"),
         output: "EvalDlqUrl",
         what: "the URL of the evaluation dead-letter queue",
         default: None,

@@ -12,16 +12,19 @@ use spigot_core::envelope::Envelope;
 use spigot_core::filter::{FilterSet, FilterSpec, execution_token, repository_prefix};
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Clock, FilterStore, GitHub, MetricsSink, PayloadStore, Pipelines, PortErrorKind, Start,
-    StartError, StdoutMetrics, SystemClock,
+    Clock, EvalLetters, FilterStore, GitHub, MetricsSink, NoLetters, PayloadStore, Pipelines,
+    PortErrorKind, Received, Start, StartError, StdoutMetrics, SystemClock,
 };
 use spigot_core::push::{Completion, Push, complete};
 use spigot_core::resources::Resource;
 use spigot_core::webhook::Hook;
+use spigot_engine::attempts;
+use spigot_engine::letter::{dead_letter, poison_letter};
 use spigot_engine::open::{DENIED_READS, OpenError, Opened, open};
 
 /// The evaluator on AWS adapters.
-pub type AwsEvaluator = Evaluator<S3Filters, CodePipelines, S3Payloads, GitHubApi>;
+pub type AwsEvaluator =
+    Evaluator<S3Filters, CodePipelines, S3Payloads, GitHubApi, spigot_aws::SqsEvalLetters>;
 /// The environment the template gives the evaluator (every variable its
 /// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
 pub const ENVIRONMENT: &[&str] = &[
@@ -33,6 +36,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "GITHUB_APP_ID",
     "GITHUB_APP_KEY_SECRET_ARN",
     "GITHUB_APP_INSTALLATION_ID",
+    "EVAL_DLQ_URL",
 ];
 
 /// The evaluator of a deployment: filters and payloads in `CONFIG_BUCKET`, CodePipeline.
@@ -48,7 +52,7 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator,
     );
     evaluator.max_push_age = Duration::from_secs(settings.max_push_age);
     evaluator.github = GitHubApi::from_settings(sdk, settings).await?;
-    Ok(evaluator)
+    Ok(evaluator.with_letters(spigot_aws::SqsEvalLetters::from_settings(sdk, settings)))
 }
 
 /// Counts of one batch (also the EMF metrics).
@@ -82,10 +86,17 @@ pub struct Stats {
     pub superseded: u64,
     /// Reads S3 refused (403: a claim-check body or a start record), metric `StoreDenied`.
     pub denied: u64,
+    /// Pushes given up on after [`EVAL_ATTEMPTS`] and sent to the evaluation DLQ.
+    pub dead_lettered: u64,
 }
 
+/// Evaluation attempts of a push before the evaluator dead-letters it itself
+/// (its repository's later pushes then go on). The queue's maxReceiveCount is
+/// only a backstop: it also counts receives of pushes held behind a failing one.
+pub const EVAL_ATTEMPTS: u32 = 5;
+
 /// The evaluator and its ports.
-pub struct Evaluator<F, P, S, G> {
+pub struct Evaluator<F, P, S, G, L = NoLetters> {
     /// Filter objects.
     pub filters: F,
     /// CodePipeline.
@@ -102,6 +113,8 @@ pub struct Evaluator<F, P, S, G> {
     pub clock: Arc<dyn Clock>,
     /// GitHub's compare API, for pushes whose payload does not list every changed file.
     pub github: Option<G>,
+    /// The evaluation dead-letter queue, for pushes given up on after [`EVAL_ATTEMPTS`].
+    pub letters: Option<L>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -117,8 +130,8 @@ enum Failure {
     Unreadable(String),
 }
 
-impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S, G> {
-    /// An evaluator with an empty cache.
+impl<F, P, S, G> Evaluator<F, P, S, G> {
+    /// An evaluator with an empty cache (no evaluation dead-letter queue).
     pub fn new(filters: F, pipelines: P, payloads: Option<S>, cache_ttl: Duration) -> Self {
         Self {
             filters,
@@ -129,10 +142,31 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
             max_push_age: Duration::from_secs(spigot_core::config::DEFAULT_MAX_PUSH_AGE),
             clock: Arc::new(SystemClock),
             github: None,
+            letters: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The same evaluator, dead-lettering through `letters`.
+    pub fn with_letters<L>(self, letters: Option<L>) -> Evaluator<F, P, S, G, L> {
+        Evaluator {
+            filters: self.filters,
+            pipelines: self.pipelines,
+            payloads: self.payloads,
+            cache_ttl: self.cache_ttl,
+            metrics: self.metrics,
+            max_push_age: self.max_push_age,
+            clock: self.clock,
+            github: self.github,
+            letters,
+            cache: self.cache,
+        }
+    }
+}
+
+impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters>
+    Evaluator<F, P, S, G, L>
+{
     /// Handles a batch; records to retry are returned as `batchItemFailures`.
     /// The queue is FIFO, grouped by repository: once a record fails, the later
     /// records of its group are returned unprocessed, so pushes start in order.
@@ -156,6 +190,9 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
             match self.record(record, &mut stats).await {
                 Ok(()) => {}
                 Err(Failure::Retry(why)) => {
+                    if self.give_up(record, &why, &mut stats).await {
+                        continue;
+                    }
                     tracing::warn!(message = %id, %why, "evaluation will be retried, and its group's later pushes with it");
                     stats.retried += 1;
                     retry(&mut response);
@@ -179,9 +216,53 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub> Evaluator<F, P, S
             .count("ComparedPushes", stats.compared)
             .count("CompareFallbacks", stats.fallbacks)
             .count("StoreDenied", stats.denied)
+            .count("DeadLettered", stats.dead_lettered)
             .count("Errors", stats.retried + stats.unreadable);
         self.metrics.emit(&m, SystemClock.now_ms());
         (response, stats)
+    }
+
+    /// After its [`EVAL_ATTEMPTS`]th failed evaluation (its own count, not the
+    /// receive count, which holds behind another push also raise), a push goes
+    /// to the evaluation DLQ with the reason: true when it did (it is then done
+    /// here, and its repository's later pushes go on).
+    async fn give_up(&self, record: &SqsMessage, why: &str, stats: &mut Stats) -> bool {
+        let m = Received {
+            message_id: record.message_id.clone().unwrap_or_default(),
+            receipt: String::new(),
+            body: record.body.clone().unwrap_or_default(),
+            receive_count: record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+            group: String::new(),
+        };
+        let prior = attempts::prior(self.payloads.as_ref(), &m).await.attempts;
+        let (true, Some(letters)) = (prior + 1 >= EVAL_ATTEMPTS, &self.letters) else {
+            attempts::record(self.payloads.as_ref(), &m, prior + 1).await;
+            return false;
+        };
+        let reason = format!(
+            "gave up after {} evaluation attempts; last: {why}",
+            prior + 1
+        );
+        let letter = match Envelope::decode(&m.body) {
+            Ok(env) => dead_letter(env, reason.clone(), None),
+            Err(_) => poison_letter(&m, reason.clone()),
+        };
+        match letters.dead_letter(&letter).await {
+            Ok(()) => {
+                tracing::error!(message = %m.message_id, %reason, "push dead-lettered; its repository's later pushes go on");
+                attempts::clear(self.payloads.as_ref(), &m).await;
+                stats.dead_lettered += 1;
+                true
+            }
+            Err(e) => {
+                tracing::error!(message = %m.message_id, error = %e, "cannot dead-letter the push; retrying it");
+                false
+            }
+        }
     }
 
     async fn record(&self, record: &SqsMessage, stats: &mut Stats) -> Result<(), Failure> {

@@ -62,6 +62,10 @@ pub fn spawn(
     );
     evaluator.metrics = Arc::new(QuietMetrics);
     evaluator.max_push_age = max_push_age;
+    let evaluator = evaluator.with_letters(spigot_aws::SqsEvalLetters::from_settings(
+        sdk,
+        &stack.settings(),
+    ));
     tokio::spawn(evaluate_forever(
         spigot_aws::aws_sdk_sqs::Client::new(sdk),
         stack.get(Resource::EvalUrl).to_string(),
@@ -72,7 +76,13 @@ pub fn spawn(
 async fn evaluate_forever(
     sqs: spigot_aws::aws_sdk_sqs::Client,
     url: String,
-    evaluator: Evaluator<S3Filters, DevPipelines, S3Payloads, spigot_aws::GitHubApi>,
+    evaluator: Evaluator<
+        S3Filters,
+        DevPipelines,
+        S3Payloads,
+        spigot_aws::GitHubApi,
+        spigot_aws::SqsEvalLetters,
+    >,
 ) {
     loop {
         let out = match sqs

@@ -186,6 +186,17 @@ impl EvalQueue for MemoryEvalQueue {
     }
 }
 
+/// Evaluation dead letters in memory.
+#[derive(Debug, Default)]
+pub struct MemoryEvalLetters(pub Mutex<Vec<DeadLetter>>);
+
+impl EvalLetters for MemoryEvalLetters {
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
+        self.0.lock().unwrap().push(letter.clone());
+        Ok(())
+    }
+}
+
 /// A switch in memory.
 #[derive(Debug)]
 pub struct MemorySwitch(pub Mutex<Result<crate::spigot::State, crate::spigot::StateError>>);

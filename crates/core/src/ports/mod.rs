@@ -20,7 +20,7 @@ pub mod memory;
 pub use buffer::{Buffer, DeadLetter, Received};
 pub use clock::{Clock, SystemClock};
 pub use error::{PortError, PortErrorKind};
-pub use eval::EvalQueue;
+pub use eval::{EvalLetters, EvalQueue, NoLetters};
 pub use filters::{FilterStore, StoredFilter};
 pub use github::GitHub;
 pub use metrics::{MetricsSink, QuietMetrics, StdoutMetrics};

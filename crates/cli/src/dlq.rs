@@ -38,8 +38,13 @@ pub enum DlqCommand {
         /// Move only this delivery id.
         #[arg(long)]
         delivery: Option<String>,
-        /// Always use the move loop, even where SQS StartMessageMoveTask is available.
-        #[arg(long)]
+        /// Use SQS StartMessageMoveTask where it is available: faster, but each
+        /// letter keeps its own group, so letters of one repository are not
+        /// redriven in their order (the default move loop keeps it).
+        #[arg(long, conflicts_with = "no_move_task")]
+        move_task: bool,
+        /// The move loop (the default; kept for scripts).
+        #[arg(long, hide = true)]
         no_move_task: bool,
         /// Seconds a dead letter stays hidden while the loop works on it (it reappears in the DLQ if the loop dies).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=43_200))]
@@ -155,12 +160,12 @@ pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
         DlqCommand::Redrive {
             max,
             delivery,
-            no_move_task,
+            move_task: server_side,
             hold,
             ..
         } => {
             let buffer = r.need(to)?.to_string();
-            if max.is_none() && delivery.is_none() && !no_move_task {
+            if max.is_none() && delivery.is_none() && server_side {
                 match move_task(&sqs, &dlq, &buffer).await {
                     Ok(handle) => {
                         println!("started SQS message move task {handle} (DLQ -> buffer)");
@@ -299,38 +304,71 @@ async fn redrive(
         ProgressStyle::with_template("redrive {bar:30} {pos}/{len} {msg}").expect("valid template"),
     );
     let full = |m: &Moves| max.is_some_and(|max| m.moved >= max);
+    // Every letter first (each is in a group of its own), oldest first: the
+    // letters of a repository rejoin its group in the order they arrived.
+    let mut letters = receive_all(sqs, dlq, REDRIVE_LIMIT, hold).await?;
+    letters.sort_by_key(|l| {
+        l.envelope
+            .as_ref()
+            .map_or((u64::MAX, 0), |e| (e.received_at_ms, e.attempts))
+    });
     let mut moves = Moves::default();
-    while !full(&moves) {
-        let batch = receive_all(sqs, dlq, 10, hold).await?;
-        if batch.is_empty() {
-            break;
+    let mut held_since = std::time::Instant::now();
+    let mut rest = letters.into_iter();
+    while let Some(letter) = rest.next() {
+        // The letters still waiting stay hidden while the others move.
+        if held_since.elapsed().as_secs_f64() > f64::from(hold) / 2.0 {
+            let waiting: Vec<Letter> = rest.collect();
+            keep_hidden(sqs, dlq, std::iter::once(&letter).chain(&waiting), hold).await;
+            rest = waiting.into_iter();
+            held_since = std::time::Instant::now();
         }
-        for letter in batch {
-            let wanted = match (only, &letter.envelope) {
-                (None, _) => true,
-                (Some(id), Some(e)) => e.delivery == id,
-                (Some(_), None) => false,
-            };
-            if !wanted || full(&moves) {
-                moves.kept.push(letter);
-                continue;
+        let wanted = match (only, &letter.envelope) {
+            (None, _) => true,
+            (Some(id), Some(e)) => e.delivery == id,
+            (Some(_), None) => false,
+        };
+        if !wanted || full(&moves) {
+            moves.kept.push(letter);
+            continue;
+        }
+        match move_one(q, &letter).await {
+            Ok(()) => {
+                moves.moved += 1;
+                bar.inc(1);
             }
-            match move_one(q, &letter).await {
-                Ok(()) => {
-                    moves.moved += 1;
-                    bar.inc(1);
-                }
-                Err(e) => {
-                    let id = letter.message.message_id.clone().unwrap_or_default();
-                    moves.failed.insert(id, e.to_string());
-                    moves.kept.push(letter);
-                }
+            Err(e) => {
+                let id = letter.message.message_id.clone().unwrap_or_default();
+                moves.failed.insert(id, e.to_string());
+                moves.kept.push(letter);
             }
         }
     }
     bar.finish_and_clear();
     release(sqs, dlq, &moves.kept).await;
     report(&moves, total)
+}
+
+/// Dead letters a redrive reads at once (and orders).
+const REDRIVE_LIMIT: usize = 10_000;
+
+/// Hides `letters` for `hold` seconds more (best effort: one that reappears is
+/// received again by a later redrive; moves are send-then-delete, never lost).
+async fn keep_hidden<'a>(
+    sqs: &Client,
+    dlq: &str,
+    letters: impl Iterator<Item = &'a Letter>,
+    hold: i32,
+) {
+    for l in letters {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(dlq)
+            .receipt_handle(l.message.receipt_handle.clone().unwrap_or_default())
+            .visibility_timeout(hold)
+            .send()
+            .await;
+    }
 }
 
 fn report(moves: &Moves, total: u64) -> Result<(), CliError> {

@@ -890,7 +890,15 @@ async fn a_full_redrive_uses_start_message_move_task_where_sqs_has_it() {
     let url = aws.url.clone();
     let q = |name: &str| format!("{url}/123456789012/{name}");
     let out = spigot_as(&dir, Principal::Operator)
-        .args(["dlq", "redrive", "--endpoint", &url, "--api-id", "x"])
+        .args([
+            "dlq",
+            "redrive",
+            "--move-task",
+            "--endpoint",
+            &url,
+            "--api-id",
+            "x",
+        ])
         .args([
             "--buffer-url",
             &q("spigot-buffer.fifo"),
@@ -937,7 +945,7 @@ async fn a_full_redrive_falls_back_to_the_move_loop_where_sqs_lacks_the_move_tas
     let (sdk, stack) = local_stack(&dir, None).await;
     let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 12).await;
     let out = spigot_as(&dir, Principal::Operator)
-        .args(["dlq", "redrive", "--local"])
+        .args(["dlq", "redrive", "--local", "--move-task"])
         .output()
         .unwrap();
     assert!(
@@ -2632,4 +2640,86 @@ async fn dlq_eval_lists_and_redrives_the_evaluation_dead_letters() {
         in_buffer.len()
     );
     assert_eq!((in_eval.len(), in_dlq.len(), in_buffer.len()), (2, 0, 0));
+}
+
+/// #26.6: dead letters of two repositories, interleaved and put in the DLQ out
+/// of order, are redriven oldest first: each repository's letters rejoin its
+/// group in the order they arrived, and a drain delivers them so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redrive_keeps_each_repositorys_order() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
+    // Arrival order: a1 b1 a2 b2 a3; dead-lettered in another order.
+    let arrived = [
+        ("a1", "octo-org/a"),
+        ("b1", "octo-org/b"),
+        ("a2", "octo-org/a"),
+        ("b2", "octo-org/b"),
+        ("a3", "octo-org/a"),
+    ];
+    for i in [4usize, 1, 2, 0, 3] {
+        let (id, repo) = arrived[i];
+        let hook = spigot_core::Hook {
+            delivery: id.to_string(),
+            event: "push".into(),
+            repository: Some(repo.into()),
+            headers: vec![("x-github-event".into(), "push".into())],
+            body: push_payload(repo, id).into_bytes(),
+            received_at_ms: 1_000 + i as u64,
+            json_body: false,
+        };
+        let mut env = spigot_core::Envelope::from_hook(&hook);
+        env.resend(Some("target answered 404 (client error)".into()));
+        sqs.send_message()
+            .queue_url(stack.get(Resource::DlqUrl))
+            .message_body(env.encode())
+            .message_group_id(env.dedup_id())
+            .message_deduplication_id(env.dedup_id())
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["dlq", "redrive", "--local"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    switch(&sdk, &stack)
+        .set(spigot_core::State::On)
+        .await
+        .unwrap();
+    let d = drainer(&sdk, &stack, &target.url, 2).await;
+    while depth(&sdk, stack.get(Resource::BufferUrl)).await != (0, 0) {
+        d.drain(None).await;
+    }
+    // Each body carries its id as its marker.
+    let got: Vec<String> = target
+        .accepted()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["marker"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let of = |p: char| {
+        got.iter()
+            .filter(|g| g.starts_with(p))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    println!(
+        "ledger redrive order: in 5, delivered {got:?}, dlq {}",
+        peek_all(&sdk, stack.get(Resource::DlqUrl)).await.len()
+    );
+    assert_eq!(got.len(), 5);
+    assert_eq!(of('a'), ["a1", "a2", "a3"]);
+    assert_eq!(of('b'), ["b1", "b2"]);
 }

@@ -86,6 +86,19 @@ async fn stack_pair() -> (
     stack().await
 }
 
+/// The drainer's role as the template gives it, or the same without s3:ListBucket.
+async fn drainer_role(
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    stack: &spigot_aws::local::LocalStack,
+    without_list: bool,
+) -> spigot_aws::aws_config::SdkConfig {
+    if without_list {
+        as_principal_listing_only(sdk, stack, Principal::Drainer, &[]).await
+    } else {
+        as_principal(sdk, stack, Principal::Drainer).await
+    }
+}
+
 /// Drains until `done` holds, at most 40 s; the summaries of the runs.
 async fn drain_until(
     d: &RealDrainer,
@@ -115,11 +128,7 @@ async fn follower_budget(without_list: bool) -> (usize, u64, Vec<String>) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let role = if without_list {
-        as_principal_listing_only(&sdk, &stack, Principal::Drainer, &[]).await
-    } else {
-        as_principal(&sdk, &stack, Principal::Drainer).await
-    };
+    let role = drainer_role(&sdk, &stack, without_list).await;
     let mut d = drainer_as(&role, &stack, &target.url, 1);
     d.engine.config.policy.max_attempts = 3;
     let mut ledger = Ledger::default();
@@ -173,11 +182,7 @@ async fn missing_body(without_list: bool) -> (Vec<String>, String, u64, usize) {
     let (sdk, stack) = stack().await;
     let target = FakeTarget::start().await;
     let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let role = if without_list {
-        as_principal_listing_only(&sdk, &stack, Principal::Drainer, &[]).await
-    } else {
-        as_principal(&sdk, &stack, Principal::Drainer).await
-    };
+    let role = drainer_role(&sdk, &stack, without_list).await;
     let d = drainer_as(&role, &stack, &target.url, 1);
     let big = serde_json::json!({"repository": {"full_name": "octo-org/big"}, "pad": "x".repeat(400_000)})
         .to_string()

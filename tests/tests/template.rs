@@ -242,25 +242,6 @@ fn edge_failures_and_unrecovered_deliveries_raise_alarms_on_metrics_the_code_emi
     assert!(template.contains("Default: rate(15 minutes)"));
 }
 
-/// The CloudFormation SAM makes of the template (tools/sam_translate.py, SAM's own translator).
-fn translated(template: &str) -> serde_json::Value {
-    let out = std::process::Command::new(spigot_e2e::python())
-        .arg(format!(
-            "{}/../tools/sam_translate.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(template)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// #18.2: one front door per `ApiType`, each routing POST /webhook to the
 /// receiver: REST (payload 1.0, bodies base64, the source-CIDR policy) or
 /// HTTP (payload 2.0, `spigot_state` on its stage); the receiver has no
@@ -268,7 +249,7 @@ fn translated(template: &str) -> serde_json::Value {
 #[test]
 fn sam_makes_one_front_door_per_api_type() {
     let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
-    let cfn = translated(&path);
+    let cfn = spigot_e2e::iam::translate(&path, &[]);
     let r = &cfn["Resources"];
     let condition = |name: &str| r[name]["Condition"].as_str().map(String::from);
     assert_eq!(r["Api"]["Type"], "AWS::ApiGateway::RestApi");
@@ -352,7 +333,7 @@ fn allowed(cfn: &serde_json::Value, policy: &str, action: &str) -> String {
 #[test]
 fn agents_and_raisers_get_policies_of_their_own() {
     let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
-    let cfn = translated(&path);
+    let cfn = spigot_e2e::iam::translate(&path, &[]);
     let agent_writes = allowed(&cfn, "AgentPolicy", "s3:PutObject");
     assert!(
         agent_writes.contains("/triggers/*/receipts/*"),

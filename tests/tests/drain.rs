@@ -702,6 +702,34 @@ async fn a_push_is_forwarded_when_its_evaluation_cannot_be_queued() {
     assert_eq!(status, 200);
 }
 
+/// A drain from DRAINING during which, once the spigot reads ON, a request
+/// that still saw DRAINING buffers one more hook of `octo-org/alpha` (which
+/// `refusing`, when given, then answers 503).
+async fn drain_with_a_straggler(
+    d: &RealDrainer,
+    r: &RealReceiver,
+    ledger: &mut Ledger,
+    operator: &spigot_aws::StageSwitch,
+    refusing: Option<&FakeTarget>,
+) -> spigot_engine::Summary {
+    operator.set(State::Draining).await.unwrap();
+    let straggler = async {
+        let start = Instant::now();
+        while operator.read().await.unwrap() != State::On {
+            assert!(start.elapsed() < Duration::from_secs(20), "never ON");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(target) = refusing {
+            target.set_status(503);
+        }
+        ledger
+            .send_round_robin(r, 1, &["octo-org/alpha"], "DRAINING")
+            .await;
+    };
+    let (summary, ()) = tokio::join!(d.drain(None), straggler);
+    summary
+}
+
 /// #26.3: after the drainer sets ON it keeps draining for its grace: a hook
 /// buffered by a request that still saw DRAINING (the stage spreads late) is
 /// delivered by that same run, not a schedule later. Control: without a grace
@@ -719,19 +747,7 @@ async fn after_on_the_drainer_delivers_stragglers_within_its_grace() {
             .send_round_robin(&r, 1, &["octo-org/alpha"], "OFF")
             .await;
         let operator = switch(&sdk, &stack);
-        operator.set(State::Draining).await.unwrap();
-        let straggler = async {
-            let start = Instant::now();
-            while operator.read().await.unwrap() != State::On {
-                assert!(start.elapsed() < Duration::from_secs(20), "never ON");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            // A request that still saw DRAINING.
-            ledger
-                .send_round_robin(&r, 1, &["octo-org/alpha"], "DRAINING")
-                .await;
-        };
-        let (summary, ()) = tokio::join!(d.drain(None), straggler);
+        let summary = drain_with_a_straggler(&d, &r, &mut ledger, &operator, None).await;
         let (waiting, in_flight) = depth(&sdk, stack.get(Resource::BufferUrl)).await;
         println!(
             "ledger grace {grace:?}: in 2, delivered by the run {}, left {}",
@@ -768,19 +784,7 @@ async fn a_straggler_still_waiting_after_the_grace_sets_draining_again() {
         .send_round_robin(&r, 1, &["octo-org/alpha"], "OFF")
         .await;
     let operator = switch(&sdk, &stack);
-    operator.set(State::Draining).await.unwrap();
-    let straggler = async {
-        let start = Instant::now();
-        while operator.read().await.unwrap() != State::On {
-            assert!(start.elapsed() < Duration::from_secs(20), "never ON");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        target.set_status(503);
-        ledger
-            .send_round_robin(&r, 1, &["octo-org/alpha"], "DRAINING")
-            .await;
-    };
-    let (summary, ()) = tokio::join!(d.drain(None), straggler);
+    let summary = drain_with_a_straggler(&d, &r, &mut ledger, &operator, Some(&target)).await;
     let state = operator.read().await.unwrap();
     println!(
         "ledger straggler refused: in 2, delivered {}, state {state}, summary {summary:?}",

@@ -272,7 +272,6 @@ async fn dev_evaluates_pushes_against_filters_and_says_what_it_would_start() {
 
 /// A local stack in moto written to `<dir>/.spigot/dev.json`, as `spigot dev` would.
 async fn dead_letters(sdk: &spigot_aws::aws_config::SdkConfig, dlq: &str, n: usize) -> Vec<String> {
-    let sqs = spigot_aws::aws_sdk_sqs::Client::new(sdk);
     let mut ids = Vec::new();
     for i in 0..n {
         let hook = spigot_core::Hook {
@@ -284,27 +283,34 @@ async fn dead_letters(sdk: &spigot_aws::aws_config::SdkConfig, dlq: &str, n: usi
             received_at_ms: 1,
             json_body: false,
         };
-        let mut env = spigot_core::Envelope::from_hook(&hook);
-        env.resend(Some("target answered 404 (client error)".into()));
-        sqs.send_message()
-            .queue_url(dlq)
-            .message_body(env.encode())
-            .message_group_id(env.dedup_id())
-            .message_deduplication_id(env.dedup_id())
-            .message_attributes(
-                "Reason",
-                spigot_aws::aws_sdk_sqs::types::MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value("target answered 404 (client error)")
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
+        dead_letter(sdk, dlq, &hook).await;
         ids.push(hook.delivery);
     }
     ids
+}
+
+/// Puts `hook` in `dlq` as the engine dead-letters it after a 404 (a group of its own, the reason).
+async fn dead_letter(sdk: &spigot_aws::aws_config::SdkConfig, dlq: &str, hook: &spigot_core::Hook) {
+    let reason = "target answered 404 (client error)";
+    let mut env = spigot_core::Envelope::from_hook(hook);
+    env.resend(Some(reason.into()));
+    spigot_aws::aws_sdk_sqs::Client::new(sdk)
+        .send_message()
+        .queue_url(dlq)
+        .message_body(env.encode())
+        .message_group_id(env.dedup_id())
+        .message_deduplication_id(env.dedup_id())
+        .message_attributes(
+            "Reason",
+            spigot_aws::aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(reason)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
 
 fn deliveries(
@@ -2650,7 +2656,6 @@ async fn a_redrive_keeps_each_repositorys_order() {
     let dir = workdir();
     let target = FakeTarget::start().await;
     let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
-    let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
     // Arrival order: a1 b1 a2 b2 a3; dead-lettered in another order.
     let arrived = [
         ("a1", "octo-org/a"),
@@ -2670,16 +2675,7 @@ async fn a_redrive_keeps_each_repositorys_order() {
             received_at_ms: 1_000 + i as u64,
             json_body: false,
         };
-        let mut env = spigot_core::Envelope::from_hook(&hook);
-        env.resend(Some("target answered 404 (client error)".into()));
-        sqs.send_message()
-            .queue_url(stack.get(Resource::DlqUrl))
-            .message_body(env.encode())
-            .message_group_id(env.dedup_id())
-            .message_deduplication_id(env.dedup_id())
-            .send()
-            .await
-            .unwrap();
+        dead_letter(&sdk, stack.get(Resource::DlqUrl), &hook).await;
     }
     let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "redrive", "--local"])

@@ -6,10 +6,18 @@
    still finds the group in flight because of the messages behind it, skips
    the head, and hands out the second message first. Real SQS hands the group
    out from its head. This wrapper drops every timed-out message from the
-   in-flight set before a receive, which is SQS's behaviour.
+   in-flight set before a receive, which is SQS's behaviour (and long-polls
+   itself, so that every pass of a long poll starts from a clean set).
    tests/tests/moto_fifo.rs shows the difference against plain moto.
    It also refuses message bodies with characters SQS refuses
    (InvalidMessageContents), which moto accepts.
+
+   It keeps ReceiveRequestAttemptId (moto ignores it): a FIFO receive that
+   repeats an attempt id within 5 minutes gets the answer of the first, as
+   SQS does, so an SDK retrying a receive whose answer was lost gets the same
+   messages. A queue tagged `spigot:lose-receive-answers` = N loses the
+   answers of its next N receives that took messages (HTTP 500 after the
+   messages were taken, a network fault on the way back).
 
 2. IAM enforced (`--iam`, or SPIGOT_MOTO_IAM=1). Every request must carry the
    access key of an IAM user whose policies allow the action on the resource,
@@ -38,6 +46,7 @@ import fnmatch
 import json
 import os
 import sys
+import time
 from urllib.parse import parse_qs, unquote, urlparse
 
 from moto.sqs.models import SQSBackend
@@ -49,15 +58,59 @@ ADMIN_KEY = "test"
 _receive = SQSBackend.receive_message
 
 
-def receive_message(self, queue_name, *args, **kwargs):
+def receive_message(self, queue_name, count, wait_seconds_timeout, *args, **kwargs):
+    # moto's long poll re-reads the in-flight set pass by pass: a group whose
+    # messages time out a few milliseconds apart (a heartbeat extends them one
+    # by one) has its head skipped while the rest is in flight, and its tail
+    # handed out once the last one times out. So poll here, each pass from a
+    # clean in-flight set.
     queue = self.get_queue(queue_name)
-    for message in list(queue.pending_messages):
-        if message.visible:
-            queue.pending_messages.discard(message)
-    return _receive(self, queue_name, *args, **kwargs)
+    deadline = time.time() + (wait_seconds_timeout or 0)
+    while True:
+        for message in list(queue.pending_messages):
+            if message.visible:
+                queue.pending_messages.discard(message)
+        result = _receive(self, queue_name, count, 0, *args, **kwargs)
+        if result or time.time() >= deadline:
+            return result
+        time.sleep(0.05)
 
 
 SQSBackend.receive_message = receive_message
+
+
+# ReceiveRequestAttemptId, and answers lost on the way back.
+from moto.sqs.responses import SQSResponse
+
+_receive_response = SQSResponse.receive_message
+_ATTEMPT_WINDOW = 300
+_attempts = {}
+LOSE_TAG = "spigot:lose-receive-answers"
+
+
+def receive_message_response(self):
+    queue_name = self._get_queue_name()
+    attempt = self._get_param("ReceiveRequestAttemptId")
+    now = time.time()
+    for k in [k for k, (at, _) in _attempts.items() if now - at > _ATTEMPT_WINDOW]:
+        del _attempts[k]
+    if attempt and (queue_name, attempt) in _attempts:
+        answer = _attempts[(queue_name, attempt)][1]
+    else:
+        answer = _receive_response(self)
+        if attempt:
+            _attempts[(queue_name, attempt)] = (now, answer)
+    queue = self.sqs_backend.get_queue(queue_name)
+    lose = int(queue.tags.get(LOSE_TAG, "0") or 0)
+    took = bool(getattr(answer, "result", None) or {}) and bool((answer.result or {}).get("Messages"))
+    if lose > 0 and took:
+        queue.tags[LOSE_TAG] = str(lose - 1)
+        body = json.dumps({"__type": "com.amazonaws.sqs#InternalError", "message": "answer lost on the way back (spigot test fault)"})
+        return body, {"status": 500, "Content-Type": "application/x-amz-json-1.0"}
+    return answer
+
+
+SQSResponse.receive_message = receive_message_response
 
 
 # SQS refuses a message body holding a character outside #x9 | #xA | #xD |

@@ -278,6 +278,9 @@ impl Buffer for RecordingBuffer {
     async fn set_visibility(&self, r: &str, s: i32) -> Result<(), PortError> {
         self.inner.set_visibility(r, s).await
     }
+    async fn visibility_timeout(&self) -> Result<std::time::Duration, PortError> {
+        self.inner.visibility_timeout().await
+    }
     async fn depth(&self) -> Result<u64, PortError> {
         self.inner.depth().await
     }

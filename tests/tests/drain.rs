@@ -809,3 +809,54 @@ async fn a_straggler_still_waiting_after_the_grace_sets_draining_again() {
     let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
     assert_eq!((delivered, duplicates), (2, 0));
 }
+
+/// #26.5: a hook about to outlive the buffer's 14-day retention (by its
+/// SentTimestamp) is dead-lettered with the reason before SQS would drop it.
+/// The drainer's clock runs 14 days ahead; control: on today's clock the next
+/// hook is delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_about_to_outlive_the_buffer_retention_is_dead_lettered_not_dropped() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 1, &["octo-org/a"], "OFF").await;
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    let mut late = drainer(&sdk, &stack, &target.url, 1).await;
+    let fortnight = 14 * 24 * 3600 * 1000;
+    late.engine.clock = std::sync::Arc::new(Ahead(fortnight));
+    let s = late.drain(None).await;
+    assert_eq!((s.delivered, s.dead_lettered), (0, 1));
+    assert_eq!(target.attempts(), 0, "not attempted");
+    let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].1["Reason"].contains("before the queue's retention drops it"),
+        "{:?}",
+        dead[0].1
+    );
+    ledger.send_round_robin(&r, 1, &["octo-org/a"], "OFF").await;
+    let d = drainer(&sdk, &stack, &target.url, 1).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(30),
+    )
+    .await;
+    let first = ledger.sent[0].0.clone();
+    let (delivered, duplicates) = ledger.check(&target.accepted(), std::slice::from_ref(&first));
+    println!(
+        "ledger retention: in 2, delivered {delivered}, duplicates {duplicates}, dlq 1 (age), lost 0"
+    );
+    assert_eq!((delivered, duplicates), (1, 0));
+}
+
+/// The system clock, `.0` milliseconds ahead.
+struct Ahead(u64);
+
+impl spigot_core::ports::Clock for Ahead {
+    fn now_ms(&self) -> u64 {
+        spigot_core::ports::Clock::now_ms(&spigot_core::ports::SystemClock) + self.0
+    }
+}

@@ -541,3 +541,59 @@ fn the_receivers_time_budget_fits_lambda_and_github() {
         "GitHub waits 10 s; API Gateway needs its share"
     );
 }
+
+/// A number in the translated template, written as a number or a string.
+fn number(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// #26.5: no hook outlives what keeps it. The most attempts the template
+/// allows, each after the longest deployed backoff, end before the engine's
+/// age limit, which ends before the buffer's retention; the dead-letter
+/// queues keep a letter as long; the claim-check bodies outlive a stay in
+/// the buffer plus one in the DLQ, and attempt records a stay in the buffer.
+#[test]
+fn retries_never_outlive_the_retention_of_what_they_need() {
+    use spigot_engine::config::{BUFFER_RETENTION, MAX_AGE};
+    let cfn = spigot_e2e::translated();
+    let max_attempts = number(&cfn["Parameters"]["MaxAttempts"]["MaxValue"]).unwrap();
+    let backoff = spigot_engine::policy::MAX_BACKOFF_SECONDS as u64;
+    assert!(
+        max_attempts * backoff <= MAX_AGE.as_secs(),
+        "MaxAttempts up to {max_attempts} x {backoff} s outlives the engine's {} s age limit",
+        MAX_AGE.as_secs()
+    );
+    assert!(MAX_AGE < BUFFER_RETENTION);
+    let retention = |queue: &str| {
+        number(&cfn["Resources"][queue]["Properties"]["MessageRetentionPeriod"])
+            .unwrap_or_else(|| panic!("{queue} sets its retention"))
+    };
+    assert_eq!(retention("Buffer"), BUFFER_RETENTION.as_secs());
+    assert_eq!(retention("BufferDlq"), BUFFER_RETENTION.as_secs());
+    let rules = cfn["Resources"]["ConfigBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let days = |prefix: &str| {
+        rules
+            .iter()
+            .find(|r| r["Prefix"] == prefix)
+            .and_then(|r| number(&r["ExpirationInDays"]))
+            .unwrap_or_else(|| panic!("a lifecycle rule for {prefix}"))
+    };
+    let buffer_days = BUFFER_RETENTION.as_secs() / 86_400;
+    assert!(
+        days("payloads/") >= 2 * buffer_days,
+        "a body outlives buffer + DLQ"
+    );
+    assert!(
+        days("attempts/") >= buffer_days,
+        "a count outlives its hook's stay"
+    );
+    // The relay and MAX_ATTEMPTS take no more than the template allows.
+    assert_eq!(
+        spigot_core::config::MAX_ATTEMPTS_LIMIT as u64,
+        max_attempts,
+        "MAX_ATTEMPTS's bound is the template's"
+    );
+}

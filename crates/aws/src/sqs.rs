@@ -1,5 +1,7 @@
 //! The SQS FIFO buffer (+ DLQ) and the evaluation queue.
 
+use std::time::Duration;
+
 use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -12,6 +14,23 @@ use spigot_core::ports::{Buffer, DeadLetter, EvalLetters, EvalQueue, PortError, 
 use spigot_core::resources::Resource;
 
 use crate::error::port;
+
+/// A fresh ReceiveRequestAttemptId: 32 random hex digits.
+fn attempt_id() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .is_err()
+    {
+        // Without randomness, a clock reading is unique enough within a process.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        return format!("{nanos:032x}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The FIFO buffer queue and its FIFO dead-letter queue.
 #[derive(Debug, Clone)]
@@ -66,6 +85,10 @@ impl Buffer for SqsBuffer {
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(max.clamp(1, 10))
+            // FIFO: a receive whose answer is lost on the way back and retried by
+            // the SDK with the same id gets the same messages again, instead of
+            // leaving them (and their groups) hidden until the visibility timeout.
+            .receive_request_attempt_id(attempt_id())
             .wait_time_seconds(wait_seconds.clamp(0, 20))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
@@ -86,6 +109,9 @@ impl Buffer for SqsBuffer {
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(1),
                     group: attr(MessageSystemAttributeName::MessageGroupId).unwrap_or_default(),
+                    sent_ms: attr(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0),
                     body: m.body.unwrap_or_default(),
                 }
             })
@@ -127,6 +153,33 @@ impl Buffer for SqsBuffer {
             .await
             .map_err(|e| port("SQS ChangeMessageVisibility on the buffer", e))?;
         Ok(())
+    }
+
+    async fn visibility_timeout(&self) -> Result<Duration, PortError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|e| {
+                port(
+                    "SQS GetQueueAttributes (VisibilityTimeout) of the buffer",
+                    e,
+                )
+            })?;
+        let seconds = out
+            .attributes
+            .unwrap_or_default()
+            .get(&QueueAttributeName::VisibilityTimeout)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                PortError::new(
+                    "the buffer's VisibilityTimeout attribute is missing or not a number",
+                )
+            })?;
+        Ok(Duration::from_secs(seconds))
     }
 
     async fn depth(&self) -> Result<u64, PortError> {

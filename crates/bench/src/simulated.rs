@@ -75,6 +75,9 @@ impl SimulatedSqs {
     }
 }
 
+/// The simulated queue's visibility timeout.
+const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Buffer for SimulatedSqs {
     async fn send(&self, envelope: &Envelope) -> Result<(), PortError> {
         self.call().await;
@@ -113,7 +116,7 @@ impl Buffer for SimulatedSqs {
                 continue;
             }
             m.receives += 1;
-            m.visible_at = now + Duration::from_secs(60);
+            m.visible_at = now + VISIBILITY_TIMEOUT;
             let receipt = format!("{}-{}", m.id, m.receives);
             m.receipt = Some(receipt.clone());
             out.push(Received {
@@ -122,6 +125,7 @@ impl Buffer for SimulatedSqs {
                 body: m.body.clone(),
                 receive_count: m.receives,
                 group: m.group.clone(),
+                sent_ms: 0,
             });
         }
         Ok(out)
@@ -148,6 +152,11 @@ impl Buffer for SimulatedSqs {
             m.visible_at = Instant::now() + Duration::from_secs(seconds.max(0) as u64);
         }
         Ok(())
+    }
+
+    async fn visibility_timeout(&self) -> Result<Duration, PortError> {
+        self.call().await;
+        Ok(VISIBILITY_TIMEOUT)
     }
 
     async fn depth(&self) -> Result<u64, PortError> {

@@ -53,6 +53,20 @@ pub enum DlqCommand {
         #[arg(long)]
         eval: bool,
     },
+    /// Move a blocked repository's head hook (the one the target keeps
+    /// refusing) to the dead-letter queue at its next attempt, so the
+    /// repository goes on; `spigot status` names them.
+    #[command(
+        after_help = "Examples:\n  spigot dlq aside --delivery 72d3162e-cc78-11e3-81ab-4c9367dc0958\n  spigot dlq aside --repo octo-org/web"
+    )]
+    Aside {
+        /// The blocked hook's delivery id.
+        #[arg(long, required_unless_present = "repo")]
+        delivery: Option<String>,
+        /// The blocked repository (its head hook).
+        #[arg(long)]
+        repo: Option<String>,
+    },
 }
 
 /// How long `dlq list` keeps received dead letters hidden while it reads them.
@@ -146,6 +160,20 @@ async fn release(sqs: &Client, url: &str, letters: &[Letter]) {
 
 pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
     let r = place.resolve().await?;
+    if let DlqCommand::Aside { delivery, repo } = &cmd {
+        let by = crate::trigger::who(&r.sdk).await;
+        let hook = crate::blocked::aside(&r, delivery.as_deref(), repo.as_deref(), &by).await?;
+        println!(
+            "{} ({}, {} failed attempts) goes to the dead-letter queue at its next attempt (when its backoff ends: at most {} s, unless the target asked for longer); then {} goes on. `spigot dlq redrive --delivery {}` brings it back.",
+            hook.record.delivery,
+            hook.record.event,
+            hook.record.attempts,
+            spigot_engine::policy::MAX_BACKOFF_SECONDS,
+            hook.record.repository,
+            hook.record.delivery
+        );
+        return Ok(());
+    }
     let sqs = Client::new(&r.sdk);
     // The buffer's dead letters go back to the buffer; the evaluation queue's to it.
     let (from, to) = match cmd {
@@ -156,6 +184,7 @@ pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
     };
     let dlq = r.need(from)?.to_string();
     match cmd {
+        DlqCommand::Aside { .. } => Ok(()), // answered above
         DlqCommand::List { json, .. } => list(&sqs, &dlq, json).await,
         DlqCommand::Redrive {
             max,

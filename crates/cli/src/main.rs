@@ -1,6 +1,7 @@
 //! `spigot`: operate Spigot on AWS or locally.
 
 mod agent;
+mod blocked;
 mod daemon;
 mod dlq;
 mod duration;

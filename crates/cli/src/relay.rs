@@ -54,7 +54,7 @@ pub struct RelayArgs {
     #[arg(long, default_value_t = 0, requires = "rate")]
     ramp_seconds: u64,
     /// Delivery attempts before a hook is dead-lettered with its last reason.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(spigot_core::config::MAX_ATTEMPTS_LIMIT)))]
     max_attempts: u32,
     /// Per-event paths on the target, e.g. push=/github-webhook/,pull_request=/ghprbhook/
     #[arg(long, default_value = "")]

@@ -352,6 +352,7 @@ pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
     let dlq = optional_depth(&r, Resource::DlqUrl).await?;
     let eval = optional_depth(&r, Resource::EvalUrl).await?;
     let eval_dlq = optional_depth(&r, Resource::EvalDlqUrl).await?;
+    let blocked = crate::blocked::blocked(&r).await?;
     if args.json {
         println!(
             "{}",
@@ -362,6 +363,7 @@ pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
                 "dead_letters": dlq,
                 "eval": eval,
                 "eval_dead_letters": eval_dlq,
+                "blocked": blocked,
             })
         );
         return Ok(());
@@ -382,5 +384,15 @@ pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
     println!("{:<20} {}", "dead letters", show(dlq));
     println!("{:<20} {}", "eval queue", show(eval));
     println!("{:<20} {}", "eval dead letters", show(eval_dlq));
+    let now = spigot_core::ports::Clock::now_ms(&spigot_core::ports::SystemClock);
+    for b in &blocked {
+        println!("{:<20} {}", "blocked", crate::blocked::line(b, now));
+    }
+    if let Some(b) = blocked.iter().find(|b| b.record.queue != "evaluation") {
+        println!(
+            "{:<20} spigot dlq aside --delivery {} (then `spigot dlq redrive` when it can go)",
+            "to move one aside", b.record.delivery
+        );
+    }
     Ok(())
 }

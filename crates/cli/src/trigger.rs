@@ -42,7 +42,7 @@ pub struct TriggerArgs {
 }
 
 /// Who is asking: the caller's AWS identity, else the user's name.
-async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
+pub async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
     let sts = aws_sdk_sts::Client::new(sdk);
     let asked = tokio::time::timeout(Duration::from_secs(3), sts.get_caller_identity().send());
     if let Ok(Ok(id)) = asked.await

@@ -1374,6 +1374,297 @@ async fn the_relay_delivers_each_hook_once_to_a_slow_target() {
     assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
 }
 
+/// Sends a signal to a process.
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Deliveries of one repository that started less than `gap_ms` apart: two
+/// consumers delivering the same group at once.
+fn overlapping(got: &[Recorded], gap_ms: u128) -> usize {
+    got.windows(2)
+        .filter(|w| w[1].at.duration_since(w[0].at).as_millis() < gap_ms)
+        .count()
+}
+
+/// #26.4: the relay's heartbeat follows the queue's visibility timeout. A
+/// queue hiding messages 3 s, a target answering in 2 s, two relays: each
+/// hook once, in order, never two of the group at once. (With a fixed 30 s
+/// heartbeat the batch reappeared after 3 s and the second relay took it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_keeps_its_lease_on_a_queue_with_a_short_visibility_timeout() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, None).await;
+    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 3).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 5, &["octo-org/slow"], "OFF")
+        .await;
+    target.set_delay_ms(2000);
+    let _one = relay(&dir, &target.url, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _two = relay(&dir, &target.url, &[]);
+    wait_for("five deliveries", 40, || target.attempts() >= 5).await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // a second consumer's copy would show now
+    let got = target.accepted();
+    let (delivered, duplicates) = ledger.check(&got, &[]);
+    println!(
+        "ledger short lease: in 5, delivered {delivered}, duplicates {duplicates}, attempts {}, overlapping {}",
+        target.attempts(),
+        overlapping(&got, 1900)
+    );
+    assert_eq!((delivered, duplicates, target.attempts()), (5, 0, 5));
+    assert_eq!(overlapping(&got, 1900), 0, "one consumer at a time");
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
+}
+
+/// #26.4: a relay paused past its lease (SIGSTOP, a host asleep) finds on
+/// waking that another relay has its group, and delivers no more of it: only
+/// the hook in flight at the pause arrives twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_that_lost_its_lease_delivers_no_more_of_that_group() {
+    let dir = workdir();
+    let first_target = FakeTarget::start().await;
+    let second_target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, None).await;
+    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 2).await;
+    let r = receiver(&sdk, &stack, &first_target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 6, &["octo-org/a"], "OFF").await;
+    first_target.set_delay_ms(1000);
+    let first = relay(&dir, &first_target.url, &[]);
+    wait_for("the first delivery to start", 20, || {
+        first_target.attempts() >= 1
+    })
+    .await;
+    signal(first.0.id(), "-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the 2 s lease
+    let _second = relay(&dir, &second_target.url, &[]);
+    wait_for("the second relay to deliver the group", 30, || {
+        second_target.accepted().len() >= 6
+    })
+    .await;
+    signal(first.0.id(), "-CONT");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = first_target.accepted();
+    let at_first = got.len();
+    got.extend(second_target.accepted());
+    let (delivered, duplicates) = ledger.check(&second_target.accepted(), &[]);
+    assert_eq!(
+        (delivered, duplicates),
+        (6, 0),
+        "the second relay, in order"
+    );
+    let (all, twice) = ledger.check_any_order(&got);
+    println!(
+        "ledger lost lease: in 6, delivered {all}, duplicates {twice} (first relay {at_first}, second {}), lost 0",
+        second_target.accepted().len()
+    );
+    assert_eq!(
+        at_first, 1,
+        "the paused relay delivered only the hook in flight at the pause"
+    );
+    assert_eq!((all, twice), (6, 1));
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
+}
+
+/// #26.4: a relay killed mid-group repeats at most the hook in hand: each
+/// delivered hook is deleted at once, not when its group is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_killed_mid_group_repeats_at_most_the_hook_in_hand() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, None).await;
+    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 2).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 10, &["octo-org/a"], "OFF")
+        .await;
+    target.set_delay_ms(300);
+    let mut first = relay(&dir, &target.url, &[]);
+    wait_for("five deliveries", 30, || target.accepted().len() >= 5).await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let _second = relay(&dir, &target.url, &[]);
+    wait_for("the rest", 30, || {
+        ledger.check_any_order(&target.accepted()).0 >= 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!(
+        "ledger kill mid-group: in 10, delivered {delivered}, duplicates {duplicates}, lost 0"
+    );
+    assert_eq!(delivered, 10);
+    assert!(duplicates <= 1, "{duplicates} hooks delivered twice");
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
+}
+
+/// #26.4: a receive whose answer is lost on the way back (the wrapped moto
+/// answers 500 after taking the messages) and retried by the SDK gets the same
+/// messages again (ReceiveRequestAttemptId), instead of leaving the group
+/// hidden for the visibility timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receive_whose_answer_was_lost_is_retried_with_its_attempt_id() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let buffer = stack.get(Resource::BufferUrl);
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 3, &["octo-org/a"], "OFF").await;
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(&sdk);
+    let lose = "spigot:lose-receive-answers";
+    sqs.tag_queue()
+        .queue_url(buffer)
+        .tags(lose, "1")
+        .send()
+        .await
+        .unwrap();
+    let out = spigot_as(&dir, Principal::Relay)
+        .args(["relay", "--to", &target.url, "--local", "--once"])
+        .args(["--poll-wait", "1", "--allow-http"])
+        .output()
+        .unwrap();
+    eprintln!("relay said: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tags = sqs
+        .list_queue_tags()
+        .queue_url(buffer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags.tags().and_then(|t| t.get(lose)).map(String::as_str),
+        Some("0"),
+        "the fault fired: one answer was lost"
+    );
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &[]);
+    println!(
+        "ledger lost receive answer: in 3, delivered {delivered}, duplicates {duplicates}, lost 0"
+    );
+    assert_eq!((delivered, duplicates), (3, 0));
+    assert_eq!(depth(&sdk, buffer).await, (0, 0));
+}
+
+/// `spigot on --local --drain --json` as the operator: the drain's summary.
+fn drain_once(dir: &PathBuf) -> serde_json::Value {
+    let out = spigot_as(dir, Principal::OperatorDraining)
+        .args(["on", "--local", "--drain", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// #26.5: a hook the target keeps refusing blocks only its repository;
+/// `spigot status` names it (head hook, attempts, last answer); `spigot dlq
+/// aside` moves that one hook to the DLQ at its next attempt and the
+/// repository goes on, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_names_a_blocked_repository_and_dlq_aside_lets_it_go_on() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger
+        .send_round_robin(&r, 6, &["octo-org/a", "octo-org/b"], "OFF")
+        .await;
+    let head = ledger.sent[0].0.clone();
+    let refused = head.clone();
+    target.set_rule(move |rec, _| {
+        (rec.header("x-github-delivery") == Some(refused.as_str())).then_some(503)
+    });
+    let tries_of_head = |t: &FakeTarget| t.arrivals().len() - t.accepted().len();
+    drain_once(&dir);
+    assert_eq!(
+        target.accepted().len(),
+        3,
+        "octo-org/b is not held behind a"
+    );
+    let status = status_json(&dir);
+    let blocked = status["blocked"].as_array().unwrap().clone();
+    assert_eq!(blocked.len(), 1, "{status}");
+    assert_eq!(blocked[0]["repository"], "octo-org/a");
+    assert_eq!(blocked[0]["delivery"], head.as_str());
+    assert_eq!(blocked[0]["attempts"], 1);
+    assert!(
+        blocked[0]["last"].as_str().unwrap().contains("503"),
+        "{status}"
+    );
+    let text = spigot_as(&dir, Principal::Operator)
+        .args(["status", "--local"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains(&format!(
+            "octo-org/a: head {head} (push), 1 failed attempts"
+        )),
+        "{text}"
+    );
+
+    // Control: left alone, it is tried again and still blocks its repository.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drain_once(&dir);
+    assert_eq!(tries_of_head(&target), 2);
+    assert_eq!(status_json(&dir)["blocked"][0]["attempts"], 2);
+    assert_eq!(target.accepted().len(), 3);
+
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["dlq", "aside", "--repo", "octo-org/a", "--local"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&head) && said.contains("dead-letter queue"),
+        "{said}"
+    );
+    tokio::time::sleep(Duration::from_millis(4000)).await; // its backoff
+    drain_once(&dir);
+    assert_eq!(
+        tries_of_head(&target),
+        2,
+        "moved aside without another attempt"
+    );
+    let dead = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        spigot_core::Envelope::decode(&dead[0].0).unwrap().delivery,
+        head
+    );
+    assert!(
+        dead[0].1["Reason"].contains("moved aside by"),
+        "{:?}",
+        dead[0].1
+    );
+    let (delivered, duplicates) = ledger.check(&target.accepted(), std::slice::from_ref(&head));
+    println!(
+        "ledger aside: in 6, delivered {delivered}, duplicates {duplicates}, dlq 1 (moved aside), lost 0"
+    );
+    assert_eq!((delivered, duplicates), (5, 0));
+    assert_eq!(status_json(&dir)["blocked"], serde_json::json!([]));
+    assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
+}
+
 /// Peak resident memory (VmHWM) of a running process, in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

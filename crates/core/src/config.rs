@@ -28,6 +28,11 @@ pub enum ConfigError {
 /// The default `MAX_PUSH_AGE`: a day.
 pub const DEFAULT_MAX_PUSH_AGE: u64 = 86_400;
 
+/// The most `MAX_ATTEMPTS` may be: that many attempts, each after the longest
+/// deployed backoff (6 minutes), end inside the buffer's retention (the
+/// template's `MaxAttempts` has the same bound, checked by a test).
+pub const MAX_ATTEMPTS_LIMIT: u32 = 3000;
+
 /// Where hooks go when the spigot is ON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryMode {
@@ -224,7 +229,13 @@ impl Settings {
                 0,
                 3600,
             )?,
-            max_attempts: parse_num("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), 100, 1, 10_000)? as u32,
+            max_attempts: parse_num(
+                "MAX_ATTEMPTS",
+                get("MAX_ATTEMPTS"),
+                100,
+                1,
+                u64::from(MAX_ATTEMPTS_LIMIT),
+            )? as u32,
             github_api_url: get("GITHUB_API_URL")
                 .map(|u| check_url("GITHUB_API_URL", u))
                 .transpose()?

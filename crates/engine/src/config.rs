@@ -17,16 +17,29 @@ pub struct EngineConfig {
     pub stop_before: Duration,
     /// Stop when a receive comes back empty (the drainer); otherwise poll on (the relay).
     pub until_empty: bool,
-    /// While a delivery runs, extend the message's visibility by this much every half of it (relay).
-    pub heartbeat: Option<Duration>,
+    /// Keep received messages hidden while they wait or are delivered: a
+    /// heartbeat at a third of the queue's visibility timeout extends them by
+    /// the whole of it (the relay, whose target may be slower than the timeout).
+    pub heartbeat: bool,
     /// Retry backoff and circuit breaker.
     pub policy: Policy,
     /// Deliveries a second, shared by all workers (`None`: unlimited).
     pub rate: Option<RateLimit>,
+    /// A hook longer than this in the buffer (by its SentTimestamp) is
+    /// dead-lettered unattempted: the queue's retention would drop it
+    /// otherwise (`None`: no limit).
+    pub max_age: Option<Duration>,
     /// Body bytes held by deliveries at once, all workers together (a 128 MB
     /// function holds each body about three times while delivering it).
     pub body_budget: usize,
 }
+
+/// The buffer's message retention, as the template sets it: 14 days, SQS's most.
+pub const BUFFER_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The default [`EngineConfig::max_age`]: a day short of [`BUFFER_RETENTION`],
+/// so a drain that runs at least daily dead-letters a hook before SQS drops it.
+pub const MAX_AGE: Duration = Duration::from_secs(13 * 24 * 3600);
 
 /// The default [`EngineConfig::body_budget`]: 16 MiB.
 pub const BODY_BUDGET: usize = 16 * 1024 * 1024;
@@ -40,12 +53,13 @@ impl EngineConfig {
             stop_before: Duration::from_millis(settings.forward_timeout_ms)
                 + Duration::from_secs(2),
             until_empty: true,
-            heartbeat: None,
+            heartbeat: false,
             policy: Policy::production(settings.breaker_threshold, settings.max_attempts),
             rate: settings.drain_rate.map(|rate| RateLimit {
                 rate,
                 ramp: Duration::from_secs(settings.drain_ramp_seconds),
             }),
+            max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }
     }
@@ -57,7 +71,7 @@ impl EngineConfig {
             wait_seconds: 0,
             stop_before: forward_timeout + Duration::from_secs(2),
             until_empty: true,
-            heartbeat: None,
+            heartbeat: false,
             policy: Policy {
                 backoff_base: 1,
                 backoff_cap: 30,
@@ -65,6 +79,7 @@ impl EngineConfig {
                 max_attempts: 100,
             },
             rate: None,
+            max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }
     }
@@ -76,9 +91,10 @@ impl EngineConfig {
             wait_seconds,
             stop_before: Duration::ZERO,
             until_empty: once,
-            heartbeat: Some(Duration::from_secs(30)),
+            heartbeat: true,
             policy: Policy::production(3, max_attempts),
             rate: None,
+            max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }
     }
@@ -90,7 +106,7 @@ impl EngineConfig {
             wait_seconds: 0,
             stop_before: forward_timeout + Duration::from_millis(500),
             until_empty: true,
-            heartbeat: None,
+            heartbeat: false,
             policy: Policy {
                 backoff_base: 1,
                 backoff_cap: 2,
@@ -98,6 +114,7 @@ impl EngineConfig {
                 max_attempts: 100,
             },
             rate: None,
+            max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }
     }

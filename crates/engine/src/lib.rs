@@ -13,6 +13,7 @@
 pub mod attempts;
 pub mod config;
 pub mod gate;
+pub mod lease;
 pub mod letter;
 pub mod open;
 pub mod policy;

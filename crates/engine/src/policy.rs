@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use spigot_core::delivery::backoff_seconds;
 
+/// The deployed backoff's cap, seconds.
+pub const BACKOFF_CAP: i32 = 300;
+
+/// The longest a deployed backoff hides a hook (the cap plus its jitter),
+/// unless the target asks for longer with Retry-After.
+pub const MAX_BACKOFF_SECONDS: i32 = BACKOFF_CAP + BACKOFF_CAP / 5;
+
 /// Retry and breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -26,7 +33,7 @@ impl Policy {
     pub fn production(breaker_threshold: u32, max_attempts: u32) -> Self {
         Self {
             backoff_base: 2,
-            backoff_cap: 300,
+            backoff_cap: BACKOFF_CAP,
             breaker_threshold,
             max_attempts,
         }

@@ -17,6 +17,7 @@ use spigot_core::ports::{Buffer, Clock, DeadLetter, PayloadStore, Received, Syst
 use crate::attempts;
 use crate::config::EngineConfig;
 use crate::gate::Skipped;
+use crate::lease::{Lease, beat};
 use crate::letter::{dead_letter, poison_letter};
 use crate::open::{DENIED_READS, OpenError, open};
 use crate::policy::{Breaker, Pacer};
@@ -54,6 +55,8 @@ pub struct Counters {
     pub undeleted: AtomicU64,
     /// Reads S3 refused (403): an attempt count or a claim-check body.
     pub denied: AtomicU64,
+    /// Not attempted because their group's lease was lost (another consumer may hold it).
+    pub lapsed: AtomicU64,
     /// Milliseconds since the epoch of the last delivery.
     pub last_delivery_ms: AtomicU64,
 }
@@ -76,6 +79,9 @@ pub struct Summary {
     /// Reads S3 refused (403): the role lacks a permission (metric `StoreDenied`).
     #[serde(default)]
     pub denied: u64,
+    /// Not attempted because their group's lease was lost.
+    #[serde(default)]
+    pub lapsed: u64,
     /// Why it stopped (`None`: skipped before receiving).
     pub stop: Option<Stop>,
     /// Why it did not run, when skipped.
@@ -97,6 +103,7 @@ impl Summary {
             held: 0,
             undeleted: 0,
             denied: 0,
+            lapsed: 0,
             stop: None,
             skipped: Some(why),
             switched_to: None,
@@ -115,39 +122,10 @@ impl Counters {
             held: self.held.load(Ordering::Relaxed),
             undeleted: self.undeleted.load(Ordering::Relaxed),
             denied: self.denied.load(Ordering::Relaxed),
+            lapsed: self.lapsed.load(Ordering::Relaxed),
             stop,
             skipped: None,
             switched_to: None,
-        }
-    }
-}
-
-/// The receipts of a batch still in hand (received, not yet deleted, released
-/// or backed off): what a heartbeat keeps hidden.
-struct Pending(std::sync::Mutex<std::collections::HashSet<String>>);
-
-impl Pending {
-    fn new<'a>(msgs: impl Iterator<Item = &'a Received>) -> Self {
-        Self(std::sync::Mutex::new(
-            msgs.map(|m| m.receipt.clone()).collect(),
-        ))
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().cloned().collect()
-    }
-
-    fn forget_receipts(&self, receipts: &[String]) {
-        let mut set = self.0.lock().unwrap();
-        for r in receipts {
-            set.remove(r);
-        }
-    }
-
-    fn forget<'a>(&self, msgs: impl Iterator<Item = &'a Received>) {
-        let mut set = self.0.lock().unwrap();
-        for m in msgs {
-            set.remove(&m.receipt);
         }
     }
 }
@@ -196,6 +174,8 @@ struct Run<'a> {
     /// Body bytes in flight, in KiB permits.
     bodies: tokio::sync::Semaphore,
     stop: std::sync::Mutex<Option<Stop>>,
+    /// The queue's visibility timeout, when leases are kept by a heartbeat.
+    lease: Option<Duration>,
 }
 
 impl Run<'_> {
@@ -232,6 +212,17 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         cancel: &AtomicBool,
         counters: &Counters,
     ) -> Summary {
+        let lease = if self.config.heartbeat {
+            match self.buffer.visibility_timeout().await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the buffer's visibility timeout, which the heartbeat is derived from");
+                    return counters.summary(Some(Stop::BufferError));
+                }
+            }
+        } else {
+            None
+        };
         let run = Run {
             counters,
             receiving: tokio::sync::Mutex::new(()),
@@ -243,6 +234,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             pacer: Pacer::new(self.config.rate),
             bodies: tokio::sync::Semaphore::new(self.budget_kib() as usize),
             stop: std::sync::Mutex::new(None),
+            lease,
         };
         let workers = (0..self.config.concurrency.max(1)).map(|_| self.worker(&run));
         let stops = join_all(workers).await;
@@ -266,15 +258,20 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     return Some(s);
                 }
                 let finished_before = run.finished.load(Ordering::SeqCst);
-                let r = self.buffer.receive(10, self.config.wait_seconds).await;
+                let asked = Instant::now();
+                let r = self
+                    .buffer
+                    .receive(10, self.config.wait_seconds)
+                    .await
+                    .map(|b| (b, asked));
                 // Counted busy before the next receive can look.
-                if r.as_ref().is_ok_and(|b| !b.is_empty()) {
+                if r.as_ref().is_ok_and(|(b, _)| !b.is_empty()) {
                     run.busy.fetch_add(1, Ordering::SeqCst);
                 }
                 (r, finished_before != run.finished.load(Ordering::SeqCst))
             };
             let (received, unlocked_meanwhile) = received;
-            let batch = match received {
+            let (batch, asked) = match received {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot receive from the buffer");
@@ -297,18 +294,19 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 }
                 continue;
             }
-            self.batch(run, batch).await;
+            self.batch(run, batch, asked).await;
             run.finished.fetch_add(1, Ordering::SeqCst);
             run.busy.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// Delivers one received batch: groups concurrently, each group in order,
-    /// each group's delivered messages deleted as soon as the group is done.
-    /// With a heartbeat (the relay), every received message not yet deleted,
-    /// released or backed off is kept hidden while the batch works, however
-    /// slow the target: none comes back to be delivered twice.
-    async fn batch(&self, run: &Run<'_>, batch: Vec<Received>) {
+    /// Delivers one received batch (asked for at `asked`): groups
+    /// concurrently, each group in order, each message deleted as soon as it
+    /// is delivered. With a heartbeat (the relay), every received message not
+    /// yet deleted, released or backed off is kept hidden while the batch
+    /// works, however slow the target: none comes back to be delivered twice,
+    /// and a group whose lease is lost is delivered no further.
+    async fn batch(&self, run: &Run<'_>, batch: Vec<Received>, asked: Instant) {
         let mut groups: Vec<Vec<Received>> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for m in batch {
@@ -320,39 +318,25 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 }
             }
         }
-        let pending = Pending::new(groups.iter().flatten());
-        let work = join_all(
-            groups
-                .into_iter()
-                .map(|msgs| self.group(run, msgs, &pending)),
-        );
-        match self.config.heartbeat {
+        let lease = Lease::new(groups.iter().flatten(), asked, run.lease);
+        let work = join_all(groups.into_iter().map(|msgs| self.group(run, msgs, &lease)));
+        match run.lease {
             None => {
                 work.await;
             }
-            Some(beat) => {
+            Some(timeout) => {
                 tokio::pin!(work);
                 loop {
                     tokio::select! {
                         _ = &mut work => break,
-                        _ = tokio::time::sleep(beat / 2) => self.keep_hidden(&pending, beat).await,
+                        _ = tokio::time::sleep(beat(timeout)) => lease.renew(&self.buffer).await,
                     }
                 }
             }
         }
     }
 
-    /// Extends the visibility of every message of the batch still in hand.
-    async fn keep_hidden(&self, pending: &Pending, beat: Duration) {
-        for receipt in pending.all() {
-            let _ = self
-                .buffer
-                .set_visibility(&receipt, beat.as_secs().max(1) as i32)
-                .await;
-        }
-    }
-
-    /// Deletes a group's delivered messages, then their claim-check objects.
+    /// Deletes delivered messages, then their claim-check objects.
     async fn finish(&self, run: &Run<'_>, receipts: Vec<String>, claims: Vec<String>) {
         if receipts.is_empty() {
             return;
@@ -374,21 +358,46 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         }
     }
 
-    /// One group's messages, in order; its delivered ones deleted when it is done.
-    async fn group(&self, run: &Run<'_>, msgs: Vec<Received>, pending: &Pending) {
-        let mut receipts = Vec::new();
-        let mut claims = Vec::new();
+    /// One group's messages, in order, each deleted once delivered or
+    /// dead-lettered (a kill then repeats at most the one in hand).
+    async fn group(&self, run: &Run<'_>, msgs: Vec<Received>, lease: &Lease) {
         let mut rest = msgs.into_iter();
         while let Some(m) = rest.next() {
+            if !lease.holds(&m.group) {
+                // Another consumer may have the group now: leave it to them.
+                let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
+                run.counters
+                    .lapsed
+                    .fetch_add(left.len() as u64, Ordering::Relaxed);
+                lease.forget(left.iter());
+                break;
+            }
             if run.stopping(self.config.stop_before).is_some() {
                 let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
-                pending.forget(left.iter());
+                lease.forget(left.iter());
                 self.release(run, left.into_iter()).await;
                 break;
             }
             let prior = attempts::prior(self.payloads.as_ref(), &m).await;
             if prior.denied {
                 run.counters.denied.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(reason) = self.set_aside(&m, prior.aside.as_deref()) {
+                // Moved aside, or about to outlive the buffer's retention: to
+                // the DLQ without an attempt, and its group goes on.
+                let step = self.dead_on_arrival(&m, reason).await;
+                if matches!(step, Step::DeadLettered) {
+                    attempts::clear(self.payloads.as_ref(), &m).await;
+                    run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    lease.forget(std::iter::once(&m));
+                    self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
+                    continue;
+                }
+                let held: Vec<Received> = rest.by_ref().collect();
+                lease.forget(std::iter::once(&m).chain(held.iter()));
+                let failure = Failure::kept("cannot dead-letter", prior.aside);
+                self.back_off(run, &m, prior.attempts, failure, held).await;
+                break;
             }
             let prior = prior.attempts;
             // A rate-limit slot past the deadline is not waited for: release instead.
@@ -397,7 +406,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             });
             if !run.pacer.wait_until(latest).await {
                 let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
-                pending.forget(left.iter());
+                lease.forget(left.iter());
                 self.release(run, left.into_iter()).await;
                 break;
             }
@@ -417,28 +426,33 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     run.counters
                         .last_delivery_ms
                         .store(self.clock.now_ms(), Ordering::Relaxed);
-                    receipts.push(m.receipt.clone());
-                    claims.extend(claim);
+                    // Forgotten first: a heartbeat must not take a message
+                    // deleted under it for a lost lease.
+                    lease.forget(std::iter::once(&m));
+                    self.finish(run, vec![m.receipt.clone()], claim.into_iter().collect())
+                        .await;
                 }
                 Step::DeadLettered => {
                     run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    receipts.push(m.receipt.clone());
+                    lease.forget(std::iter::once(&m));
+                    self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
                 }
                 Step::Retry {
                     reason,
                     retry_after,
                 } => {
                     let held: Vec<Received> = rest.by_ref().collect();
-                    pending.forget(std::iter::once(&m).chain(held.iter()));
-                    self.back_off(run, &m, prior + 1, &reason, retry_after, held)
-                        .await;
+                    lease.forget(std::iter::once(&m).chain(held.iter()));
+                    let failure = Failure {
+                        reason,
+                        retry_after,
+                        aside: None,
+                    };
+                    self.back_off(run, &m, prior + 1, failure, held).await;
                     break;
                 }
             }
         }
-        let done = receipts.clone();
-        self.finish(run, receipts, claims).await;
-        pending.forget_receipts(&done);
     }
 
     fn budget_kib(&self) -> u32 {
@@ -465,11 +479,17 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         run: &Run<'_>,
         m: &Received,
         attempt: u32,
-        reason: &str,
-        retry_after: Option<u64>,
+        failure: Failure,
         held: Vec<Received>,
     ) {
-        attempts::record(self.payloads.as_ref(), m, attempt).await;
+        let Failure {
+            reason,
+            retry_after,
+            aside,
+        } = failure;
+        let mut failed = attempts::Record::of(m, "delivery", attempt, &reason, self.clock.now_ms());
+        failed.aside = aside;
+        attempts::record(self.payloads.as_ref(), m, &failed).await;
         let wait = self
             .config
             .policy
@@ -547,6 +567,36 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         }
     }
 
+    /// Why `m` goes to the DLQ unattempted, if it does: an operator moved it
+    /// aside, or it has been in the buffer so long that the queue's retention
+    /// would soon drop it (the engine dead-letters it first: nothing is lost).
+    fn set_aside(&self, m: &Received, aside: Option<&str>) -> Option<String> {
+        if let Some(by) = aside {
+            return Some(format!("moved aside by {by} (spigot dlq aside)"));
+        }
+        let age_ms = self.clock.now_ms().saturating_sub(m.sent_ms);
+        let max = self.config.max_age?;
+        (m.sent_ms > 0 && u128::from(age_ms) > max.as_millis()).then(|| {
+            format!(
+                "in the buffer {} h, past the engine's limit of {} h: dead-lettered before the queue's retention drops it",
+                age_ms / 3_600_000,
+                max.as_secs() / 3600
+            )
+        })
+    }
+
+    /// `m` to the DLQ with `reason`, not attempted.
+    async fn dead_on_arrival(&self, m: &Received, reason: String) -> Step {
+        match Envelope::decode(&m.body) {
+            Ok(env) => self.dead_envelope(env, reason, None).await,
+            Err(e) => {
+                let reason = format!("{reason}; {e}");
+                self.dead_letter(&poison_letter(m, reason), &m.message_id)
+                    .await
+            }
+        }
+    }
+
     /// A retryable failure: retry, unless it was the last attempt the policy allows.
     async fn retry_or_give_up(
         &self,
@@ -598,6 +648,24 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                     retry_after: None,
                 }
             }
+        }
+    }
+}
+
+/// A failure to back off from.
+struct Failure {
+    reason: String,
+    retry_after: Option<u64>,
+    /// An operator's order to move the hook aside, kept for its next attempt.
+    aside: Option<String>,
+}
+
+impl Failure {
+    fn kept(reason: &str, aside: Option<String>) -> Self {
+        Self {
+            reason: reason.to_string(),
+            retry_after: None,
+            aside,
         }
     }
 }

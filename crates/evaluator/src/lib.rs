@@ -237,10 +237,13 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters>
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1),
             group: String::new(),
+            sent_ms: 0,
         };
         let prior = attempts::prior(self.payloads.as_ref(), &m).await.attempts;
         let (true, Some(letters)) = (prior + 1 >= EVAL_ATTEMPTS, &self.letters) else {
-            attempts::record(self.payloads.as_ref(), &m, prior + 1).await;
+            let failed =
+                attempts::Record::of(&m, "evaluation", prior + 1, why, SystemClock.now_ms());
+            attempts::record(self.payloads.as_ref(), &m, &failed).await;
             return false;
         };
         let reason = format!(

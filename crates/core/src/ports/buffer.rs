@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::time::Duration;
 
 use super::PortError;
 use crate::envelope::Envelope;
@@ -16,6 +17,9 @@ pub struct Received {
     pub receive_count: u32,
     /// `MessageGroupId`.
     pub group: String,
+    /// `SentTimestamp`: when this copy entered the queue, milliseconds since
+    /// the epoch (0: unknown). The queue's retention counts from it.
+    pub sent_ms: u64,
 }
 
 /// A message on its way to the dead-letter queue.
@@ -51,6 +55,9 @@ pub trait Buffer: Send + Sync {
         receipt: &str,
         seconds: i32,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// How long a receive hides a message: the queue's visibility timeout, the
+    /// lease a consumer holds on what it received (and on its FIFO groups).
+    fn visibility_timeout(&self) -> impl Future<Output = Result<Duration, PortError>> + Send;
     /// Hooks in the buffer, visible or in flight (approximate on SQS).
     fn depth(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
     /// Sends a message to the dead-letter queue, with the reason as attributes.

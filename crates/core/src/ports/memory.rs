@@ -48,6 +48,7 @@ impl Buffer for MemoryBuffer {
                     .unwrap_or_default(),
                 body,
                 receive_count: 1,
+                sent_ms: 0,
             })
             .collect())
     }
@@ -56,6 +57,10 @@ impl Buffer for MemoryBuffer {
     }
     async fn set_visibility(&self, _receipt: &str, _seconds: i32) -> Result<(), PortError> {
         self.check()
+    }
+    async fn visibility_timeout(&self) -> Result<std::time::Duration, PortError> {
+        self.check()?;
+        Ok(std::time::Duration::from_secs(30))
     }
     async fn depth(&self) -> Result<u64, PortError> {
         self.check()?;

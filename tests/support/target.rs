@@ -35,7 +35,9 @@ impl Recorded {
 
 type Rule = Box<dyn Fn(&Recorded, usize) -> Option<u16> + Send + Sync>;
 
-/// A local HTTP target whose answer can be switched, recording every POST.
+/// A local HTTP target whose answer can be switched, recording every POST
+/// (a clone is a handle on the same target).
+#[derive(Clone)]
 pub struct FakeTarget {
     /// `http://127.0.0.1:port`
     pub url: String,

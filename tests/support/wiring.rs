@@ -232,6 +232,9 @@ pub fn drainer_as(
         metrics: Arc::new(QuietMetrics),
         // The tests look at the runs after ON themselves.
         grace: Duration::ZERO,
+        // And at the resume health window (drain.rs) themselves.
+        resume: Duration::ZERO,
+        steady: Default::default(),
     }
 }
 

@@ -860,3 +860,143 @@ impl spigot_core::ports::Clock for Ahead {
         spigot_core::ports::Clock::now_ms(&spigot_core::ports::SystemClock) + self.0
     }
 }
+
+/// Sends `(event, ref)` hooks of `repo` through the receiver while OFF and
+/// records them in `ledger`; returns their delivery ids.
+async fn send_events(
+    r: &RealReceiver,
+    ledger: &mut Ledger,
+    repo: &str,
+    events: &[(&str, &str)],
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (i, (event, git_ref)) in events.iter().enumerate() {
+        let delivery = spigot_e2e::unique("c");
+        let body = serde_json::json!({
+            "ref": git_ref,
+            "action": "opened",
+            "repository": {"name": repo.split('/').nth(1).unwrap(), "full_name": repo},
+            "marker": i,
+        })
+        .to_string()
+        .into_bytes();
+        let (status, json) = answer(
+            &r.handle_event(&signed_request(event, &delivery, &body, Some("OFF")), 1)
+                .await,
+        );
+        assert_eq!(status, 202, "{json}");
+        ledger.sent.push((delivery.clone(), repo.to_string(), body));
+        ids.push(delivery);
+    }
+    ids
+}
+
+/// #30.1: with DRAIN_COALESCE=push a drain delivers the newest of consecutive
+/// pushes to one branch; a pull_request, a push to another branch or a tag
+/// between them breaks the run; every skipped push is counted. Control: the
+/// same hooks without coalescing are all delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn coalescing_delivers_the_newest_push_of_a_run_and_keeps_every_other_event() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let main = "refs/heads/main";
+    let events = [
+        ("push", main),
+        ("push", main),
+        ("push", main),
+        ("pull_request", ""),
+        ("push", main),
+        ("push", main),
+        ("push", "refs/heads/dev"),
+        ("push", "refs/tags/v1"),
+        ("push", main),
+    ];
+    let mut ledger = Ledger::default();
+    let ids = send_events(&r, &mut ledger, "octo-org/a", &events).await;
+    switch(&sdk, &stack).set(State::On).await.unwrap();
+    let mut d = drainer(&sdk, &stack, &target.url, 1).await;
+    d.engine.config.coalesce = spigot_core::coalesce::Coalesce::Push;
+    let mut coalesced = 0;
+    while depth(&sdk, stack.get(Resource::BufferUrl)).await != (0, 0) {
+        coalesced += d.drain(None).await.coalesced;
+    }
+    let skipped = [ids[0].clone(), ids[1].clone(), ids[4].clone()];
+    let (delivered, duplicates) = ledger.check(&target.accepted(), &skipped);
+    println!(
+        "ledger coalesce: in 9, delivered {delivered}, coalesced {coalesced}, duplicates {duplicates}, dlq 0, lost {}",
+        9 - delivered - coalesced as usize
+    );
+    assert_eq!((delivered, coalesced, duplicates), (6, 3, 0));
+    assert!(peek_all(&sdk, stack.get(Resource::DlqUrl)).await.is_empty());
+
+    // Control: coalescing off, the same hooks of another repository all arrive.
+    let plain_target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &plain_target.url, 2000).await;
+    let mut plain = Ledger::default();
+    send_events(&r, &mut plain, "octo-org/b", &events).await;
+    let d = drainer(&sdk, &stack, &plain_target.url, 1).await;
+    drain_until_empty(
+        &d,
+        &sdk,
+        stack.get(Resource::BufferUrl),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(plain.check(&plain_target.accepted(), &[]), (9, 0));
+}
+
+/// #30.2: resuming (DRAINING), a drain delivers only after the target's
+/// health probe has passed RESUME_HEALTHY_SECONDS in a row: a target that
+/// fails a probe inside the window gets nothing; a steady one gets the
+/// backlog after the window; OFF makes the next resume wait again; `now`
+/// (`spigot on --now`) skips the window.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_drain_waits_until_the_target_is_steady() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 2, &["octo-org/a"], "OFF").await;
+    let sw = switch(&sdk, &stack);
+    sw.set(State::Draining).await.unwrap();
+    let mut d = drainer(&sdk, &stack, &target.url, 2).await;
+    d.resume = Duration::from_secs(3);
+
+    // Up at the first probe, down 1 s into the window.
+    let flapping = tokio::spawn({
+        let t = target.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            t.set_status(503);
+        }
+    });
+    let s = d.drain(None).await;
+    flapping.await.unwrap();
+    assert_eq!(s.skipped, Some(Skipped::TargetUnsteady(3)));
+    assert_eq!(target.attempts(), 0, "nothing sent to an unsteady target");
+
+    // Steady: the backlog goes, after the window.
+    target.set_status(200);
+    let started = Instant::now();
+    let s = d.drain(None).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "waited the window"
+    );
+    assert_eq!(s.delivered, 2);
+    assert_eq!(ledger.check(&target.accepted(), &[]), (2, 0));
+
+    // OFF forgets it; back to DRAINING, `now` drains without the window.
+    sw.set(State::Off).await.unwrap();
+    assert_eq!(d.drain(None).await.skipped, Some(Skipped::Off));
+    assert!(
+        d.steady.lock().unwrap().is_none(),
+        "a resume after OFF waits again"
+    );
+    ledger.send_round_robin(&r, 1, &["octo-org/a"], "OFF").await;
+    sw.set(State::Draining).await.unwrap();
+    let s = d.drain_with(None, true).await;
+    assert_eq!(s.delivered, 1);
+    assert_eq!(ledger.check(&target.accepted(), &[]), (3, 0));
+}

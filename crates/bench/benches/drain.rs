@@ -238,6 +238,7 @@ fn bench_config() -> EngineConfig {
         until_empty: true,
         heartbeat: false,
         max_age: None,
+        coalesce: spigot_core::coalesce::Coalesce::None,
         policy: Policy::production(3, 100),
         rate: None,
         body_budget: spigot_engine::config::BODY_BUDGET,

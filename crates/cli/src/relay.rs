@@ -174,7 +174,9 @@ pub async fn pull<B, P, T, S>(
                 Skipped::SwitchUnreachable(e) => {
                     tracing::warn!(error = %e, "cannot read the spigot state; retrying")
                 }
-                Skipped::TargetDown => tracing::warn!("target is down; waiting"),
+                Skipped::TargetDown | Skipped::TargetUnsteady(_) => {
+                    tracing::warn!("target is down; waiting")
+                }
             }
             if once && matches!(skipped, Skipped::Off | Skipped::TargetDown) {
                 break;

@@ -15,8 +15,12 @@ pub struct OnArgs {
     /// Drain the buffer right away (invokes the drainer; with --local, drains in this process).
     #[arg(long)]
     drain: bool,
+    /// Drain right away without waiting for the target's health probe to
+    /// pass RESUME_HEALTHY_SECONDS in a row (implies --drain).
+    #[arg(long)]
+    now: bool,
     /// With --drain: print the drain's summary as JSON.
-    #[arg(long, requires = "drain")]
+    #[arg(long)]
     json: bool,
 }
 
@@ -144,17 +148,27 @@ async fn reassert_off(switch: &StageSwitch) -> Result<(), CliError> {
 }
 
 pub async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {
+    let drain = args.drain || args.now;
+    if args.json && !drain {
+        return Err(CliError::Usage(
+            "--json prints a drain's summary: give it with --drain or --now".into(),
+        ));
+    }
     let (old, new) = flip(place, State::On, args.json).await?;
-    if args.drain {
+    if drain {
         let flipped = json!({"from": old, "to": new.to_string()});
-        drain_now(place, args.json.then_some(flipped)).await?;
+        drain_now(place, args.json.then_some(flipped), args.now).await?;
     }
     Ok(())
 }
 
 /// Runs a drain now: in process for the local stack, else by invoking the drainer function.
 /// With `json` (the flip it follows), the summary is printed as JSON.
-async fn drain_now(place: &Where, json: Option<serde_json::Value>) -> Result<(), CliError> {
+async fn drain_now(
+    place: &Where,
+    json: Option<serde_json::Value>,
+    now: bool,
+) -> Result<(), CliError> {
     let r = place.resolve().await?;
     let buffer = r.need(Resource::BufferUrl)?.to_string();
     let start = depth(&r, &buffer).await?;
@@ -190,6 +204,8 @@ async fn drain_now(place: &Where, json: Option<serde_json::Value>) -> Result<(),
                     &url,
                     std::time::Duration::from_secs(7),
                     std::time::Duration::ZERO,
+                    // An operator's explicit drain: no resume window locally.
+                    std::time::Duration::ZERO,
                 )?;
             target = Some(url);
             serde_json::to_value(drainer.drain(None).await).unwrap_or_default()
@@ -199,7 +215,9 @@ async fn drain_now(place: &Where, json: Option<serde_json::Value>) -> Result<(),
             let out = aws_sdk_lambda::Client::new(&r.sdk)
                 .invoke()
                 .function_name(function)
-                .payload(aws_sdk_lambda::primitives::Blob::new(b"{}".to_vec()))
+                .payload(aws_sdk_lambda::primitives::Blob::new(
+                    json!({ "now": now }).to_string().into_bytes(),
+                ))
                 .send()
                 .await
                 .with_context(|| format!("cannot invoke the drainer {function}"))?;

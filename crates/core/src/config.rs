@@ -111,6 +111,13 @@ pub struct Settings {
     /// request. The drainer keeps draining this long after it sets ON; a
     /// receiver that set DRAINING keeps buffering this long. Default 30.
     pub drain_grace_seconds: u64,
+    /// `DRAIN_COALESCE`: `none` (default) or `push`: a drain delivers only the
+    /// newest of consecutive pushes to one branch of a repository.
+    pub drain_coalesce: crate::coalesce::Coalesce,
+    /// `RESUME_HEALTHY_SECONDS`: when the spigot drains after OFF or an
+    /// outage (DRAINING), the target's health URL must answer healthy this
+    /// long in a row before a run delivers anything. Default 30.
+    pub resume_healthy_seconds: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -162,6 +169,8 @@ impl std::fmt::Debug for Settings {
             .field("reconcile_window", &self.reconcile_window)
             .field("reconcile_max", &self.reconcile_max)
             .field("drain_grace_seconds", &self.drain_grace_seconds)
+            .field("drain_coalesce", &self.drain_coalesce)
+            .field("resume_healthy_seconds", &self.resume_healthy_seconds)
             .finish()
     }
 }
@@ -297,6 +306,21 @@ impl Settings {
                 30,
                 0,
                 600,
+            )?,
+            drain_coalesce: {
+                let text = get("DRAIN_COALESCE").unwrap_or_default();
+                crate::coalesce::Coalesce::parse(&text).ok_or_else(|| ConfigError::Invalid {
+                    name: "DRAIN_COALESCE",
+                    value: text.clone(),
+                    expected: "none or push",
+                })?
+            },
+            resume_healthy_seconds: parse_num(
+                "RESUME_HEALTHY_SECONDS",
+                get("RESUME_HEALTHY_SECONDS"),
+                30,
+                0,
+                300,
             )?,
         })
     }

@@ -4,6 +4,7 @@
 //! adapters in `spigot-aws` implement) live in [`ports`].
 
 pub mod cfn;
+pub mod coalesce;
 pub mod config;
 pub mod delivery;
 pub mod edge;

@@ -27,7 +27,18 @@ pub struct Drainer<B, P, T, S> {
     /// requests that still see DRAINING buffer meanwhile, and wait no longer
     /// than this loop's pace.
     pub grace: std::time::Duration,
+    /// How long the target's health probe must pass in a row before a
+    /// DRAINING spigot's drain delivers anything (`RESUME_HEALTHY_SECONDS`).
+    pub resume: std::time::Duration,
+    /// Since when this process has seen the target steady (after a resume
+    /// window passed); forgotten whenever a run finds the spigot OFF, the
+    /// target down, or the breaker open. Scheduled runs in one warm
+    /// environment wait the window once per resume, not once a run.
+    pub steady: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How often the health probe is asked during the resume window.
+const HEALTH_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often the buffer is looked at during the grace after ON.
 const GRACE_PACE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -54,6 +65,8 @@ pub const ENVIRONMENT: &[&str] = &[
     "DRAIN_RATE",
     "DRAIN_RAMP_SECONDS",
     "DRAIN_GRACE_SECONDS",
+    "DRAIN_COALESCE",
+    "RESUME_HEALTHY_SECONDS",
 ];
 
 /// The drainer of a deployment (or a local stack): its buffer, bucket, target and stage.
@@ -68,21 +81,43 @@ pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsErro
         switch: StageSwitch::from_settings(sdk, settings)?,
         metrics: Arc::new(StdoutMetrics),
         grace: std::time::Duration::from_secs(settings.drain_grace_seconds),
+        resume: std::time::Duration::from_secs(settings.resume_healthy_seconds),
+        steady: std::sync::Mutex::new(None),
     })
 }
 
 impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
-    /// One scheduled run: gate closed (OFF, target down) → return at once without receiving.
+    /// One scheduled run: gate closed (OFF, target down) → return at once
+    /// without receiving. Resuming (DRAINING), it first waits until the
+    /// target's health probe has passed `resume` in a row.
     pub async fn drain(&self, deadline: Option<Instant>) -> Summary {
+        self.drain_with(deadline, false).await
+    }
+
+    /// A run; with `now` (`spigot on --now`), without the resume health window.
+    pub async fn drain_with(&self, deadline: Option<Instant>, now: bool) -> Summary {
         let summary = match gate(&self.switch, &self.engine.target).await {
             Err(skipped) => {
                 if let spigot_engine::Skipped::StateInvalid(e) = &skipped {
                     tracing::error!(error = %e, "not draining");
                 }
+                self.forget_steady();
                 Summary::skipped(skipped)
+            }
+            Ok(State::Draining) if !now && !self.resume.is_zero() && !self.known_steady() => {
+                match self.steady(deadline).await {
+                    Ok(()) => {
+                        *self.steady.lock().unwrap() = Some(Instant::now());
+                        self.run(State::Draining, deadline).await
+                    }
+                    Err(skipped) => Summary::skipped(skipped),
+                }
             }
             Ok(state) => self.run(state, deadline).await,
         };
+        if summary.stop == Some(Stop::Breaker) {
+            self.forget_steady();
+        }
         // A run that did nothing is not news (every minute in Lambda, every few seconds locally).
         let idle =
             summary.delivered + summary.retried + summary.dead_lettered + summary.undeleted == 0;
@@ -105,6 +140,7 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
                 released = summary.released,
                 held = summary.held,
                 undeleted = summary.undeleted,
+                coalesced = summary.coalesced,
                 %stop,
                 %skipped,
                 "drain finished"
@@ -116,9 +152,41 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             .count("DeadLettered", summary.dead_lettered)
             .count("Released", summary.released)
             .count("Undeleted", summary.undeleted)
-            .count("StoreDenied", summary.denied);
+            .count("StoreDenied", summary.denied)
+            .count("Coalesced", summary.coalesced);
         self.metrics.emit(&m, SystemClock.now_ms());
         summary
+    }
+
+    fn known_steady(&self) -> bool {
+        self.steady.lock().unwrap().is_some()
+    }
+
+    fn forget_steady(&self) {
+        *self.steady.lock().unwrap() = None;
+    }
+
+    /// Probes the target every 2 s until it has passed for `resume` in a
+    /// row: a Jenkins still loading its plugins answers some probes and not
+    /// others, and is not sent a backlog. Fails at the first failed probe, or
+    /// when the window cannot end before the run's deadline.
+    async fn steady(&self, deadline: Option<Instant>) -> Result<(), spigot_engine::Skipped> {
+        let unsteady = spigot_engine::Skipped::TargetUnsteady(self.resume.as_secs());
+        let start = Instant::now();
+        if deadline.is_some_and(|d| start + self.resume + HEALTH_PROBE_EVERY >= d) {
+            return Err(unsteady);
+        }
+        loop {
+            let left = self.resume.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(());
+            }
+            tokio::time::sleep(left.min(HEALTH_PROBE_EVERY)).await;
+            if !self.engine.target.probe().await {
+                tracing::info!(after = ?start.elapsed(), "target failed its health probe while resuming: not draining yet");
+                return Err(unsteady);
+            }
+        }
     }
 
     /// Drains; a DRAINING spigot becomes ON once a run ends with the buffer

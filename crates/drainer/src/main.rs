@@ -16,7 +16,9 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let left = event.context.deadline.saturating_sub(SystemClock.now_ms());
             let deadline = Instant::now() + Duration::from_millis(left);
-            Ok::<_, Error>(drainer.drain(Some(deadline)).await)
+            // `spigot on --now` invokes with {"now": true}: no resume health window.
+            let now = event.payload.get("now") == Some(&serde_json::Value::Bool(true));
+            Ok::<_, Error>(drainer.drain_with(Some(deadline), now).await)
         },
     ))
     .await

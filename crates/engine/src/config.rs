@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use spigot_core::coalesce::Coalesce;
 use spigot_core::config::Settings;
 
 use crate::policy::{Policy, RateLimit};
@@ -25,6 +26,8 @@ pub struct EngineConfig {
     pub policy: Policy,
     /// Deliveries a second, shared by all workers (`None`: unlimited).
     pub rate: Option<RateLimit>,
+    /// What a drain may coalesce (`DRAIN_COALESCE`; live delivery never does).
+    pub coalesce: Coalesce,
     /// A hook longer than this in the buffer (by its SentTimestamp) is
     /// dead-lettered unattempted: the queue's retention would drop it
     /// otherwise (`None`: no limit).
@@ -59,6 +62,7 @@ impl EngineConfig {
                 rate,
                 ramp: Duration::from_secs(settings.drain_ramp_seconds),
             }),
+            coalesce: settings.drain_coalesce,
             max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }
@@ -79,6 +83,7 @@ impl EngineConfig {
                 max_attempts: 100,
             },
             rate: None,
+            coalesce: Coalesce::None,
             max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }
@@ -94,6 +99,7 @@ impl EngineConfig {
             heartbeat: true,
             policy: Policy::production(3, max_attempts),
             rate: None,
+            coalesce: Coalesce::None,
             max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }
@@ -114,6 +120,7 @@ impl EngineConfig {
                 max_attempts: 100,
             },
             rate: None,
+            coalesce: Coalesce::None,
             max_age: Some(MAX_AGE),
             body_budget: BODY_BUDGET,
         }

@@ -17,6 +17,9 @@ pub enum Skipped {
     StateInvalid(String),
     /// The target's health probe failed.
     TargetDown,
+    /// Resuming (DRAINING), the target's health probe did not pass for this
+    /// many seconds in a row (`RESUME_HEALTHY_SECONDS`).
+    TargetUnsteady(u64),
 }
 
 impl fmt::Display for Skipped {
@@ -26,6 +29,10 @@ impl fmt::Display for Skipped {
             Skipped::SwitchUnreachable(e) => write!(f, "cannot read the spigot state: {e}"),
             Skipped::StateInvalid(e) => f.write_str(e),
             Skipped::TargetDown => f.write_str("target is down (health probe failed)"),
+            Skipped::TargetUnsteady(s) => write!(
+                f,
+                "target is not steady yet: its health probe must pass {s} s in a row before a drain resumes"
+            ),
         }
     }
 }

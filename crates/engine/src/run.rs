@@ -57,6 +57,8 @@ pub struct Counters {
     pub denied: AtomicU64,
     /// Not attempted because their group's lease was lost (another consumer may hold it).
     pub lapsed: AtomicU64,
+    /// Pushes skipped because the next hook of their repository was a push to the same branch.
+    pub coalesced: AtomicU64,
     /// Milliseconds since the epoch of the last delivery.
     pub last_delivery_ms: AtomicU64,
 }
@@ -82,6 +84,9 @@ pub struct Summary {
     /// Not attempted because their group's lease was lost.
     #[serde(default)]
     pub lapsed: u64,
+    /// Pushes skipped for a newer push to the same branch (`DRAIN_COALESCE=push`), deleted unattempted.
+    #[serde(default)]
+    pub coalesced: u64,
     /// Why it stopped (`None`: skipped before receiving).
     pub stop: Option<Stop>,
     /// Why it did not run, when skipped.
@@ -104,6 +109,7 @@ impl Summary {
             undeleted: 0,
             denied: 0,
             lapsed: 0,
+            coalesced: 0,
             stop: None,
             skipped: Some(why),
             switched_to: None,
@@ -123,6 +129,7 @@ impl Counters {
             undeleted: self.undeleted.load(Ordering::Relaxed),
             denied: self.denied.load(Ordering::Relaxed),
             lapsed: self.lapsed.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
             stop,
             skipped: None,
             switched_to: None,
@@ -361,7 +368,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
     /// One group's messages, in order, each deleted once delivered or
     /// dead-lettered (a kill then repeats at most the one in hand).
     async fn group(&self, run: &Run<'_>, msgs: Vec<Received>, lease: &Lease) {
-        let mut rest = msgs.into_iter();
+        let mut rest = msgs.into_iter().peekable();
         while let Some(m) = rest.next() {
             if !lease.holds(&m.group) {
                 // Another consumer may have the group now: leave it to them.
@@ -400,6 +407,16 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 break;
             }
             let prior = prior.attempts;
+            if let Some(newer) = self.superseded(&m, rest.peek()) {
+                tracing::info!(message = %m.message_id, superseded_by = %newer, "coalesced: a newer push to the same branch follows");
+                run.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                if prior > 0 {
+                    attempts::clear(self.payloads.as_ref(), &m).await;
+                }
+                lease.forget(std::iter::once(&m));
+                self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
+                continue;
+            }
             // A rate-limit slot past the deadline is not waited for: release instead.
             let latest = run.deadline.and_then(|d| {
                 tokio::time::Instant::from_std(d).checked_sub(self.config.stop_before)
@@ -565,6 +582,20 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
             Delivery::Permanent(f) => self.dead_envelope(env, f.reason, f.status).await,
         }
+    }
+
+    /// The delivery id of the push that makes `m` redundant, when coalescing
+    /// is on and `next` (the next hook of its repository) is a push to the
+    /// same branch. A claim-checked body is never coalesced (nor deleted here:
+    /// its object goes with the bucket's lifecycle).
+    fn superseded(&self, m: &Received, next: Option<&Received>) -> Option<String> {
+        if self.config.coalesce == spigot_core::coalesce::Coalesce::None {
+            return None;
+        }
+        let earlier = Envelope::decode(&m.body).ok()?;
+        let later = Envelope::decode(&next?.body).ok()?;
+        spigot_core::coalesce::supersedes(self.config.coalesce, &earlier, &later)
+            .then_some(later.delivery)
     }
 
     /// Why `m` goes to the DLQ unattempted, if it does: an operator moved it

@@ -20,6 +20,7 @@ pub fn drainer(
     target_url: &str,
     timeout: Duration,
     grace: Duration,
+    resume: Duration,
 ) -> Result<AwsDrainer, CliError> {
     let mut settings = stack.settings();
     settings.target_url = Some(target_url.to_string());
@@ -29,6 +30,7 @@ pub fn drainer(
     drainer.engine.config = EngineConfig::dev(timeout);
     drainer.metrics = Arc::new(QuietMetrics);
     drainer.grace = grace;
+    drainer.resume = resume;
     Ok(drainer)
 }
 

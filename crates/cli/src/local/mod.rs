@@ -65,6 +65,10 @@ pub struct DevArgs {
     /// ago, as API Gateway's edge does while an update spreads (0: at once).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     stage_lag_ms: u64,
+    /// Before the timer's drain resumes a DRAINING spigot, the target's health
+    /// URL must pass this many seconds in a row (deployed: RESUME_HEALTHY_SECONDS, 30).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+    resume_healthy_seconds: u64,
 }
 
 pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
@@ -118,7 +122,8 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     if args.drain_interval > 0 {
         // Locally the stage spreads as fast as --stage-lag-ms says.
         let grace = Duration::from_millis(args.stage_lag_ms) + Duration::from_secs(1);
-        let drainer = drainer(&sdk, &stack, &target_url, timeout, grace)?;
+        let resume = Duration::from_secs(args.resume_healthy_seconds);
+        let drainer = drainer(&sdk, &stack, &target_url, timeout, grace, resume)?;
         drainer::every(drainer, Duration::from_secs(args.drain_interval));
     }
     let max_push_age = match args.max_push_age {

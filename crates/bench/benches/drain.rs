@@ -218,9 +218,149 @@ async fn run_simulated(rtt_ms: u64, latency_ms: u64) {
     );
 }
 
+/// A target that counts the deliveries in flight at once.
+struct InFlight<T> {
+    inner: T,
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl<T: Target> Target for InFlight<T> {
+    async fn deliver(&self, hook: &Hook) -> spigot_core::delivery::Delivery {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(n, SeqCst);
+        let answer = self.inner.deliver(hook).await;
+        self.now.fetch_sub(1, SeqCst);
+        answer
+    }
+    async fn probe(&self) -> bool {
+        self.inner.probe().await
+    }
+}
+
+const BOUND_HOOKS: usize = 10_000;
+const BOUND_REPOS: usize = 100;
+/// Five large repositories of 800 hooks each; the other 95 share the rest.
+const LARGE: usize = 5;
+const LARGE_HOOKS: usize = 800;
+
+/// Hook `i`'s repository and event: the skewed backlog of the bound benchmark.
+/// Of every ten hooks of a repository, six push to main, two to a feature
+/// branch, two are pull requests (what coalescing has to respect).
+fn backlog(i: usize) -> (String, &'static str, String) {
+    let repo = if i < LARGE * LARGE_HOOKS {
+        i % LARGE
+    } else {
+        LARGE + i % (BOUND_REPOS - LARGE)
+    };
+    let (event, git_ref) = match (i / BOUND_REPOS) % 10 {
+        0..=5 => ("push", "refs/heads/main".to_string()),
+        6 | 7 => ("push", format!("refs/heads/feature-{}", i % 3)),
+        _ => ("pull_request", String::new()),
+    };
+    (format!("octo-org/repo-{repo}"), event, git_ref)
+}
+
+/// #30.3: drains 10,000 hooks over 100 repositories (five hold 4,000) to a
+/// target answering in 50 ms, on the simulated SQS (10 ms a call, FIFO group
+/// semantics), at the default concurrency (8 workers), and compares the time
+/// with the lower bound max(largest repository x latency, total x latency /
+/// concurrency). With `coalesce`, the bound is the one of what is delivered.
+async fn bound(coalesce: spigot_core::coalesce::Coalesce) {
+    use spigot_bench::simulated::SimulatedSqs;
+    use std::collections::HashMap;
+    const LATENCY_MS: u64 = 50;
+    let target = FakeTarget::start().await;
+    target.set_delay_ms(LATENCY_MS);
+    let http = HttpTarget::new(
+        &target.url,
+        Default::default(),
+        format!("{}/", target.url),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut config = bench_config();
+    config.coalesce = coalesce;
+    let workers = config.concurrency;
+    let engine = Engine::new(
+        SimulatedSqs::new(Duration::ZERO),
+        None::<S3Payloads>,
+        InFlight {
+            inner: http,
+            now: Default::default(),
+            peak: Default::default(),
+        },
+        config,
+    );
+    let push: serde_json::Value =
+        serde_json::from_slice(&spigot_bench::push_of_size(2048)).unwrap();
+    let mut repo_of = HashMap::new();
+    for i in 0..BOUND_HOOKS {
+        let (repo, event, git_ref) = backlog(i);
+        let mut body = push.clone();
+        body["repository"]["full_name"] = repo.clone().into();
+        if event == "push" {
+            body["ref"] = git_ref.into();
+        } else {
+            body["action"] = "synchronize".into();
+        }
+        let delivery = format!("bound-{i}");
+        repo_of.insert(delivery.clone(), repo.clone());
+        let hook = Hook {
+            delivery: delivery.clone(),
+            event: event.into(),
+            repository: Some(repo),
+            headers: vec![("x-github-delivery".into(), delivery)],
+            body: body.to_string().into_bytes(),
+            received_at_ms: 0,
+            json_body: true,
+        };
+        engine
+            .buffer
+            .send(&Envelope::from_hook(&hook))
+            .await
+            .unwrap();
+    }
+    engine.buffer.set_rtt(Duration::from_millis(10));
+    let counters = Counters::default();
+    let start = Instant::now();
+    while !engine.buffer.is_empty() {
+        engine.run(None, &AtomicBool::new(false), &counters).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let s = counters.summary(None);
+    let delivered = distinct(&target);
+    assert_eq!(
+        delivered as u64 + s.coalesced,
+        BOUND_HOOKS as u64,
+        "every hook delivered or coalesced"
+    );
+    let mut per_repo: HashMap<&str, usize> = HashMap::new();
+    for r in target.accepted() {
+        let id = r.header("x-github-delivery").unwrap_or_default();
+        *per_repo.entry(repo_of[id].as_str()).or_default() += 1;
+    }
+    let largest = per_repo.values().copied().max().unwrap_or(0);
+    let latency = LATENCY_MS as f64 / 1000.0;
+    let bound = (largest as f64 * latency).max(delivered as f64 * latency / workers as f64);
+    let peak = engine.target.peak.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "drain bound (simulated SQS 10 ms/call, target {LATENCY_MS} ms, {workers} workers, coalesce {coalesce}): {BOUND_HOOKS} hooks over {BOUND_REPOS} repositories (largest delivered {largest}); delivered {delivered}, coalesced {}; {secs:.1} s against the bound {bound:.1} s = {:.2}x; {:.2} SQS calls a hook; peak {peak} deliveries in flight",
+        s.coalesced,
+        secs / bound,
+        engine.buffer.calls() as f64 / BOUND_HOOKS as f64,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    bound(spigot_core::coalesce::Coalesce::None).await;
+    bound(spigot_core::coalesce::Coalesce::Push).await;
+    if std::env::args().any(|a| a == "bound") {
         return;
     }
     run_simulated(10, 0).await;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use spigot_core::ports::Buffer;
 use spigot_core::signature::sign_sha256;
 use spigot_e2e::{FakeTarget, SECRET, free_port, moto, unique};
 
@@ -104,9 +105,190 @@ async fn in_process() {
     assert_eq!(target.accepted().len() + buffered, HOOKS, "hooks lost");
 }
 
+/// Percentile `p` of sorted `lat`.
+fn pct(lat: &[f64], p: f64) -> f64 {
+    lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]
+}
+
+/// #30.4: the latency the gateway adds on the ON path. The same signed pushes,
+/// 20 in flight, to a target answering in `target_ms`: posted directly, then
+/// through the receiver (verification, envelope, forward, evaluation
+/// enqueue; in process with in-memory queues, so neither API Gateway's nor
+/// Lambda's own overhead is in it), in one run.
+async fn gateway_latency(target_ms: u64) {
+    use spigot_core::ports::memory::{MemoryBuffer, MemoryEvalQueue, MemoryPayloads};
+    const N: usize = 3000;
+    const CONCURRENT: usize = 20;
+    let target = FakeTarget::start().await;
+    target.set_delay_ms(target_ms);
+    let receiver = Arc::new(spigot_receiver::Receiver {
+        buffer: MemoryBuffer::default(),
+        payloads: Some(MemoryPayloads::default()),
+        target: Some(
+            spigot_aws::HttpTarget::new(
+                &target.url,
+                Default::default(),
+                format!("{}/", target.url),
+                Duration::from_secs(7),
+            )
+            .unwrap(),
+        ),
+        eval: Some(MemoryEvalQueue::default()),
+        verifier: spigot_core::Verifier::new(
+            Some(spigot_core::Secrets::parse(SECRET).unwrap()),
+            false,
+        ),
+        claim_check_bytes: 262_144,
+        metrics: Arc::new(spigot_core::ports::QuietMetrics),
+        stages: None::<spigot_core::ports::memory::MemoryStages>,
+        draining: Default::default(),
+    });
+    let body = spigot_bench::push_of_size(8 * 1024);
+    let client = reqwest::Client::new();
+    let direct = Arc::new(Mutex::new(Vec::with_capacity(N)));
+    futures::stream::iter(0..N)
+        .for_each_concurrent(CONCURRENT, |i| {
+            let (client, direct, body, url) = (
+                client.clone(),
+                direct.clone(),
+                body.clone(),
+                target.url.clone(),
+            );
+            async move {
+                let t = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header("X-GitHub-Event", "push")
+                    .header("X-GitHub-Delivery", format!("direct-{i}"))
+                    .header("Content-Type", "application/json")
+                    .header("X-Hub-Signature-256", sign_sha256(SECRET.as_bytes(), &body))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success());
+                direct
+                    .lock()
+                    .unwrap()
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        })
+        .await;
+    let through = Arc::new(Mutex::new(Vec::with_capacity(N)));
+    futures::stream::iter(0..N)
+        .for_each_concurrent(CONCURRENT, |i| {
+            let (receiver, through, body) = (receiver.clone(), through.clone(), body.clone());
+            async move {
+                let req = spigot_e2e::signed_request("push", &format!("gw-{i}"), &body, Some("ON"));
+                let t = Instant::now();
+                let resp = receiver.handle_event(&req, 0).await;
+                assert_eq!(resp.status_code, 200);
+                through
+                    .lock()
+                    .unwrap()
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        })
+        .await;
+    let sorted = |v: &Arc<Mutex<Vec<f64>>>| {
+        let mut v = v.lock().unwrap().clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    let (d, g) = (sorted(&direct), sorted(&through));
+    println!(
+        "gateway latency, ON path, target {target_ms} ms, {N} pushes of 8 KB, {CONCURRENT} in flight: direct p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms; through the receiver p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms; added p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms",
+        pct(&d, 0.5),
+        pct(&d, 0.99),
+        pct(&d, 0.999),
+        pct(&g, 0.5),
+        pct(&g, 0.99),
+        pct(&g, 0.999),
+        pct(&g, 0.5) - pct(&d, 0.5),
+        pct(&g, 0.99) - pct(&d, 0.99),
+        pct(&g, 0.999) - pct(&d, 0.999),
+    );
+    assert_eq!(
+        target.accepted().len(),
+        2 * N,
+        "every request reached the target"
+    );
+}
+
+/// #30.4: from a drainer run's start (the schedule fires, or `spigot on --now`
+/// invokes it) to the first hook at the target: the gate (switch read, health
+/// probe) and the first receive, on the simulated SQS (10 ms a call), target 0 ms.
+async fn on_to_first_hook() {
+    use spigot_bench::simulated::SimulatedSqs;
+    let target = FakeTarget::start().await;
+    let http = spigot_aws::HttpTarget::new(
+        &target.url,
+        Default::default(),
+        format!("{}/", target.url),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut firsts = Vec::new();
+    for round in 0..20 {
+        let engine = spigot_engine::Engine::new(
+            SimulatedSqs::new(Duration::ZERO),
+            None::<spigot_aws::S3Payloads>,
+            http.clone(),
+            spigot_engine::EngineConfig::test(8, Duration::from_secs(5)),
+        );
+        for i in 0..50 {
+            let hook = spigot_core::Hook {
+                delivery: format!("first-{round}-{i}"),
+                event: "push".into(),
+                repository: Some(format!("octo-org/repo-{}", i % 5)),
+                headers: vec![],
+                body: spigot_bench::push_of_size(2048),
+                received_at_ms: 0,
+                json_body: true,
+            };
+            engine
+                .buffer
+                .send(&spigot_core::Envelope::from_hook(&hook))
+                .await
+                .unwrap();
+        }
+        engine.buffer.set_rtt(Duration::from_millis(10));
+        let switch = spigot_core::ports::memory::MemorySwitch::new(spigot_core::State::Draining);
+        let before = target.accepted().len();
+        let t = Instant::now();
+        let gate = spigot_engine::gate(&switch, &engine.target).await;
+        assert!(gate.is_ok());
+        let (cancel, counters) = (
+            std::sync::atomic::AtomicBool::new(false),
+            spigot_engine::Counters::default(),
+        );
+        let run = engine.run(None, &cancel, &counters);
+        let watch = async {
+            while target.accepted().len() == before {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let (_, first) = futures::join!(run, watch);
+        firsts.push(first);
+    }
+    firsts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "from a drainer run's start to the first drained hook (simulated SQS 10 ms/call, target 0 ms, 20 runs): p50 {:.1} ms, max {:.1} ms; deployed add the schedule (0-60 s) and RESUME_HEALTHY_SECONDS (30 s) unless spigot on --now",
+        pct(&firsts, 0.5),
+        firsts.last().copied().unwrap_or_default()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    gateway_latency(0).await;
+    gateway_latency(100).await;
+    on_to_first_hook().await;
+    if std::env::args().any(|a| a == "latency") {
         return;
     }
     in_process().await;

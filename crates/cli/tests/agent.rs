@@ -166,7 +166,7 @@ async fn trigger_wait_sees_an_agent_run_a_two_step_script_to_done() {
         &dir,
         "deploy.yaml",
         &format!(
-            "steps:\n  - shell: |\n      echo \"deploying $VERSION for $SPIGOT_BY\"\n      mkdir -p {o}\n      printf '%s %s %s' \"$VERSION\" \"$REGION\" \"$SPIGOT_SEQUENCE\" > {o}/version.txt\n  - download_s3: {{url: s3://{bucket}/artifacts/app-1.4.2.tgz, dest: {o}/app.tgz}}\n",
+            "params: {{VERSION: '[0-9]+(\\.[0-9]+)*', REGION: '[a-z0-9-]+'}}\nsteps:\n  - shell: |\n      echo \"deploying $VERSION for $SPIGOT_BY\"\n      mkdir -p {o}\n      printf '%s %s %s' \"$VERSION\" \"$REGION\" \"$SPIGOT_SEQUENCE\" > {o}/version.txt\n  - download_s3: {{url: s3://{bucket}/artifacts/app-1.4.2.tgz, dest: {o}/app.tgz}}\n",
             o = out_dir.display()
         ),
     );
@@ -321,7 +321,7 @@ async fn requests_wait_for_a_stopped_agent_and_run_exactly_once_in_order() {
         &dir,
         "deploy.yaml",
         &format!(
-            "steps:\n  - shell: echo \"$SPIGOT_SEQUENCE $WHAT\" >> {}\n",
+            "params: {{WHAT: '[a-z]+'}}\nsteps:\n  - shell: echo \"$SPIGOT_SEQUENCE $WHAT\" >> {}\n",
             log.display()
         ),
     );
@@ -621,7 +621,7 @@ async fn post_trigger_needs_the_trigger_secret_and_the_agent_runs_what_it_raised
         &dir,
         "deploy.yaml",
         &format!(
-            "steps:\n  - shell: echo \"$VERSION by $SPIGOT_BY\" > {}\n",
+            "params: {{VERSION: '[0-9.]+'}}\nsteps:\n  - shell: echo \"$VERSION by $SPIGOT_BY\" > {}\n",
             out_file.display()
         ),
     );
@@ -721,4 +721,116 @@ async fn agent_on_push_runs_the_script_for_matching_hooks_from_the_buffer_and_ke
         stderr.contains("2 hooks deployed, 2 kept in the dead-letter queue"),
         "{stderr}"
     );
+}
+
+/// #27.1, #27.2: a request's data reaches a step only as the script declares
+/// it (`params:`, each value matching its pattern whole), loader and shell
+/// variables are refused by the raiser and by the agent even if written
+/// straight into the bucket, and a step sees nothing of the agent's own
+/// environment but its base and `env_passthrough:`.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_declared_data_reaches_a_step_and_nothing_of_the_agents_environment() {
+    let (_dev, dir, bucket) = stack().await;
+    let log = dir.join("runs.txt");
+    let pwned = dir.join("pwned");
+    let payload = write_script(&dir, "payload.sh", &format!("touch {}\n", pwned.display()));
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "params: {{VERSION: '[0-9]+(\\.[0-9]+)*'}}\nenv_passthrough: [DEPLOY_PASSED]\nsteps:\n  - shell: echo \"$SPIGOT_SEQUENCE v=$VERSION leak=[$DEPLOY_LEAK] passed=[$DEPLOY_PASSED]\" >> {}\n",
+            log.display()
+        ),
+    );
+    // `--once` exits 0 when every request it handled is done, 1 otherwise.
+    let run_agent = |all_done: bool| {
+        let out = spigot_as(&dir.to_path_buf(), Principal::Agent)
+            .args([
+                "agent",
+                "--local",
+                "--trigger",
+                "web",
+                "--agent-id",
+                "host-a",
+                "--once",
+            ])
+            .arg("--script")
+            .arg(&script)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .env("DEPLOY_LEAK", "agent-secret")
+            .env("DEPLOY_PASSED", "ok")
+            // The agent's own BASH_ENV does not reach a step either.
+            .env("BASH_ENV", &payload)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), all_done, "{:?}", text(&out));
+    };
+    // Positive control: a declared, matching value runs, with exactly the asked-for environment.
+    assert!(
+        trigger(&dir, &["web", "--data", "VERSION=1.4.2"])
+            .status
+            .success()
+    );
+    run_agent(true);
+    assert_eq!(runs(&log), ["1 v=1.4.2 leak=[] passed=[ok]"]);
+
+    // A value that does not match: raised, but nothing runs and the receipt says why.
+    assert!(
+        trigger(&dir, &["web", "--data", "VERSION=1.4.2; touch x"])
+            .status
+            .success()
+    );
+    // An undeclared key: the same.
+    assert!(
+        trigger(&dir, &["web", "--data", "TARGET=prod"])
+            .status
+            .success()
+    );
+    run_agent(false);
+    assert_eq!(runs(&log).len(), 1, "nothing ran");
+    let r = receipt(&dir, &bucket, "web", 2, "host-a").await.unwrap();
+    assert_eq!(r.status, Status::Failed);
+    assert!(r.steps.is_empty());
+    let note = r.note.unwrap();
+    assert!(
+        note.contains("\"VERSION\"") && note.contains("does not match"),
+        "{note}"
+    );
+    let note = receipt(&dir, &bucket, "web", 3, "host-a")
+        .await
+        .unwrap()
+        .note
+        .unwrap();
+    assert!(note.contains("\"TARGET\" is not declared"), "{note}");
+
+    // The raiser refuses a loader variable by name, and raises nothing.
+    let out = trigger(
+        &dir,
+        &["web", "--data", &format!("BASH_ENV={}", payload.display())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("BASH_ENV"), "{:?}", text(&out));
+    assert_eq!(keys(&dir, &bucket, "triggers/web/requests/").await.len(), 3);
+    // Written straight into the bucket, the agent refuses it too.
+    let forged = serde_json::json!({
+        "trigger": "web", "sequence": 4, "by": "someone",
+        "data": {"BASH_ENV": payload.display().to_string()},
+        "raised_at": "2026-12-02T10:00:00Z", "raised_at_ms": 0u64,
+    });
+    s3(&dir)
+        .await
+        .put_object()
+        .bucket(&bucket)
+        .key(spigot_core::trigger::Keys("web").request(4))
+        .body(forged.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    run_agent(false);
+    let r = receipt(&dir, &bucket, "web", 4, "host-a").await.unwrap();
+    assert_eq!(r.status, Status::Failed);
+    assert!(r.note.unwrap().contains("BASH_ENV"));
+    assert!(!pwned.exists(), "BASH_ENV never reached a shell");
+    assert_eq!(runs(&log).len(), 1);
 }

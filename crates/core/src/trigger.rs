@@ -96,7 +96,149 @@ pub fn check_data_key(key: &str) -> Result<(), TriggerError> {
             "data key {key:?} is reserved (SPIGOT_* variables are set by the agent)"
         )));
     }
+    if denied_name(key) {
+        return Err(TriggerError::Invalid(format!(
+            "data key {key:?} is refused: it is a loader, shell or tool variable that can turn data into code or redirect a step"
+        )));
+    }
     Ok(())
+}
+
+/// Variables no request may set, whatever a script declares: each makes a
+/// shell, a loader or a tool run code or go elsewhere.
+const DENIED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SHELL",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS1",
+    "PS2",
+    "PS4",
+    "PROMPT_COMMAND",
+    "IFS",
+    "CDPATH",
+    "GLOBIGNORE",
+    "BROWSER",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "TMPDIR",
+    "CLASSPATH",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "FTP_PROXY",
+    "SSH_AUTH_SOCK",
+    "KUBECONFIG",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "NETRC",
+    "CURL_HOME",
+    "WGETRC",
+    "INPUTRC",
+    "TERMINFO",
+    "MAIL",
+    "MAILPATH",
+    "LANG",
+    "LANGUAGE",
+    "TZDIR",
+    "NLSPATH",
+    "MALLOC_CHECK_",
+];
+
+/// Prefixes of variables no request may set (`LD_PRELOAD`, `GIT_CONFIG_*`, `PYTHONWARNINGS`, …).
+const DENIED_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "GIT_",
+    "BASH_FUNC_",
+    "AWS_",
+    "PYTHON",
+    "PERL",
+    "RUBY",
+    "NODE_",
+    "NPM_",
+    "JAVA_",
+    "_JAVA_",
+    "JDK_",
+    "LC_",
+    "GLIBC_",
+    "MALLOC_",
+    "SUDO_",
+    "SSH_",
+    "GNUPG",
+    "GPG_",
+    "SPIGOT_",
+];
+
+/// True when `name` (compared in upper case: `http_proxy` is `HTTP_PROXY`) is denied.
+pub fn denied_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    DENIED.contains(&upper.as_str()) || DENIED_PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
+/// What a script accepts: each data key it declares, with the pattern the
+/// whole value must match.
+#[derive(Debug, Clone, Default)]
+pub struct Params(BTreeMap<String, regex::Regex>);
+
+impl Params {
+    /// Compiles `declared` (NAME -> pattern, matched against the whole value).
+    /// A name that is not a variable name, or that is denied, is refused.
+    pub fn new(declared: &BTreeMap<String, String>) -> Result<Self, TriggerError> {
+        let mut out = BTreeMap::new();
+        for (name, pattern) in declared {
+            check_data_key(name).map_err(|e| TriggerError::Invalid(format!("params: {e}")))?;
+            let anchored = format!("^(?:{pattern})$");
+            let re = regex::RegexBuilder::new(&anchored)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    TriggerError::Invalid(format!("params: {name}'s pattern does not compile: {e}"))
+                })?;
+            out.insert(name.clone(), re);
+        }
+        Ok(Self(out))
+    }
+
+    /// The declared names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Checks a request's data: every key declared and not denied, every value
+    /// matching its pattern whole. The error names the key.
+    pub fn check(&self, data: &BTreeMap<String, String>) -> Result<(), TriggerError> {
+        for (key, value) in data {
+            check_data_key(key)?;
+            let Some(re) = self.0.get(key) else {
+                return Err(TriggerError::Invalid(format!(
+                    "data key {key:?} is not declared under the script's params:"
+                )));
+            };
+            if value.contains('\0') || !re.is_match(value) {
+                return Err(TriggerError::Invalid(format!(
+                    "data key {key:?}: the value does not match its declared pattern {:?}",
+                    re.as_str()
+                        .trim_start_matches("^(?:")
+                        .trim_end_matches(")$")
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the objects of trigger `name` live.
@@ -482,6 +624,45 @@ pub async fn agents_since<T: Triggers>(
 }
 
 #[cfg(test)]
+mod params_tests {
+    use super::*;
+
+    fn declared(pairs: &[(&str, &str)]) -> Result<Params, TriggerError> {
+        Params::new(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_declared_keys_with_whole_matching_values_pass() {
+        let p = declared(&[("VERSION", r"[0-9]+(\.[0-9]+)*")]).unwrap();
+        assert!(p.check(&data(&[("VERSION", "1.4.2")])).is_ok());
+        assert!(p.check(&data(&[])).is_ok());
+        let e = p
+            .check(&data(&[("VERSION", "1.4.2; rm -rf /")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("VERSION"), "{e}");
+        let e = p.check(&data(&[("TARGET", "prod")])).unwrap_err();
+        assert!(e.to_string().contains("\"TARGET\" is not declared"), "{e}");
+        let e = p.check(&data(&[("BASH_ENV", "/tmp/x")])).unwrap_err();
+        assert!(e.to_string().contains("BASH_ENV"), "{e}");
+        // Declaring a denied name is refused too.
+        assert!(declared(&[("LD_PRELOAD", ".*")]).is_err());
+        assert!(declared(&[("V", "(")]).is_err());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::ports::memory::MemoryTriggers;
@@ -574,7 +755,20 @@ mod tests {
             assert!(check_name("trigger", bad).is_err(), "{bad:?}");
         }
         assert_eq!(data(&["A=1", "B=x=y"])["B"], "x=y");
-        for bad in ["novalue", "1A=2", "A-B=3", "SPIGOT_SEQUENCE=4", "=5"] {
+        for bad in [
+            "novalue",
+            "1A=2",
+            "A-B=3",
+            "SPIGOT_SEQUENCE=4",
+            "=5",
+            "BASH_ENV=/tmp/x",
+            "LD_PRELOAD=/tmp/x.so",
+            "GIT_CONFIG_COUNT=1",
+            "PYTHONWARNINGS=x",
+            "http_proxy=http://evil",
+            "SHELLOPTS=xtrace",
+            "AWS_ENDPOINT_URL=http://evil",
+        ] {
             let e = parse_data([bad]).unwrap_err().to_string();
             assert!(!e.is_empty(), "{bad}");
         }

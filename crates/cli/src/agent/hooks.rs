@@ -139,7 +139,8 @@ impl HookAgent {
                 push.branch().unwrap_or(&push.git_ref)
             ));
         }
-        let env = vec![
+        let mut env = super::base_environment(&self.script, &self.runner.shell);
+        env.extend([
             ("SPIGOT_EVENT".to_string(), hook.event.clone()),
             ("SPIGOT_DELIVERY".to_string(), hook.delivery.clone()),
             ("SPIGOT_REPOSITORY".to_string(), push.repository.to_string()),
@@ -150,7 +151,7 @@ impl HookAgent {
             ),
             ("SPIGOT_SHA".to_string(), push.after.to_string()),
             ("SPIGOT_AGENT".to_string(), self.id.clone()),
-        ];
+        ]);
         eprintln!(
             "push {} to {}@{} ({}): running {}",
             hook.delivery,

@@ -534,9 +534,23 @@ impl Agent {
             "request {} of {} (by {}): running {}",
             request.sequence, self.trigger, request.by, self.script.path
         );
-        let env = self.environment(request, attempt);
-        let outcome = self.runner.run(&self.script, &env).await;
-        finish(&mut receipt, outcome);
+        match self.script.params.check(&request.data) {
+            Ok(()) => {
+                let env = self.environment(request, attempt);
+                let outcome = self.runner.run(&self.script, &env).await;
+                finish(&mut receipt, outcome);
+            }
+            Err(e) => {
+                // Nothing runs: the data is not what the script declared.
+                eprintln!(
+                    "request {} of {}: refused: {e}",
+                    request.sequence, self.trigger
+                );
+                finish(&mut receipt, Outcome::default());
+                receipt.status = Status::Failed;
+                receipt.note = Some(format!("refused the request, nothing ran: {e}"));
+            }
+        }
         self.put(&receipt).await?;
         self.metrics.record(&receipt);
         self.metrics
@@ -555,13 +569,11 @@ impl Agent {
         Ok(receipt)
     }
 
-    /// The request's data, and what the agent says about it, as environment variables.
+    /// The steps' whole environment: the base, what the script passes
+    /// through, the request's (checked) data, and what the agent says about it.
     fn environment(&self, request: &Request, attempt: u32) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = request
-            .data
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut env = base_environment(&self.script, &self.runner.shell);
+        env.extend(request.data.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend([
             ("SPIGOT_TRIGGER".into(), self.trigger.clone()),
             ("SPIGOT_SEQUENCE".into(), request.sequence.to_string()),
@@ -572,6 +584,35 @@ impl Agent {
         ]);
         env
     }
+}
+
+/// What every step starts from, none of it from a request: PATH, HOME,
+/// LANG, USER and LOGNAME as the agent has them (PATH and LANG defaulted),
+/// SHELL (the agent's `--shell`), and the variables the script lists under
+/// `env_passthrough:`. Nothing else of the agent's environment reaches a step.
+pub fn base_environment(script: &Script, shell: &str) -> Vec<(String, String)> {
+    let own = |name: &str| std::env::var(name).ok();
+    let mut env = vec![
+        (
+            "PATH".to_string(),
+            own("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        (
+            "LANG".into(),
+            own("LANG").unwrap_or_else(|| "C.UTF-8".into()),
+        ),
+        ("SHELL".into(), shell.to_string()),
+    ];
+    for name in ["HOME", "USER", "LOGNAME"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(script.env_passthrough.iter().cloned())
+    {
+        if let Some(value) = own(&name) {
+            env.push((name, value));
+        }
+    }
+    env
 }
 
 /// Fills in the end of `receipt` from what the run did.

@@ -2,6 +2,9 @@
 //! build scripts (so theirs run unchanged) plus a few optional keys.
 //!
 //! ```yaml
+//! params:                      # the data a request may carry: NAME -> pattern of the whole value
+//!   VERSION: '^[0-9]+(\.[0-9]+)*$'
+//! env_passthrough: [HTTPS_PROXY]  # the agent's own variables the steps also get
 //! steps:
 //!   - shell: echo one line
 //!   - shell: |
@@ -23,7 +26,7 @@ use serde::Deserialize;
 use sha2::Digest;
 
 /// A script, read and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Script {
     /// The path as given.
     pub path: String,
@@ -31,6 +34,12 @@ pub struct Script {
     pub sha256: String,
     /// The steps, in order.
     pub steps: Vec<Step>,
+    /// The data keys a request may carry, each with the pattern its whole
+    /// value must match (`params:`); none declared, a request carries none.
+    pub params: spigot_core::trigger::Params,
+    /// Variables of the agent's own environment the steps also get
+    /// (`env_passthrough:`); nothing else of it reaches them.
+    pub env_passthrough: Vec<String>,
 }
 
 /// One step.
@@ -90,6 +99,10 @@ pub struct ScriptError(pub String);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScript {
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    env_passthrough: Vec<String>,
     steps: Vec<RawStep>,
 }
 
@@ -255,10 +268,21 @@ impl Script {
         if raw.steps.is_empty() {
             return Err(ScriptError(format!("{path}: the script has no steps")));
         }
+        let params = spigot_core::trigger::Params::new(&raw.params)
+            .map_err(|e| ScriptError(format!("{path}: {e}")))?;
+        for name in &raw.env_passthrough {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(ScriptError(format!(
+                    "{path}: env_passthrough: {name:?} is not a variable name"
+                )));
+            }
+        }
         Ok(Self {
             path: path.to_string(),
             sha256: hex::encode(sha2::Sha256::digest(bytes)),
             steps: raw.steps.into_iter().map(|s| s.0).collect(),
+            params,
+            env_passthrough: raw.env_passthrough,
         })
     }
 }

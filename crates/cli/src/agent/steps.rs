@@ -32,7 +32,7 @@ pub struct Runner {
 }
 
 /// What a script run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// Each step run, in order.
     pub steps: Vec<StepReport>,
@@ -71,7 +71,7 @@ struct Failure {
 }
 
 impl Runner {
-    /// Runs `script`'s steps with `env` added to each shell step's environment.
+    /// Runs `script`'s steps; `env` is each shell step's whole environment.
     pub async fn run(&self, script: &Script, env: &[(String, String)]) -> Outcome {
         let start = Instant::now();
         let mut outcome = Outcome {
@@ -159,8 +159,11 @@ impl Runner {
         if posix {
             cmd.arg("-e");
         }
+        // The step's whole environment is `env`: nothing of the agent's own
+        // (loader and shell variables among it) leaks in unasked.
         cmd.arg("-c")
             .arg(text)
+            .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

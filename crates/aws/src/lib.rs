@@ -28,6 +28,22 @@ pub use {
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sqs::config::{Credentials, Region};
 
+/// 32 random hex digits (from the system's source; a clock reading if that fails).
+pub fn random_id() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        return format!("{nanos:032x}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The shared SDK configuration: the default chain, or `endpoint` with test
 /// credentials and `us-east-1` when they are not set (a local moto server).
 pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {

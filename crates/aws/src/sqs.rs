@@ -15,23 +15,6 @@ use spigot_core::resources::Resource;
 
 use crate::error::port;
 
-/// A fresh ReceiveRequestAttemptId: 32 random hex digits.
-fn attempt_id() -> String {
-    use aws_lc_rs::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    if aws_lc_rs::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .is_err()
-    {
-        // Without randomness, a clock reading is unique enough within a process.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        return format!("{nanos:032x}");
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The FIFO buffer queue and its FIFO dead-letter queue.
 #[derive(Debug, Clone)]
 pub struct SqsBuffer {
@@ -88,7 +71,7 @@ impl Buffer for SqsBuffer {
             // FIFO: a receive whose answer is lost on the way back and retried by
             // the SDK with the same id gets the same messages again, instead of
             // leaving them (and their groups) hidden until the visibility timeout.
-            .receive_request_attempt_id(attempt_id())
+            .receive_request_attempt_id(crate::random_id())
             .wait_time_seconds(wait_seconds.clamp(0, 20))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()

@@ -24,6 +24,14 @@ pub struct TriggerArgs {
     /// Who asks [default: the AWS identity, else $USER].
     #[arg(long)]
     by: Option<String>,
+    /// Raise through the stack's POST /trigger endpoint instead of the bucket
+    /// (CI without AWS credentials): the TriggerUrl output, e.g.
+    /// https://abc.execute-api.eu-west-1.amazonaws.com/live/trigger
+    #[arg(long, requires = "secret", conflicts_with = "wait")]
+    url: Option<String>,
+    /// The trigger secret that signs the request (with --url; or SPIGOT_TRIGGER_SECRET).
+    #[arg(long, env = "SPIGOT_TRIGGER_SECRET", hide_env_values = true)]
+    secret: Option<String>,
     /// Wait for the agents' receipts; exit 0 only when every expected agent is done.
     #[arg(long)]
     wait: bool,
@@ -59,6 +67,9 @@ pub async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError> {
     trigger::check_name("trigger", &args.name).map_err(|e| CliError::Usage(e.to_string()))?;
     let data = trigger::parse_data(args.data.iter().map(String::as_str))
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(url) = &args.url {
+        return raise_over_https(url, &args, data).await;
+    }
     let r = place.resolve().await?;
     let store = S3Triggers::new(spigot_aws::s3_client(&r.sdk), r.need(Resource::Bucket)?);
     let by = match &args.by {
@@ -275,6 +286,59 @@ fn print_receipt(r: &Receipt) {
     if let Some(note) = &r.note {
         println!("  ({note})");
     }
+}
+
+/// `POST {url}/{name}` signed with the trigger secret (X-Spigot-Signature
+/// over the method, path, time, a fresh nonce and the body).
+async fn raise_over_https(
+    url: &str,
+    args: &TriggerArgs,
+    data: BTreeMap<String, String>,
+) -> Result<(), CliError> {
+    let secret = args.secret.as_deref().unwrap_or_default();
+    let mut body = json!({ "data": data });
+    if let Some(by) = &args.by {
+        body["by"] = json!(by);
+    }
+    let body = body.to_string().into_bytes();
+    let t = SystemClock.now_ms() / 1000;
+    let signature = trigger::sign(
+        secret.as_bytes(),
+        &args.name,
+        t,
+        &spigot_aws::random_id(),
+        &body,
+    );
+    let target = format!("{}/{}", url.trim_end_matches('/'), args.name);
+    let resp = spigot_aws::tls::http_client()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot build an HTTPS client: {e}")))?
+        .post(&target)
+        .header("Content-Type", "application/json")
+        .header(trigger::SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot POST {target}: {e}")))?;
+    let status = resp.status().as_u16();
+    let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+    if status != 202 {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{target} answered {status}: {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        )));
+    }
+    if args.json {
+        println!("{answer}");
+    } else {
+        println!(
+            "raised {} #{} (over {target})",
+            args.name,
+            answer["sequence"].as_u64().unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 /// `1.2s`, `15m`, `2h`.

@@ -542,22 +542,42 @@ async fn a_bad_script_stops_the_agent_at_start_with_line_and_column() {
 }
 
 /// Signs `body` as a CI pipeline would for `POST /trigger/{name}`.
-async fn post_trigger(url: &str, body: &str, secret: &str) -> (u16, serde_json::Value) {
-    let resp = reqwest::Client::new()
+/// POSTs `body` to `url` (…/trigger/web) with `header` as X-Spigot-Signature.
+async fn post_signed(url: &str, body: &str, header: Option<String>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
         .post(url)
-        .header("Content-Type", "application/json")
-        .header(
-            "X-Hub-Signature-256",
-            spigot_core::signature::sign_sha256(secret.as_bytes(), body.as_bytes()),
-        )
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+        .header("Content-Type", "application/json");
+    if let Some(h) = header {
+        req = req.header("X-Spigot-Signature", h);
+    }
+    let resp = req.body(body.to_string()).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or_default())
 }
 
+/// The X-Spigot-Signature of `body` for trigger `name`, signed now with `secret` and `nonce`.
+fn stamp(secret: &str, name: &str, nonce: &str, body: &str) -> Option<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Some(spigot_core::trigger::sign(
+        secret.as_bytes(),
+        name,
+        now,
+        nonce,
+        body.as_bytes(),
+    ))
+}
+
+async fn post_trigger(url: &str, body: &str, secret: &str) -> (u16, serde_json::Value) {
+    let nonce = spigot_e2e::unique("nonce-0000000000");
+    post_signed(url, body, stamp(secret, "web", &nonce, body)).await
+}
+
+/// #27.3: POST /trigger signs the method, path, time, a nonce and the body;
+/// a captured request is taken once and its replay refused; `spigot trigger
+/// --url --secret` raises through it.
 #[tokio::test(flavor = "multi_thread")]
 async fn post_trigger_needs_the_trigger_secret_and_the_agent_runs_what_it_raised() {
     let dir = workdir();
@@ -566,41 +586,46 @@ async fn post_trigger_needs_the_trigger_secret_and_the_agent_runs_what_it_raised
     let bucket = spigot_cli_dev_file(&dir).get(Resource::Bucket).to_string();
     let url = webhook.replace("/webhook", "/trigger/web");
     let body = r#"{"data": {"VERSION": "2.0.1"}, "by": "github-actions"}"#;
-    // Wrong secret (the webhook's), no signature, a tampered body: 401, nothing raised.
+    let secret = "spigot-test-trigger-secret";
+    // Wrong secret (the webhook's), no signature, a body signed the old way,
+    // a tampered body, another trigger's signature: 401, nothing raised.
     let (status, answer) = post_trigger(&url, body, SECRET).await;
     assert_eq!(status, 401, "{answer}");
-    assert_eq!(
-        answer["error"],
-        "the trigger signature is missing or does not match"
-    );
-    let unsigned = reqwest::Client::new()
+    assert_eq!(answer["error"], "the trigger signature does not match");
+    assert_eq!(post_signed(&url, body, None).await.0, 401);
+    let github_style = reqwest::Client::new()
         .post(&url)
+        .header(
+            "X-Hub-Signature-256",
+            spigot_core::signature::sign_sha256(secret.as_bytes(), body.as_bytes()),
+        )
         .body(body)
         .send()
         .await
         .unwrap();
-    assert_eq!(unsigned.status().as_u16(), 401);
-    let sig = spigot_core::signature::sign_sha256(b"spigot-test-trigger-secret", body.as_bytes());
-    let tampered = reqwest::Client::new()
-        .post(&url)
-        .header("X-Hub-Signature-256", sig)
-        .body(body.replace("2.0.1", "6.6.6"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(tampered.status().as_u16(), 401);
+    assert_eq!(github_style.status().as_u16(), 401);
+    let header = stamp(secret, "web", "nonce-tampered-0001", body);
+    let tampered = body.replace("2.0.1", "6.6.6");
+    assert_eq!(post_signed(&url, &tampered, header).await.0, 401);
+    let for_prod = stamp(secret, "prod", "nonce-for-prod-0001", body);
+    assert_eq!(post_signed(&url, body, for_prod).await.0, 401);
     assert!(
         keys(&dir, &bucket, "triggers/").await.is_empty(),
         "nothing raised"
     );
     // Signed with the trigger secret: 202 and the sequence.
-    let (status, answer) = post_trigger(&url, body, "spigot-test-trigger-secret").await;
+    let captured = stamp(secret, "web", "nonce-captured-0001", body);
+    let (status, answer) = post_signed(&url, body, captured.clone()).await;
     assert_eq!(
         (status, answer["sequence"].as_u64()),
         (202, Some(1)),
         "{answer}"
     );
     assert_eq!(answer["trigger"], "web");
+    // The same request captured and sent again: refused, nothing raised.
+    let (status, answer) = post_signed(&url, body, captured).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(keys(&dir, &bucket, "triggers/web/requests/").await.len(), 1);
     // Bad data is a 400 with a sentence, and raises nothing.
     let (status, answer) = post_trigger(
         &url,
@@ -615,25 +640,43 @@ async fn post_trigger_needs_the_trigger_secret_and_the_agent_runs_what_it_raised
             .unwrap()
             .contains("not an environment variable name")
     );
-    // The agent runs the request raised over HTTPS.
+    // `spigot trigger --url --secret`: what CI without AWS credentials runs.
+    let out = spigot(&dir)
+        .args(["trigger", "web", "--data", "VERSION=2.0.2", "--by", "ci"])
+        .args(["--url", &webhook.replace("/webhook", "/trigger")])
+        .args(["--secret", secret])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).0.starts_with("raised web #2 (over "),
+        "{:?}",
+        text(&out)
+    );
+    let out = spigot(&dir)
+        .args(["trigger", "web", "--data", "VERSION=2.0.3"])
+        .args(["--url", &webhook.replace("/webhook", "/trigger")])
+        .args(["--secret", "not-the-secret"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(text(&out).1.contains("answered 401"), "{:?}", text(&out));
+    // The agent (new, so it starts at the newest request) runs what was raised over HTTPS.
     let out_file = dir.join("deployed.txt");
     let script = write_script(
         &dir,
         "deploy.yaml",
         &format!(
-            "params: {{VERSION: '[0-9.]+'}}\nsteps:\n  - shell: echo \"$VERSION by $SPIGOT_BY\" > {}\n",
+            "params: {{VERSION: '[0-9.]+'}}\nsteps:\n  - shell: echo \"$VERSION by $SPIGOT_BY\" >> {}\n",
             out_file.display()
         ),
     );
     let out = agent_once(&dir, "web", "host-a", &script, "state");
     assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(
-        std::fs::read_to_string(&out_file).unwrap(),
-        "2.0.1 by github-actions\n"
-    );
-    let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "2.0.2 by ci\n");
+    let r = receipt(&dir, &bucket, "web", 2, "host-a").await.unwrap();
     assert_eq!(r.status, Status::Done);
-    assert_eq!(keys(&dir, &bucket, "triggers/web/requests/").await.len(), 1);
+    assert_eq!(keys(&dir, &bucket, "triggers/web/requests/").await.len(), 2);
 }
 
 /// A push like GitHub's sample, to `branch`, its head commit `sha`.

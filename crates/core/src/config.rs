@@ -56,6 +56,9 @@ pub struct Settings {
     pub trigger_secret: Option<String>,
     /// `TRIGGER_SECRET_ARN`: Secrets Manager secret holding them, read at init.
     pub trigger_secret_arn: Option<String>,
+    /// `TRIGGER_ENDPOINT`: serve `POST /trigger/{name}` (pull deployments
+    /// raised over HTTPS). Default false: the route answers 404.
+    pub trigger_endpoint: bool,
     /// `TARGET_URL`: where hooks are delivered.
     pub target_url: Option<String>,
     /// `ALLOW_INSECURE_TARGET`: accept an http:// `TARGET_URL` (a target inside a VPC). Default false.
@@ -133,6 +136,7 @@ impl std::fmt::Debug for Settings {
                 &self.trigger_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("trigger_secret_arn", &self.trigger_secret_arn)
+            .field("trigger_endpoint", &self.trigger_endpoint)
             .field("allow_sha1", &self.allow_sha1)
             .field("target_url", &self.target_url)
             .field("allow_insecure_target", &self.allow_insecure_target)
@@ -196,6 +200,7 @@ impl Settings {
             allow_sha1: parse_bool("ALLOW_SHA1", get("ALLOW_SHA1"), false)?,
             trigger_secret: lookup("TRIGGER_SECRET").filter(|v| !v.trim().is_empty()),
             trigger_secret_arn: get("TRIGGER_SECRET_ARN"),
+            trigger_endpoint: parse_bool("TRIGGER_ENDPOINT", get("TRIGGER_ENDPOINT"), false)?,
             target_url: get("TARGET_URL")
                 .map(|u| check_url("TARGET_URL", u))
                 .transpose()?,

@@ -104,6 +104,90 @@ pub fn check_data_key(key: &str) -> Result<(), TriggerError> {
     Ok(())
 }
 
+/// The header that signs `POST /trigger/{name}`: `t=UNIX_SECONDS,n=NONCE,v1=HEX`,
+/// where v1 is HMAC-SHA256 with the trigger secret of [`canonical`].
+pub const SIGNATURE_HEADER: &str = "x-spigot-signature";
+
+/// How far a signed request's time may be from the receiver's clock.
+pub const MAX_SKEW_SECS: u64 = 300;
+
+/// What a trigger request's signature covers, one item a line: the method,
+/// the path `/trigger/{name}`, the time, the nonce and the body's SHA-256 (hex).
+pub fn canonical(name: &str, t: u64, nonce: &str, body: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    format!(
+        "POST\n/trigger/{name}\n{t}\n{nonce}\n{}",
+        hex::encode(sha2::Sha256::digest(body))
+    )
+    .into_bytes()
+}
+
+/// The [`SIGNATURE_HEADER`] value for a request to raise `name` with `body`.
+pub fn sign(secret: &[u8], name: &str, t: u64, nonce: &str, body: &[u8]) -> String {
+    let v1 = crate::signature::sign_sha256(secret, &canonical(name, t, nonce, body));
+    format!("t={t},n={nonce},v1={}", v1.trim_start_matches("sha256="))
+}
+
+/// A parsed [`SIGNATURE_HEADER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Unix seconds when it was signed.
+    pub t: u64,
+    /// Once-only: 16-64 letters, digits, '-' or '_'.
+    pub nonce: String,
+    /// The HMAC, hex.
+    pub v1: String,
+}
+
+impl Stamp {
+    /// Reads `t=…,n=…,v1=…`; the error says what is wrong.
+    pub fn parse(header: &str) -> Result<Self, TriggerError> {
+        let bad = |why: &str| {
+            TriggerError::Invalid(format!(
+                "{SIGNATURE_HEADER} is not t=UNIX_SECONDS,n=NONCE,v1=HEX: {why}"
+            ))
+        };
+        let (mut t, mut n, mut v1) = (None, None, None);
+        for part in header.trim().split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", v)) => t = Some(v.parse::<u64>().map_err(|_| bad("t is not a number"))?),
+                Some(("n", v)) => n = Some(v.to_string()),
+                Some(("v1", v)) => v1 = Some(v.to_string()),
+                _ => return Err(bad("an unknown part")),
+            }
+        }
+        let nonce = n.ok_or_else(|| bad("no n"))?;
+        let nonce_ok = (16..=64).contains(&nonce.len())
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !nonce_ok {
+            return Err(bad("n must be 16-64 letters, digits, '-' or '_'"));
+        }
+        let v1 = v1.ok_or_else(|| bad("no v1"))?;
+        if v1.len() != 64 || !v1.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("v1 is not 64 hex digits"));
+        }
+        Ok(Self {
+            t: t.ok_or_else(|| bad("no t"))?,
+            nonce,
+            v1,
+        })
+    }
+
+    /// True when `t` is within [`MAX_SKEW_SECS`] of `now_secs`.
+    pub fn fresh(&self, now_secs: u64) -> bool {
+        self.t.abs_diff(now_secs) <= MAX_SKEW_SECS
+    }
+}
+
+/// Where a trigger request's nonce is kept once used (created If-None-Match;
+/// a lifecycle rule on `trigger-nonces/` removes them after a day, long past
+/// [`MAX_SKEW_SECS`]).
+pub fn nonce_key(name: &str, nonce: &str) -> String {
+    format!("trigger-nonces/{name}/{nonce}")
+}
+
 /// Variables no request may set, whatever a script declares: each makes a
 /// shell, a loader or a tool run code or go elsewhere.
 const DENIED: &[&str] = &[
@@ -621,6 +705,41 @@ pub async fn agents_since<T: Triggers>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_signs_the_name_time_nonce_and_body() {
+        let header = sign(b"secret", "web", 1_700_000_000, "0123456789abcdef", b"{}");
+        let stamp = Stamp::parse(&header).unwrap();
+        assert_eq!(
+            (stamp.t, stamp.nonce.as_str()),
+            (1_700_000_000, "0123456789abcdef")
+        );
+        let verifier = crate::Verifier::new(Some(crate::Secrets::parse("secret").unwrap()), false);
+        let v1 = format!("sha256={}", stamp.v1);
+        let ok = |name: &str, t: u64, body: &[u8]| {
+            verifier
+                .verify(&canonical(name, t, &stamp.nonce, body), Some(&v1), None)
+                .is_ok()
+        };
+        assert!(ok("web", 1_700_000_000, b"{}"));
+        assert!(!ok("prod", 1_700_000_000, b"{}"), "another trigger");
+        assert!(!ok("web", 1_700_000_001, b"{}"), "another time");
+        assert!(!ok("web", 1_700_000_000, b"{ }"), "another body");
+        assert!(stamp.fresh(1_700_000_300) && !stamp.fresh(1_700_000_301));
+        for bad in [
+            "",
+            "t=1,n=short,v1=00",
+            "t=x,n=0123456789abcdef,v1=00",
+            "sha256=abc",
+        ] {
+            assert!(Stamp::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "CONFIG_BUCKET",
     "DELIVERY_MODE",
     "DRAIN_GRACE_SECONDS",
+    "TRIGGER_ENDPOINT",
 ];
 
 /// The receiver of a deployment (or a local stack), as its settings name it;

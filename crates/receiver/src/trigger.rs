@@ -1,12 +1,17 @@
 //! `POST /trigger/{name}`: a CI pipeline without AWS credentials raises a
-//! pull-deployment trigger over HTTPS. The body is signed like a GitHub hook
-//! (`X-Hub-Signature-256: sha256=HMAC(body)`) with the trigger secret, which
-//! is not the webhook secret: a leaked webhook secret cannot deploy.
+//! pull-deployment trigger over HTTPS (off unless `TRIGGER_ENDPOINT` is set).
+//! `X-Spigot-Signature: t=UNIX_SECONDS,n=NONCE,v1=HEX` signs, with the
+//! trigger secret (not the webhook secret), the method, the path
+//! `/trigger/{name}`, the time, a once-only nonce and the body's SHA-256
+//! ([`spigot_core::trigger::canonical`]): a captured request cannot be sent
+//! again (its nonce is kept, created If-None-Match), later than 5 minutes, or
+//! to another trigger.
 //!
-//! Body (JSON, optional): `{"data": {"VERSION": "1.4.2"}, "by": "ci"}`.
-//! Answers: 202 `{"status": "raised", "trigger", "sequence"}`; 401 for a bad
-//! signature (nothing raised); 400 for an unreadable body or name; 503 when
-//! the bucket cannot be written.
+//! Body (JSON): `{"data": {"VERSION": "1.4.2"}, "by": "ci"}` (`{}` at least).
+//! Answers: 202 `{"status": "raised", "trigger", "sequence"}`; 401 for a
+//! bad, stale or missing signature; 409 for a nonce already used; 400 for an
+//! empty or unreadable body or name (nothing raised in any of these); 404
+//! while the endpoint is off; 503 when the bucket cannot be written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use spigot_aws::{AwsError, S3Triggers};
 use spigot_core::Verifier;
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
-use spigot_core::ports::{MetricsSink, StdoutMetrics, Triggers};
+use spigot_core::ports::{MetricsSink, StdoutMetrics, Triggers, Write};
 use spigot_core::trigger::{self, TriggerError};
 
 use crate::{Answer, ApiEvent, ApiResponse, Inbound};
@@ -33,6 +38,8 @@ pub struct TriggerDoor<S> {
     pub verifier: Verifier,
     /// Where the EMF metrics go.
     pub metrics: Arc<dyn MetricsSink>,
+    /// `TRIGGER_ENDPOINT`: false, every request is a 404.
+    pub enabled: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -63,6 +70,7 @@ pub async fn build(
             .map(|b| S3Triggers::new(spigot_aws::s3_client(sdk), b)),
         verifier: Verifier::new(secrets, false),
         metrics: Arc::new(StdoutMetrics),
+        enabled: settings.trigger_endpoint,
     })
 }
 
@@ -94,31 +102,66 @@ impl<S: Triggers> TriggerDoor<S> {
         now_ms: u64,
     ) -> (&'static str, u16, serde_json::Value) {
         let rejected = |e: &str| json!({"status": "rejected", "error": e});
-        if let Err(e) =
-            self.verifier
-                .verify(&inbound.body, inbound.header("x-hub-signature-256"), None)
-        {
-            tracing::warn!(trigger = name, error = %e, "trigger refused: bad signature");
+        if !self.enabled {
             return (
-                "TriggersUnauthorized",
-                401,
-                rejected("the trigger signature is missing or does not match"),
+                "TriggersRejected",
+                404,
+                rejected(
+                    "the trigger endpoint is off: deploy with TriggerEndpoint=on to raise triggers over HTTPS",
+                ),
             );
         }
-        let body: Body = if inbound.body.iter().all(u8::is_ascii_whitespace) {
-            Body {
-                data: BTreeMap::new(),
-                by: None,
-            }
-        } else {
-            match serde_json::from_slice(&inbound.body) {
-                Ok(b) => b,
-                Err(e) => {
-                    let e = format!("the body is not {{\"data\": {{...}}, \"by\": \"...\"}}: {e}");
-                    return ("TriggersRejected", 400, rejected(&e));
-                }
+        if let Err(e) = trigger::check_name("trigger", name) {
+            return ("TriggersRejected", 400, rejected(&e.to_string()));
+        }
+        let unauthorized = |why: String| {
+            tracing::warn!(trigger = name, %why, "trigger refused");
+            ("TriggersUnauthorized", 401, rejected(&why))
+        };
+        let Some(header) = inbound.header(trigger::SIGNATURE_HEADER) else {
+            return unauthorized(format!(
+                "{} is missing: sign the method, path, time, a nonce and the body (t=…,n=…,v1=…)",
+                trigger::SIGNATURE_HEADER
+            ));
+        };
+        let stamp = match trigger::Stamp::parse(header) {
+            Ok(s) => s,
+            Err(e) => return unauthorized(e.to_string()),
+        };
+        let signed = trigger::canonical(name, stamp.t, &stamp.nonce, &inbound.body);
+        let v1 = format!("sha256={}", stamp.v1);
+        if self.verifier.verify(&signed, Some(&v1), None).is_err() {
+            return unauthorized("the trigger signature does not match".into());
+        }
+        if !stamp.fresh(now_ms / 1000) {
+            return unauthorized(format!(
+                "the request was signed at {} and it is now {}: more than {} s apart; sign it again",
+                stamp.t,
+                now_ms / 1000,
+                trigger::MAX_SKEW_SECS
+            ));
+        }
+        if inbound.body.iter().all(u8::is_ascii_whitespace) {
+            return (
+                "TriggersRejected",
+                400,
+                rejected("the body is empty: send {\"data\": {...}} or at least {}"),
+            );
+        }
+        let body: Body = match serde_json::from_slice(&inbound.body) {
+            Ok(b) => b,
+            Err(e) => {
+                let e = format!("the body is not {{\"data\": {{...}}, \"by\": \"...\"}}: {e}");
+                return ("TriggersRejected", 400, rejected(&e));
             }
         };
+        if let Err(e) = body
+            .data
+            .keys()
+            .try_for_each(|k| trigger::check_data_key(k))
+        {
+            return ("TriggersRejected", 400, rejected(&e.to_string()));
+        }
         let Some(store) = &self.store else {
             tracing::error!("no CONFIG_BUCKET: triggers cannot be raised");
             return (
@@ -127,6 +170,30 @@ impl<S: Triggers> TriggerDoor<S> {
                 json!({"status": "error", "error": "triggers are not configured"}),
             );
         };
+        // Once only: the nonce is created If-None-Match before anything is raised.
+        let key = trigger::nonce_key(name, &stamp.nonce);
+        match store
+            .write(&key, stamp.t.to_string().into_bytes(), Write::IfAbsent)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(trigger = name, nonce = %stamp.nonce, "trigger refused: nonce already used (a replay)");
+                return (
+                    "TriggersUnauthorized",
+                    409,
+                    rejected("this request was already taken (its nonce is used): sign a new one"),
+                );
+            }
+            Err(e) => {
+                tracing::error!(trigger = name, error = %e, "cannot record the nonce");
+                return (
+                    "TriggerErrors",
+                    503,
+                    json!({"status": "error", "error": "the trigger could not be raised; sign a new request and try again"}),
+                );
+            }
+        }
         let by = body.by.unwrap_or_else(|| DEFAULT_BY.to_string());
         match trigger::raise(store, name, &by, body.data, now_ms).await {
             Ok(r) => {
@@ -176,66 +243,105 @@ mod tests {
             store: Some(MemoryTriggers::default()),
             verifier: Verifier::new(Some(Secrets::parse("trigger-secret").unwrap()), false),
             metrics: Arc::new(QuietMetrics),
+            enabled: true,
         }
     }
 
-    fn signed(body: &str, secret: &str) -> Inbound {
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    /// A request to `name` signed at `t` with `nonce`.
+    fn stamped(name: &str, body: &str, secret: &str, t: u64, nonce: &str) -> Inbound {
         Inbound {
             headers: vec![(
-                "X-Hub-Signature-256".into(),
-                sign_sha256(secret.as_bytes(), body.as_bytes()),
+                "X-Spigot-Signature".into(),
+                trigger::sign(secret.as_bytes(), name, t, nonce, body.as_bytes()),
             )],
             body: body.as_bytes().to_vec(),
             ..Inbound::default()
         }
     }
 
+    fn signed(name: &str, body: &str, nonce: &str) -> Inbound {
+        stamped(name, body, "trigger-secret", NOW_MS / 1000, nonce)
+    }
+
     #[tokio::test]
-    async fn signed_requests_raise_and_everything_else_is_refused() {
+    async fn signed_fresh_requests_raise_once_and_everything_else_is_refused() {
         let door = door();
-        let ok = door
-            .handle(
-                "web",
-                &signed(
-                    r#"{"data": {"VERSION": "2"}, "by": "ci"}"#,
-                    "trigger-secret",
-                ),
-                1,
-            )
-            .await;
+        let body = r#"{"data": {"VERSION": "2"}, "by": "ci"}"#;
+        let first = signed("web", body, "nonce-0000000001");
+        let ok = door.handle("web", &first, NOW_MS).await;
         assert_eq!((ok.status, ok.body["sequence"].as_u64()), (202, Some(1)));
-        let empty = door.handle("web", &signed("", "trigger-secret"), 2).await;
+        // The same request again (captured and replayed): refused.
+        let replay = door.handle("web", &first, NOW_MS + 1000).await;
+        assert_eq!(replay.status, 409, "{:?}", replay.body);
+        // Positive control: the same body, signed anew, raises.
+        let again = door
+            .handle("web", &signed("web", body, "nonce-0000000002"), NOW_MS)
+            .await;
         assert_eq!(
-            (empty.status, empty.body["sequence"].as_u64()),
+            (again.status, again.body["sequence"].as_u64()),
             (202, Some(2))
         );
-        let r = trigger::request(door.store.as_ref().unwrap(), "web", 2)
+        let by_default = door
+            .handle("web", &signed("web", "{}", "nonce-0000000003"), NOW_MS)
+            .await;
+        assert_eq!(by_default.status, 202);
+        let r = trigger::request(door.store.as_ref().unwrap(), "web", 3)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(r.by, DEFAULT_BY);
-        // The webhook secret, a wrong body, a wrong name, bad data: refused, nothing raised.
+        let old = NOW_MS / 1000 - 301;
+        let webhook_style = Inbound {
+            headers: vec![(
+                "X-Hub-Signature-256".into(),
+                sign_sha256(b"trigger-secret", b"{}"),
+            )],
+            body: b"{}".to_vec(),
+            ..Inbound::default()
+        };
+        // Each refused, nothing raised.
         let cases = [
-            ("web", signed("{}", "webhook-secret"), 401),
             (
                 "web",
-                Inbound {
-                    body: b"{}".to_vec(),
-                    ..Inbound::default()
-                },
+                stamped(
+                    "web",
+                    "{}",
+                    "webhook-secret",
+                    NOW_MS / 1000,
+                    "nonce-0000000010",
+                ),
                 401,
             ),
-            ("web", signed("not json", "trigger-secret"), 400),
-            ("web", signed(r#"{"date": {}}"#, "trigger-secret"), 400),
-            ("../etc", signed("{}", "trigger-secret"), 400),
+            ("web", webhook_style, 401),
             (
                 "web",
-                signed(r#"{"data": {"1BAD": "x"}}"#, "trigger-secret"),
+                stamped("web", "{}", "trigger-secret", old, "nonce-0000000011"),
+                401,
+            ),
+            ("prod", signed("web", "{}", "nonce-0000000012"), 401),
+            ("web", signed("web", "", "nonce-0000000013"), 400),
+            ("web", signed("web", "not json", "nonce-0000000014"), 400),
+            (
+                "web",
+                signed("web", r#"{"date": {}}"#, "nonce-0000000015"),
+                400,
+            ),
+            ("../etc", signed("../etc", "{}", "nonce-0000000016"), 400),
+            (
+                "web",
+                signed("web", r#"{"data": {"1BAD": "x"}}"#, "nonce-0000000017"),
+                400,
+            ),
+            (
+                "web",
+                signed("web", r#"{"data": {"BASH_ENV": "x"}}"#, "nonce-0000000018"),
                 400,
             ),
         ];
         for (name, inbound, status) in cases {
-            let a = door.handle(name, &inbound, 3).await;
+            let a = door.handle(name, &inbound, NOW_MS).await;
             assert_eq!(a.status, status, "{name} {:?}", a.body);
             assert!(a.body["error"].as_str().is_some_and(|e| !e.is_empty()));
         }
@@ -243,7 +349,16 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(head.sequence, 2, "only the two good requests were raised");
+        assert_eq!(head.sequence, 3, "only the three good requests were raised");
+        // Off: a 404, even signed.
+        let off = TriggerDoor {
+            enabled: false,
+            ..door
+        };
+        let a = off
+            .handle("web", &signed("web", "{}", "nonce-0000000020"), NOW_MS)
+            .await;
+        assert_eq!(a.status, 404);
     }
 
     #[test]

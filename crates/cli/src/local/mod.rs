@@ -108,6 +108,8 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| TEST_TRIGGER_SECRET.to_string()),
     );
     settings.forward_timeout_ms = args.forward_timeout_ms;
+    // Locally the trigger endpoint is on (deployed, TriggerEndpoint=on turns it on).
+    settings.trigger_endpoint = true;
     settings.claim_check_bytes = args.claim_check_bytes;
     // The receiver's own DRAINING lasts as long as the stage takes to spread here.
     settings.drain_grace_seconds = args.stage_lag_ms.div_ceil(1000) + 1;

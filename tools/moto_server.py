@@ -35,6 +35,8 @@
    * S3 answers 403 AccessDenied, not 404 NoSuchKey, for an absent key to a
      principal that may not s3:ListBucket the bucket (evaluated with s3:prefix
      set to the key), and CopyObject needs s3:GetObject on its source;
+   * S3 refuses (403) a request whose x-amz-expected-bucket-owner is not the
+     bucket owner's account, as S3 does (moto ignores the header);
    * SigV4 signatures are not compared: moto miscomputes a query holding an
      encoded slash (ListObjectsV2 with prefix=filters/) and refuses even an
      admin key. The key lookup and the policy evaluation stay.
@@ -301,6 +303,12 @@ def check_action_permitted(self, resource):
                 _deny(self, "s3:GetObject", f"arn:aws:s3:::{source}")
     if action == "s3:GetObject":
         _refuse_absent_key_without_list(self, documents, resource, context)
+    if self._service == "s3":
+        # S3 refuses a request whose x-amz-expected-bucket-owner is not the bucket's owner.
+        owner = {k.lower(): v for k, v in self._headers.items()}.get("x-amz-expected-bucket-owner")
+        if owner is not None and owner != ACCOUNT:
+            print(f"S3 expected bucket owner {owner} is not {ACCOUNT}: 403", file=sys.stderr, flush=True)
+            self._raise_access_denied()
 
 
 def _refuse_absent_key_without_list(request, documents, resource, context):

@@ -166,7 +166,7 @@ async fn trigger_wait_sees_an_agent_run_a_two_step_script_to_done() {
         &dir,
         "deploy.yaml",
         &format!(
-            "params: {{VERSION: '[0-9]+(\\.[0-9]+)*', REGION: '[a-z0-9-]+'}}\nsteps:\n  - shell: |\n      echo \"deploying $VERSION for $SPIGOT_BY\"\n      mkdir -p {o}\n      printf '%s %s %s' \"$VERSION\" \"$REGION\" \"$SPIGOT_SEQUENCE\" > {o}/version.txt\n  - download_s3: {{url: s3://{bucket}/artifacts/app-1.4.2.tgz, dest: {o}/app.tgz}}\n",
+            "params: {{VERSION: '[0-9]+(\\.[0-9]+)*', REGION: '[a-z0-9-]+'}}\nrecord_output: true\nsteps:\n  - shell: |\n      echo \"deploying $VERSION for $SPIGOT_BY\"\n      mkdir -p {o}\n      printf '%s %s %s' \"$VERSION\" \"$REGION\" \"$SPIGOT_SEQUENCE\" > {o}/version.txt\n  - download_s3: {{url: s3://{bucket}/artifacts/app-1.4.2.tgz, dest: {o}/app.tgz}}\n",
             o = out_dir.display()
         ),
     );
@@ -274,7 +274,7 @@ async fn a_failing_step_fails_the_wait_with_its_step_exit_code_and_output() {
     let script = write_script(
         &dir,
         "deploy.yaml",
-        "steps:\n  - shell: echo preparing\n  - shell: |\n      echo \"migrating database\"\n      echo \"error: relation users is locked\" >&2\n      exit 3\n      echo never\n  - shell: echo never reached\n",
+        "record_output: true\nsteps:\n  - shell: echo preparing\n  - shell: |\n      echo \"migrating database\"\n      echo \"connecting with DB_PASSWORD=hunter2\"\n      echo \"error: relation users is locked\" >&2\n      exit 3\n      echo never\n  - shell: echo never reached\n",
     );
     let _agent = agent(&dir, "api", "host-a", &script, &[]);
     wait_until("the agent to report", 30, async || {
@@ -294,6 +294,12 @@ async fn a_failing_step_fails_the_wait_with_its_step_exit_code_and_output() {
         "{stdout}"
     );
     assert!(!stdout.contains("never"), "{stdout}");
+    // #27.7: kept because the script asks, with the secret redacted.
+    assert!(
+        stdout.contains("  | connecting with DB_PASSWORD=***\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
     assert!(
         stderr.contains("trigger api #1: 1 agent of 1 failed"),
         "{stderr}"
@@ -781,7 +787,7 @@ async fn only_declared_data_reaches_a_step_and_nothing_of_the_agents_environment
         &dir,
         "deploy.yaml",
         &format!(
-            "params: {{VERSION: '[0-9]+(\\.[0-9]+)*'}}\nenv_passthrough: [DEPLOY_PASSED]\nsteps:\n  - shell: echo \"$SPIGOT_SEQUENCE v=$VERSION leak=[$DEPLOY_LEAK] passed=[$DEPLOY_PASSED]\" >> {}\n",
+            "params: {{VERSION: '[0-9]+(\\.[0-9]+)*'}}\nenv_passthrough: [DEPLOY_PASSED]\nsteps:\n  - shell: echo \"$SPIGOT_SEQUENCE v=$VERSION leak=[$DEPLOY_LEAK] passed=[$DEPLOY_PASSED]\" >> {}\n  - shell: echo printed to stdout\n",
             log.display()
         ),
     );
@@ -817,6 +823,12 @@ async fn only_declared_data_reaches_a_step_and_nothing_of_the_agents_environment
     );
     run_agent(true);
     assert_eq!(runs(&log), ["1 v=1.4.2 leak=[] passed=[ok]"]);
+    let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    assert_eq!(r.status, Status::Done);
+    assert!(
+        r.output_tail.is_empty(),
+        "no record_output: no output in the receipt"
+    );
 
     // A value that does not match: raised, but nothing runs and the receipt says why.
     assert!(
@@ -876,4 +888,159 @@ async fn only_declared_data_reaches_a_step_and_nothing_of_the_agents_environment
     assert!(r.note.unwrap().contains("BASH_ENV"));
     assert!(!pwned.exists(), "BASH_ENV never reached a shell");
     assert_eq!(runs(&log).len(), 1);
+}
+
+/// A tiny HTTP server for downloads: `/ok` (5 bytes), `/big` (5,000 bytes),
+/// `/to-metadata` and `/to-localhost` (302 to https://169.254.169.254/… and
+/// https://localhost:1/…). Returns its base URL.
+async fn download_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let answer = match path.as_str() {
+                    "/ok" => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_string(),
+                    "/big" => format!(
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{}",
+                        "x".repeat(5000)
+                    ),
+                    "/to-metadata" => "HTTP/1.1 302 Found\r\nLocation: https://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                    "/to-localhost" => "HTTP/1.1 302 Found\r\nLocation: https://localhost:1/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                    _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                };
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    base
+}
+
+/// #27.7: downloads follow no redirect to a private address, stop at a size
+/// cap, write through no symlink, and download_s3 names the bucket's owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_refuse_private_redirects_oversize_bodies_symlinks_and_foreign_buckets() {
+    let (_dev, dir, bucket) = stack().await;
+    s3(&dir)
+        .await
+        .put_object()
+        .bucket(&bucket)
+        .key("artifacts/app.tgz")
+        .body(b"artifact".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let base = download_server().await;
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Someone planted a symlink where the old agent wrote its partial file, and one at the destination.
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("ok.txt.spigot-part")).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("ok.txt")).unwrap();
+    let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    let step = |path: &str, dest: &str| {
+        format!(
+            "  - download: {{url: '{base}{path}', dest: {}, insecure: true, sha256: {hello}}}\n    continue_on_error: true\n",
+            out.join(dest).display()
+        )
+    };
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n{}{}{}{}  - download_s3: {{url: s3://{bucket}/artifacts/app.tgz, dest: {}}}\n",
+            step("/ok", "ok.txt"),
+            step("/to-metadata", "meta.txt"),
+            step("/to-localhost", "local.txt"),
+            step("/big", "big.txt"),
+            out.join("app.tgz").display()
+        ),
+    );
+    assert!(trigger(&dir, &["web"]).status.success());
+    let run = spigot_as(&dir.to_path_buf(), Principal::Agent)
+        .args([
+            "agent",
+            "--local",
+            "--trigger",
+            "web",
+            "--agent-id",
+            "host-a",
+            "--once",
+        ])
+        .arg("--script")
+        .arg(&script)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args([
+            "--max-download-bytes",
+            "4096",
+            "--artifact-owner",
+            "999999999999",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{:?}", text(&run));
+    let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    let errors: Vec<String> = r
+        .steps
+        .iter()
+        .map(|s| s.error.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(r.steps.len(), 5, "{errors:?}");
+    assert_eq!(r.steps[0].status, Status::Done, "{errors:?}");
+    assert!(
+        errors[1].contains("169.254.169.254") && errors[1].contains("refused"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2].contains("localhost") && errors[2].contains("refused"),
+        "{errors:?}"
+    );
+    assert!(errors[3].contains("4096-byte"), "{errors:?}");
+    assert!(
+        errors[4].contains("AccessDenied") || errors[4].contains("403"),
+        "{errors:?}"
+    );
+    // What landed: the good download, as a file of its own; nothing else, no partial files.
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(
+        !std::fs::symlink_metadata(out.join("ok.txt"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("ok.txt")).unwrap(),
+        "hello"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["ok.txt", "ok.txt.spigot-part"],
+        "the planted link stays, nothing else"
+    );
+    // Control: the same bucket, with the agent's own account as the owner (the default), downloads.
+    let script = write_script(
+        &dir,
+        "s3.yaml",
+        &format!(
+            "steps:\n  - download_s3: {{url: s3://{bucket}/artifacts/app.tgz, dest: {}}}\n",
+            out.join("app.tgz").display()
+        ),
+    );
+    assert!(trigger(&dir, &["web"]).status.success());
+    let out2 = agent_once(&dir, "web", "host-a", &script, "state");
+    assert!(out2.status.success(), "{:?}", text(&out2));
+    assert_eq!(std::fs::read(out.join("app.tgz")).unwrap(), b"artifact");
 }

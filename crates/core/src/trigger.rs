@@ -188,6 +188,35 @@ pub fn nonce_key(name: &str, nonce: &str) -> String {
     format!("trigger-nonces/{name}/{nonce}")
 }
 
+/// `line` with what looks like a secret replaced by `***`: `password=…`,
+/// `token: …`, `Authorization: Bearer …`, AWS access key ids, GitHub tokens,
+/// private key blocks. A best effort: scripts should not print secrets.
+pub fn redact(line: &str) -> String {
+    use std::sync::LazyLock;
+    static PATTERNS: LazyLock<Vec<(regex::Regex, &'static str)>> = LazyLock::new(|| {
+        [
+            (
+                r"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret)[A-Za-z0-9_-]*\s*[=:]\s*)\S+",
+                "${1}***",
+            ),
+            (r"(?i)(authorization:\s*(?:bearer|basic|token)\s+)\S+", "${1}***"),
+            (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "***"),
+            (r"\bgh[pousr]_[A-Za-z0-9]{20,}\b", "***"),
+            (r"\bgithub_pat_[A-Za-z0-9_]{20,}\b", "***"),
+            (r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*", "***"),
+            (r"(?i)(://[^/:@\s]+:)[^@\s]+@", "${1}***@"),
+        ]
+        .into_iter()
+        .map(|(p, r)| (regex::Regex::new(p).expect("valid pattern"), r))
+        .collect()
+    });
+    let mut out = line.to_string();
+    for (re, with) in PATTERNS.iter() {
+        out = re.replace_all(&out, *with).into_owned();
+    }
+    out
+}
+
 /// Variables no request may set, whatever a script declares: each makes a
 /// shell, a loader or a tool run code or go elsewhere.
 const DENIED: &[&str] = &[
@@ -705,6 +734,36 @@ pub async fn agents_since<T: Triggers>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn obvious_secrets_are_redacted_and_the_rest_kept() {
+        let cases = [
+            (
+                "DB_PASSWORD=hunter2 connecting",
+                "DB_PASSWORD=*** connecting",
+            ),
+            ("token: abc.def", "token: ***"),
+            ("Authorization: Bearer eyJhbGc", "Authorization: Bearer ***"),
+            ("key AKIAIOSFODNN7EXAMPLE used", "key *** used"),
+            ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "***"),
+            (
+                "cloning https://ci:s3cr3t@git.example.com/r",
+                "cloning https://ci:***@git.example.com/r",
+            ),
+            (
+                "deploying web 1.4.2 to eu-west-1",
+                "deploying web 1.4.2 to eu-west-1",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(redact(line), want, "{line}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,12 @@ pub struct AgentArgs {
     /// Time limit of a step that sets none.
     #[arg(long, env = "SPIGOT_AGENT_STEP_TIMEOUT", default_value = "30m", value_parser = crate::duration::parse)]
     step_timeout: Duration,
+    /// A download larger than this many bytes fails.
+    #[arg(long, env = "SPIGOT_AGENT_MAX_DOWNLOAD_BYTES", default_value_t = steps::MAX_DOWNLOAD_BYTES)]
+    max_download_bytes: u64,
+    /// The account that must own download_s3 buckets [default: the agent's own account].
+    #[arg(long, env = "SPIGOT_AGENT_ARTIFACT_OWNER")]
+    artifact_owner: Option<String>,
     /// Also run the script for GitHub events pulled from the buffer (pull mode): push:OWNER/REPO@BRANCH, repeatable.
     #[arg(long, value_name = "EVENT:OWNER/REPO@BRANCH")]
     on: Vec<String>,
@@ -269,7 +275,15 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
         shell: args.shell.clone(),
         step_timeout: args.step_timeout,
         s3: spigot_aws::s3_client(&r.sdk),
-        http: spigot_aws::tls::LazyClient::new(|b| b.connect_timeout(Duration::from_secs(10))),
+        http: spigot_aws::tls::LazyClient::new(|b| {
+            b.connect_timeout(Duration::from_secs(10))
+                .redirect(steps::redirect_policy())
+        }),
+        max_download_bytes: args.max_download_bytes,
+        bucket_owner: match &args.artifact_owner {
+            Some(owner) => Some(owner.clone()),
+            None => own_account(&r.sdk).await,
+        },
     };
     if let Some(addr) = args.metrics_listen {
         let m = metrics.clone();
@@ -539,6 +553,7 @@ impl Agent {
                 let env = self.environment(request, attempt);
                 let outcome = self.runner.run(&self.script, &env).await;
                 finish(&mut receipt, outcome);
+                keep_output(&mut receipt, &self.script);
             }
             Err(e) => {
                 // Nothing runs: the data is not what the script declared.
@@ -586,6 +601,22 @@ impl Agent {
     }
 }
 
+/// The account of the agent's credentials (STS GetCallerIdentity, which
+/// needs no permission), for S3's ExpectedBucketOwner; `None` if unknown.
+async fn own_account(sdk: &spigot_aws::aws_config::SdkConfig) -> Option<String> {
+    let sts = aws_sdk_sts::Client::new(sdk);
+    let asked = tokio::time::timeout(Duration::from_secs(5), sts.get_caller_identity().send());
+    match asked.await {
+        Ok(Ok(id)) => id.account().map(str::to_string),
+        _ => {
+            tracing::warn!(
+                "cannot read the agent's account: download_s3 sets no ExpectedBucketOwner (give --artifact-owner)"
+            );
+            None
+        }
+    }
+}
+
 /// What every step starts from, none of it from a request: PATH, HOME,
 /// LANG, USER and LOGNAME as the agent has them (PATH and LANG defaulted),
 /// SHELL (the agent's `--shell`), and the variables the script lists under
@@ -613,6 +644,18 @@ pub fn base_environment(script: &Script, shell: &str) -> Vec<(String, String)> {
         }
     }
     env
+}
+
+/// A receipt keeps the output tail only when the script asks (`record_output:
+/// true`), each line with obvious secrets redacted.
+pub fn keep_output(receipt: &mut Receipt, script: &Script) {
+    if script.record_output {
+        for line in &mut receipt.output_tail {
+            *line = spigot_core::trigger::redact(line);
+        }
+    } else {
+        receipt.output_tail.clear();
+    }
 }
 
 /// Fills in the end of `receipt` from what the run did.

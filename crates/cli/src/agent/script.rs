@@ -5,12 +5,14 @@
 //! params:                      # the data a request may carry: NAME -> pattern of the whole value
 //!   VERSION: '^[0-9]+(\.[0-9]+)*$'
 //! env_passthrough: [HTTPS_PROXY]  # the agent's own variables the steps also get
+//! record_output: true          # keep output tails in receipts (secrets redacted); default false
 //! steps:
 //!   - shell: echo one line
 //!   - shell: |
 //!       a block, run by the configured shell, stopping at the first failure
 //!     timeout: 10m
 //!   - download: {url: https://example.com/app.tgz, dest: /tmp/app.tgz, sha256: 9f86d0…}
+//!   - download: {url: http://mirror.internal/a.tgz, dest: /tmp/a.tgz, insecure: true, sha256: 9f86d0…}
 //!   - download_s3: {url: s3://bucket/key, dest: /tmp/app.zip, cache: false}
 //!     continue_on_error: true
 //! ```
@@ -40,6 +42,9 @@ pub struct Script {
     /// Variables of the agent's own environment the steps also get
     /// (`env_passthrough:`); nothing else of it reaches them.
     pub env_passthrough: Vec<String>,
+    /// Keep the steps' last output lines in receipts (`record_output: true`;
+    /// obvious secrets redacted). Off, receipts carry none.
+    pub record_output: bool,
 }
 
 /// One step.
@@ -62,7 +67,7 @@ pub enum Action {
     Shell(String),
     /// GET `url` into `dest`, checking its SHA-256 when given.
     Download {
-        /// http(s) URL.
+        /// https URL (http only with `insecure: true` and a `sha256`).
         url: String,
         /// Local path.
         dest: String,
@@ -103,6 +108,8 @@ struct RawScript {
     params: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     env_passthrough: Vec<String>,
+    #[serde(default)]
+    record_output: bool,
     steps: Vec<RawStep>,
 }
 
@@ -113,6 +120,8 @@ struct RawDownload {
     dest: String,
     #[serde(default)]
     sha256: Option<String>,
+    #[serde(default)]
+    insecure: bool,
     #[serde(default)]
     #[allow(dead_code)]
     cache: Option<bool>,
@@ -155,6 +164,8 @@ struct StepKeys {
     #[serde(default)]
     sha256: Option<String>,
     #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
     #[allow(dead_code)]
     cache: Option<bool>,
 }
@@ -183,26 +194,39 @@ impl TryFrom<StepKeys> for RawStep {
             }
         }
         let flat = |which: &str, nested: Option<RawDownload>| match nested {
-            Some(d) if k.url.is_none() && k.dest.is_none() => {
-                Ok((d.url, d.dest, d.sha256.or(k.sha256.clone())))
-            }
+            Some(d) if k.url.is_none() && k.dest.is_none() => Ok((
+                d.url,
+                d.dest,
+                d.sha256.or(k.sha256.clone()),
+                d.insecure || k.insecure,
+            )),
             Some(_) => Err(format!(
                 "{which}: give url and dest under {which}: or beside it, not both"
             )),
             None => match (&k.url, &k.dest) {
-                (Some(u), Some(d)) => Ok((u.clone(), d.clone(), k.sha256.clone())),
+                (Some(u), Some(d)) => Ok((u.clone(), d.clone(), k.sha256.clone(), k.insecure)),
                 _ => Err(format!("{which} needs url and dest")),
             },
         };
         let action = if let Some(cmd) = &k.shell {
-            if k.url.is_some() || k.dest.is_some() || k.sha256.is_some() {
+            if k.url.is_some() || k.dest.is_some() || k.sha256.is_some() || k.insecure {
                 return Err("a shell step has no url, dest or sha256".into());
             }
             Action::Shell(cmd.clone())
         } else if let Some(d) = k.download {
-            let (url, dest, sha256) = flat("download", d)?;
+            let (url, dest, sha256, insecure) = flat("download", d)?;
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(format!("download url {url:?} is not http(s)://"));
+            }
+            if url.starts_with("http://") && !insecure {
+                return Err(format!(
+                    "download url {url:?} is not https: give insecure: true and a sha256 to allow it"
+                ));
+            }
+            if insecure && sha256.is_none() {
+                return Err(
+                    "insecure: true needs a sha256 (what arrives over http is checked)".into(),
+                );
             }
             if let Some(h) = &sha256
                 && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -215,7 +239,10 @@ impl TryFrom<StepKeys> for RawStep {
                 sha256: sha256.map(|h| h.to_ascii_lowercase()),
             }
         } else {
-            let (url, dest, sha256) = flat("download_s3", k.download_s3.flatten())?;
+            let (url, dest, sha256, insecure) = flat("download_s3", k.download_s3.flatten())?;
+            if insecure {
+                return Err("download_s3 has no insecure (it always goes over TLS)".into());
+            }
             if sha256.is_some() {
                 return Err("download_s3 has no sha256 (S3 checks the object's integrity)".into());
             }
@@ -283,6 +310,7 @@ impl Script {
             steps: raw.steps.into_iter().map(|s| s.0).collect(),
             params,
             env_passthrough: raw.env_passthrough,
+            record_output: raw.record_output,
         })
     }
 }
@@ -335,6 +363,26 @@ mod tests {
             panic!()
         };
         assert!(sha256.as_ref().unwrap().starts_with("9f86"));
+    }
+
+    #[test]
+    fn plain_http_needs_insecure_and_a_digest() {
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let e = parse("steps:\n  - download: {url: http://m/a, dest: a}\n").unwrap_err();
+        assert!(e.contains("not https"), "{e}");
+        let e = parse("steps:\n  - download: {url: http://m/a, dest: a, insecure: true}\n")
+            .unwrap_err();
+        assert!(e.contains("needs a sha256"), "{e}");
+        let ok = format!(
+            "steps:\n  - download: {{url: http://m/a, dest: a, insecure: true, sha256: {sha}}}\n"
+        );
+        assert!(parse(&ok).is_ok());
+        assert!(!parse(&ok).unwrap().record_output, "off unless asked");
+        assert!(
+            parse(&format!("record_output: true\n{ok}"))
+                .unwrap()
+                .record_output
+        );
     }
 
     #[test]

@@ -27,8 +27,67 @@ pub struct Runner {
     pub step_timeout: Duration,
     /// For `download_s3`.
     pub s3: aws_sdk_s3::Client,
-    /// For `download`.
+    /// For `download` (built with [`redirect_policy`]).
     pub http: spigot_aws::tls::LazyClient,
+    /// A download larger than this fails (and leaves nothing behind).
+    pub max_download_bytes: u64,
+    /// The account that must own a `download_s3` bucket (S3's ExpectedBucketOwner).
+    pub bucket_owner: Option<String>,
+}
+
+/// The default [`Runner::max_download_bytes`]: 2 GiB.
+pub const MAX_DOWNLOAD_BYTES: u64 = 2 << 30;
+
+/// Redirects a download may follow: at most 5, https only, never to a
+/// loopback, private, link-local (169.254.169.254: instance metadata) or
+/// unspecified address, nor to `localhost`. (A name that resolves to such an
+/// address is not caught here: the first URL is the script's own.)
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 5 {
+            return attempt.error("more than 5 redirects");
+        }
+        let url = attempt.url().clone();
+        if url.scheme() != "https" {
+            return attempt.error(format!("redirect to {url} refused: not https"));
+        }
+        if private_host(&url) {
+            return attempt.error(format!(
+                "redirect to {url} refused: a loopback, private or link-local address"
+            ));
+        }
+        attempt.follow()
+    })
+}
+
+fn private_host(url: &reqwest::Url) -> bool {
+    use std::net::IpAddr;
+    let v4 = |ip: std::net::Ipv4Addr| {
+        ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_broadcast()
+            || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
+    };
+    let Some(host) = url.host_str() else {
+        return true;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => v4(ip),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some_and(v4)
+        }
+        Err(_) => {
+            let d = host.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+    }
 }
 
 /// What a script run did.
@@ -222,15 +281,29 @@ impl Runner {
         tail: &Tail,
     ) -> Result<(), String> {
         let client = self.http.get().map_err(|e| e.to_string())?;
-        let mut resp = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url} failed: {e}"))?;
+        let mut resp = client.get(url).send().await.map_err(|e| {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            format!("GET {url} failed: {why}")
+        })?;
         if !resp.status().is_success() {
             return Err(format!("GET {url} answered {}", resp.status()));
         }
-        let mut file = Partial::create(dest).await?;
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_download_bytes)
+        {
+            return Err(format!(
+                "GET {url}: {} bytes is more than the {}-byte cap",
+                resp.content_length().unwrap_or_default(),
+                self.max_download_bytes
+            ));
+        }
+        let mut file = Partial::create(dest, self.max_download_bytes).await?;
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -253,6 +326,7 @@ impl Runner {
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .send()
             .await
             .map_err(|e| {
@@ -262,7 +336,7 @@ impl Runner {
                 )
             })?;
         let mut body = out.body;
-        let mut file = Partial::create(dest).await?;
+        let mut file = Partial::create(dest, self.max_download_bytes).await?;
         while let Some(chunk) = body
             .try_next()
             .await
@@ -274,17 +348,20 @@ impl Runner {
     }
 }
 
-/// A download being written next to its destination, renamed into place when complete.
+/// A download being written next to its destination, under a name nobody can
+/// guess, created new (never through a symlink or over an existing file),
+/// renamed into place when complete.
 struct Partial {
     file: tokio::fs::File,
     part: String,
     dest: String,
     hash: sha2::Sha256,
     bytes: u64,
+    cap: u64,
 }
 
 impl Partial {
-    async fn create(dest: &str) -> Result<Self, String> {
+    async fn create(dest: &str, cap: u64) -> Result<Self, String> {
         if let Some(dir) = Path::new(dest)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -293,8 +370,13 @@ impl Partial {
                 .await
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let part = format!("{dest}.spigot-part");
-        let file = tokio::fs::File::create(&part)
+        let part = format!("{dest}.spigot-{}.part", spigot_aws::random_id());
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&part)
             .await
             .map_err(|e| format!("cannot write {part}: {e}"))?;
         Ok(Self {
@@ -303,12 +385,20 @@ impl Partial {
             dest: dest.to_string(),
             hash: sha2::Sha256::new(),
             bytes: 0,
+            cap,
         })
     }
 
     async fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
         self.hash.update(chunk);
-        self.bytes += chunk.len() as u64;
+        self.bytes = self.bytes.saturating_add(chunk.len() as u64);
+        if self.bytes > self.cap {
+            let _ = tokio::fs::remove_file(&self.part).await;
+            return Err(format!(
+                "{} is larger than the {}-byte download cap; stopped",
+                self.dest, self.cap
+            ));
+        }
         self.file
             .write_all(chunk)
             .await

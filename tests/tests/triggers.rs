@@ -77,7 +77,7 @@ async fn raise_twenty(store: Arc<S3Triggers>) -> Vec<u64> {
             let store = store.clone();
             tokio::spawn(async move {
                 let data = BTreeMap::from([("RAISER".to_string(), i.to_string())]);
-                trigger::raise(&*store, "deploy", &format!("ci-{i}"), data, 1)
+                trigger::raise(&*store, "deploy", &format!("ci-{i}"), data, 1, "")
                     .await
                     .unwrap()
                     .sequence
@@ -107,7 +107,10 @@ async fn twenty_concurrent_raisers_get_twenty_numbers_and_none_is_lost() {
     let requests = trigger::requests_after(&*store, "deploy", 0, 100)
         .await
         .unwrap();
-    let mut raisers: Vec<String> = requests.iter().map(|r| r.data["RAISER"].clone()).collect();
+    let mut raisers: Vec<String> = requests
+        .iter()
+        .map(|(_, r)| r.as_ref().unwrap().data["RAISER"].clone())
+        .collect();
     raisers.sort_by_key(|r| r.parse::<u32>().unwrap());
     assert_eq!(raisers, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
     let (head, _) = trigger::head(&*store, "deploy").await.unwrap().unwrap();

@@ -65,15 +65,23 @@ impl Triggers for S3Triggers {
             Err(e) => return Err(port(&format!("S3 GetObject s3://{bucket}/{key}"), e)),
         };
         let etag = out.e_tag().unwrap_or_default().to_string();
-        let bytes = out
-            .body
-            .collect()
+        // Read no more than the cap (and one byte past it, so that the reader
+        // knows the object is larger): another principal may have written it.
+        let cap = spigot_core::trigger::MAX_OBJECT_BYTES + 1;
+        let mut bytes = Vec::new();
+        let mut body = out.body;
+        while let Some(chunk) = body
+            .try_next()
             .await
-            .map_err(|e| PortError::new(format!("reading s3://{bucket}/{key} failed: {e}")))?;
-        Ok(Read::Found {
-            bytes: bytes.into_bytes().to_vec(),
-            etag,
-        })
+            .map_err(|e| PortError::new(format!("reading s3://{bucket}/{key} failed: {e}")))?
+        {
+            let room = cap.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if bytes.len() >= cap {
+                break;
+            }
+        }
+        Ok(Read::Found { bytes, etag })
     }
 
     async fn write(&self, key: &str, bytes: Vec<u8>, when: Write<'_>) -> Result<bool, PortError> {

@@ -85,7 +85,7 @@ pub async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError> {
     } else {
         Vec::new()
     };
-    let request = trigger::raise(&store, &args.name, &by, data, now)
+    let request = trigger::raise(&store, &args.name, &by, data, now, &spigot_aws::random_id())
         .await
         .map_err(|e| CliError::Failed(e.into()))?;
     if !args.wait {

@@ -1044,3 +1044,128 @@ async fn downloads_refuse_private_redirects_oversize_bodies_symlinks_and_foreign
     assert!(out2.status.success(), "{:?}", text(&out2));
     assert_eq!(std::fs::read(out.join("app.tgz")).unwrap(), b"artifact");
 }
+
+/// #27.5: the agent reads a request's number from its key, not its content;
+/// a corrupt or oversized request gets a failed receipt and the agent goes on;
+/// the raiser steps past them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_goes_past_unreadable_requests_and_trusts_keys_not_content() {
+    let (_dev, dir, bucket) = stack().await;
+    let log = dir.join("runs.txt");
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "params: {{WHAT: '[a-z]+'}}\nsteps:\n  - shell: echo \"$SPIGOT_SEQUENCE $WHAT\" >> {}\n",
+            log.display()
+        ),
+    );
+    assert!(
+        trigger(&dir, &["web", "--data", "WHAT=first"])
+            .status
+            .success()
+    );
+    assert!(
+        agent_once(&dir, "web", "host-a", &script, "state")
+            .status
+            .success()
+    );
+    assert_eq!(runs(&log), ["1 first"]);
+    // Written straight into the bucket: #2 claims to be #9, #3 is not JSON, #4 is 300 KB.
+    let put = |n: u64, bytes: Vec<u8>| {
+        let (dir, bucket) = (dir.clone(), bucket.clone());
+        async move {
+            s3(&dir)
+                .await
+                .put_object()
+                .bucket(&bucket)
+                .key(spigot_core::trigger::Keys("web").request(n))
+                .body(bytes.into())
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let lying = serde_json::json!({"trigger": "web", "sequence": 9, "by": "x",
+        "data": {"WHAT": "second"}, "raised_at": "2026-12-02T10:00:00Z", "raised_at_ms": 0u64});
+    put(2, lying.to_string().into_bytes()).await;
+    put(3, b"{not json".to_vec()).await;
+    put(4, vec![b' '; 300 * 1024]).await;
+    // The raiser finds 2-4 taken and raises #5.
+    let out = trigger(&dir, &["web", "--data", "WHAT=fifth"]);
+    assert!(
+        text(&out).0.starts_with("raised web #5 "),
+        "{:?}",
+        text(&out)
+    );
+    let out = agent_once(&dir, "web", "host-a", &script, "state");
+    assert_eq!(out.status.code(), Some(1), "two failed: {:?}", text(&out));
+    assert_eq!(runs(&log), ["1 first", "2 second", "5 fifth"]);
+    let note = |n| {
+        let (dir, bucket) = (dir.clone(), bucket.clone());
+        async move {
+            let r = receipt(&dir, &bucket, "web", n, "host-a").await.unwrap();
+            assert_eq!(r.status, Status::Failed, "#{n}");
+            r.note.unwrap()
+        }
+    };
+    assert!(note(3).await.contains("not a request"));
+    assert!(note(4).await.contains("larger than"));
+    assert!(receipt(&dir, &bucket, "web", 9, "host-a").await.is_none());
+}
+
+/// #27.5: a run whose final receipt could not be written (the bucket
+/// unreachable) is not run again at restart: the receipt kept in the agent's
+/// state is written instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_receipt_could_not_be_written_is_not_run_again() {
+    let (_dev, dir, bucket) = stack().await;
+    let endpoint = spigot_cli_dev_file(&dir).endpoint.clone();
+    let proxy = spigot_e2e::proxy::Proxy::start(&endpoint).await;
+    let log = dir.join("runs.txt");
+    let started = dir.join("started");
+    let script = write_script(
+        &dir,
+        "deploy.yaml",
+        &format!(
+            "steps:\n  - shell: echo ran >> {}; touch {}; sleep 2\n",
+            log.display(),
+            started.display()
+        ),
+    );
+    assert!(trigger(&dir, &["web"]).status.success());
+    let agent = |through: &str| {
+        spigot_as(&dir.to_path_buf(), Principal::Agent)
+            .args(["agent", "--local", "--endpoint", through])
+            .args(["--trigger", "web", "--agent-id", "host-a", "--once"])
+            .arg("--script")
+            .arg(&script)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--receipt-tries", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = agent(&proxy.url);
+    wait_until("the step to start", 30, async || started.exists()).await;
+    proxy.set_up(false); // the bucket becomes unreachable while the step runs
+    let out = first.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the receipt could not be written");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("receipt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proxy.set_up(true);
+    let second = agent(&proxy.url).wait_with_output().unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(runs(&log), ["ran"], "run once, not again");
+    let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
+    assert_eq!((r.status, r.attempt), (Status::Done, 1));
+}

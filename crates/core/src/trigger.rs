@@ -21,6 +21,10 @@ use crate::ports::{PortError, Read, Triggers, Write};
 pub const FOLLOWING_MS: u64 = 24 * 3600 * 1000;
 /// Largest request (data and all), bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The most bytes read of any object under `triggers/` (a request, a head, a
+/// receipt): a reader stops there, and a larger object is unreadable.
+pub const MAX_OBJECT_BYTES: usize = 256 * 1024;
 /// Sequence numbers a raiser tries past the head before giving up.
 const MAX_RACE: u64 = 10_000;
 /// Attempts to move the head forward under contention.
@@ -401,7 +405,15 @@ pub struct Request {
     pub raised_at: String,
     /// When, milliseconds since the epoch.
     pub raised_at_ms: u64,
+    /// The raiser's own id for this raise: a create whose answer was lost and
+    /// that S3 then refuses (412) is recognised as the raiser's own write.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
+
+/// A request as read from the bucket: readable, or why not. Its sequence is
+/// its key's, whatever the object says.
+pub type Fetched = Result<Request, String>;
 
 /// The newest sequence of a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -554,6 +566,7 @@ pub async fn raise<T: Triggers>(
     by: &str,
     data: BTreeMap<String, String>,
     now_ms: u64,
+    token: &str,
 ) -> Result<Request, TriggerError> {
     check_name("trigger", name)?;
     for key in data.keys() {
@@ -568,6 +581,7 @@ pub async fn raise<T: Triggers>(
         data,
         raised_at: rfc3339(now_ms),
         raised_at_ms: now_ms,
+        token: token.to_string(),
     };
     let size = encode(&request).len();
     if size > MAX_REQUEST_BYTES {
@@ -578,6 +592,13 @@ pub async fn raise<T: Triggers>(
     loop {
         let key = keys.request(request.sequence);
         if store.write(&key, encode(&request), Write::IfAbsent).await? {
+            break;
+        }
+        // Taken: by this raise itself, when a retried create's first answer was lost?
+        if !token.is_empty()
+            && let Some(Ok(there)) = request_at(store, &key, request.sequence).await?
+            && there.token == token
+        {
             break;
         }
         // Taken by another raiser (or the head lags): the next one.
@@ -621,16 +642,40 @@ async fn advance<T: Triggers>(store: &T, name: &str, sequence: u64) -> Result<()
     ))))
 }
 
-/// Request `sequence` of `name`, if raised.
+/// Request `sequence` of `name`, if raised (unreadable: why).
 pub async fn request<T: Triggers>(
     store: &T,
     name: &str,
     sequence: u64,
-) -> Result<Option<Request>, TriggerError> {
-    let key = Keys(name).request(sequence);
-    match store.read(&key, None).await? {
-        Read::Found { bytes, .. } => Ok(Some(decode(&key, &bytes)?)),
-        Read::Missing | Read::Unchanged => Ok(None),
+) -> Result<Option<Fetched>, TriggerError> {
+    request_at(store, &Keys(name).request(sequence), sequence).await
+}
+
+/// The request at `key` (sequence `sequence`): `Some(Err(why))` when it is
+/// there but unreadable (corrupt, too large), so that a reader can say so and
+/// go on rather than stall on it.
+async fn request_at<T: Triggers>(
+    store: &T,
+    key: &str,
+    sequence: u64,
+) -> Result<Option<Fetched>, TriggerError> {
+    let bytes = match store.read(key, None).await? {
+        Read::Found { bytes, .. } => bytes,
+        Read::Missing | Read::Unchanged => return Ok(None),
+    };
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Ok(Some(Err(format!(
+            "{key} is larger than {MAX_OBJECT_BYTES} bytes"
+        ))));
+    }
+    match serde_json::from_slice::<Request>(&bytes) {
+        Ok(mut r) => {
+            // The key decides: an object that names another number (or
+            // trigger) neither loops nor stalls a reader.
+            r.sequence = sequence;
+            Ok(Some(Ok(r)))
+        }
+        Err(e) => Ok(Some(Err(format!("{key} is not a request: {e}")))),
     }
 }
 
@@ -640,12 +685,12 @@ pub async fn requests_after<T: Triggers>(
     name: &str,
     after: u64,
     at_most: usize,
-) -> Result<Vec<Request>, TriggerError> {
+) -> Result<Vec<(u64, Fetched)>, TriggerError> {
     let mut found = Vec::new();
     let mut next = after + 1;
     while found.len() < at_most {
         match request(store, name, next).await? {
-            Some(r) => found.push(r),
+            Some(r) => found.push((next, r)),
             None => break,
         }
         next += 1;
@@ -854,7 +899,7 @@ mod tests {
     async fn raises_take_consecutive_numbers_and_move_the_head() {
         let store = MemoryTriggers::default();
         for n in 1..=3 {
-            let r = raise(&store, "web", "ci", data(&["VERSION=1.2"]), 1_000 * n)
+            let r = raise(&store, "web", "ci", data(&["VERSION=1.2"]), 1_000 * n, "")
                 .await
                 .unwrap();
             assert_eq!(r.sequence, n);
@@ -862,10 +907,10 @@ mod tests {
         assert_eq!(head(&store, "web").await.unwrap().unwrap().0.sequence, 3);
         let after = requests_after(&store, "web", 1, 10).await.unwrap();
         assert_eq!(
-            after.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            after.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             vec![2, 3]
         );
-        assert_eq!(after[0].data["VERSION"], "1.2");
+        assert_eq!(after[0].1.as_ref().unwrap().data["VERSION"], "1.2");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -875,10 +920,17 @@ mod tests {
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    raise(&*store, "web", &format!("raiser-{i}"), BTreeMap::new(), 5)
-                        .await
-                        .unwrap()
-                        .sequence
+                    raise(
+                        &*store,
+                        "web",
+                        &format!("raiser-{i}"),
+                        BTreeMap::new(),
+                        5,
+                        "",
+                    )
+                    .await
+                    .unwrap()
+                    .sequence
                 })
             })
             .collect();
@@ -896,7 +948,7 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_head_is_walked_past() {
         let store = MemoryTriggers::default();
-        raise(&store, "web", "ci", BTreeMap::new(), 1)
+        raise(&store, "web", "ci", BTreeMap::new(), 1, "")
             .await
             .unwrap();
         // A raiser that created request 2 and died before moving the head.
@@ -907,13 +959,14 @@ mod tests {
             data: BTreeMap::new(),
             raised_at: rfc3339(2),
             raised_at_ms: 2,
+            token: String::new(),
         };
         store
             .write(&Keys("web").request(2), encode(&orphan), Write::IfAbsent)
             .await
             .unwrap();
         assert_eq!(head(&store, "web").await.unwrap().unwrap().0.sequence, 1);
-        let next = raise(&store, "web", "ci", BTreeMap::new(), 3)
+        let next = raise(&store, "web", "ci", BTreeMap::new(), 3, "")
             .await
             .unwrap();
         assert_eq!(next.sequence, 3);
@@ -921,9 +974,84 @@ mod tests {
             .await
             .unwrap()
             .iter()
-            .map(|r| r.sequence)
+            .map(|(n, _)| *n)
             .collect();
         assert_eq!(seqs, vec![1, 2, 3]);
+    }
+
+    /// A store whose first create succeeds but answers "taken" (412), as S3
+    /// does to an SDK retry of a create whose first answer was lost.
+    #[derive(Default)]
+    struct LostAnswer {
+        inner: MemoryTriggers,
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    impl Triggers for LostAnswer {
+        async fn read(&self, key: &str, known: Option<&str>) -> Result<Read, PortError> {
+            self.inner.read(key, known).await
+        }
+        async fn write(
+            &self,
+            key: &str,
+            bytes: Vec<u8>,
+            when: Write<'_>,
+        ) -> Result<bool, PortError> {
+            let wrote = self.inner.write(key, bytes, when).await?;
+            let first = key.contains("/requests/")
+                && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(wrote && !first)
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_answer_was_lost_is_recognised_by_its_token() {
+        let store = LostAnswer::default();
+        let r = raise(&store, "web", "ci", BTreeMap::new(), 1, "token-1")
+            .await
+            .unwrap();
+        assert_eq!(r.sequence, 1, "its own write, not a second request");
+        assert!(request(&store, "web", 2).await.unwrap().is_none());
+        // Control: without a token the lost answer costs a number (the old behaviour).
+        let store = LostAnswer::default();
+        let r = raise(&store, "web", "ci", BTreeMap::new(), 1, "")
+            .await
+            .unwrap();
+        assert_eq!(r.sequence, 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_reads_by_its_key_and_a_corrupt_or_huge_one_is_said_so() {
+        let store = MemoryTriggers::default();
+        let lying = Request {
+            trigger: "prod".into(),
+            sequence: 7,
+            by: "x".into(),
+            data: BTreeMap::new(),
+            raised_at: rfc3339(1),
+            raised_at_ms: 1,
+            token: String::new(),
+        };
+        let put = |n: u64, bytes: Vec<u8>| {
+            let store = &store;
+            async move {
+                store
+                    .write(&Keys("web").request(n), bytes, Write::Always)
+                    .await
+                    .unwrap()
+            }
+        };
+        put(1, encode(&lying)).await;
+        put(2, b"{not json".to_vec()).await;
+        put(3, vec![b' '; MAX_OBJECT_BYTES + 1]).await;
+        let got = requests_after(&store, "web", 0, 10).await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].1.as_ref().unwrap().sequence, 1, "the key's number");
+        assert!(got[1].1.as_ref().unwrap_err().contains("not a request"));
+        assert!(got[2].1.as_ref().unwrap_err().contains("larger than"));
     }
 
     #[test]
@@ -955,7 +1083,7 @@ mod tests {
     #[tokio::test]
     async fn receipts_and_agents_are_read_back() {
         let store = MemoryTriggers::default();
-        let r = raise(&store, "web", "ci", BTreeMap::new(), 1)
+        let r = raise(&store, "web", "ci", BTreeMap::new(), 1, "")
             .await
             .unwrap();
         let receipt = Receipt {
@@ -991,7 +1119,7 @@ mod tests {
         );
         let big = BTreeMap::from([("X".to_string(), "y".repeat(MAX_REQUEST_BYTES))]);
         assert!(matches!(
-            raise(&store, "web", "ci", big, 1).await,
+            raise(&store, "web", "ci", big, 1, "").await,
             Err(TriggerError::Invalid(_))
         ));
     }

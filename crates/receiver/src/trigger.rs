@@ -195,7 +195,8 @@ impl<S: Triggers> TriggerDoor<S> {
             }
         }
         let by = body.by.unwrap_or_else(|| DEFAULT_BY.to_string());
-        match trigger::raise(store, name, &by, body.data, now_ms).await {
+        // The nonce is this raise's own id: a create retried by the SDK is known as its own.
+        match trigger::raise(store, name, &by, body.data, now_ms, &stamp.nonce).await {
             Ok(r) => {
                 tracing::info!(trigger = name, sequence = r.sequence, by = %r.by, "trigger raised");
                 (
@@ -289,6 +290,7 @@ mod tests {
         assert_eq!(by_default.status, 202);
         let r = trigger::request(door.store.as_ref().unwrap(), "web", 3)
             .await
+            .unwrap()
             .unwrap()
             .unwrap();
         assert_eq!(r.by, DEFAULT_BY);

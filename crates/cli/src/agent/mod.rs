@@ -73,6 +73,9 @@ pub struct AgentArgs {
     /// The account that must own download_s3 buckets [default: the agent's own account].
     #[arg(long, env = "SPIGOT_AGENT_ARTIFACT_OWNER")]
     artifact_owner: Option<String>,
+    /// Tries of a receipt write (tests shorten it).
+    #[arg(long, default_value_t = 8, hide = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+    receipt_tries: u32,
     /// Also run the script for GitHub events pulled from the buffer (pull mode): push:OWNER/REPO@BRANCH, repeatable.
     #[arg(long, value_name = "EVENT:OWNER/REPO@BRANCH")]
     on: Vec<String>,
@@ -86,6 +89,11 @@ struct State {
     /// The request being run, and which attempt.
     #[serde(default)]
     running: Option<Running>,
+    /// The final receipt of the running request, kept here before it is
+    /// written: if writing it fails, a restart writes it again instead of
+    /// running the request again.
+    #[serde(default)]
+    finished: Option<Receipt>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -254,6 +262,8 @@ pub struct Agent {
     runner: Runner,
     state_path: PathBuf,
     metrics: Arc<AgentMetrics>,
+    /// Tries of a receipt write before the agent gives up (and exits).
+    receipt_tries: u32,
 }
 
 pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
@@ -322,6 +332,7 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
         script,
         runner,
         metrics,
+        receipt_tries: args.receipt_tries,
     };
     let failed = agent.follow(&args, &stop).await?;
     if args.once && failed > 0 {
@@ -374,11 +385,14 @@ impl Agent {
                 .await
                 {
                     Ok(requests) => {
-                        for request in requests {
+                        for (sequence, fetched) in requests {
                             if stop.load(Ordering::SeqCst) {
                                 break;
                             }
-                            let receipt = self.handle(&mut state, &request, None).await?;
+                            let receipt = match fetched {
+                                Ok(request) => self.handle(&mut state, &request, None).await?,
+                                Err(why) => self.unreadable(&mut state, sequence, &why).await?,
+                            };
                             failed += u64::from(receipt.status == Status::Failed);
                         }
                     }
@@ -418,6 +432,7 @@ impl Agent {
                 let state = State {
                     last_sequence: newest.saturating_sub(1),
                     running: None,
+                    finished: None,
                 };
                 state.save(&self.state_path)?;
                 state
@@ -435,6 +450,21 @@ impl Agent {
     /// A run of `running` was cut short (the agent stopped mid-script): run it
     /// again, or, after [`MAX_ATTEMPTS`], record it failed; never skip it silently.
     async fn resume(&self, state: &mut State, running: Running) -> Result<(), CliError> {
+        if let Some(done) = state.finished.clone()
+            && done.sequence == running.sequence
+        {
+            // The run ended; only its receipt was not written: write it, run nothing.
+            eprintln!(
+                "request {} of {}: writing the receipt a previous run could not",
+                done.sequence, self.trigger
+            );
+            self.put(&done).await?;
+            state.last_sequence = done.sequence;
+            state.running = None;
+            state.finished = None;
+            state.save(&self.state_path)?;
+            return Ok(());
+        }
         let mine = trigger::receipt(&self.store, &self.trigger, running.sequence, &self.id)
             .await
             .map_err(|e| CliError::Failed(e.into()))?;
@@ -448,13 +478,21 @@ impl Agent {
             state.save(&self.state_path)?;
             return Ok(());
         }
-        let Some(request) = trigger::request(&self.store, &self.trigger, running.sequence)
+        let request = match trigger::request(&self.store, &self.trigger, running.sequence)
             .await
             .map_err(|e| CliError::Failed(e.into()))?
-        else {
-            state.running = None;
-            state.save(&self.state_path)?;
-            return Ok(());
+        {
+            Some(Ok(request)) => request,
+            Some(Err(why)) => {
+                state.running = None;
+                self.unreadable(state, running.sequence, &why).await?;
+                return Ok(());
+            }
+            None => {
+                state.running = None;
+                state.save(&self.state_path)?;
+                return Ok(());
+            }
         };
         let note = format!(
             "attempt {} was interrupted (the agent stopped mid-script{})",
@@ -518,7 +556,7 @@ impl Agent {
         for attempt in 1.. {
             match trigger::put_receipt(&self.store, receipt, SystemClock.now_ms()).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 8 => {
+                Err(e) if attempt < self.receipt_tries => {
                     tracing::warn!(error = %e, "cannot write the receipt; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(15));
@@ -566,6 +604,8 @@ impl Agent {
                 receipt.note = Some(format!("refused the request, nothing ran: {e}"));
             }
         }
+        state.finished = Some(receipt.clone());
+        state.save(&self.state_path)?;
         self.put(&receipt).await?;
         self.metrics.record(&receipt);
         self.metrics
@@ -580,6 +620,39 @@ impl Agent {
         );
         state.last_sequence = request.sequence;
         state.running = None;
+        state.finished = None;
+        state.save(&self.state_path)?;
+        Ok(receipt)
+    }
+
+    /// Request `sequence` is there but cannot be read (corrupt, too large):
+    /// a failed receipt says why, and the agent goes on to the next.
+    async fn unreadable(
+        &self,
+        state: &mut State,
+        sequence: u64,
+        why: &str,
+    ) -> Result<Receipt, CliError> {
+        eprintln!(
+            "request {sequence} of {}: unreadable, skipped: {why}",
+            self.trigger
+        );
+        let placeholder = Request {
+            trigger: self.trigger.clone(),
+            sequence,
+            by: String::new(),
+            data: Default::default(),
+            raised_at: String::new(),
+            raised_at_ms: 0,
+            token: String::new(),
+        };
+        let mut receipt = self.receipt(&placeholder, 1, None);
+        receipt.status = Status::Failed;
+        receipt.finished_at = Some(receipt.started_at.clone());
+        receipt.note = Some(format!("the request could not be read, nothing ran: {why}"));
+        self.put(&receipt).await?;
+        self.metrics.record(&receipt);
+        state.last_sequence = sequence;
         state.save(&self.state_path)?;
         Ok(receipt)
     }

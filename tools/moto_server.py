@@ -73,9 +73,16 @@ def receive_message(self, queue_name, count, wait_seconds_timeout, *args, **kwar
             if message.visible:
                 queue.pending_messages.discard(message)
         result = _receive(self, queue_name, count, 0, *args, **kwargs)
-        if result or time.time() >= deadline:
+        left = deadline - time.time()
+        if result or left <= 0:
             return result
-        time.sleep(0.05)
+        # Woken at once by a new message (moto's own condition), else after
+        # 50 ms; visible messages of locked groups make that wait return at
+        # once, so then pause 20 ms rather than spin.
+        started = time.time()
+        queue.wait_for_messages(min(0.05, left))
+        if time.time() - started < 0.005:
+            time.sleep(min(0.02, left))
 
 
 SQSBackend.receive_message = receive_message

@@ -52,13 +52,7 @@ fn distinct(target: &FakeTarget) -> usize {
 async fn run(latency_ms: u64) {
     let target = FakeTarget::start().await;
     target.set_delay_ms(latency_ms);
-    let http = HttpTarget::new(
-        &target.url,
-        Default::default(),
-        format!("{}/", target.url),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let http = http_target(&target.url);
 
     // Engine.
     let (sdk, st) = stack().await;
@@ -92,13 +86,7 @@ async fn run(latency_ms: u64) {
     // Naive loop on a fresh stack.
     let naive_target = FakeTarget::start().await;
     naive_target.set_delay_ms(latency_ms);
-    let naive_http = HttpTarget::new(
-        &naive_target.url,
-        Default::default(),
-        format!("{}/", naive_target.url),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let naive_http = http_target(&naive_target.url);
     let (_, st2) = stack().await;
     let buffer2 = SqsBuffer::new(
         sqs.clone(),
@@ -155,13 +143,7 @@ async fn run_simulated(rtt_ms: u64, latency_ms: u64) {
     }
     let target = FakeTarget::start().await;
     target.set_delay_ms(latency_ms);
-    let http = HttpTarget::new(
-        &target.url,
-        Default::default(),
-        format!("{}/", target.url),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let http = http_target(&target.url);
     let engine = Engine::new(
         SimulatedSqs::new(Duration::ZERO),
         None::<S3Payloads>,
@@ -182,13 +164,7 @@ async fn run_simulated(rtt_ms: u64, latency_ms: u64) {
 
     let naive_target = FakeTarget::start().await;
     naive_target.set_delay_ms(latency_ms);
-    let naive_http = HttpTarget::new(
-        &naive_target.url,
-        Default::default(),
-        format!("{}/", naive_target.url),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let naive_http = http_target(&naive_target.url);
     let q = SimulatedSqs::new(Duration::ZERO);
     fill_sim(&q).await;
     q.set_rtt(rtt);
@@ -273,13 +249,7 @@ async fn bound(coalesce: spigot_core::coalesce::Coalesce) {
     const LATENCY_MS: u64 = 50;
     let target = FakeTarget::start().await;
     target.set_delay_ms(LATENCY_MS);
-    let http = HttpTarget::new(
-        &target.url,
-        Default::default(),
-        format!("{}/", target.url),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let http = http_target(&target.url);
     let mut config = bench_config();
     config.coalesce = coalesce;
     let workers = config.concurrency;
@@ -367,6 +337,17 @@ async fn main() {
     run_simulated(10, 20).await;
     run(0).await;
     run(20).await;
+}
+
+/// An HTTP target client for a local target at `url`.
+fn http_target(url: &str) -> HttpTarget {
+    HttpTarget::new(
+        url,
+        Default::default(),
+        format!("{url}/"),
+        Duration::from_secs(5),
+    )
+    .unwrap()
 }
 
 /// The drainer's shape without a deadline: 8 workers, production backoff.

@@ -41,19 +41,25 @@ fn flip(dir: &PathBuf, state: &str) {
     assert!(ok.success(), "spigot {state} --local failed");
 }
 
-/// The receiver's own capacity: the Lambda handler in process, in-memory queue
-/// ports, forwarding over HTTP to a local target; same hooks, same concurrency.
-async fn in_process() {
+type MemoryReceiver = spigot_receiver::Receiver<
+    spigot_core::ports::memory::MemoryBuffer,
+    spigot_core::ports::memory::MemoryPayloads,
+    spigot_aws::HttpTarget,
+    spigot_core::ports::memory::MemoryEvalQueue,
+    spigot_core::ports::memory::MemoryStages,
+>;
+
+/// The receiver's Lambda handler on in-memory queues, forwarding to `target_url`.
+fn memory_receiver(target_url: &str) -> Arc<MemoryReceiver> {
     use spigot_core::ports::memory::{MemoryBuffer, MemoryEvalQueue, MemoryPayloads};
-    let target = FakeTarget::start().await;
-    let receiver = Arc::new(spigot_receiver::Receiver {
+    Arc::new(spigot_receiver::Receiver {
         buffer: MemoryBuffer::default(),
         payloads: Some(MemoryPayloads::default()),
         target: Some(
             spigot_aws::HttpTarget::new(
-                &target.url,
+                target_url,
                 Default::default(),
-                format!("{}/", target.url),
+                format!("{target_url}/"),
                 Duration::from_secs(7),
             )
             .unwrap(),
@@ -65,9 +71,16 @@ async fn in_process() {
         ),
         claim_check_bytes: 262_144,
         metrics: Arc::new(spigot_core::ports::QuietMetrics),
-        stages: None::<spigot_core::ports::memory::MemoryStages>,
+        stages: None,
         draining: Default::default(),
-    });
+    })
+}
+
+/// The receiver's own capacity: the Lambda handler in process, in-memory queue
+/// ports, forwarding over HTTP to a local target; same hooks, same concurrency.
+async fn in_process() {
+    let target = FakeTarget::start().await;
+    let receiver = memory_receiver(&target.url);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(HOOKS)));
     let start = Instant::now();
     futures::stream::iter(0..HOOKS)
@@ -116,33 +129,11 @@ fn pct(lat: &[f64], p: f64) -> f64 {
 /// enqueue; in process with in-memory queues, so neither API Gateway's nor
 /// Lambda's own overhead is in it), in one run.
 async fn gateway_latency(target_ms: u64) {
-    use spigot_core::ports::memory::{MemoryBuffer, MemoryEvalQueue, MemoryPayloads};
     const N: usize = 3000;
     const CONCURRENT: usize = 20;
     let target = FakeTarget::start().await;
     target.set_delay_ms(target_ms);
-    let receiver = Arc::new(spigot_receiver::Receiver {
-        buffer: MemoryBuffer::default(),
-        payloads: Some(MemoryPayloads::default()),
-        target: Some(
-            spigot_aws::HttpTarget::new(
-                &target.url,
-                Default::default(),
-                format!("{}/", target.url),
-                Duration::from_secs(7),
-            )
-            .unwrap(),
-        ),
-        eval: Some(MemoryEvalQueue::default()),
-        verifier: spigot_core::Verifier::new(
-            Some(spigot_core::Secrets::parse(SECRET).unwrap()),
-            false,
-        ),
-        claim_check_bytes: 262_144,
-        metrics: Arc::new(spigot_core::ports::QuietMetrics),
-        stages: None::<spigot_core::ports::memory::MemoryStages>,
-        draining: Default::default(),
-    });
+    let receiver = memory_receiver(&target.url);
     let body = spigot_bench::push_of_size(8 * 1024);
     let client = reqwest::Client::new();
     let direct = Arc::new(Mutex::new(Vec::with_capacity(N)));

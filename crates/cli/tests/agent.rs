@@ -2,7 +2,7 @@
 //! against the config bucket of a local stack in moto.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use spigot_core::resources::Resource;
@@ -41,22 +41,28 @@ fn agent(dir: &Path, trigger: &str, id: &str, script: &Path, extra: &[&str]) -> 
 
 /// `spigot agent --local --once`: handles what waits on `trigger`, then exits.
 fn agent_once(dir: &Path, trigger: &str, id: &str, script: &Path, state: &str) -> Output {
-    spigot_as(&dir.to_path_buf(), Principal::Agent)
-        .args([
-            "agent",
-            "--local",
-            "--trigger",
-            trigger,
-            "--agent-id",
-            id,
-            "--once",
-        ])
-        .arg("--script")
-        .arg(script)
-        .arg("--state-dir")
-        .arg(dir.join(state))
+    agent_once_cmd(dir, trigger, id, script, state)
         .output()
         .unwrap()
+}
+
+/// The command of [`agent_once`], for more flags or environment.
+fn agent_once_cmd(dir: &Path, trigger: &str, id: &str, script: &Path, state: &str) -> Command {
+    let mut cmd = spigot_as(&dir.to_path_buf(), Principal::Agent);
+    cmd.args([
+        "agent",
+        "--local",
+        "--trigger",
+        trigger,
+        "--agent-id",
+        id,
+        "--once",
+    ])
+    .arg("--script")
+    .arg(script)
+    .arg("--state-dir")
+    .arg(dir.join(state));
+    cmd
 }
 
 fn agent_log(dir: &Path, id: &str) -> String {
@@ -793,20 +799,7 @@ async fn only_declared_data_reaches_a_step_and_nothing_of_the_agents_environment
     );
     // `--once` exits 0 when every request it handled is done, 1 otherwise.
     let run_agent = |all_done: bool| {
-        let out = spigot_as(&dir.to_path_buf(), Principal::Agent)
-            .args([
-                "agent",
-                "--local",
-                "--trigger",
-                "web",
-                "--agent-id",
-                "host-a",
-                "--once",
-            ])
-            .arg("--script")
-            .arg(&script)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
+        let out = agent_once_cmd(&dir, "web", "host-a", &script, "state")
             .env("DEPLOY_LEAK", "agent-secret")
             .env("DEPLOY_PASSED", "ok")
             // The agent's own BASH_ENV does not reach a step either.
@@ -964,20 +957,7 @@ async fn downloads_refuse_private_redirects_oversize_bodies_symlinks_and_foreign
         ),
     );
     assert!(trigger(&dir, &["web"]).status.success());
-    let run = spigot_as(&dir.to_path_buf(), Principal::Agent)
-        .args([
-            "agent",
-            "--local",
-            "--trigger",
-            "web",
-            "--agent-id",
-            "host-a",
-            "--once",
-        ])
-        .arg("--script")
-        .arg(&script)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
+    let run = agent_once_cmd(&dir, "web", "host-a", &script, "state")
         .args([
             "--max-download-bytes",
             "4096",
@@ -1135,14 +1115,8 @@ async fn a_run_whose_receipt_could_not_be_written_is_not_run_again() {
     );
     assert!(trigger(&dir, &["web"]).status.success());
     let agent = |through: &str| {
-        spigot_as(&dir.to_path_buf(), Principal::Agent)
-            .args(["agent", "--local", "--endpoint", through])
-            .args(["--trigger", "web", "--agent-id", "host-a", "--once"])
-            .arg("--script")
-            .arg(&script)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--receipt-tries", "2"])
+        agent_once_cmd(&dir, "web", "host-a", &script, "state")
+            .args(["--endpoint", through, "--receipt-tries", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

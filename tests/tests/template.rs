@@ -590,6 +590,13 @@ fn retries_never_outlive_the_retention_of_what_they_need() {
         days("attempts/") >= buffer_days,
         "a count outlives its hook's stay"
     );
+    // A blocked repository's head ages: the age alarm watches the buffer and
+    // fires (by default after an hour) long before the engine's age limit.
+    let alarm = &cfn["Resources"]["BufferAgeAlarm"]["Properties"];
+    assert_eq!(alarm["MetricName"], "ApproximateAgeOfOldestMessage");
+    assert_eq!(alarm["Namespace"], "AWS/SQS");
+    let threshold = number(&cfn["Parameters"]["BufferAgeAlarmSeconds"]["Default"]).unwrap();
+    assert!(threshold < MAX_AGE.as_secs() / 24, "{threshold} s");
     // The relay and MAX_ATTEMPTS take no more than the template allows.
     assert_eq!(
         spigot_core::config::MAX_ATTEMPTS_LIMIT as u64,

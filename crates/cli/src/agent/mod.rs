@@ -582,12 +582,12 @@ impl Agent {
         state.save(&self.state_path)?;
         let mut receipt = self.receipt(request, attempt, note);
         self.put(&receipt).await?;
-        eprintln!(
-            "request {} of {} (by {}): running {}",
-            request.sequence, self.trigger, request.by, self.script.path
-        );
         match self.script.params.check(&request.data) {
             Ok(()) => {
+                eprintln!(
+                    "request {} of {} (by {}): running {}",
+                    request.sequence, self.trigger, request.by, self.script.path
+                );
                 let env = self.environment(request, attempt);
                 let outcome = self.runner.run(&self.script, &env).await;
                 finish(&mut receipt, outcome);

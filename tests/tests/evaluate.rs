@@ -483,8 +483,12 @@ async fn an_incomplete_push_resolves_its_files_through_the_compare_api() {
     )
     .await;
     ev.github = Some(
-        spigot_aws::GitHubApi::new(&gh.url, spigot_aws::GitHubAuth::Token("test-token".into()))
-            .unwrap(),
+        spigot_aws::GitHubApi::new_with(
+            &gh.url,
+            spigot_aws::GitHubAuth::Token("test-token".into()),
+            true,
+        )
+        .unwrap(),
     );
     let event = pushes(&sdk, &stack, &[("ev-forced", forced_push())]).await;
     let (resp, stats) = ev.handle(event).await;
@@ -518,7 +522,12 @@ async fn a_failing_compare_api_falls_back_to_repository_and_branch() {
         let gh = FakeGitHub::start(&["services/b/x.rs"], 100).await;
         gh.set_mode(mode.clone());
         ev.github = Some(
-            spigot_aws::GitHubApi::new(&gh.url, spigot_aws::GitHubAuth::Token("t".into())).unwrap(),
+            spigot_aws::GitHubApi::new_with(
+                &gh.url,
+                spigot_aws::GitHubAuth::Token("t".into()),
+                true,
+            )
+            .unwrap(),
         );
         let event = pushes(&sdk, &stack, &[("ev-fallback", forced_push())]).await;
         let (resp, stats) = ev.handle(event).await;
@@ -545,7 +554,8 @@ async fn a_short_retry_after_is_waited_out() {
     let gh = FakeGitHub::start(&["services/a/x.rs"], 100).await;
     gh.set_mode(CompareMode::RetryAfterOnce);
     ev.github = Some(
-        spigot_aws::GitHubApi::new(&gh.url, spigot_aws::GitHubAuth::Token("t".into())).unwrap(),
+        spigot_aws::GitHubApi::new_with(&gh.url, spigot_aws::GitHubAuth::Token("t".into()), true)
+            .unwrap(),
     );
     let event = pushes(&sdk, &stack, &[("ev-retry", forced_push())]).await;
     let (_, stats) = ev.handle(event).await;
@@ -563,7 +573,7 @@ async fn a_github_app_authenticates_with_an_installation_token() {
     mono_filters(&ev).await;
     let gh = FakeGitHub::start(&["services/a/x.rs"], 100).await;
     let auth = spigot_aws::GitHubAuth::app("4242", &pem, 77).unwrap();
-    ev.github = Some(spigot_aws::GitHubApi::new(&gh.url, auth).unwrap());
+    ev.github = Some(spigot_aws::GitHubApi::new_with(&gh.url, auth, true).unwrap());
     let event = pushes(&sdk, &stack, &[("ev-app-1", forced_push())]).await;
     assert_eq!(ev.handle(event).await.1.compared, 1);
     let mut second = serde_json::from_slice::<serde_json::Value>(&forced_push()).unwrap();
@@ -761,4 +771,78 @@ async fn a_push_that_keeps_failing_is_dead_lettered_after_5_evaluations_and_its_
 /// The filter store of `filters`' bucket with the admin credentials.
 async fn admin_filters_of(filters: &spigot_aws::S3Filters) -> spigot_aws::S3Filters {
     spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk().await), filters.bucket())
+}
+
+/// A stand-in GitHub whose compare API answers page `n` with one file and a
+/// `Link` to `next(n)` (none when it gives `None`). Returns its base URL.
+async fn paging_github(next: fn(&str, u32) -> Option<String>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let me = base.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let me = me.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let page: u32 = path
+                    .split(['?', '&'])
+                    .find_map(|kv| kv.strip_prefix("page="))
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(1);
+                let body =
+                    serde_json::json!({"files": [{"filename": format!("f{page}")}]}).to_string();
+                let link = next(&me, page)
+                    .map(|u| format!("Link: <{u}>; rel=\"next\"\r\n"))
+                    .unwrap_or_default();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{link}Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    base
+}
+
+/// #28.2: the GitHub client follows pagination only on the API's own origin,
+/// stops at a page cap and a body cap, and refuses an http:// API unless the
+/// test-only switch is on. Control: same-origin pages are followed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_github_client_keeps_its_token_on_the_api_host_and_bounds_what_it_reads() {
+    use spigot_core::ports::GitHub;
+    let token = || spigot_aws::GitHubAuth::Token("ghp_secret".into());
+    let err = spigot_aws::GitHubApi::new("http://127.0.0.1:1", token()).unwrap_err();
+    assert!(err.to_string().contains("not https"), "{err}");
+    // Control: three pages on the same origin are all read.
+    let same = paging_github(|me, n| {
+        (n < 3).then(|| format!("{me}/repos/o/r/compare/a...b?per_page=100&page={}", n + 1))
+    })
+    .await;
+    let api = spigot_aws::GitHubApi::new_with(&same, token(), true).unwrap();
+    let files = api.compare_files("o/r", "a", "b").await.unwrap();
+    assert_eq!(files, ["f1", "f2", "f3"]);
+    // A next page elsewhere is not followed: the token would go there.
+    let elsewhere =
+        paging_github(|_, _| Some("http://169.254.169.254/latest/?page=2".into())).await;
+    let api = spigot_aws::GitHubApi::new_with(&elsewhere, token(), true).unwrap();
+    let err = api.compare_files("o/r", "a", "b").await.unwrap_err();
+    assert!(err.to_string().contains("not followed"), "{err}");
+    // Endless pages stop at the cap; a body over the cap is not read.
+    let endless = paging_github(|me, n| Some(format!("{me}/x?page={}", n + 1))).await;
+    let api = spigot_aws::GitHubApi::new_with(&endless, token(), true)
+        .unwrap()
+        .with_limits(5, 1024);
+    let err = api.compare_files("o/r", "a", "b").await.unwrap_err();
+    assert!(err.to_string().contains("more than 5 pages"), "{err}");
+    let api = spigot_aws::GitHubApi::new_with(&same, token(), true)
+        .unwrap()
+        .with_limits(5, 10);
+    let err = api.compare_files("o/r", "a", "b").await.unwrap_err();
+    assert!(err.to_string().contains("larger than 10 bytes"), "{err}");
 }

@@ -39,6 +39,7 @@ async fn the_scheduled_run_redelivers_keeps_its_state_in_the_bucket_and_emits_me
     }
     let env = [
         ("GITHUB_API_URL", github.url.as_str()),
+        ("GITHUB_API_ALLOW_HTTP", "true"),
         ("GITHUB_TOKEN", "ghp_lambda"),
         ("GITHUB_HOOKS", "org/octo-org/7"),
         ("CONFIG_BUCKET", bucket.as_str()),
@@ -146,7 +147,7 @@ async fn a_github_app_reads_its_own_hook_with_its_jwt() {
     );
     let auth = spigot_aws::GitHubAuth::app("4242", &pem, 77).unwrap();
     let reconciler = spigot_reconciler::Reconciler {
-        github: spigot_aws::GitHubApi::new(&github.url, auth).unwrap(),
+        github: spigot_aws::GitHubApi::new_with(&github.url, auth, true).unwrap(),
         state: None::<spigot_aws::S3Payloads>,
         hooks: vec![
             HookSource::App,

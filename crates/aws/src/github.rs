@@ -20,6 +20,10 @@ use crate::AwsError;
 pub const COMPARE_FILE_CAP: usize = 300;
 /// The longest a call waits out a rate limit before giving up (a Lambda has little time).
 pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
+/// Pages a listing follows at most.
+pub const MAX_PAGES: usize = 100;
+/// The largest answer body read, bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How Spigot authenticates to GitHub.
 #[derive(Clone)]
@@ -80,24 +84,88 @@ impl GitHubAuth {
 pub struct GitHubApi {
     client: crate::tls::LazyClient,
     base: String,
+    /// The API's origin (scheme, host, port): pagination goes nowhere else.
+    origin: String,
     auth: GitHubAuth,
+    max_pages: usize,
+    max_body_bytes: usize,
     installation_token: tokio::sync::Mutex<Option<(String, u64)>>,
 }
 
 impl GitHubApi {
     /// The API at `base` (`https://api.github.com`, or `https://ghe.example.com/api/v3`).
     pub fn new(base: &str, auth: GitHubAuth) -> Result<Self, AwsError> {
+        Self::new_with(base, auth, false)
+    }
+
+    /// [`GitHubApi::new`]; with `allow_http` (tests against a local stand-in
+    /// only: `GITHUB_API_ALLOW_HTTP`), an `http://` base is accepted too.
+    pub fn new_with(base: &str, auth: GitHubAuth, allow_http: bool) -> Result<Self, AwsError> {
+        let url = reqwest::Url::parse(base)
+            .map_err(|e| AwsError::GitHub(format!("GITHUB_API_URL {base:?} is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if allow_http => {}
+            _ => {
+                return Err(AwsError::GitHub(format!(
+                    "GITHUB_API_URL {base} is not https: the token would travel in clear"
+                )));
+            }
+        }
         let client = crate::tls::LazyClient::new(|builder| {
             builder
                 .timeout(Duration::from_secs(10))
                 .user_agent(concat!("spigot/", env!("CARGO_PKG_VERSION")))
+                // The token goes with every request: never after a redirect.
+                .redirect(reqwest::redirect::Policy::none())
         });
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_string(),
+            origin: url.origin().ascii_serialization(),
             auth,
+            max_pages: MAX_PAGES,
+            max_body_bytes: MAX_BODY_BYTES,
             installation_token: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Lower limits than [`MAX_PAGES`] and [`MAX_BODY_BYTES`] (tests).
+    pub fn with_limits(mut self, max_pages: usize, max_body_bytes: usize) -> Self {
+        self.max_pages = max_pages;
+        self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// The next page of a listing at `url`, when `headers` name one: only on
+    /// the API's own origin, and only [`MAX_PAGES`] of them.
+    fn next_page(
+        &self,
+        headers: &HeaderMap,
+        pages: usize,
+        url: &str,
+    ) -> Result<Option<String>, PortError> {
+        let Some(next) = next_link(headers) else {
+            return Ok(None);
+        };
+        let same_origin = reqwest::Url::parse(&next)
+            .is_ok_and(|u| u.origin().ascii_serialization() == self.origin);
+        if !same_origin {
+            return Err(PortError::of(
+                PortErrorKind::Invalid,
+                format!(
+                    "GitHub {url}: its next page is at {next}, not on {}: not followed (the token would go there)",
+                    self.origin
+                ),
+            ));
+        }
+        if pages >= self.max_pages {
+            return Err(PortError::of(
+                PortErrorKind::Invalid,
+                format!("GitHub {url}: more than {} pages; stopped", self.max_pages),
+            ));
+        }
+        Ok(Some(next))
     }
 
     /// The GitHub API of the settings: a GitHub App (`GITHUB_APP_ID`, key and
@@ -129,7 +197,11 @@ impl GitHubApi {
                 (None, None) => return Ok(None),
             },
         };
-        Ok(Some(Self::new(&settings.github_api_url, auth)?))
+        Ok(Some(Self::new_with(
+            &settings.github_api_url,
+            auth,
+            settings.github_api_allow_http,
+        )?))
     }
 
     /// The HTTP client, made on first use.
@@ -213,7 +285,7 @@ impl GitHubApi {
             })?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let text = resp.text().await.unwrap_or_default();
+            let text = self.body(resp, url).await?;
             if status.is_success() {
                 if text.trim().is_empty() {
                     return Ok((serde_json::Value::Null, headers));
@@ -240,6 +312,38 @@ impl GitHubApi {
             return Err(error);
         }
         Err(PortError::new(format!("GitHub {url}: no answer")))
+    }
+
+    /// An answer's body as text, at most `max_body_bytes` of it.
+    async fn body(&self, mut resp: reqwest::Response, url: &str) -> Result<String, PortError> {
+        let too_large = || {
+            PortError::of(
+                PortErrorKind::Invalid,
+                format!(
+                    "GitHub {url}: the answer is larger than {} bytes; not read",
+                    self.max_body_bytes
+                ),
+            )
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_body_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            PortError::new(format!(
+                "GitHub {url}: reading the answer: {}",
+                crate::error::context(&e)
+            ))
+        })? {
+            if bytes.len() + chunk.len() > self.max_body_bytes {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// GETs `url` with authentication.
@@ -353,7 +457,9 @@ impl GitHub for GitHubApi {
     ) -> Result<Vec<HookDelivery>, PortError> {
         let mut url = Some(self.hook_url(hook, "?per_page=100"));
         let mut found = Vec::new();
+        let mut pages = 0;
         while let Some(u) = url.take() {
+            pages += 1;
             let (body, headers) = self.hook_call(hook, reqwest::Method::GET, &u).await?;
             let page = body.as_array().ok_or_else(|| {
                 PortError::of(
@@ -374,7 +480,7 @@ impl GitHub for GitHubApi {
             }
             // Newest first: a page reaching past the window is the last one needed.
             if !older {
-                url = next_link(&headers);
+                url = self.next_page(&headers, pages, &u)?;
             }
         }
         Ok(found)
@@ -410,13 +516,15 @@ impl GitHub for GitHubApi {
             self.base
         ));
         let mut files = Vec::new();
+        let mut pages = 0;
         while let Some(u) = url.take() {
+            pages += 1;
             let (body, headers) = self.get(&u).await?;
             for f in body["files"].as_array().into_iter().flatten() {
                 files.extend(f["filename"].as_str().map(String::from));
                 files.extend(f["previous_filename"].as_str().map(String::from));
             }
-            url = next_link(&headers);
+            url = self.next_page(&headers, pages, &u)?;
         }
         if files.len() >= COMPARE_FILE_CAP {
             return Err(PortError::of(

@@ -180,6 +180,7 @@ async fn main() {
             "reconciler",
             common(&[
                 ("GITHUB_API_URL", github.url.as_str()),
+                ("GITHUB_API_ALLOW_HTTP", "true"),
                 ("GITHUB_TOKEN", "ghp_bench"),
                 ("GITHUB_HOOKS", "repo/octo-org/mono/42"),
             ]),

@@ -88,6 +88,9 @@ pub struct Settings {
     pub delivery_mode: DeliveryMode,
     /// `GITHUB_API_URL`: GitHub's REST API. Default `https://api.github.com` (GHES: `https://HOST/api/v3`).
     pub github_api_url: String,
+    /// `GITHUB_API_ALLOW_HTTP`: accept an `http://` `GITHUB_API_URL`. For tests
+    /// against a local stand-in only; default false (the token would travel in clear).
+    pub github_api_allow_http: bool,
     /// `GITHUB_TOKEN`: a token for the compare API (prefer `GITHUB_TOKEN_SECRET_ARN`).
     pub github_token: Option<String>,
     /// `GITHUB_TOKEN_SECRET_ARN`: Secrets Manager secret holding that token.
@@ -254,6 +257,11 @@ impl Settings {
                 .map(|u| check_url("GITHUB_API_URL", u))
                 .transpose()?
                 .unwrap_or_else(|| "https://api.github.com".to_string()),
+            github_api_allow_http: parse_bool(
+                "GITHUB_API_ALLOW_HTTP",
+                get("GITHUB_API_ALLOW_HTTP"),
+                false,
+            )?,
             github_token: get("GITHUB_TOKEN"),
             github_token_secret_arn: get("GITHUB_TOKEN_SECRET_ARN"),
             github_app_id: get("GITHUB_APP_ID"),

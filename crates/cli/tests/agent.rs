@@ -325,18 +325,25 @@ async fn a_failing_step_fails_the_wait_with_its_step_exit_code_and_output() {
     assert_eq!(v["agents"][0]["failed_step"]["exit_code"], 3);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn requests_wait_for_a_stopped_agent_and_run_exactly_once_in_order() {
-    let (_dev, dir, bucket) = stack().await;
+/// A script that appends "SEQUENCE WHAT" to a log for each request
+/// (WHAT: lower-case letters); the log and the script.
+fn what_logger(dir: &Path) -> (PathBuf, PathBuf) {
     let log = dir.join("runs.txt");
     let script = write_script(
-        &dir,
+        dir,
         "deploy.yaml",
         &format!(
             "params: {{WHAT: '[a-z]+'}}\nsteps:\n  - shell: echo \"$SPIGOT_SEQUENCE $WHAT\" >> {}\n",
             log.display()
         ),
     );
+    (log, script)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_wait_for_a_stopped_agent_and_run_exactly_once_in_order() {
+    let (_dev, dir, bucket) = stack().await;
+    let (log, script) = what_logger(&dir);
     // Raised while no agent runs: it waits.
     let out = trigger(&dir, &["web", "--data", "WHAT=first"]);
     assert!(out.status.success(), "{:?}", text(&out));
@@ -1031,15 +1038,7 @@ async fn downloads_refuse_private_redirects_oversize_bodies_symlinks_and_foreign
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_goes_past_unreadable_requests_and_trusts_keys_not_content() {
     let (_dev, dir, bucket) = stack().await;
-    let log = dir.join("runs.txt");
-    let script = write_script(
-        &dir,
-        "deploy.yaml",
-        &format!(
-            "params: {{WHAT: '[a-z]+'}}\nsteps:\n  - shell: echo \"$SPIGOT_SEQUENCE $WHAT\" >> {}\n",
-            log.display()
-        ),
-    );
+    let (log, script) = what_logger(&dir);
     assert!(
         trigger(&dir, &["web", "--data", "WHAT=first"])
             .status

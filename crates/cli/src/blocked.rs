@@ -113,18 +113,10 @@ pub fn line(b: &Blocked, now_ms: u64) -> String {
     };
     format!(
         "{}{queue}: head {} ({}), {} failed attempts, last {ago} s ago: {}{aside}",
-        r.repository,
-        r.delivery,
-        r.event,
+        spigot_core::text::printable(&r.repository),
+        spigot_core::text::printable(&r.delivery),
+        spigot_core::text::printable(&r.event),
         r.attempts,
-        printable(&r.last)
+        spigot_core::text::printable(&r.last)
     )
-}
-
-/// `text` without control characters (a target's answer is untrusted: no
-/// terminal escapes reach the operator's screen).
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }

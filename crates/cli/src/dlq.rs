@@ -255,7 +255,8 @@ async fn list(sqs: &Client, dlq: &str, json: bool) -> Result<(), CliError> {
         "DELIVERY", "EVENT", "REPOSITORY", "AGE"
     );
     for row in &rows {
-        let s = |k: &str| row[k].as_str().unwrap_or("-").to_string();
+        // Untrusted text (a delivery header, a target's answer): no terminal escapes.
+        let s = |k: &str| spigot_core::text::printable(row[k].as_str().unwrap_or("-"));
         println!(
             "{:<38} {:<14} {:<28} {:>6}s  {}",
             s("delivery"),

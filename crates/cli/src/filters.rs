@@ -201,11 +201,12 @@ async fn test(
     // (GITHUB_TOKEN or GITHUB_TOKEN_SECRET_ARN, GITHUB_API_URL, or a GitHub App).
     let github = place.github().await?;
     let (push, how) = complete(github.as_ref(), push).await;
-    let branch = push.branch().unwrap_or(&push.git_ref);
+    // The push's text comes from outside: no terminal escapes on the screen.
+    let branch = spigot_core::text::printable(push.branch().unwrap_or(&push.git_ref));
+    let repository = spigot_core::text::printable(&push.repository);
     if !json {
         println!(
-            "push to {}@{branch}: {} changed path(s), {how}",
-            push.repository,
+            "push to {repository}@{branch}: {} changed path(s), {how}",
             push.paths.len()
         );
     }
@@ -217,7 +218,7 @@ async fn test(
         )
     });
     if for_this_branch.count() == 0 && !json {
-        println!("no filter for {}@{branch}", push.repository);
+        println!("no filter for {repository}@{branch}");
     }
     for d in decisions {
         let f = &set.filters[d.filter].spec;
@@ -231,7 +232,7 @@ async fn test(
                 "{} {:<24} {}",
                 if d.start { "START" } else { "skip " },
                 f.pipeline,
-                d.why
+                spigot_core::text::printable(&d.why.to_string())
             );
         }
     }

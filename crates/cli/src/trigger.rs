@@ -274,17 +274,17 @@ fn print_receipt(r: &Receipt) {
                     s.exit_code
                         .map(|c| format!(", exit code {c}"))
                         .unwrap_or_default(),
-                    s.error.as_deref().unwrap_or("")
+                    spigot_core::text::printable(s.error.as_deref().unwrap_or(""))
                 ),
                 None => println!("{}: failed after {took}", r.agent),
             }
             for line in &r.output_tail {
-                println!("  | {line}");
+                println!("  | {}", spigot_core::text::printable(line));
             }
         }
     }
     if let Some(note) = &r.note {
-        println!("  ({note})");
+        println!("  ({})", spigot_core::text::printable(note));
     }
 }
 

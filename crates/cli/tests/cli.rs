@@ -3013,3 +3013,23 @@ async fn a_redrive_keeps_each_repositorys_order() {
     assert_eq!(of('a'), ["a1", "a2", "a3"]);
     assert_eq!(of('b'), ["b1", "b2"]);
 }
+
+/// #28.5: text from a push reaches the terminal without its escapes.
+#[test]
+fn filters_test_prints_untrusted_text_without_terminal_escapes() {
+    let dir = workdir();
+    let mut push: serde_json::Value = serde_json::from_slice(&fixture("push.json")).unwrap();
+    push["ref"] = serde_json::json!("refs/heads/main\u{1b}[2J\u{1b}]0;pwned\u{7}");
+    let file = dir.join("push.json");
+    std::fs::write(&file, push.to_string()).unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/filters");
+    let mut c = spigot(&dir);
+    c.args(["filters", "test", "--event"]).arg(&file);
+    for f in std::fs::read_dir(examples).unwrap() {
+        c.arg("--filter").arg(f.unwrap().path());
+    }
+    let out = c.env_remove("GITHUB_TOKEN").output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("@main [2J ]0;pwned "), "{stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}'), "{stdout:?}");
+}

@@ -287,8 +287,8 @@ impl Envelope {
     pub fn check_body(&mut self, prefix: &str, size: u64, copy: &str) -> String {
         let key = format!(
             "{prefix}{}/{}",
-            safe_id(&self.delivery, 200),
-            safe_id(copy, 100)
+            key_part(&self.delivery, 200),
+            key_part(copy, 100)
         );
         self.body = Body::Claim {
             key: key.clone(),
@@ -384,10 +384,53 @@ pub fn safe_id(id: &str, max: usize) -> String {
     }
 }
 
+/// `id` as one segment of an object key: itself when it is 1-`max` letters,
+/// digits, '-', '_' or '.' and holds no "..", else its SHA-256. The delivery
+/// header is not signed: it never puts a '/' or a ".." into a key.
+pub fn key_part(id: &str, max: usize) -> String {
+    let plain = !id.is_empty()
+        && id.len() <= max
+        && !id.contains("..")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if plain {
+        id.to_string()
+    } else {
+        sha256_hex(id.as_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_claim_check_key_takes_no_path_from_the_delivery_header() {
+        let mut e = Envelope::decode(
+            &Envelope::from_hook(&crate::webhook::Hook {
+                delivery: "../../filters/evil".into(),
+                event: "push".into(),
+                repository: None,
+                headers: vec![],
+                body: b"{}".to_vec(),
+                received_at_ms: 0,
+                json_body: true,
+            })
+            .encode(),
+        )
+        .unwrap();
+        let key = e.check_body("payloads/", 2, "t/../1");
+        let rest = key.strip_prefix("payloads/").unwrap();
+        assert_eq!(rest.matches('/').count(), 1, "{key}");
+        assert!(!key.contains(".."), "{key}");
+        // Control: a GitHub delivery id (a UUID) is kept as it is.
+        assert_eq!(
+            key_part("72d3162e-cc78-11e3-81ab-4c9367dc0958", 200),
+            "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+        );
+    }
 
     fn hook(body: &[u8]) -> Hook {
         Hook {

@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod resources;
 pub mod signature;
 pub mod spigot;
+pub mod text;
 pub mod trigger;
 pub mod webhook;
 

@@ -438,7 +438,7 @@ fn read_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("  | {line}");
+            eprintln!("  | {}", spigot_core::text::printable(&line));
             tail.push(&line);
         }
     })

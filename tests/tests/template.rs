@@ -604,3 +604,63 @@ fn retries_never_outlive_the_retention_of_what_they_need() {
         "MAX_ATTEMPTS's bound is the template's"
     );
 }
+
+/// #28.5: POST /trigger has a throttle of its own in either front door; the
+/// account-wide API Gateway setting is written only when asked; every prefix
+/// the functions write has a lifecycle rule.
+#[test]
+fn triggers_are_throttled_apart_the_account_is_left_alone_and_prefixes_expire() {
+    let cfn = spigot_e2e::translated();
+    let stage = cfn["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|r| r["Type"] == "AWS::ApiGateway::Stage")
+        .expect("the REST stage");
+    let settings = stage["Properties"]["MethodSettings"].as_array().unwrap();
+    assert!(
+        settings
+            .iter()
+            .any(|m| m["ResourcePath"] == "/~1trigger~1{name}" && m["HttpMethod"] == "POST"),
+        "{settings:?}"
+    );
+    assert!(
+        settings.iter().any(|m| m["ResourcePath"] == "/*"),
+        "control"
+    );
+    let http_stage = cfn["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|r| r["Type"] == "AWS::ApiGatewayV2::Stage")
+        .expect("the HTTP API stage");
+    assert!(
+        http_stage["Properties"]["RouteSettings"]["POST /trigger/{name}"].is_object(),
+        "{http_stage}"
+    );
+    assert_eq!(
+        cfn["Parameters"]["SetApiGatewayLogRole"]["Default"],
+        "false"
+    );
+    assert_eq!(
+        cfn["Resources"]["ApiGatewayAccount"]["Condition"],
+        "SetApiLogRole"
+    );
+    let rules = cfn["Resources"]["ConfigBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for prefix in [
+        "payloads/",
+        "attempts/",
+        "starts/",
+        "reconcile/",
+        "triggers/",
+        "trigger-nonces/",
+    ] {
+        assert!(
+            rules.iter().any(|r| r["Prefix"] == prefix),
+            "a lifecycle rule for {prefix}"
+        );
+    }
+}

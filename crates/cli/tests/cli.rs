@@ -3031,5 +3031,8 @@ fn filters_test_prints_untrusted_text_without_terminal_escapes() {
     let out = c.env_remove("GITHUB_TOKEN").output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("@main [2J ]0;pwned "), "{stdout}");
-    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}'), "{stdout:?}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+        "{stdout:?}"
+    );
 }

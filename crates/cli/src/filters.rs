@@ -29,6 +29,9 @@ pub enum FiltersCommand {
     Put {
         /// The filter (JSON; the older GitHubRepo/... format is accepted).
         file: PathBuf,
+        /// Overwrite a filter a CloudFormation stack declared (and owns).
+        #[arg(long)]
+        force: bool,
     },
     /// Delete a filter by key.
     #[command(
@@ -70,7 +73,7 @@ async fn store(place: &Where) -> Result<S3Filters, CliError> {
 pub async fn run(place: &Where, cmd: FiltersCommand) -> Result<(), CliError> {
     match cmd {
         FiltersCommand::List { json } => list(place, json).await,
-        FiltersCommand::Put { file } => put(place, &file).await,
+        FiltersCommand::Put { file, force } => put(place, &file, force).await,
         FiltersCommand::Delete { key } => delete(place, &key).await,
         FiltersCommand::Test {
             event,
@@ -113,15 +116,33 @@ async fn list(place: &Where, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn put(place: &Where, file: &PathBuf) -> Result<(), CliError> {
+async fn put(place: &Where, file: &PathBuf, force: bool) -> Result<(), CliError> {
     let invalid = |e: spigot_core::filter::FilterError| {
         CliError::Failed(anyhow::anyhow!("{}: {e}", file.display()))
     };
-    let filter = FilterSpec::from_json(&read(file)?)
-        .and_then(FilterSpec::compile)
-        .map_err(invalid)?;
+    // Ownership comes from the stack that declared a filter, never from a file.
+    let mut spec = FilterSpec::from_json(&read(file)?).map_err(invalid)?;
+    spec.owner_stack = None;
+    let filter = spec.compile().map_err(invalid)?;
     let key = filter.spec.key();
     let store = store(place).await?;
+    let owner = store
+        .get(&key)
+        .await
+        .context("cannot read the filter it would replace")?
+        .and_then(|bytes| FilterSpec::from_json(&bytes).ok())
+        .and_then(|old| old.owner_stack);
+    match owner {
+        Some(stack) if !force => {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "{key} is owned by stack {stack} (a PipelineFilter custom resource): change it there, or give --force"
+            )));
+        }
+        Some(stack) => {
+            eprintln!("{key} was owned by stack {stack}; --force: replaced, now unowned")
+        }
+        None => {}
+    }
     spigot_core::filter::admit(&store, &filter)
         .await
         .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", file.display())))?;

@@ -3036,3 +3036,81 @@ fn filters_test_prints_untrusted_text_without_terminal_escapes() {
         "{stdout:?}"
     );
 }
+
+/// #28.1: `filters put` refuses to replace a filter a stack owns unless
+/// `--force`, and a file cannot claim a stack's ownership.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_put_leaves_a_stack_owned_filter_alone_unless_forced() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let examples = format!(
+        "{}/../../examples/filters/billing.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let key = "filters/octo-org/mono/main/billing-service.json";
+    let put = |extra: &[&str]| {
+        spigot_as(&dir, Principal::Operator)
+            .args(["filters", "put", &examples, "--local"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Control: an unowned filter is written (and written again).
+    assert!(put(&[]).status.success());
+    assert!(put(&[]).status.success());
+    // The stack's custom resource owns it now.
+    let s3 = spigot_aws::s3_client(&sdk);
+    let bucket = stack.get(Resource::Bucket);
+    let mut owned: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&examples).unwrap()).unwrap();
+    let arn = "arn:aws:cloudformation:us-east-1:123456789012:stack/billing/1";
+    owned["OwnerStack"] = serde_json::json!(arn);
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(owned.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let out = put(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is owned by stack") && err.contains("--force"),
+        "{err}"
+    );
+    let stored = |s3: spigot_aws::aws_sdk_s3::Client| async move {
+        let got = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let bytes = got.body.collect().await.unwrap().into_bytes();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    assert_eq!(stored(s3.clone()).await["OwnerStack"], arn, "left alone");
+    let out = put(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stored(s3.clone()).await.get("OwnerStack").is_none());
+    // A file that names an owner does not make one.
+    let claim = dir.join("claim.json");
+    std::fs::write(&claim, owned.to_string()).unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["filters", "put"])
+        .arg(&claim)
+        .arg("--local")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stored(s3).await.get("OwnerStack").is_none());
+}

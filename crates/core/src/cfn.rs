@@ -116,8 +116,8 @@ pub fn response_body(ids: &RequestIds, outcome: &Outcome, log_stream: &str) -> S
 }
 
 /// Whether a custom resource's `ResponseURL` may be answered: only over https
-/// to an S3 pre-signed host of an AWS partition (`*.amazonaws.com`,
-/// `*.amazonaws.com.cn`); with `allow_loopback` (tests only, never set by the
+/// to CloudFormation's regional S3 response buckets
+/// (`cloudformation-custom-resource-response-{region}` on S3's endpoints); with `allow_loopback` (tests only, never set by the
 /// template) also `127.0.0.1` / `localhost`. Anything else (the instance
 /// metadata address, another host) is refused with the reason.
 pub fn check_response_url(url: &str, allow_loopback: bool) -> Result<(), String> {
@@ -148,13 +148,42 @@ pub fn check_response_url(url: &str, allow_loopback: bool) -> Result<(), String>
     if scheme != "https" {
         return refuse("not https");
     }
-    let aws = [".amazonaws.com", ".amazonaws.com.cn"]
-        .iter()
-        .any(|suffix| host.ends_with(suffix) && host.len() > suffix.len());
-    if !aws {
-        return refuse("not an AWS (S3 pre-signed) host");
+    if !cloudformation_response_host(&host) {
+        return refuse("not one of CloudFormation's regional S3 response hosts");
     }
     Ok(())
+}
+
+/// `cloudformation-custom-resource-response-{region}` buckets on S3's
+/// endpoints (`s3.amazonaws.com`, `s3.{region}.amazonaws.com`,
+/// `s3-{region}.amazonaws.com`, and their `.amazonaws.com.cn` twins): where
+/// CloudFormation's pre-signed ResponseURLs point, and nowhere else.
+fn cloudformation_response_host(host: &str) -> bool {
+    let Some((bucket, endpoint)) = host.split_once('.') else {
+        return false;
+    };
+    let region_like = |r: &str| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let bucket_ok = bucket
+        .strip_prefix("cloudformation-custom-resource-response-")
+        .is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    let Some(s3) = endpoint
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| endpoint.strip_suffix(".amazonaws.com.cn"))
+    else {
+        return false;
+    };
+    let endpoint_ok = s3 == "s3"
+        || s3.strip_prefix("s3.").is_some_and(region_like)
+        || s3.strip_prefix("s3-").is_some_and(region_like);
+    bucket_ok && endpoint_ok
 }
 
 #[cfg(test)]
@@ -212,7 +241,7 @@ mod tests {
         for ok in [
             "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/arn%3A...?X-Amz-Signature=a",
             "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/x",
-            "https://bucket.s3.us-east-1.amazonaws.com:443/x",
+            "https://cloudformation-custom-resource-response-euwest1.s3-eu-west-1.amazonaws.com:443/x",
         ] {
             assert_eq!(check_response_url(ok, false), Ok(()), "{ok}");
         }
@@ -224,6 +253,11 @@ mod tests {
             "https://amazonaws.com.evil.example/x",
             "https://s3.amazonaws.com@evil.example/x",
             "https://evilamazonaws.com/x",
+            // Any other bucket or AWS host: anyone can own an S3 bucket.
+            "https://bucket.s3.us-east-1.amazonaws.com/x",
+            "https://attacker-bucket.s3.amazonaws.com/x",
+            "https://cloudformation-custom-resource-response-useast1.execute-api.amazonaws.com/x",
+            "https://x.cloudformation-custom-resource-response-useast1.s3.amazonaws.com/x",
             "http://127.0.0.1:9/response",
             "ftp://x.amazonaws.com/",
             "not a url",

@@ -116,3 +116,41 @@ async fn twenty_concurrent_raisers_get_twenty_numbers_and_none_is_lost() {
     let (head, _) = trigger::head(&*store, "deploy").await.unwrap().unwrap();
     assert_eq!(head.sequence, 20);
 }
+
+/// POST /trigger under the receiver's own role (IAM enforced): the request,
+/// the head and the nonce (`trigger-nonces/`) are written with what the
+/// template grants; a replay is refused by the nonce already there.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trigger_door_raises_once_under_the_receivers_role() {
+    let (sdk, stack) = stack().await;
+    let role = as_principal(&sdk, &stack, Principal::Receiver).await;
+    let mut settings = stack.settings();
+    settings.trigger_secret = Some("spigot-test-trigger-secret".into());
+    settings.trigger_endpoint = true;
+    let door = spigot_receiver::trigger::build(&role, &settings)
+        .await
+        .unwrap();
+    let now_ms = spigot_aws::now_ms();
+    let body = br#"{"data": {"VERSION": "1.4.2"}}"#;
+    let header = trigger::sign(
+        b"spigot-test-trigger-secret",
+        "web",
+        now_ms / 1000,
+        "nonce-under-the-role-1",
+        body,
+    );
+    let inbound = spigot_receiver::Inbound {
+        headers: vec![("X-Spigot-Signature".into(), header)],
+        body: body.to_vec(),
+        ..Default::default()
+    };
+    let raised = door.handle("web", &inbound, now_ms).await;
+    assert_eq!(
+        (raised.status, raised.body["sequence"].as_u64()),
+        (202, Some(1)),
+        "{:?}",
+        raised.body
+    );
+    let replayed = door.handle("web", &inbound, now_ms).await;
+    assert_eq!(replayed.status, 409, "{:?}", replayed.body);
+}

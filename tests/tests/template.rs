@@ -605,18 +605,23 @@ fn retries_never_outlive_the_retention_of_what_they_need() {
     );
 }
 
+/// The one resource of type `ty` in the translated template.
+fn resource_of_type<'a>(cfn: &'a serde_json::Value, ty: &str) -> &'a serde_json::Value {
+    cfn["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|r| r["Type"] == ty)
+        .unwrap_or_else(|| panic!("a {ty} in the template"))
+}
+
 /// #28.5: POST /trigger has a throttle of its own in either front door; the
 /// account-wide API Gateway setting is written only when asked; every prefix
 /// the functions write has a lifecycle rule.
 #[test]
 fn triggers_are_throttled_apart_the_account_is_left_alone_and_prefixes_expire() {
     let cfn = spigot_e2e::translated();
-    let stage = cfn["Resources"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|r| r["Type"] == "AWS::ApiGateway::Stage")
-        .expect("the REST stage");
+    let stage = resource_of_type(cfn, "AWS::ApiGateway::Stage");
     let settings = stage["Properties"]["MethodSettings"].as_array().unwrap();
     assert!(
         settings
@@ -628,12 +633,7 @@ fn triggers_are_throttled_apart_the_account_is_left_alone_and_prefixes_expire() 
         settings.iter().any(|m| m["ResourcePath"] == "/*"),
         "control"
     );
-    let http_stage = cfn["Resources"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|r| r["Type"] == "AWS::ApiGatewayV2::Stage")
-        .expect("the HTTP API stage");
+    let http_stage = resource_of_type(cfn, "AWS::ApiGatewayV2::Stage");
     assert!(
         http_stage["Properties"]["RouteSettings"]["POST /trigger/{name}"].is_object(),
         "{http_stage}"

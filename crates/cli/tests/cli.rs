@@ -643,6 +643,28 @@ async fn on_drain_with_the_target_down_exits_non_zero_with_the_reason() {
     assert_eq!(ledger.check(&target.accepted(), &[]), (1, 0));
 }
 
+/// A local stack whose buffer hides a received message `visibility` seconds,
+/// holding `n` hooks sent round robin over `repos` while OFF: the backlog a
+/// relay test starts from, with its ledger.
+async fn relay_backlog(
+    dir: &Path,
+    target: &str,
+    visibility: u32,
+    n: usize,
+    repos: &[&str],
+) -> (
+    spigot_aws::aws_config::SdkConfig,
+    spigot_aws::local::LocalStack,
+    Ledger,
+) {
+    let (sdk, stack) = local_stack(dir, None).await;
+    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), visibility).await;
+    let r = receiver(&sdk, &stack, target, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, n, repos, "OFF").await;
+    (sdk, stack, ledger)
+}
+
 /// A relay process (killed on drop).
 fn relay(dir: &Path, target: &str, extra: &[&str]) -> Dev {
     let log = std::fs::File::create(dir.join(format!("relay-{}.log", unique("")))).unwrap();
@@ -795,18 +817,8 @@ async fn relay_killed_mid_batch_loses_nothing_and_sigterm_exits_cleanly() {
     let dir = workdir();
     let target = FakeTarget::start().await;
     target.set_delay_ms(40);
-    let (sdk, stack) = local_stack(&dir, None).await;
-    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 2).await;
-    let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let mut ledger = Ledger::default();
-    ledger
-        .send_round_robin(
-            &r,
-            80,
-            &["octo-org/a", "octo-org/b", "octo-org/c", "octo-org/d"],
-            "OFF",
-        )
-        .await;
+    let repos = ["octo-org/a", "octo-org/b", "octo-org/c", "octo-org/d"];
+    let (sdk, stack, ledger) = relay_backlog(&dir, &target.url, 2, 80, &repos).await;
 
     let mut first = relay(&dir, &target.url, &[]);
     wait_for("deliveries before the kill", 30, || {
@@ -1404,13 +1416,7 @@ fn overlapping(got: &[Recorded], gap_ms: u128) -> usize {
 async fn the_relay_keeps_its_lease_on_a_queue_with_a_short_visibility_timeout() {
     let dir = workdir();
     let target = FakeTarget::start().await;
-    let (sdk, stack) = local_stack(&dir, None).await;
-    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 3).await;
-    let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let mut ledger = Ledger::default();
-    ledger
-        .send_round_robin(&r, 5, &["octo-org/slow"], "OFF")
-        .await;
+    let (sdk, stack, ledger) = relay_backlog(&dir, &target.url, 3, 5, &["octo-org/slow"]).await;
     target.set_delay_ms(2000);
     let _one = relay(&dir, &target.url, &[]);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1437,11 +1443,7 @@ async fn a_relay_that_lost_its_lease_delivers_no_more_of_that_group() {
     let dir = workdir();
     let first_target = FakeTarget::start().await;
     let second_target = FakeTarget::start().await;
-    let (sdk, stack) = local_stack(&dir, None).await;
-    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 2).await;
-    let r = receiver(&sdk, &stack, &first_target.url, 2000).await;
-    let mut ledger = Ledger::default();
-    ledger.send_round_robin(&r, 6, &["octo-org/a"], "OFF").await;
+    let (sdk, stack, ledger) = relay_backlog(&dir, &first_target.url, 2, 6, &["octo-org/a"]).await;
     first_target.set_delay_ms(1000);
     let first = relay(&dir, &first_target.url, &[]);
     wait_for("the first delivery to start", 20, || {
@@ -1485,13 +1487,7 @@ async fn a_relay_that_lost_its_lease_delivers_no_more_of_that_group() {
 async fn a_relay_killed_mid_group_repeats_at_most_the_hook_in_hand() {
     let dir = workdir();
     let target = FakeTarget::start().await;
-    let (sdk, stack) = local_stack(&dir, None).await;
-    set_visibility_timeout(&sdk, stack.get(Resource::BufferUrl), 2).await;
-    let r = receiver(&sdk, &stack, &target.url, 2000).await;
-    let mut ledger = Ledger::default();
-    ledger
-        .send_round_robin(&r, 10, &["octo-org/a"], "OFF")
-        .await;
+    let (sdk, stack, ledger) = relay_backlog(&dir, &target.url, 2, 10, &["octo-org/a"]).await;
     target.set_delay_ms(300);
     let mut first = relay(&dir, &target.url, &[]);
     wait_for("five deliveries", 30, || target.accepted().len() >= 5).await;

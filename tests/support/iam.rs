@@ -32,8 +32,6 @@ pub enum Principal {
     Relay,
     /// `spigot agent --trigger` (AgentPolicy).
     Agent,
-    /// `spigot agent --on` (AgentPolicy and RelayPolicy, as the template's comment says).
-    AgentOn,
     /// `spigot trigger` (RaiserPolicy).
     Raiser,
     /// The operator commands: on, off, status, dlq, filters (OperatorPolicy).
@@ -54,7 +52,6 @@ impl Principal {
             Principal::Reconciler => &["ReconcilerFunctionRole"],
             Principal::Relay => &["RelayPolicy"],
             Principal::Agent => &["AgentPolicy"],
-            Principal::AgentOn => &["AgentPolicy", "RelayPolicy"],
             Principal::Raiser => &["RaiserPolicy"],
             Principal::Operator => &["OperatorPolicy"],
             Principal::OperatorDraining => &["OperatorPolicy", "RelayPolicy"],

@@ -17,6 +17,8 @@ type RealEvaluator = Evaluator<
     spigot_aws::CodePipelines,
     spigot_aws::S3Payloads,
     spigot_aws::GitHubApi,
+    spigot_core::ports::NoLetters,
+    spigot_aws::S3Triggers,
 >;
 
 async fn setup() -> (
@@ -44,9 +46,16 @@ fn evaluator_as(
     Evaluator::new(
         spigot_aws::S3Filters::new(s3.clone(), stack.get(Resource::Bucket)),
         cp.client(sdk),
-        Some(spigot_aws::S3Payloads::new(s3, stack.get(Resource::Bucket))),
+        Some(spigot_aws::S3Payloads::new(
+            s3.clone(),
+            stack.get(Resource::Bucket),
+        )),
         Duration::from_secs(0),
     )
+    .with_triggers(Some(spigot_aws::S3Triggers::new(
+        s3,
+        stack.get(Resource::Bucket),
+    )))
 }
 
 /// The filter store of `ev`'s bucket with the admin credentials (the evaluator may only read filters).
@@ -845,4 +854,54 @@ async fn the_github_client_keeps_its_token_on_the_api_host_and_bounds_what_it_re
         .with_limits(5, 10);
     let err = api.compare_files("o/r", "a", "b").await.unwrap_err();
     assert!(err.to_string().contains("larger than 10 bytes"), "{err}");
+}
+
+/// #27.6: a filter may name a trigger instead of a pipeline. Under the
+/// evaluator's own role (IAM enforced), a matching push raises it: the push's
+/// exact bytes are kept beside the trigger and the request names them with
+/// GitHub's signature, for every agent that follows the trigger to check.
+/// Positive control beside it: the pipeline filter of the same push starts.
+/// A push the trigger filter does not match raises nothing.
+#[tokio::test]
+async fn a_filter_with_a_trigger_raises_it_with_the_push_and_its_signature() {
+    use spigot_core::ports::{Read, Triggers};
+    use spigot_core::trigger::{self, Keys};
+    let (sdk, stack, cp, ev) = setup().await;
+    put_filter(&ev, json!({"Repository": "octo-org/mono", "Branch": "main", "Trigger": "web", "Include": ["services/a/**"]})).await;
+    put_filter(&ev, json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "svc-a", "Include": ["services/a/**"]})).await;
+    let deploy = push_at(now_secs() - 5, "a1");
+    let docs = mono_push(&["docs/readme.md"]);
+    let event = pushes(
+        &sdk,
+        &stack,
+        &[("ev-deploy", deploy.clone()), ("ev-docs", docs)],
+    )
+    .await;
+    let (resp, stats) = ev.handle(event).await;
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!((stats.raised, stats.started, stats.pushes), (1, 1, 2));
+    assert_eq!(started_names(&cp), ["svc-a"]);
+    // Read back as an agent reads it (admin credentials: the bucket as it is).
+    let store =
+        spigot_aws::S3Triggers::new(spigot_aws::s3_client(&sdk), stack.get(Resource::Bucket));
+    let requests = trigger::requests_after(&store, "web", 0, 10).await.unwrap();
+    assert_eq!(requests.len(), 1, "one push matched");
+    let request = requests[0].1.clone().unwrap();
+    assert_eq!(request.by, "evaluator");
+    assert!(request.data.is_empty());
+    let push = request.push.unwrap();
+    assert_eq!(push.delivery, "ev-deploy");
+    assert_eq!(push.sha256, sha256_hex(&deploy));
+    assert_eq!(
+        push.signature,
+        spigot_core::signature::sign_sha256(SECRET.as_bytes(), &deploy)
+    );
+    match store
+        .read(&Keys("web").body(&push.sha256), None)
+        .await
+        .unwrap()
+    {
+        Read::Found { bytes, .. } => assert_eq!(bytes, deploy, "the exact bytes"),
+        other => panic!("no body: {other:?}"),
+    }
 }

@@ -45,43 +45,12 @@ fn status<E>(
 
 impl Triggers for S3Triggers {
     async fn read(&self, key: &str, known: Option<&str>) -> Result<Read, PortError> {
-        let bucket = &self.objects.bucket;
-        let out = match self
-            .objects
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .set_if_none_match(known.map(str::to_string))
-            .send()
+        self.get(key, known, spigot_core::trigger::MAX_OBJECT_BYTES)
             .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Ok(Read::Missing);
-            }
-            Err(e) if status(&e) == Some(304) => return Ok(Read::Unchanged),
-            Err(e) if status(&e) == Some(404) => return Ok(Read::Missing),
-            Err(e) => return Err(port(&format!("S3 GetObject s3://{bucket}/{key}"), e)),
-        };
-        let etag = out.e_tag().unwrap_or_default().to_string();
-        // Read no more than the cap (and one byte past it, so that the reader
-        // knows the object is larger): another principal may have written it.
-        let cap = spigot_core::trigger::MAX_OBJECT_BYTES + 1;
-        let mut bytes = Vec::new();
-        let mut body = out.body;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| PortError::new(format!("reading s3://{bucket}/{key} failed: {e}")))?
-        {
-            let room = cap.saturating_sub(bytes.len());
-            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if bytes.len() >= cap {
-                break;
-            }
-        }
-        Ok(Read::Found { bytes, etag })
+    }
+
+    async fn read_at_most(&self, key: &str, at_most: usize) -> Result<Read, PortError> {
+        self.get(key, None, at_most).await
     }
 
     async fn write(&self, key: &str, bytes: Vec<u8>, when: Write<'_>) -> Result<bool, PortError> {
@@ -121,5 +90,48 @@ impl Triggers for S3Triggers {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
         self.objects.keys(prefix).await
+    }
+}
+
+impl S3Triggers {
+    /// `key` (unless its entity tag is still `known`), cut at `at_most + 1` bytes.
+    async fn get(&self, key: &str, known: Option<&str>, at_most: usize) -> Result<Read, PortError> {
+        let bucket = &self.objects.bucket;
+        let out = match self
+            .objects
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_if_none_match(known.map(str::to_string))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Ok(Read::Missing);
+            }
+            Err(e) if status(&e) == Some(304) => return Ok(Read::Unchanged),
+            Err(e) if status(&e) == Some(404) => return Ok(Read::Missing),
+            Err(e) => return Err(port(&format!("S3 GetObject s3://{bucket}/{key}"), e)),
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        // Read no more than the cap (and one byte past it, so that the reader
+        // knows the object is larger): another principal may have written it.
+        let cap = at_most.saturating_add(1);
+        let mut bytes = Vec::new();
+        let mut body = out.body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| PortError::new(format!("reading s3://{bucket}/{key} failed: {e}")))?
+        {
+            let room = cap.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if bytes.len() >= cap {
+                break;
+            }
+        }
+        Ok(Read::Found { bytes, etag })
     }
 }

@@ -102,7 +102,7 @@ async fn list(place: &Where, json: bool) -> Result<(), CliError> {
                 "{:<28} {:<20} {:<24} {:<7} {}",
                 s.repository,
                 s.branch,
-                s.pipeline,
+                s.action().label(),
                 format!("+{}/-{}", s.include.len(), s.exclude.len()),
                 f.key
             ),
@@ -246,13 +246,13 @@ async fn test(
         if json {
             println!(
                 "{}",
-                json!({"pipeline": f.pipeline, "start": d.start, "why": d.why.to_string(), "key": f.key()})
+                json!({"pipeline": f.pipeline, "trigger": f.trigger, "start": d.start, "why": d.why.to_string(), "key": f.key()})
             );
         } else {
             println!(
                 "{} {:<24} {}",
                 if d.start { "START" } else { "skip " },
-                f.pipeline,
+                f.action().label(),
                 spigot_core::text::printable(&d.why.to_string())
             );
         }

@@ -264,6 +264,7 @@ fn print_receipt(r: &Receipt) {
             r.agent,
             crate::switch::count(r.steps.len() as u64, "step")
         ),
+        Status::Skipped => println!("{}: skipped", r.agent),
         Status::Failed => {
             match &r.failed_step {
                 Some(s) => println!(

@@ -706,83 +706,156 @@ fn push_to(branch: &str, sha: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
+/// POSTs `body` to the local stack as GitHub would (signed with the test secret).
+async fn post_hook(url: &str, delivery: &str, body: &[u8]) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header(
+            "x-hub-signature-256",
+            spigot_core::signature::sign_sha256(SECRET.as_bytes(), body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A push of `branch` with head `sha`, pushed `ago` seconds before now.
+fn push_now(branch: &str, sha: &str, ago: u64) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&push_to(branch, sha)).unwrap();
+    v["repository"]["pushed_at"] = serde_json::json!(spigot_aws::now_ms() / 1000 - ago);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// #27.6: pushes reach agents through a trigger that a pipeline filter names,
+/// not through the buffer: every agent following it deploys the push (two
+/// hosts, two runs), Jenkins still gets every hook, and nothing is
+/// dead-lettered. The agent believes only bytes whose GitHub signature checks
+/// out with its webhook secret: a request naming forged bytes runs nothing,
+/// a redelivery of what it deployed is skipped, saying why.
 #[tokio::test(flavor = "multi_thread")]
-async fn agent_on_push_runs_the_script_for_matching_hooks_from_the_buffer_and_keeps_the_rest() {
+async fn a_push_raises_its_filters_trigger_every_agent_deploys_it_and_jenkins_still_gets_it() {
     let dir = workdir();
-    let (sdk, stack) = local_stack(&dir, None).await;
-    let r = receiver(&sdk, &stack, "http://127.0.0.1:9/", 2000).await;
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    let bucket = spigot_cli_dev_file(&dir).get(Resource::Bucket).to_string();
+    let filter = write_script(
+        &dir,
+        "filter.json",
+        r#"{"Repository": "Codertocat/Hello-World", "Branch": "master", "Trigger": "web"}"#,
+    );
+    let put = spigot_as(&dir, Principal::Operator)
+        .args(["filters", "put", "--local"])
+        .arg(&filter)
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{:?}", text(&put));
     let sha = |c: char| c.to_string().repeat(40);
-    let hooks: Vec<(&str, String, Vec<u8>)> = vec![
-        ("push", unique("d1-"), push_to("master", &sha('a'))),
-        ("push", unique("d2-"), push_to("feature/x", &sha('b'))),
-        (
-            "pull_request",
-            unique("d3-"),
-            fixture("pull_request.opened.json"),
-        ),
-        ("push", unique("d4-"), push_to("master", &sha('c'))),
-    ];
-    for (event, delivery, body) in &hooks {
-        let req = signed_request(event, delivery, body, Some("OFF"));
-        let resp = r.handle_event(&req, spigot_aws::now_ms()).await;
-        assert_eq!(resp.status_code, 202, "{delivery} buffered");
-    }
+    let deploy = push_now("master", &sha('a'), 30);
+    assert_eq!(post_hook(&url, &unique("p-a-"), &deploy).await, 200);
+    assert_eq!(
+        post_hook(&url, &unique("p-b-"), &push_now("feature/x", &sha('b'), 20)).await,
+        200
+    );
+    wait_until("the trigger raised", 30, async || {
+        keys(&dir, &bucket, "triggers/web/requests/").await.len() == 1
+    })
+    .await;
     let runs_file = dir.join("runs.txt");
     let script = write_script(
         &dir,
         "deploy.yaml",
         &format!(
-            "steps:\n  - shell: echo \"$SPIGOT_DELIVERY $SPIGOT_REPOSITORY $SPIGOT_BRANCH $SPIGOT_SHA\" >> {}\n",
+            "steps:\n  - shell: echo \"$SPIGOT_AGENT $SPIGOT_REPOSITORY $SPIGOT_BRANCH $SPIGOT_SHA\" >> {}\n",
             runs_file.display()
         ),
     );
-    let out = spigot_as(&dir, Principal::AgentOn)
-        .args([
-            "agent",
-            "--local",
-            "--on",
-            "push:Codertocat/Hello-World@master",
-            "--once",
-        ])
-        .arg("--script")
-        .arg(&script)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .output()
+    let secret = write_script(&dir, "webhook-secret", SECRET);
+    let once = |id: &str, with_secret: bool| {
+        let mut cmd = agent_once_cmd(&dir, "web", id, &script, &format!("state-{id}"));
+        if with_secret {
+            cmd.arg("--webhook-secret-file").arg(&secret);
+        }
+        cmd.output().unwrap()
+    };
+    // Without the secret an agent cannot check the push: it runs nothing, and says why.
+    let blind = once("host-blind", false);
+    assert!(!blind.status.success());
+    let r = receipt(&dir, &bucket, "web", 1, "host-blind")
+        .await
         .unwrap();
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    // Ledger: 4 in; 2 deployed in order; 2 kept in the dead-letter queue with their reasons; 0 lost.
+    assert_eq!(r.status, Status::Failed);
+    assert!(r.note.unwrap().contains("--webhook-secret-file"));
+    for id in ["host-a", "host-b"] {
+        let out = once(id, true);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let r = receipt(&dir, &bucket, "web", 1, id).await.unwrap();
+        assert_eq!(r.status, Status::Done, "{r:?}");
+    }
     assert_eq!(
         runs(&runs_file),
         [
-            format!("{} Codertocat/Hello-World master {}", hooks[0].1, sha('a')),
-            format!("{} Codertocat/Hello-World master {}", hooks[3].1, sha('c')),
+            format!("host-a Codertocat/Hello-World master {}", sha('a')),
+            format!("host-b Codertocat/Hello-World master {}", sha('a')),
         ]
     );
+    // GitHub redelivers the deployed push (same bytes, new delivery id): raised, and skipped.
+    assert_eq!(post_hook(&url, &unique("p-a-again-"), &deploy).await, 200);
+    wait_until("the redelivery raised", 30, async || {
+        keys(&dir, &bucket, "triggers/web/requests/").await.len() == 2
+    })
+    .await;
+    // A request written straight into the bucket, naming bytes GitHub never signed.
+    let s3 = s3(&dir).await;
+    let forged = push_now("master", &sha('f'), 1);
+    let forged_sha = spigot_core::envelope::sha256_hex(&forged);
+    let request = serde_json::json!({
+        "trigger": "web", "sequence": 3, "by": "evaluator", "raised_at": "", "raised_at_ms": 0,
+        "push": {"delivery": "forged", "sha256": forged_sha, "signature": spigot_core::signature::sign_sha256(b"a guess", &forged)},
+    });
+    for (key, bytes) in [
+        (
+            spigot_core::trigger::Keys("web").body(&forged_sha),
+            forged.clone(),
+        ),
+        (
+            spigot_core::trigger::Keys("web").request(3),
+            serde_json::to_vec(&request).unwrap(),
+        ),
+    ] {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = once("host-a", true);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "the forged request failed: {stderr}");
+    let again = receipt(&dir, &bucket, "web", 2, "host-a").await.unwrap();
+    assert_eq!(again.status, Status::Skipped);
+    assert!(again.note.unwrap().contains("already deployed"));
+    let forged_receipt = receipt(&dir, &bucket, "web", 3, "host-a").await.unwrap();
+    assert_eq!(forged_receipt.status, Status::Failed);
+    assert!(forged_receipt.note.unwrap().contains("signature"));
+    assert_eq!(runs(&runs_file).len(), 2, "nothing more ran");
+    // Ledger: 3 hooks in; Jenkins got 3; 2 deploys (one push, two hosts);
+    // 1 skipped (redelivery), 1 refused (forged), 1 refused (no secret); buffer and DLQ empty; 0 lost.
+    wait_until("Jenkins got every hook", 30, async || {
+        target.accepted().len() == 3
+    })
+    .await;
+    let stack = spigot_cli_dev_file(&dir);
+    let sdk = sdk().await;
     assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
-    let letters = peek_all(&sdk, stack.get(Resource::DlqUrl)).await;
-    assert_eq!(letters.len(), 2, "{letters:?}");
-    let text_of = |d: &str| {
-        letters
-            .iter()
-            .find(|(body, _)| body.contains(d))
-            .map(|(body, attrs)| format!("{body} {attrs:?}"))
-            .unwrap_or_default()
-    };
-    assert!(
-        text_of(&hooks[1].1).contains("no --on subscription of agent"),
-        "{letters:?}"
-    );
-    assert!(text_of(&hooks[1].1).contains("other branch"), "{letters:?}");
-    assert!(
-        text_of(&hooks[2].1).contains("push events only"),
-        "{letters:?}"
-    );
-    assert!(
-        stderr.contains("2 hooks deployed, 2 kept in the dead-letter queue"),
-        "{stderr}"
-    );
+    assert_eq!(depth(&sdk, stack.get(Resource::DlqUrl)).await, (0, 0));
 }
 
 /// #27.1, #27.2: a request's data reaches a step only as the script declares

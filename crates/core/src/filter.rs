@@ -50,6 +50,17 @@ pub enum Problem {
     /// `Pipeline` is empty or not a pipeline name.
     #[error("Pipeline {0:?} must be a CodePipeline name (1-100 of A-Z a-z 0-9 . @ - _)")]
     Pipeline(String),
+    /// `Trigger` is not a trigger name.
+    #[error(
+        "Trigger {0:?} must be a trigger name (1-64 of A-Z a-z 0-9 . _ -, not starting with .)"
+    )]
+    Trigger(String),
+    /// Both or neither of `Pipeline` and `Trigger`.
+    #[error("a filter names one Pipeline to start or one Trigger to raise, not both")]
+    PipelineAndTrigger,
+    /// `SourceAction` on a filter that raises a trigger.
+    #[error("SourceAction pins a pipeline's source; a filter with a Trigger has none")]
+    SourceActionOnTrigger,
     /// `Syntax` is neither glob nor regex.
     #[error("Syntax {0:?} must be glob or regex")]
     Syntax(String),
@@ -152,9 +163,12 @@ pub struct FilterSpec {
     /// Exact branch name or glob.
     #[serde(rename = "Branch")]
     pub branch: String,
-    /// The CodePipeline pipeline to start.
-    #[serde(rename = "Pipeline")]
+    /// The CodePipeline pipeline to start (empty when the filter raises a trigger).
+    #[serde(rename = "Pipeline", default, skip_serializing_if = "String::is_empty")]
     pub pipeline: String,
+    /// The trigger to raise instead, for the pull-deployment agents that follow it.
+    #[serde(rename = "Trigger", default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// Path patterns; none means every change matches.
     #[serde(rename = "Include", default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
@@ -234,6 +248,7 @@ impl FilterSpec {
                 syntax: Some("regex".into()),
                 source_action: None,
                 owner_stack: None,
+                trigger: None,
             });
         }
         serde_json::from_value(Value::Object(map)).map_err(shape)
@@ -244,7 +259,16 @@ impl FilterSpec {
         serde_json::to_string_pretty(self).expect("a filter always serialises")
     }
 
-    /// The storage key: `filters/{owner}/{repo}/{branch}/{pipeline}.json`, segments percent-encoded.
+    /// What a matching push does.
+    pub fn action(&self) -> Action<'_> {
+        match &self.trigger {
+            Some(name) => Action::Trigger(name),
+            None => Action::Pipeline(&self.pipeline),
+        }
+    }
+
+    /// The storage key: `filters/{owner}/{repo}/{branch}/{pipeline}.json`
+    /// (`trigger:{name}.json` for a trigger), segments percent-encoded.
     pub fn key(&self) -> String {
         let (owner, repo) = self
             .repository
@@ -254,7 +278,7 @@ impl FilterSpec {
             "{}{}{}.json",
             repository_prefix_parts(owner, repo),
             utf8_percent_encode(&self.branch, SEGMENT),
-            format_args!("/{}", utf8_percent_encode(&self.pipeline, SEGMENT))
+            format_args!("/{}", utf8_percent_encode(&self.action().label(), SEGMENT))
         )
     }
 
@@ -318,6 +342,35 @@ pub fn is_filter_key(key: &str) -> bool {
 /// (unsigned) it is resent under; GitHub's own redeliveries carry the same body.
 pub fn execution_token(body_sha256: &str, pipeline: &str) -> String {
     crate::envelope::sha256_hex(format!("{body_sha256}\n{pipeline}").as_bytes())
+}
+
+/// What a filter does with a push it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Starts this CodePipeline pipeline.
+    Pipeline(&'a str),
+    /// Raises this trigger, for the agents that follow it.
+    Trigger(&'a str),
+}
+
+impl Action<'_> {
+    /// The pipeline's name, or `trigger:{name}`: unique among a repository's
+    /// filters (a pipeline name has no `:`), so it names keys and records.
+    pub fn label(&self) -> String {
+        match self {
+            Action::Pipeline(p) => (*p).to_string(),
+            Action::Trigger(t) => format!("trigger:{t}"),
+        }
+    }
+}
+
+impl fmt::Display for Action<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Pipeline(p) => write!(f, "pipeline {p}"),
+            Action::Trigger(t) => write!(f, "trigger {t}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -398,8 +451,20 @@ impl Filter {
         if !is_repository(&spec.repository) {
             problems.push(Problem::Repository(spec.repository.clone()));
         }
-        if !is_pipeline_name(&spec.pipeline) {
-            problems.push(Problem::Pipeline(spec.pipeline.clone()));
+        match (&spec.trigger, spec.pipeline.is_empty()) {
+            (Some(_), false) => problems.push(Problem::PipelineAndTrigger),
+            (Some(t), true) => {
+                if crate::trigger::check_name("trigger", t).is_err() {
+                    problems.push(Problem::Trigger(t.clone()));
+                }
+                if spec.source_action.is_some() {
+                    problems.push(Problem::SourceActionOnTrigger);
+                }
+            }
+            (None, _) if !is_pipeline_name(&spec.pipeline) => {
+                problems.push(Problem::Pipeline(spec.pipeline.clone()));
+            }
+            (None, _) => {}
         }
         let syntax = match spec
             .syntax
@@ -647,7 +712,7 @@ impl FilterSet {
                     reason: format!(
                         "filter {} ({}) does not fit with the other filters of {}: {reason}",
                         f.spec.key(),
-                        f.spec.pipeline,
+                        f.spec.action(),
                         f.spec.repository
                     ),
                 }),

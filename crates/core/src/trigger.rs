@@ -25,6 +25,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The most bytes read of any object under `triggers/` (a request, a head, a
 /// receipt): a reader stops there, and a larger object is unreadable.
 pub const MAX_OBJECT_BYTES: usize = 256 * 1024;
+/// Bytes of a push body an agent reads (GitHub caps payloads at 25 MB).
+pub const MAX_PUSH_BYTES: usize = 25 * 1024 * 1024;
 /// Sequence numbers a raiser tries past the head before giving up.
 const MAX_RACE: u64 = 10_000;
 /// Attempts to move the head forward under contention.
@@ -379,6 +381,11 @@ impl Keys<'_> {
     pub fn receipt(&self, sequence: u64, agent: &str) -> String {
         format!("{}{agent}.json", self.receipts(sequence))
     }
+    /// The exact bytes of a push that raised the trigger (a filter's
+    /// `Trigger`), by their SHA-256: a redelivered push writes the same key.
+    pub fn body(&self, sha256: &str) -> String {
+        format!("triggers/{}/bodies/{sha256}.json", self.0)
+    }
     /// The agents' last reports.
     pub fn agents(&self) -> String {
         format!("triggers/{}/agents/", self.0)
@@ -409,6 +416,26 @@ pub struct Request {
     /// that S3 then refuses (412) is recognised as the raiser's own write.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// The GitHub push this request deploys, when a pipeline filter raised it.
+    /// The agent believes none of it but the body it names, and that only
+    /// once GitHub's signature over the body checks out with its secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushRef>,
+}
+
+/// A push, as a request names it: where its exact bytes are and GitHub's
+/// signature of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRef {
+    /// `X-GitHub-Delivery` (unsigned: for people, never for decisions).
+    pub delivery: String,
+    /// Hex SHA-256 of the body; the body is at [`Keys::body`].
+    pub sha256: String,
+    /// `X-Hub-Signature-256` as GitHub sent it.
+    pub signature: String,
+    /// The body's Content-Type (a form body carries the JSON in `payload=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 /// A request as read from the bucket: readable, or why not. Its sequence is
@@ -434,12 +461,15 @@ pub enum Status {
     Done,
     /// A step failed, or the run was interrupted.
     Failed,
+    /// Not run, and rightly so: a push older than one already deployed, or
+    /// one older than the agent's push age limit (the note says which).
+    Skipped,
 }
 
 impl Status {
-    /// `done` or `failed`.
+    /// `done`, `failed` or `skipped`.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Done | Status::Failed)
+        matches!(self, Status::Done | Status::Failed | Status::Skipped)
     }
     /// As written in receipts.
     pub fn as_str(self) -> &'static str {
@@ -448,6 +478,7 @@ impl Status {
             Status::InProgress => "in_progress",
             Status::Done => "done",
             Status::Failed => "failed",
+            Status::Skipped => "skipped",
         }
     }
 }
@@ -572,17 +603,77 @@ pub async fn raise<T: Triggers>(
     for key in data.keys() {
         check_data_key(key)?;
     }
+    place(
+        store,
+        Request {
+            trigger: name.to_string(),
+            sequence: 0,
+            by: by.to_string(),
+            data,
+            raised_at: rfc3339(now_ms),
+            raised_at_ms: now_ms,
+            token: token.to_string(),
+            push: None,
+        },
+    )
+    .await
+}
+
+/// Raises trigger `name` for a GitHub push a pipeline filter matched: keeps
+/// the push's exact bytes beside the trigger, then raises a request that
+/// names them with GitHub's signature (`signature`). The token is derived from
+/// the body, so a retried evaluation finds its own request.
+pub async fn raise_push<T: Triggers>(
+    store: &T,
+    name: &str,
+    hook: &crate::webhook::Hook,
+    now_ms: u64,
+) -> Result<Request, TriggerError> {
+    check_name("trigger", name)?;
+    let body = &hook.body;
+    let bounded = |v: Option<&str>| {
+        v.map(|v| {
+            crate::text::printable(v)
+                .chars()
+                .take(100)
+                .collect::<String>()
+        })
+    };
+    let sha256 = crate::envelope::sha256_hex(body);
+    // Present already when GitHub redelivered the same bytes: the same object.
+    store
+        .write(&Keys(name).body(&sha256), body.to_vec(), Write::IfAbsent)
+        .await?;
+    place(
+        store,
+        Request {
+            trigger: name.to_string(),
+            sequence: 0,
+            by: "evaluator".into(),
+            data: BTreeMap::new(),
+            raised_at: rfc3339(now_ms),
+            raised_at_ms: now_ms,
+            token: sha256.clone(),
+            push: Some(PushRef {
+                delivery: bounded(Some(&hook.delivery)).unwrap_or_default(),
+                sha256,
+                signature: bounded(hook.header("x-hub-signature-256")).unwrap_or_default(),
+                content_type: bounded(hook.header("content-type")),
+            }),
+        },
+    )
+    .await
+}
+
+/// Creates `request` under the next free sequence number (a conditional
+/// create, so concurrent raisers each get their own), then moves the head.
+async fn place<T: Triggers>(store: &T, mut request: Request) -> Result<Request, TriggerError> {
+    let name = request.trigger.clone();
+    let name = name.as_str();
+    let token = request.token.clone();
     let keys = Keys(name);
     let start = head(store, name).await?.map_or(0, |(h, _)| h.sequence) + 1;
-    let mut request = Request {
-        trigger: name.to_string(),
-        sequence: start,
-        by: by.to_string(),
-        data,
-        raised_at: rfc3339(now_ms),
-        raised_at_ms: now_ms,
-        token: token.to_string(),
-    };
+    request.sequence = start;
     let size = encode(&request).len();
     if size > MAX_REQUEST_BYTES {
         return Err(TriggerError::Invalid(format!(
@@ -913,6 +1004,50 @@ mod tests {
         assert_eq!(after[0].1.as_ref().unwrap().data["VERSION"], "1.2");
     }
 
+    #[tokio::test]
+    async fn a_push_raise_keeps_the_exact_bytes_beside_a_request_that_names_them() {
+        let store = MemoryTriggers::default();
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let hook = |delivery: &str| crate::webhook::Hook {
+            delivery: delivery.into(),
+            event: "push".into(),
+            repository: None,
+            headers: vec![("x-hub-signature-256".into(), "sha256=ab".into())],
+            body: body.to_vec(),
+            received_at_ms: 1,
+            json_body: true,
+        };
+        let r = raise_push(&store, "web", &hook("d-1\x1b[2J"), 5_000)
+            .await
+            .unwrap();
+        assert_eq!(r.sequence, 1);
+        let push = r.push.clone().unwrap();
+        assert_eq!(push.sha256, crate::envelope::sha256_hex(body));
+        assert_eq!(push.signature, "sha256=ab");
+        assert!(!push.delivery.contains('\x1b'), "{}", push.delivery);
+        assert_eq!(push.content_type, None);
+        match store
+            .read(&Keys("web").body(&push.sha256), None)
+            .await
+            .unwrap()
+        {
+            Read::Found { bytes, .. } => assert_eq!(bytes, body),
+            other => panic!("{other:?}"),
+        }
+        // Read back as the agent reads it.
+        let (_, fetched) = requests_after(&store, "web", 0, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(fetched.unwrap().push, Some(push));
+        // The same bytes again (a redelivery): the body is kept once, a new request raised.
+        let again = raise_push(&store, "web", &hook("d-2"), 6_000)
+            .await
+            .unwrap();
+        assert_eq!(again.sequence, 2);
+        assert_eq!(store.list("triggers/web/bodies/").await.unwrap().len(), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_raisers_never_share_a_number() {
         let store = Arc::new(MemoryTriggers::default());
@@ -960,6 +1095,7 @@ mod tests {
             raised_at: rfc3339(2),
             raised_at_ms: 2,
             token: String::new(),
+            push: None,
         };
         store
             .write(&Keys("web").request(2), encode(&orphan), Write::IfAbsent)
@@ -990,6 +1126,9 @@ mod tests {
     impl Triggers for LostAnswer {
         async fn read(&self, key: &str, known: Option<&str>) -> Result<Read, PortError> {
             self.inner.read(key, known).await
+        }
+        async fn read_at_most(&self, key: &str, at_most: usize) -> Result<Read, PortError> {
+            self.inner.read_at_most(key, at_most).await
         }
         async fn write(
             &self,
@@ -1034,6 +1173,7 @@ mod tests {
             raised_at: rfc3339(1),
             raised_at_ms: 1,
             token: String::new(),
+            push: None,
         };
         let put = |n: u64, bytes: Vec<u8>| {
             let store = &store;

@@ -9,22 +9,31 @@ use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, CodePipelines, GitHubApi, S3Filters, S3Payloads};
 use spigot_core::config::Settings;
 use spigot_core::envelope::Envelope;
-use spigot_core::filter::{FilterSet, FilterSpec, execution_token, repository_prefix};
+use spigot_core::filter::{
+    Action, Filter, FilterSet, FilterSpec, execution_token, repository_prefix,
+};
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Clock, EvalLetters, FilterStore, GitHub, MetricsSink, NoLetters, PayloadStore, Pipelines,
-    PortErrorKind, Received, Start, StartError, StdoutMetrics, SystemClock,
+    Clock, EvalLetters, FilterStore, GitHub, MetricsSink, NoLetters, NoTriggers, PayloadStore,
+    Pipelines, PortErrorKind, Received, Start, StartError, StdoutMetrics, SystemClock, Triggers,
 };
 use spigot_core::push::{Completion, Push, complete};
 use spigot_core::resources::Resource;
+use spigot_core::trigger::{self, TriggerError};
 use spigot_core::webhook::Hook;
 use spigot_engine::attempts;
 use spigot_engine::letter::{dead_letter, poison_letter};
 use spigot_engine::open::{DENIED_READS, OpenError, Opened, open};
 
 /// The evaluator on AWS adapters.
-pub type AwsEvaluator =
-    Evaluator<S3Filters, CodePipelines, S3Payloads, GitHubApi, spigot_aws::SqsEvalLetters>;
+pub type AwsEvaluator = Evaluator<
+    S3Filters,
+    CodePipelines,
+    S3Payloads,
+    GitHubApi,
+    spigot_aws::SqsEvalLetters,
+    spigot_aws::S3Triggers,
+>;
 /// The environment the template gives the evaluator (every variable its
 /// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
 pub const ENVIRONMENT: &[&str] = &[
@@ -52,7 +61,12 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator,
     );
     evaluator.max_push_age = Duration::from_secs(settings.max_push_age);
     evaluator.github = GitHubApi::from_settings(sdk, settings).await?;
-    Ok(evaluator.with_letters(spigot_aws::SqsEvalLetters::from_settings(sdk, settings)))
+    Ok(evaluator
+        .with_letters(spigot_aws::SqsEvalLetters::from_settings(sdk, settings))
+        .with_triggers(Some(spigot_aws::S3Triggers::new(
+            spigot_aws::s3_client(sdk),
+            bucket,
+        ))))
 }
 
 /// Counts of one batch (also the EMF metrics).
@@ -88,6 +102,8 @@ pub struct Stats {
     pub denied: u64,
     /// Pushes given up on after [`EVAL_ATTEMPTS`] and sent to the evaluation DLQ.
     pub dead_lettered: u64,
+    /// Triggers raised (a filter's `Trigger`), for the agents that follow them.
+    pub raised: u64,
 }
 
 /// Evaluation attempts of a push before the evaluator dead-letters it itself
@@ -96,7 +112,7 @@ pub struct Stats {
 pub const EVAL_ATTEMPTS: u32 = 5;
 
 /// The evaluator and its ports.
-pub struct Evaluator<F, P, S, G, L = NoLetters> {
+pub struct Evaluator<F, P, S, G, L = NoLetters, T = NoTriggers> {
     /// Filter objects.
     pub filters: F,
     /// CodePipeline.
@@ -115,6 +131,8 @@ pub struct Evaluator<F, P, S, G, L = NoLetters> {
     pub github: Option<G>,
     /// The evaluation dead-letter queue, for pushes given up on after [`EVAL_ATTEMPTS`].
     pub letters: Option<L>,
+    /// Where filters with a `Trigger` raise it (the config bucket's `triggers/`).
+    pub triggers: Option<T>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -143,12 +161,15 @@ impl<F, P, S, G> Evaluator<F, P, S, G> {
             clock: Arc::new(SystemClock),
             github: None,
             letters: None,
+            triggers: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
+}
 
+impl<F, P, S, G, T> Evaluator<F, P, S, G, NoLetters, T> {
     /// The same evaluator, dead-lettering through `letters`.
-    pub fn with_letters<L>(self, letters: Option<L>) -> Evaluator<F, P, S, G, L> {
+    pub fn with_letters<L>(self, letters: Option<L>) -> Evaluator<F, P, S, G, L, T> {
         Evaluator {
             filters: self.filters,
             pipelines: self.pipelines,
@@ -159,13 +180,33 @@ impl<F, P, S, G> Evaluator<F, P, S, G> {
             clock: self.clock,
             github: self.github,
             letters,
+            triggers: self.triggers,
             cache: self.cache,
         }
     }
 }
 
-impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters>
-    Evaluator<F, P, S, G, L>
+impl<F, P, S, G, L> Evaluator<F, P, S, G, L, NoTriggers> {
+    /// The same evaluator, raising the triggers that filters name in `triggers`.
+    pub fn with_triggers<T>(self, triggers: Option<T>) -> Evaluator<F, P, S, G, L, T> {
+        Evaluator {
+            filters: self.filters,
+            pipelines: self.pipelines,
+            payloads: self.payloads,
+            cache_ttl: self.cache_ttl,
+            metrics: self.metrics,
+            max_push_age: self.max_push_age,
+            clock: self.clock,
+            github: self.github,
+            letters: self.letters,
+            triggers,
+            cache: self.cache,
+        }
+    }
+}
+
+impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T: Triggers>
+    Evaluator<F, P, S, G, L, T>
 {
     /// Handles a batch; records to retry are returned as `batchItemFailures`.
     /// The queue is FIFO, grouped by repository: once a record fails, the later
@@ -217,6 +258,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters>
             .count("CompareFallbacks", stats.fallbacks)
             .count("StoreDenied", stats.denied)
             .count("DeadLettered", stats.dead_lettered)
+            .count("TriggersRaised", stats.raised)
             .count("Errors", stats.retried + stats.unreadable);
         self.metrics.emit(&m, SystemClock.now_ms());
         (response, stats)
@@ -305,7 +347,8 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters>
         Ok(())
     }
 
-    /// Where the push time of the newest start of `pipeline` from a branch is kept.
+    /// Where the push time of the newest start of `pipeline` (an action's
+    /// label: a pipeline, or `trigger:NAME`) from a branch is kept.
     fn start_key(pipeline: &str, push: &Push<'_>) -> Option<String> {
         push.pushed_at?;
         let branch = push.branch()?;
@@ -394,7 +437,8 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters>
         Ok(opened)
     }
 
-    /// Starts every pipeline whose filter matches; a retryable failure retries the whole record.
+    /// Starts every pipeline (raises every trigger) whose filter matches; a
+    /// retryable failure retries the whole record.
     async fn start_matching(
         &self,
         hook: &Hook,
@@ -407,55 +451,111 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters>
         for decision in set.evaluate(push) {
             stats.filters_evaluated += 1;
             let filter = &set.filters[decision.filter];
-            let pipeline = &filter.spec.pipeline;
+            let action = filter.spec.action();
             if !decision.start {
-                tracing::debug!(delivery = %hook.delivery, %pipeline, why = %decision.why, "not started");
+                tracing::debug!(delivery = %hook.delivery, %action, why = %decision.why, "not started");
                 continue;
             }
-            let start = Start {
-                pipeline: pipeline.clone(),
-                token: execution_token(body_sha256, pipeline),
-                source: filter
-                    .spec
-                    .source_action
-                    .clone()
-                    .map(|a| (a, push.after.to_string())),
-                reason: format!(
-                    "{}@{} ({})",
-                    push.repository,
-                    push.branch().unwrap_or_default(),
-                    decision.why
-                ),
-            };
-            if self.superseded(pipeline, push).await {
-                tracing::warn!(delivery = %hook.delivery, %pipeline, "a newer push of this branch already started the pipeline; skipped as superseded");
+            let label = action.label();
+            if self.superseded(&label, push).await {
+                tracing::warn!(delivery = %hook.delivery, %action, "a newer push of this branch already started it; skipped as superseded");
                 stats.superseded += 1;
                 continue;
             }
-            match self.pipelines.start(&start).await {
-                Ok(_) if self.pipelines.dry_run() => {
-                    stats.would_start += 1;
-                    tracing::debug!(delivery = %hook.delivery, %pipeline, why = %decision.why, "would start (dry run)");
+            let why = decision.why.to_string();
+            let outcome = match action {
+                Action::Pipeline(pipeline) => {
+                    self.start(hook, body_sha256, push, filter, pipeline, &why, stats)
+                        .await
                 }
-                Ok(execution) => {
-                    self.record_start(pipeline, push).await;
-                    stats.started += 1;
-                    tracing::info!(delivery = %hook.delivery, %pipeline, %execution, why = %decision.why, "pipeline started");
-                }
-                Err(StartError::NotFound(m)) => {
-                    stats.not_found += 1;
-                    tracing::error!(delivery = %hook.delivery, %pipeline, error = %m, "pipeline not found; check the filter");
-                }
-                Err(e) if e.is_retryable() => retry = Some(e.to_string()),
-                Err(e) => {
-                    tracing::error!(delivery = %hook.delivery, %pipeline, error = %e, "start refused")
-                }
+                Action::Trigger(name) => self.raise(hook, push, name, &why, stats).await,
+            };
+            if let Err(why) = outcome {
+                retry = Some(why);
             }
         }
         match retry {
             // Already started pipelines are safe to retry: their token is the same.
             Some(why) => Err(Failure::Retry(why)),
             None => Ok(()),
+        }
+    }
+
+    /// Starts `pipeline` for `push`: `Err` when the start should be retried.
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        &self,
+        hook: &Hook,
+        body_sha256: &str,
+        push: &Push<'_>,
+        filter: &Filter,
+        pipeline: &str,
+        why: &str,
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        let start = Start {
+            pipeline: pipeline.to_string(),
+            token: execution_token(body_sha256, pipeline),
+            source: filter
+                .spec
+                .source_action
+                .clone()
+                .map(|a| (a, push.after.to_string())),
+            reason: format!(
+                "{}@{} ({why})",
+                push.repository,
+                push.branch().unwrap_or_default(),
+            ),
+        };
+        match self.pipelines.start(&start).await {
+            Ok(_) if self.pipelines.dry_run() => {
+                stats.would_start += 1;
+                tracing::debug!(delivery = %hook.delivery, %pipeline, %why, "would start (dry run)");
+            }
+            Ok(execution) => {
+                self.record_start(pipeline, push).await;
+                stats.started += 1;
+                tracing::info!(delivery = %hook.delivery, %pipeline, %execution, %why, "pipeline started");
+            }
+            Err(StartError::NotFound(m)) => {
+                stats.not_found += 1;
+                tracing::error!(delivery = %hook.delivery, %pipeline, error = %m, "pipeline not found; check the filter");
+            }
+            Err(e) if e.is_retryable() => return Err(e.to_string()),
+            Err(e) => {
+                tracing::error!(delivery = %hook.delivery, %pipeline, error = %e, "start refused")
+            }
+        }
+        Ok(())
+    }
+
+    /// Raises trigger `name` for `push` (its exact bytes and GitHub's
+    /// signature, for the agents to check): `Err` when it should be retried.
+    async fn raise(
+        &self,
+        hook: &Hook,
+        push: &Push<'_>,
+        name: &str,
+        why: &str,
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        let Some(triggers) = &self.triggers else {
+            tracing::error!(delivery = %hook.delivery, trigger = %name, "a filter names a trigger, but this evaluator has no trigger store; not raised");
+            return Ok(());
+        };
+        match trigger::raise_push(triggers, name, hook, self.clock.now_ms()).await {
+            Ok(request) => {
+                self.record_start(&Action::Trigger(name).label(), push)
+                    .await;
+                stats.raised += 1;
+                tracing::info!(delivery = %hook.delivery, repository = %push.repository, trigger = %name, sequence = request.sequence, %why, "trigger raised");
+                Ok(())
+            }
+            Err(TriggerError::Invalid(m)) => {
+                tracing::error!(delivery = %hook.delivery, trigger = %name, error = %m, "trigger not raised");
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot raise trigger {name}: {e}")),
         }
     }
 

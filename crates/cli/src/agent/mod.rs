@@ -7,10 +7,11 @@
 //! one: a run cut short (the agent killed mid-script) is run again once, with
 //! a note in the receipt, and marked failed if it is cut short again.
 
-pub mod hooks;
+pub mod push;
 pub mod script;
 pub mod steps;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,7 +42,7 @@ const SEEN_EVERY_MS: u64 = 12 * 3600 * 1000;
 #[derive(clap::Args)]
 pub struct AgentArgs {
     /// The trigger to follow.
-    #[arg(long, env = "SPIGOT_AGENT_TRIGGER", required_unless_present = "on")]
+    #[arg(long, env = "SPIGOT_AGENT_TRIGGER")]
     trigger: Option<String>,
     /// The deployment script (YAML steps: shell, download, download_s3).
     #[arg(long, env = "SPIGOT_AGENT_SCRIPT")]
@@ -76,8 +77,16 @@ pub struct AgentArgs {
     /// Tries of a receipt write (tests shorten it).
     #[arg(long, default_value_t = 8, hide = true, value_parser = clap::value_parser!(u32).range(1..=100))]
     receipt_tries: u32,
-    /// Also run the script for GitHub events pulled from the buffer (pull mode): push:OWNER/REPO@BRANCH, repeatable.
-    #[arg(long, value_name = "EVENT:OWNER/REPO@BRANCH")]
+    /// The webhook secret(s), comma-separated, in this file: push requests
+    /// (raised by a pipeline filter's Trigger) run only when GitHub's
+    /// signature of the push checks out with one of them.
+    #[arg(long, env = "SPIGOT_AGENT_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// Push requests for a push older than this are skipped (receipt `skipped`).
+    #[arg(long, env = "SPIGOT_AGENT_MAX_PUSH_AGE", default_value = "1d", value_parser = crate::duration::parse)]
+    max_push_age: Duration,
+    /// Gone: pushes reach agents through a trigger (see --help).
+    #[arg(long, hide = true)]
     on: Vec<String>,
 }
 
@@ -94,6 +103,9 @@ struct State {
     /// running the request again.
     #[serde(default)]
     finished: Option<Receipt>,
+    /// The newest push this agent deployed, per `owner/repo@branch`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    deployed: BTreeMap<String, push::Deployed>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -137,19 +149,21 @@ pub struct AgentMetrics {
     last_duration_ms: AtomicU64,
     sequence: AtomicU64,
     polls: AtomicU64,
-    hooks: AtomicU64,
+    pushes: AtomicU64,
+    skipped: AtomicU64,
 }
 
 impl AgentMetrics {
+    /// A final receipt: one run of the script ended, done or not (a skipped
+    /// request ran nothing and is counted on its own).
     fn record(&self, receipt: &Receipt) {
-        self.ran(
+        if receipt.status == Status::Skipped {
+            return;
+        }
+        let (done, duration_ms) = (
             receipt.status == Status::Done,
             receipt.duration_ms.unwrap_or(0),
         );
-    }
-
-    /// One run of the script ended, done or not, after `duration_ms`.
-    fn ran(&self, done: bool, duration_ms: u64) {
         self.handled.fetch_add(1, Ordering::Relaxed);
         self.last_duration_ms.store(duration_ms, Ordering::Relaxed);
         if done {
@@ -166,7 +180,7 @@ impl AgentMetrics {
         out.metric(
             "spigot_agent_requests_handled_total",
             "counter",
-            "Requests (and hooks) the script ran for, to a done or failed receipt.",
+            "Requests the script ran for, to a done or failed receipt.",
             get(&self.handled),
         );
         out.metric(
@@ -200,10 +214,16 @@ impl AgentMetrics {
             get(&self.polls),
         );
         out.metric(
-            "spigot_agent_hooks_handled_total",
+            "spigot_agent_pushes_handled_total",
             "counter",
-            "GitHub hooks (--on) the script ran for.",
-            get(&self.hooks),
+            "Push requests (a filter's Trigger) the script ran for.",
+            get(&self.pushes),
+        );
+        out.metric(
+            "spigot_agent_requests_skipped_total",
+            "counter",
+            "Push requests skipped: too old, or older than the push already deployed.",
+            get(&self.skipped),
         );
         out.text()
     }
@@ -264,6 +284,8 @@ pub struct Agent {
     metrics: Arc<AgentMetrics>,
     /// Tries of a receipt write before the agent gives up (and exits).
     receipt_tries: u32,
+    /// How push requests are checked.
+    pushes: push::PushCheck,
 }
 
 pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
@@ -271,7 +293,15 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
     let script = Script::load(&args.script).map_err(|e| CliError::Usage(e.to_string()))?;
     let id = args.agent_id.clone().unwrap_or_else(host_name);
     trigger::check_name("agent id", &id).map_err(|e| CliError::Usage(e.to_string()))?;
-    let subscriptions = hooks::Subscription::parse_all(&args.on)?;
+    if !args.on.is_empty() {
+        return Err(CliError::Usage(
+            "--on is gone: an agent no longer takes hooks from the buffer. Declare a filter that names a trigger ({\"Repository\": \"owner/repo\", \"Branch\": \"main\", \"Trigger\": \"web\"}) and run the agent with --trigger web --webhook-secret-file FILE".into(),
+        ));
+    }
+    let secrets = match &args.webhook_secret_file {
+        None => None,
+        Some(path) => Some(read_secrets(path)?),
+    };
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     std::fs::create_dir_all(&state_dir).map_err(|e| {
         CliError::Usage(format!(
@@ -304,23 +334,10 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
         .await?;
     }
     let stop = stop_on_signals();
-    if !subscriptions.is_empty() {
-        let hooks = hooks::HookAgent {
-            subscriptions,
-            script: script.clone(),
-            runner,
-            id: id.clone(),
-            metrics: metrics.clone(),
-        };
-        if args.trigger.is_some() {
-            return Err(CliError::Usage(
-                "give --trigger or --on, not both: run one agent for each".into(),
-            ));
-        }
-        return hooks::run(&r, hooks, args.once, stop).await;
-    }
     let Some(name) = args.trigger.clone() else {
-        return Err(CliError::Usage("--trigger NAME is needed".into()));
+        return Err(CliError::Usage(
+            "--trigger NAME is needed: the trigger this agent follows".into(),
+        ));
     };
     trigger::check_name("trigger", &name).map_err(|e| CliError::Usage(e.to_string()))?;
     let bucket = r.need(spigot_core::resources::Resource::Bucket)?;
@@ -333,6 +350,10 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
         runner,
         metrics,
         receipt_tries: args.receipt_tries,
+        pushes: push::PushCheck {
+            secrets,
+            max_age: args.max_push_age,
+        },
     };
     let failed = agent.follow(&args, &stop).await?;
     if args.once && failed > 0 {
@@ -431,8 +452,7 @@ impl Agent {
                     .map_or(0, |(h, _)| h.sequence);
                 let state = State {
                     last_sequence: newest.saturating_sub(1),
-                    running: None,
-                    finished: None,
+                    ..State::default()
                 };
                 state.save(&self.state_path)?;
                 state
@@ -582,26 +602,47 @@ impl Agent {
         state.save(&self.state_path)?;
         let mut receipt = self.receipt(request, attempt, note);
         self.put(&receipt).await?;
-        match self.script.params.check(&request.data) {
-            Ok(()) => {
+        match self.verdict(state, request).await {
+            push::Verdict::Run {
+                branch,
+                deployed,
+                env,
+            } => {
                 eprintln!(
                     "request {} of {} (by {}): running {}",
                     request.sequence, self.trigger, request.by, self.script.path
                 );
-                let env = self.environment(request, attempt);
-                let outcome = self.runner.run(&self.script, &env).await;
+                let mut all = self.environment(request, attempt);
+                all.extend(env);
+                let outcome = self.runner.run(&self.script, &all).await;
                 finish(&mut receipt, outcome);
                 keep_output(&mut receipt, &self.script);
+                if request.push.is_some() {
+                    self.metrics.pushes.fetch_add(1, Ordering::Relaxed);
+                }
+                if receipt.status == Status::Done && !branch.is_empty() {
+                    state.deployed.insert(branch, deployed);
+                }
             }
-            Err(e) => {
-                // Nothing runs: the data is not what the script declared.
+            push::Verdict::Skip(why) => {
                 eprintln!(
-                    "request {} of {}: refused: {e}",
+                    "request {} of {}: skipped: {why}",
+                    request.sequence, self.trigger
+                );
+                finish(&mut receipt, Outcome::default());
+                receipt.status = Status::Skipped;
+                receipt.note = Some(format!("skipped, nothing ran: {why}"));
+                self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            push::Verdict::Refuse(why) => {
+                // Nothing runs: the data is not what the script declared, or the push is not GitHub's.
+                eprintln!(
+                    "request {} of {}: refused: {why}",
                     request.sequence, self.trigger
                 );
                 finish(&mut receipt, Outcome::default());
                 receipt.status = Status::Failed;
-                receipt.note = Some(format!("refused the request, nothing ran: {e}"));
+                receipt.note = Some(format!("refused the request, nothing ran: {why}"));
             }
         }
         state.finished = Some(receipt.clone());
@@ -645,6 +686,7 @@ impl Agent {
             raised_at: String::new(),
             raised_at_ms: 0,
             token: String::new(),
+            push: None,
         };
         let mut receipt = self.receipt(&placeholder, 1, None);
         receipt.status = Status::Failed;
@@ -655,6 +697,31 @@ impl Agent {
         state.last_sequence = sequence;
         state.save(&self.state_path)?;
         Ok(receipt)
+    }
+
+    /// Whether to run `request`: its data checked against the script's
+    /// `params:`, and a push request's push verified and judged.
+    async fn verdict(&self, state: &State, request: &Request) -> push::Verdict {
+        if let Err(e) = self.script.params.check(&request.data) {
+            return push::Verdict::Refuse(e.to_string());
+        }
+        match &request.push {
+            None => push::Verdict::Run {
+                branch: String::new(),
+                deployed: push::Deployed {
+                    commit: String::new(),
+                    pushed_at: 0,
+                    sequence: request.sequence,
+                },
+                env: Vec::new(),
+            },
+            Some(p) => {
+                let now = SystemClock.now_ms() / 1000;
+                self.pushes
+                    .judge(&self.store, request, p, &state.deployed, now)
+                    .await
+            }
+        }
     }
 
     /// The steps' whole environment: the base, what the script passes
@@ -672,6 +739,18 @@ impl Agent {
         ]);
         env
     }
+}
+
+/// The webhook secrets in `path` (comma-separated, like WEBHOOK_SECRET).
+fn read_secrets(path: &Path) -> Result<spigot_core::signature::Secrets, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read the webhook secret file {}: {e}",
+            path.display()
+        ))
+    })?;
+    spigot_core::signature::Secrets::parse(text.trim())
+        .map_err(|e| CliError::Usage(format!("the webhook secret file {}: {e}", path.display())))
 }
 
 /// The account of the agent's credentials (STS GetCallerIdentity, which

@@ -62,10 +62,15 @@ pub fn spawn(
     );
     evaluator.metrics = Arc::new(QuietMetrics);
     evaluator.max_push_age = max_push_age;
-    let evaluator = evaluator.with_letters(spigot_aws::SqsEvalLetters::from_settings(
-        sdk,
-        &stack.settings(),
-    ));
+    let evaluator = evaluator
+        .with_letters(spigot_aws::SqsEvalLetters::from_settings(
+            sdk,
+            &stack.settings(),
+        ))
+        .with_triggers(Some(spigot_aws::S3Triggers::new(
+            spigot_aws::s3_client(sdk),
+            bucket,
+        )));
     tokio::spawn(evaluate_forever(
         spigot_aws::aws_sdk_sqs::Client::new(sdk),
         stack.get(Resource::EvalUrl).to_string(),
@@ -82,6 +87,7 @@ async fn evaluate_forever(
         S3Payloads,
         spigot_aws::GitHubApi,
         spigot_aws::SqsEvalLetters,
+        spigot_aws::S3Triggers,
     >,
 ) {
     loop {

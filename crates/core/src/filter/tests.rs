@@ -379,6 +379,7 @@ proptest::proptest! {
             syntax: Some(if regex { "regex" } else { "glob" }.into()),
             source_action: None,
             owner_stack: None,
+            trigger: None,
         };
         let _ = spec.key();
         if let Ok(f) = spec.compile() {
@@ -491,4 +492,42 @@ fn a_25_commit_push_touching_only_docs_starts_nothing() {
     let d = set.evaluate(&push);
     assert!(!d[0].start, "{}", d[0].why);
     assert!(d[1].start, "positive control: {}", d[1].why);
+}
+
+#[test]
+fn a_filter_raises_one_trigger_or_starts_one_pipeline() {
+    let spec = |extra: &str| {
+        FilterSpec::from_json(
+            format!(r#"{{"Repository": "octo-org/mono", "Branch": "main"{extra}}}"#).as_bytes(),
+        )
+        .unwrap()
+    };
+    let raising = spec(r#", "Trigger": "web""#).compile().unwrap();
+    assert_eq!(raising.spec.action(), Action::Trigger("web"));
+    assert_eq!(
+        raising.spec.key(),
+        "filters/octo-org/mono/main/trigger%3Aweb.json"
+    );
+    assert!(is_filter_key(&raising.spec.key()));
+    let starting = spec(r#", "Pipeline": "web""#).compile().unwrap();
+    assert_eq!(starting.spec.action(), Action::Pipeline("web"));
+    assert_ne!(raising.spec.key(), starting.spec.key());
+    let problems = |extra: &str| spec(extra).compile().unwrap_err().0;
+    assert_eq!(
+        problems(r#", "Pipeline": "p", "Trigger": "web""#),
+        [Problem::PipelineAndTrigger]
+    );
+    assert_eq!(problems(""), [Problem::Pipeline(String::new())]);
+    assert_eq!(
+        problems(r#", "Trigger": "../prod""#),
+        [Problem::Trigger("../prod".into())]
+    );
+    assert_eq!(
+        problems(r#", "Trigger": "web", "SourceAction": "Source""#),
+        [Problem::SourceActionOnTrigger]
+    );
+    // Written back, a trigger filter reads the same.
+    let back = FilterSpec::from_json(raising.spec.to_json().as_bytes()).unwrap();
+    assert_eq!(back, raising.spec);
+    assert!(!raising.spec.to_json().contains("Pipeline"));
 }

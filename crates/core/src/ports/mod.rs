@@ -28,4 +28,4 @@ pub use payloads::PayloadStore;
 pub use pipelines::{Pipelines, Start, StartError};
 pub use switch::{ApiKind, StageRef, Stages, Switch, SwitchError};
 pub use target::Target;
-pub use triggers::{Read, Triggers, Write};
+pub use triggers::{NoTriggers, Read, Triggers, Write};

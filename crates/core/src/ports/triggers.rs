@@ -39,6 +39,13 @@ pub trait Triggers: Send + Sync {
         key: &str,
         known: Option<&str>,
     ) -> impl Future<Output = Result<Read, PortError>> + Send;
+    /// Reads `key` whole when it has at most `at_most` bytes; a larger object
+    /// is cut at `at_most + 1` bytes, so the reader knows it is too large.
+    fn read_at_most(
+        &self,
+        key: &str,
+        at_most: usize,
+    ) -> impl Future<Output = Result<Read, PortError>> + Send;
     /// Writes `bytes` at `key` when `when` holds; false when the condition failed.
     fn write(
         &self,
@@ -48,4 +55,23 @@ pub trait Triggers: Send + Sync {
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// The keys under `prefix`, in key order.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
+}
+
+/// No trigger store: a component that raises nothing (every call fails, saying so).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTriggers;
+
+impl Triggers for NoTriggers {
+    async fn read(&self, _: &str, _: Option<&str>) -> Result<Read, PortError> {
+        Err(PortError::new("no trigger store is configured"))
+    }
+    async fn read_at_most(&self, _: &str, _: usize) -> Result<Read, PortError> {
+        Err(PortError::new("no trigger store is configured"))
+    }
+    async fn write(&self, _: &str, _: Vec<u8>, _: Write<'_>) -> Result<bool, PortError> {
+        Err(PortError::new("no trigger store is configured"))
+    }
+    async fn list(&self, _: &str) -> Result<Vec<String>, PortError> {
+        Err(PortError::new("no trigger store is configured"))
+    }
 }

@@ -32,9 +32,10 @@ run: venv
 	cargo build -p spigot-cli
 	$(PY) tools/run.py --moto-port $(MOTO_PORT) --python $(PY) -- $(ARGS)
 
-## install: the `spigot` CLI on your PATH (cargo install).
+## install: the `spigot` CLI and `spigot-agent` on your PATH (cargo install).
 install:
 	cargo install --locked --path crates/cli
+	cargo install --locked --path crates/agent
 
 ## stop: end the moto server `make run` started (the local buffer, filters and state go with it).
 stop:

@@ -1,10 +1,7 @@
 //! `spigot`: operate Spigot on AWS or locally.
 
-mod agent;
 mod blocked;
-mod daemon;
 mod dlq;
-mod duration;
 mod filters;
 mod local;
 mod reconcile;
@@ -26,6 +23,22 @@ pub enum CliError {
     /// The command ran and failed.
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
+}
+
+impl From<spigot_agent::AgentError> for CliError {
+    fn from(e: spigot_agent::AgentError) -> Self {
+        match e {
+            spigot_agent::AgentError::Usage(m) => CliError::Usage(m),
+            spigot_agent::AgentError::Failed(e) => CliError::Failed(e),
+        }
+    }
+}
+
+/// `spigot agent`: what `spigot-agent` does, with the stack found as every command finds it.
+async fn agent(place: &resources::Where, args: spigot_agent::AgentArgs) -> Result<(), CliError> {
+    let r = place.resolve().await?;
+    let bucket = r.need(spigot_core::resources::Resource::Bucket)?;
+    Ok(spigot_agent::run(&r.sdk, bucket, args).await?)
 }
 
 #[derive(Parser)]
@@ -91,9 +104,9 @@ enum Command {
     Trigger(trigger::TriggerArgs),
     /// Follow a trigger (or GitHub pushes) and run a deployment script for each request (runs until stopped).
     #[command(
-        after_help = "Examples:\n  spigot agent --trigger web-prod --script /etc/spigot/deploy.yaml --stack spigot\n  spigot agent --trigger web-prod --script deploy.yaml --local --once\n  spigot agent --on push:octo-org/app@main --script deploy.yaml --metrics-listen 127.0.0.1:9465"
+        after_help = "Examples:\n  spigot agent --trigger web-prod --script /etc/spigot/deploy.yaml --stack spigot\n  spigot agent --trigger web-prod --script deploy.yaml --local --once\n  spigot agent --trigger deploy-web --script deploy.yaml --webhook-secret-file /etc/spigot/webhook-secret"
     )]
-    Agent(agent::AgentArgs),
+    Agent(spigot_agent::AgentArgs),
     /// Run Spigot locally on a moto server: queues, bucket, API stage, receiver on 127.0.0.1:3000.
     #[command(
         after_help = "Example:\n  python -m moto.server -p 5000 &\n  spigot dev --endpoint http://127.0.0.1:5000"
@@ -111,6 +124,7 @@ const SPIGOT_CRATES: &[&str] = &[
     "spigot_drainer",
     "spigot_evaluator",
     "spigot_reconciler",
+    "spigot_agent",
 ];
 
 #[tokio::main]
@@ -150,7 +164,7 @@ async fn main() -> std::process::ExitCode {
         Command::Relay(args) => relay::run(&cli.place, args).await,
         Command::Reconcile(args) => reconcile::run(&cli.place, args).await,
         Command::Trigger(args) => trigger::run(&cli.place, args).await,
-        Command::Agent(args) => agent::run(&cli.place, args).await,
+        Command::Agent(args) => agent(&cli.place, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

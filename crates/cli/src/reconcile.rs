@@ -32,7 +32,7 @@ pub struct ReconcileArgs {
 
 /// `90m`, `2h`, `3d`, `600s` or plain seconds, at most 3 days.
 fn parse_since(text: &str) -> Result<u64, String> {
-    let secs = crate::duration::parse(text)?.as_secs();
+    let secs = spigot_core::duration::parse(text)?.as_secs();
     if secs == 0 || secs > MAX_WINDOW_SECS {
         return Err(format!(
             "{text:?} is outside 1s..3d: GitHub keeps deliveries 3 days"

@@ -21,8 +21,8 @@ use spigot_engine::{Counters, Engine, EngineConfig, Skipped, Stop, gate, watched
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 use crate::CliError;
-use crate::daemon::{Exposition, pause, stop_on_signals};
 use crate::resources::{Resolved, Where};
+use spigot_agent::daemon::{Exposition, pause, stop_on_signals};
 
 #[derive(clap::Args)]
 pub struct RelayArgs {
@@ -137,7 +137,7 @@ pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
     });
     if let Some(addr) = args.metrics_listen {
         let shared = shared.clone();
-        crate::daemon::serve_metrics(addr, move || metrics(shared.clone())).await?;
+        spigot_agent::daemon::serve_metrics(addr, move || metrics(shared.clone())).await?;
     }
     let stop = stop_on_signals();
     eprintln!("spigot relay: {} -> {}", shared.buffer_url, args.to);

@@ -36,13 +36,13 @@ pub struct TriggerArgs {
     #[arg(long)]
     wait: bool,
     /// Give up waiting after this long.
-    #[arg(long, default_value = "15m", value_parser = crate::duration::parse, requires = "wait")]
+    #[arg(long, default_value = "15m", value_parser = spigot_core::duration::parse, requires = "wait")]
     timeout: Duration,
     /// Wait for this many agents [default: those that reported on the trigger in the last day].
     #[arg(long, requires = "wait", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     agents: Option<u32>,
     /// How often to read the receipts while waiting.
-    #[arg(long, default_value = "1s", value_parser = crate::duration::parse, hide = true)]
+    #[arg(long, default_value = "1s", value_parser = spigot_core::duration::parse, hide = true)]
     poll: Duration,
     /// One JSON object on stdout instead of lines.
     #[arg(long)]

@@ -7,6 +7,7 @@ pub mod cfn;
 pub mod coalesce;
 pub mod config;
 pub mod delivery;
+pub mod duration;
 pub mod edge;
 pub mod envelope;
 pub mod filter;

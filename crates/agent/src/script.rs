@@ -260,7 +260,7 @@ impl TryFrom<StepKeys> for RawStep {
         let timeout = k
             .timeout
             .as_deref()
-            .map(crate::duration::parse)
+            .map(spigot_core::duration::parse)
             .transpose()?;
         Ok(RawStep(Step {
             action,
@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn the_example_script_parses() {
-        let text = include_str!("../../../../examples/agent/deploy.yaml");
+        let text = include_str!("../../../examples/agent/deploy.yaml");
         let s = parse(text).unwrap();
         let kinds: Vec<_> = s.steps.iter().map(|s| s.action.kind()).collect();
         assert_eq!(kinds, ["download_s3", "download", "shell", "shell"]);

@@ -1,4 +1,4 @@
-//! `spigot agent`: pull deployments on a host nothing can reach. The agent
+//! `spigot-agent` (and `spigot agent`): pull deployments on a host nothing can reach. The agent
 //! follows a trigger in the config bucket (a conditional GET of its head every
 //! `--interval`: a 304 while nothing changed), runs its script once for each
 //! new request, in order, and writes a receipt under the request: `in_progress`
@@ -7,6 +7,7 @@
 //! one: a run cut short (the agent killed mid-script) is run again once, with
 //! a note in the receipt, and marked failed if it is cut short again.
 
+pub mod daemon;
 pub mod push;
 pub mod script;
 pub mod steps;
@@ -23,11 +24,21 @@ use spigot_aws::S3Triggers;
 use spigot_core::ports::{Clock, Read, SystemClock, Triggers};
 use spigot_core::trigger::{self, Keys, Receipt, Request, ScriptRef, Status};
 
-use crate::CliError;
 use crate::daemon::{Exposition, pause, stop_on_signals};
-use crate::resources::Where;
 use script::Script;
+use spigot_aws::aws_config::SdkConfig;
 use steps::{Outcome, Runner};
+
+/// Why the agent could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// It cannot run as given (a bad script, flag or state file): exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// It ran and failed: exit 1.
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
 
 /// Runs of one request before the agent stops re-running it after interruptions.
 const MAX_ATTEMPTS: u32 = 2;
@@ -51,7 +62,7 @@ pub struct AgentArgs {
     #[arg(long, env = "SPIGOT_AGENT_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// How often to look for new requests.
-    #[arg(long, env = "SPIGOT_AGENT_INTERVAL", default_value = "5s", value_parser = crate::duration::parse)]
+    #[arg(long, env = "SPIGOT_AGENT_INTERVAL", default_value = "5s", value_parser = spigot_core::duration::parse)]
     interval: Duration,
     /// Serve Prometheus metrics here (e.g. 127.0.0.1:9465).
     #[arg(long, env = "SPIGOT_AGENT_METRICS_LISTEN")]
@@ -66,7 +77,7 @@ pub struct AgentArgs {
     #[arg(long, env = "SPIGOT_AGENT_SHELL", default_value = "/bin/sh")]
     shell: String,
     /// Time limit of a step that sets none.
-    #[arg(long, env = "SPIGOT_AGENT_STEP_TIMEOUT", default_value = "30m", value_parser = crate::duration::parse)]
+    #[arg(long, env = "SPIGOT_AGENT_STEP_TIMEOUT", default_value = "30m", value_parser = spigot_core::duration::parse)]
     step_timeout: Duration,
     /// A download larger than this many bytes fails.
     #[arg(long, env = "SPIGOT_AGENT_MAX_DOWNLOAD_BYTES", default_value_t = steps::MAX_DOWNLOAD_BYTES)]
@@ -83,7 +94,7 @@ pub struct AgentArgs {
     #[arg(long, env = "SPIGOT_AGENT_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
     /// Push requests for a push older than this are skipped (receipt `skipped`).
-    #[arg(long, env = "SPIGOT_AGENT_MAX_PUSH_AGE", default_value = "1d", value_parser = crate::duration::parse)]
+    #[arg(long, env = "SPIGOT_AGENT_MAX_PUSH_AGE", default_value = "1d", value_parser = spigot_core::duration::parse)]
     max_push_age: Duration,
     /// Gone: pushes reach agents through a trigger (see --help).
     #[arg(long, hide = true)]
@@ -115,16 +126,16 @@ struct Running {
 }
 
 impl State {
-    fn load(path: &Path) -> Result<Option<Self>, CliError> {
+    fn load(path: &Path) -> Result<Option<Self>, AgentError> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                CliError::Usage(format!(
+                AgentError::Usage(format!(
                     "the agent state {} is unreadable ({e}); move it aside to start from the newest request",
                     path.display()
                 ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CliError::Usage(format!(
+            Err(e) => Err(AgentError::Usage(format!(
                 "cannot read the agent state {}: {e}",
                 path.display()
             ))),
@@ -288,13 +299,15 @@ pub struct Agent {
     pushes: push::PushCheck,
 }
 
-pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
+/// Follows `args.trigger` in `bucket` with the AWS configuration `sdk` until
+/// stopped (or, with `--once`, until nothing waits).
+pub async fn run(sdk: &SdkConfig, bucket: &str, args: AgentArgs) -> Result<(), AgentError> {
     // A script that cannot run is refused before anything else happens.
-    let script = Script::load(&args.script).map_err(|e| CliError::Usage(e.to_string()))?;
+    let script = Script::load(&args.script).map_err(|e| AgentError::Usage(e.to_string()))?;
     let id = args.agent_id.clone().unwrap_or_else(host_name);
-    trigger::check_name("agent id", &id).map_err(|e| CliError::Usage(e.to_string()))?;
+    trigger::check_name("agent id", &id).map_err(|e| AgentError::Usage(e.to_string()))?;
     if !args.on.is_empty() {
-        return Err(CliError::Usage(
+        return Err(AgentError::Usage(
             "--on is gone: an agent no longer takes hooks from the buffer. Declare a filter that names a trigger ({\"Repository\": \"owner/repo\", \"Branch\": \"main\", \"Trigger\": \"web\"}) and run the agent with --trigger web --webhook-secret-file FILE".into(),
         ));
     }
@@ -304,17 +317,16 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
     };
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     std::fs::create_dir_all(&state_dir).map_err(|e| {
-        CliError::Usage(format!(
+        AgentError::Usage(format!(
             "cannot create the state dir {}: {e}",
             state_dir.display()
         ))
     })?;
-    let r = place.resolve().await?;
     let metrics = Arc::new(AgentMetrics::default());
     let runner = Runner {
         shell: args.shell.clone(),
         step_timeout: args.step_timeout,
-        s3: spigot_aws::s3_client(&r.sdk),
+        s3: spigot_aws::s3_client(sdk),
         http: spigot_aws::tls::LazyClient::new(|b| {
             b.connect_timeout(Duration::from_secs(10))
                 .redirect(steps::redirect_policy())
@@ -322,7 +334,7 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
         max_download_bytes: args.max_download_bytes,
         bucket_owner: match &args.artifact_owner {
             Some(owner) => Some(owner.clone()),
-            None => own_account(&r.sdk).await,
+            None => own_account(sdk).await,
         },
     };
     if let Some(addr) = args.metrics_listen {
@@ -335,14 +347,13 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
     }
     let stop = stop_on_signals();
     let Some(name) = args.trigger.clone() else {
-        return Err(CliError::Usage(
+        return Err(AgentError::Usage(
             "--trigger NAME is needed: the trigger this agent follows".into(),
         ));
     };
-    trigger::check_name("trigger", &name).map_err(|e| CliError::Usage(e.to_string()))?;
-    let bucket = r.need(spigot_core::resources::Resource::Bucket)?;
+    trigger::check_name("trigger", &name).map_err(|e| AgentError::Usage(e.to_string()))?;
     let agent = Agent {
-        store: S3Triggers::new(spigot_aws::s3_client(&r.sdk), bucket),
+        store: S3Triggers::new(spigot_aws::s3_client(sdk), bucket),
         state_path: state_dir.join(format!("{name}.json")),
         trigger: name,
         id,
@@ -357,7 +368,7 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
     };
     let failed = agent.follow(&args, &stop).await?;
     if args.once && failed > 0 {
-        return Err(CliError::Failed(anyhow::anyhow!(
+        return Err(AgentError::Failed(anyhow::anyhow!(
             "{failed} of the requests handled failed (see their receipts)"
         )));
     }
@@ -367,7 +378,7 @@ pub async fn run(place: &Where, args: AgentArgs) -> Result<(), CliError> {
 impl Agent {
     /// Polls and handles requests until stopped (or, with `--once`, until none is waiting);
     /// the number of requests that failed.
-    async fn follow(&self, args: &AgentArgs, stop: &AtomicBool) -> Result<u64, CliError> {
+    async fn follow(&self, args: &AgentArgs, stop: &AtomicBool) -> Result<u64, AgentError> {
         let mut state = self.start().await?;
         eprintln!(
             "spigot agent {}: following trigger {} in s3://{} (last handled: {}), script {} ({} steps)",
@@ -437,18 +448,18 @@ impl Agent {
     }
 
     /// Reads the state (a new agent starts at the newest request) and finishes a run cut short.
-    async fn start(&self) -> Result<State, CliError> {
+    async fn start(&self) -> Result<State, AgentError> {
         let now = SystemClock.now_ms();
         trigger::seen(&self.store, &self.trigger, &self.id, now)
             .await
-            .map_err(|e| CliError::Failed(e.into()))?;
+            .map_err(|e| AgentError::Failed(e.into()))?;
         let mut state = match State::load(&self.state_path)? {
             Some(s) => s,
             None => {
                 // New here: the newest request is the one to deploy; older ones are history.
                 let newest = trigger::head(&self.store, &self.trigger)
                     .await
-                    .map_err(|e| CliError::Failed(e.into()))?
+                    .map_err(|e| AgentError::Failed(e.into()))?
                     .map_or(0, |(h, _)| h.sequence);
                 let state = State {
                     last_sequence: newest.saturating_sub(1),
@@ -469,7 +480,7 @@ impl Agent {
 
     /// A run of `running` was cut short (the agent stopped mid-script): run it
     /// again, or, after [`MAX_ATTEMPTS`], record it failed; never skip it silently.
-    async fn resume(&self, state: &mut State, running: Running) -> Result<(), CliError> {
+    async fn resume(&self, state: &mut State, running: Running) -> Result<(), AgentError> {
         if let Some(done) = state.finished.clone()
             && done.sequence == running.sequence
         {
@@ -487,7 +498,7 @@ impl Agent {
         }
         let mine = trigger::receipt(&self.store, &self.trigger, running.sequence, &self.id)
             .await
-            .map_err(|e| CliError::Failed(e.into()))?;
+            .map_err(|e| AgentError::Failed(e.into()))?;
         if let Some(r) = &mine
             && r.status.is_final()
             && r.attempt == running.attempt
@@ -500,7 +511,7 @@ impl Agent {
         }
         let request = match trigger::request(&self.store, &self.trigger, running.sequence)
             .await
-            .map_err(|e| CliError::Failed(e.into()))?
+            .map_err(|e| AgentError::Failed(e.into()))?
         {
             Some(Ok(request)) => request,
             Some(Err(why)) => {
@@ -571,7 +582,7 @@ impl Agent {
     }
 
     /// Writes `receipt`, trying again for a while when the bucket does not answer.
-    async fn put(&self, receipt: &Receipt) -> Result<(), CliError> {
+    async fn put(&self, receipt: &Receipt) -> Result<(), AgentError> {
         let mut wait = Duration::from_millis(500);
         for attempt in 1.. {
             match trigger::put_receipt(&self.store, receipt, SystemClock.now_ms()).await {
@@ -581,7 +592,7 @@ impl Agent {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(15));
                 }
-                Err(e) => return Err(CliError::Failed(e.into())),
+                Err(e) => return Err(AgentError::Failed(e.into())),
             }
         }
         unreachable!("the loop returns")
@@ -593,7 +604,7 @@ impl Agent {
         state: &mut State,
         request: &Request,
         rerun: Option<(u32, String)>,
-    ) -> Result<Receipt, CliError> {
+    ) -> Result<Receipt, AgentError> {
         let (attempt, note) = rerun.map_or((1, None), |(a, n)| (a, Some(n)));
         state.running = Some(Running {
             sequence: request.sequence,
@@ -673,7 +684,7 @@ impl Agent {
         state: &mut State,
         sequence: u64,
         why: &str,
-    ) -> Result<Receipt, CliError> {
+    ) -> Result<Receipt, AgentError> {
         eprintln!(
             "request {sequence} of {}: unreadable, skipped: {why}",
             self.trigger
@@ -742,15 +753,15 @@ impl Agent {
 }
 
 /// The webhook secrets in `path` (comma-separated, like WEBHOOK_SECRET).
-fn read_secrets(path: &Path) -> Result<spigot_core::signature::Secrets, CliError> {
+fn read_secrets(path: &Path) -> Result<spigot_core::signature::Secrets, AgentError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::Usage(format!(
+        AgentError::Usage(format!(
             "cannot read the webhook secret file {}: {e}",
             path.display()
         ))
     })?;
     spigot_core::signature::Secrets::parse(text.trim())
-        .map_err(|e| CliError::Usage(format!("the webhook secret file {}: {e}", path.display())))
+        .map_err(|e| AgentError::Usage(format!("the webhook secret file {}: {e}", path.display())))
 }
 
 /// The account of the agent's credentials (STS GetCallerIdentity, which

@@ -30,7 +30,8 @@
      ARN), not moto's "*", and API Gateway's actions are HTTP methods
      (apigateway:GET, apigateway:PATCH), as in IAM;
    * conditions are evaluated against the request (s3:prefix of a listing,
-     aws:PrincipalArn); an Allow whose condition fails does not apply (moto
+     aws:PrincipalArn, s3:if-none-match / s3:if-match of a PutObject; the
+     operators StringEquals/Like, ArnEquals/Like, Bool, Null); an Allow whose condition fails does not apply (moto
      reads it as a Deny);
    * S3 answers 403 AccessDenied, not 404 NoSuchKey, for an absent key to a
      principal that may not s3:ListBucket the bucket (evaluated with s3:prefix
@@ -176,6 +177,11 @@ def _condition_holds(operator, key_values, context):
     for key, wanted in key_values.items():
         actual = context.get(key)
         wanted = [str(w) for w in _as_list(wanted)]
+        if base == "Null":
+            # Null: "true" holds when the key is absent, "false" when present.
+            if (actual is None) != (wanted[0].lower() == "true"):
+                return False
+            continue
         if actual is None:
             hit = False
         elif base in ("StringEquals", "ArnEquals"):
@@ -300,6 +306,12 @@ def check_action_permitted(self, resource):
     query = parse_qs(urlparse(self._path).query)
     if action == "s3:ListBucket" and "prefix" in query:
         context["s3:prefix"] = query["prefix"][0]
+    if action == "s3:PutObject":
+        # S3's conditional-write keys: present when the request carries the header.
+        headers = {k.lower(): v for k, v in self._headers.items()}
+        for header in ("if-none-match", "if-match"):
+            if header in headers:
+                context[f"s3:{header}"] = headers[header]
     if decide(documents, action, resource, context) != "allow":
         _deny(self, action, resource)
     if action == "s3:PutObject":

@@ -154,3 +154,121 @@ async fn the_trigger_door_raises_once_under_the_receivers_role() {
     let replayed = door.handle("web", &inbound, now_ms).await;
     assert_eq!(replayed.status, 409, "{:?}", replayed.body);
 }
+
+/// #27.4: identities scoped to one trigger (examples/trigger-access.yaml, as
+/// SAM translates it, IAM enforced): a staging agent can answer staging's
+/// requests and neither read nor answer prod's; a staging raiser cannot raise
+/// prod. Positive controls: prod's agent answers prod, staging's raiser
+/// raises staging. And a request, once created, is never overwritten: the
+/// raisers' policies (the stack's and the scoped one) allow a request's write
+/// only with If-None-Match, so an overwrite is refused (403) and a second
+/// create of the same number is taken (412), the request unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_staging_agent_cannot_answer_prod_and_a_request_is_never_overwritten() {
+    use spigot_core::resources::Resource;
+    use spigot_core::trigger::{Keys, Receipt, ScriptRef, Status};
+    let (sdk, stack) = stack().await;
+    let bucket = stack.get(Resource::Bucket).to_string();
+    let admin = S3Triggers::new(spigot_aws::s3_client(&sdk), &bucket);
+    for name in ["staging", "prod"] {
+        trigger::raise(&admin, name, "ci", BTreeMap::new(), 1, "")
+            .await
+            .unwrap();
+    }
+    let cfn = spigot_e2e::iam::translate(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/trigger-access.yaml"
+        ),
+        &[],
+    );
+    let store_of = async |trigger: &str, policy: &str| {
+        let docs = spigot_e2e::iam::Policies::new(&cfn, &stack)
+            .with_parameter("ConfigBucket", &bucket)
+            .with_parameter("TriggerName", trigger)
+            .documents(policy);
+        assert!(!docs.is_empty(), "{policy} of {trigger}");
+        let (id, secret) = spigot_e2e::iam::iam_user(&unique("scoped-"), &docs).await;
+        S3Triggers::new(
+            spigot_aws::s3_client(&spigot_e2e::iam::with_keys(&sdk, &id, &secret)),
+            &bucket,
+        )
+    };
+    let receipt = |name: &str| Receipt {
+        trigger: name.into(),
+        sequence: 1,
+        agent: "host-1".into(),
+        status: Status::Done,
+        attempt: 1,
+        started_at: String::new(),
+        finished_at: None,
+        duration_ms: None,
+        script: ScriptRef {
+            path: "deploy.yaml".into(),
+            sha256: String::new(),
+        },
+        steps: Vec::new(),
+        failed_step: None,
+        output_tail: Vec::new(),
+        note: None,
+    };
+    let staging_agent = store_of("staging", "AgentPolicy").await;
+    let prod_agent = store_of("prod", "AgentPolicy").await;
+    let r = trigger::put_receipt(&staging_agent, &receipt("staging"), 2).await;
+    assert!(r.is_ok(), "{r:?}");
+    let refused = trigger::put_receipt(&staging_agent, &receipt("prod"), 2).await;
+    assert!(refused.is_err(), "a staging agent wrote a prod receipt");
+    assert!(
+        trigger::request(&staging_agent, "prod", 1).await.is_err(),
+        "read prod"
+    );
+    assert!(
+        trigger::put_receipt(&prod_agent, &receipt("prod"), 2)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        trigger::receipt(&admin, "prod", 1, "host-1")
+            .await
+            .unwrap()
+            .map(|r| r.status),
+        Some(Status::Done)
+    );
+    let staging_raiser = store_of("staging", "RaiserPolicy").await;
+    let raised = trigger::raise(&staging_raiser, "staging", "ci", BTreeMap::new(), 3, "").await;
+    assert_eq!(raised.unwrap().sequence, 2);
+    assert!(
+        trigger::raise(&staging_raiser, "prod", "ci", BTreeMap::new(), 3, "")
+            .await
+            .is_err()
+    );
+    // Overwrites: refused to the scoped raiser and to the stack's RaiserPolicy.
+    let (id, secret) = principal_keys(&stack, Principal::Raiser).await;
+    let raiser = S3Triggers::new(
+        spigot_aws::s3_client(&spigot_e2e::iam::with_keys(&sdk, &id, &secret)),
+        &bucket,
+    );
+    for (who, store) in [("scoped", &staging_raiser), ("stack", &raiser)] {
+        let key = Keys("staging").request(1);
+        let overwrite = store.write(&key, b"{}".to_vec(), Write::Always).await;
+        assert!(
+            overwrite.is_err(),
+            "{who}: an unconditional write went through"
+        );
+        let taken = store.write(&key, b"{}".to_vec(), Write::IfAbsent).await;
+        assert!(
+            !taken.unwrap(),
+            "{who}: a second create of request 1 went through"
+        );
+    }
+    let first = trigger::request(&admin, "staging", 1)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.by.as_str(), first.raised_at_ms),
+        ("ci", 1),
+        "unchanged"
+    );
+}

@@ -169,7 +169,27 @@ impl<F, P, S, G> Evaluator<F, P, S, G> {
 
 impl<F, P, S, G, T> Evaluator<F, P, S, G, NoLetters, T> {
     /// The same evaluator, dead-lettering through `letters`.
-    pub fn with_letters<L>(self, letters: Option<L>) -> Evaluator<F, P, S, G, L, T> {
+    pub fn with_letters<L>(mut self, letters: Option<L>) -> Evaluator<F, P, S, G, L, T> {
+        let triggers = self.triggers.take();
+        self.with_outlets(letters, triggers)
+    }
+}
+
+impl<F, P, S, G, L> Evaluator<F, P, S, G, L, NoTriggers> {
+    /// The same evaluator, raising the triggers that filters name in `triggers`.
+    pub fn with_triggers<T>(mut self, triggers: Option<T>) -> Evaluator<F, P, S, G, L, T> {
+        let letters = self.letters.take();
+        self.with_outlets(letters, triggers)
+    }
+}
+
+impl<F, P, S, G, L, T> Evaluator<F, P, S, G, L, T> {
+    /// The same evaluator with these dead-letter queue and trigger store.
+    fn with_outlets<L2, T2>(
+        self,
+        letters: Option<L2>,
+        triggers: Option<T2>,
+    ) -> Evaluator<F, P, S, G, L2, T2> {
         Evaluator {
             filters: self.filters,
             pipelines: self.pipelines,
@@ -180,25 +200,6 @@ impl<F, P, S, G, T> Evaluator<F, P, S, G, NoLetters, T> {
             clock: self.clock,
             github: self.github,
             letters,
-            triggers: self.triggers,
-            cache: self.cache,
-        }
-    }
-}
-
-impl<F, P, S, G, L> Evaluator<F, P, S, G, L, NoTriggers> {
-    /// The same evaluator, raising the triggers that filters name in `triggers`.
-    pub fn with_triggers<T>(self, triggers: Option<T>) -> Evaluator<F, P, S, G, L, T> {
-        Evaluator {
-            filters: self.filters,
-            pipelines: self.pipelines,
-            payloads: self.payloads,
-            cache_ttl: self.cache_ttl,
-            metrics: self.metrics,
-            max_push_age: self.max_push_age,
-            clock: self.clock,
-            github: self.github,
-            letters: self.letters,
             triggers,
             cache: self.cache,
         }

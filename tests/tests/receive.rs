@@ -368,3 +368,87 @@ on_both_shapes!(
     unknown_or_missing_state_buffers,
     sample_events_verify_with_the_documented_secret,
 );
+
+/// #28.4: with DEDUPE_WINDOW a delivery id the receiver took is answered 200
+/// and not forwarded again within the window (under the receiver's role, IAM
+/// enforced); after the window it is taken again; another delivery id of the
+/// same body is taken (the id decides, as the README says). Control: with the
+/// window off (the default) the same delivery is forwarded twice. A hook the
+/// receiver could not keep leaves no mark, so GitHub's retry is taken.
+#[tokio::test]
+async fn dedupe_window_answers_a_delivery_taken_before_and_forwards_nothing() {
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let build = async |window: u64| {
+        let mut settings = stack.settings();
+        settings.target_url = Some(format!("{}/", target.url));
+        settings.webhook_secret = Some(SECRET.to_string());
+        settings.dedupe_window = window;
+        let role = as_principal(&sdk, &stack, Principal::Receiver).await;
+        let mut r = spigot_receiver::build(&role, &settings).await.unwrap();
+        r.metrics = std::sync::Arc::new(spigot_core::ports::QuietMetrics);
+        r
+    };
+    let body = fixture("push.json");
+    let send = async |r: &RealReceiver, delivery: &str, now_ms: u64| {
+        answer(
+            &r.handle_event(&signed_request("push", delivery, &body, Some("ON")), now_ms)
+                .await,
+        )
+    };
+    let now = spigot_aws::now_ms();
+    let r = build(60).await;
+    let (status, first) = send(&r, "dd-1", now).await;
+    assert_eq!((status, first["status"].as_str()), (200, Some("delivered")));
+    let (status, again) = send(&r, "dd-1", now + 5_000).await;
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (200, Some("duplicate")),
+        "{again}"
+    );
+    assert_eq!(
+        target.accepted().len(),
+        1,
+        "the duplicate was not forwarded"
+    );
+    let (_, other) = send(&r, "dd-2", now + 5_000).await;
+    assert_eq!(other["status"], "delivered", "another delivery id is taken");
+    let (_, later) = send(&r, "dd-1", now + 61_000).await;
+    assert_eq!(
+        later["status"], "delivered",
+        "after the window it is taken again"
+    );
+    assert_eq!(target.accepted().len(), 3);
+    // Off (the default): the same delivery twice is forwarded twice.
+    let off = build(0).await;
+    send(&off, "dd-3", now).await;
+    send(&off, "dd-3", now + 1_000).await;
+    assert_eq!(target.accepted().len(), 5);
+    // A hook that could not be kept (buffer gone, target down) leaves no mark.
+    target.set_status(503);
+    let mut settings = stack.settings();
+    settings.target_url = Some(format!("{}/", target.url));
+    settings.webhook_secret = Some(SECRET.to_string());
+    settings.dedupe_window = 60;
+    settings.resources.set(
+        Resource::BufferUrl,
+        "http://127.0.0.1:9/000000000000/gone.fifo",
+    );
+    let role = as_principal(&sdk, &stack, Principal::Receiver).await;
+    let mut broken = spigot_receiver::build(&role, &settings).await.unwrap();
+    broken.metrics = std::sync::Arc::new(spigot_core::ports::QuietMetrics);
+    let (status, _) = answer(
+        &broken
+            .handle_event(&signed_request("push", "dd-4", &body, Some("ON")), now)
+            .await,
+    );
+    assert_eq!(status, 503);
+    target.set_status(200);
+    let (_, retried) = send(&r, "dd-4", now + 2_000).await;
+    assert_eq!(
+        retried["status"], "delivered",
+        "GitHub's retry is taken: {retried}"
+    );
+    // Ledger: 7 requests in; forwarded 5 + the retry 1 = 6; duplicates answered 1; refused 503 1 (retried); lost 0.
+    assert_eq!(target.accepted().len(), 6);
+}

@@ -162,4 +162,23 @@ impl PayloadStore for S3Payloads {
     async fn delete(&self, key: &str) -> Result<(), PortError> {
         self.objects.delete(key).await
     }
+
+    async fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool, PortError> {
+        let bucket = &self.objects.bucket;
+        let sent = self
+            .objects
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => Ok(false),
+            Err(e) => Err(port(&format!("S3 PutObject s3://{bucket}/{key}"), e)),
+        }
+    }
 }

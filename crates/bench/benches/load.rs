@@ -73,6 +73,7 @@ fn memory_receiver(target_url: &str) -> Arc<MemoryReceiver> {
         metrics: Arc::new(spigot_core::ports::QuietMetrics),
         stages: None,
         draining: Default::default(),
+        dedupe_window: Duration::ZERO,
     })
 }
 

@@ -117,6 +117,9 @@ pub struct Settings {
     /// request. The drainer keeps draining this long after it sets ON; a
     /// receiver that set DRAINING keeps buffering this long. Default 30.
     pub drain_grace_seconds: u64,
+    /// `DEDUPE_WINDOW`: seconds during which a delivery id the receiver took
+    /// is answered 200 and not taken again. Default 0 (off), at most 86400.
+    pub dedupe_window: u64,
     /// `DRAIN_COALESCE`: `none` (default) or `push`: a drain delivers only the
     /// newest of consecutive pushes to one branch of a repository.
     pub drain_coalesce: crate::coalesce::Coalesce,
@@ -176,6 +179,7 @@ impl std::fmt::Debug for Settings {
             .field("reconcile_window", &self.reconcile_window)
             .field("reconcile_max", &self.reconcile_max)
             .field("drain_grace_seconds", &self.drain_grace_seconds)
+            .field("dedupe_window", &self.dedupe_window)
             .field("drain_coalesce", &self.drain_coalesce)
             .field("resume_healthy_seconds", &self.resume_healthy_seconds)
             .finish()
@@ -320,6 +324,7 @@ impl Settings {
                 0,
                 600,
             )?,
+            dedupe_window: parse_num("DEDUPE_WINDOW", get("DEDUPE_WINDOW"), 0, 0, 86_400)?,
             drain_coalesce: {
                 let text = get("DRAIN_COALESCE").unwrap_or_default();
                 crate::coalesce::Coalesce::parse(&text).ok_or_else(|| ConfigError::Invalid {

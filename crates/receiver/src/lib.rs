@@ -19,7 +19,8 @@ use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Buffer, EvalQueue, MetricsSink, PayloadStore, StageRef, Stages, StdoutMetrics, Target,
+    Buffer, EvalQueue, MetricsSink, PayloadStore, PortError, PortErrorKind, StageRef, Stages,
+    StdoutMetrics, Target,
 };
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 use spigot_core::webhook::Hook;
@@ -54,6 +55,21 @@ pub struct Receiver<B, P, T, E, C> {
     pub stages: Option<C>,
     /// This receiver's own DRAINING, kept while the stage change spreads.
     pub draining: Draining,
+    /// A delivery id taken within this long is answered 200 and not taken
+    /// again (`DEDUPE_WINDOW`; zero: off). Marks live in the payload store.
+    pub dedupe_window: Duration,
+}
+
+/// Where the receiver marks a delivery id it took (`DEDUPE_WINDOW`).
+pub const DEDUPE_PREFIX: &str = "dedupe/";
+
+/// A delivery id seen before, or not.
+enum Seen {
+    /// Taken at this time (ms), within the window.
+    Before(u64),
+    /// New here; `true` when a mark was written (removed again if the hook
+    /// cannot be taken, so that GitHub's retry is not taken for a duplicate).
+    New(bool),
 }
 
 /// A receiver that set DRAINING (its target failed) buffers for
@@ -112,6 +128,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "DELIVERY_MODE",
     "DRAIN_GRACE_SECONDS",
     "TRIGGER_ENDPOINT",
+    "DEDUPE_WINDOW",
 ];
 
 /// The receiver of a deployment (or a local stack), as its settings name it;
@@ -137,6 +154,7 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, 
         metrics: Arc::new(StdoutMetrics),
         stages: Some(ApiStages::new(sdk)),
         draining: Draining::new(Duration::from_secs(settings.drain_grace_seconds)),
+        dedupe_window: Duration::from_secs(settings.dedupe_window),
     })
 }
 
@@ -172,6 +190,11 @@ enum Taken {
         reason: String,
     },
     Pong(String),
+    /// Taken already within `DEDUPE_WINDOW` (at this time, ms): not taken again.
+    Duplicate {
+        delivery: String,
+        first_ms: u64,
+    },
     /// Taken, but its pipeline evaluation could not be queued.
     Unevaluated(Box<Taken>),
 }
@@ -222,6 +245,12 @@ impl Taken {
                 json!({"status": "dead-lettered", "delivery": delivery, "reason": reason}),
             ),
             Taken::Pong(d) => ("Pings", 200, json!({"status": "pong", "delivery": d})),
+            Taken::Duplicate { delivery, first_ms } => (
+                "Duplicates",
+                200,
+                json!({"status": "duplicate", "delivery": delivery,
+                       "first_taken": spigot_core::push::format_rfc3339(first_ms / 1000)}),
+            ),
             Taken::Unevaluated(taken) => {
                 let (_, mut answer) = taken.answer();
                 answer.body["error"] = json!(EVALUATION_UNAVAILABLE);
@@ -316,15 +345,75 @@ where
         if hook.event == "ping" {
             return Ok(Taken::Pong(delivery));
         }
+        let marked = match self.seen(&delivery, now_ms).await {
+            Seen::Before(first_ms) => {
+                tracing::warn!(%delivery, first_ms, "delivery id taken before within DEDUPE_WINDOW; answered 200, not taken again");
+                return Ok(Taken::Duplicate { delivery, first_ms });
+            }
+            Seen::New(marked) => marked,
+        };
         // The hook and its evaluation are not coupled: a push whose evaluation
         // cannot be queued is still forwarded (or kept), then answered 503 so
         // that GitHub and the reconciler redeliver it for its pipelines.
         let queued = self.queue_evaluation(&hook).await;
-        let taken = self.take(hook, inbound, now_ms).await?;
+        let taken = self.take(hook, inbound, now_ms).await;
+        if taken.is_err() && marked {
+            self.unmark(&delivery).await;
+        }
         Ok(match queued {
-            Ok(()) => taken,
-            Err(()) => Taken::Unevaluated(Box::new(taken)),
+            Ok(()) => taken?,
+            Err(()) => Taken::Unevaluated(Box::new(taken?)),
         })
+    }
+
+    /// The mark of delivery id `delivery` (hashed: the header is unsigned).
+    fn mark_key(delivery: &str) -> String {
+        format!(
+            "{DEDUPE_PREFIX}{}",
+            spigot_core::envelope::sha256_hex(delivery.as_bytes())
+        )
+    }
+
+    /// Whether `delivery` was taken within the window: marks it if not.
+    /// Fails open: a store that cannot answer never costs a hook.
+    async fn seen(&self, delivery: &str, now_ms: u64) -> Seen {
+        let (false, Some(store)) = (self.dedupe_window.is_zero(), &self.payloads) else {
+            return Seen::New(false);
+        };
+        let key = Self::mark_key(delivery);
+        let stamp = now_ms.to_string().into_bytes();
+        let failed = |e: PortError| {
+            tracing::warn!(%delivery, error = %e, "cannot check DEDUPE_WINDOW; taking the hook");
+            Seen::New(false)
+        };
+        match store.create(&key, stamp.clone()).await {
+            Ok(true) => return Seen::New(true),
+            Ok(false) => {}
+            Err(e) => return failed(e),
+        }
+        let first = match store.get(&key).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok(),
+            Err(e) if e.kind == PortErrorKind::NotFound => None,
+            Err(e) => return failed(e),
+        };
+        let window_ms = u64::try_from(self.dedupe_window.as_millis()).unwrap_or(u64::MAX);
+        match first {
+            Some(at) if now_ms.saturating_sub(at) < window_ms => Seen::Before(at),
+            // Older than the window (or unreadable): taken again, and marked anew.
+            _ => match store.put(&key, stamp).await {
+                Ok(()) => Seen::New(true),
+                Err(e) => failed(e),
+            },
+        }
+    }
+
+    /// Removes the mark of a hook that could not be taken (best effort).
+    async fn unmark(&self, delivery: &str) {
+        if let Some(store) = &self.payloads
+            && let Err(e) = store.delete(&Self::mark_key(delivery)).await
+        {
+            tracing::warn!(%delivery, error = %e, "cannot remove the DEDUPE_WINDOW mark of a hook not taken; GitHub's retry within the window will be answered as a duplicate");
+        }
     }
 
     /// Queues a push for pipeline evaluation (other events and no queue: nothing to do).
@@ -530,6 +619,7 @@ mod tests {
             metrics: Arc::new(spigot_core::ports::QuietMetrics),
             stages: Some(MemoryStages::default()),
             draining: Draining::default(),
+            dedupe_window: Duration::ZERO,
         }
     }
 

@@ -98,6 +98,14 @@ impl PayloadStore for MemoryPayloads {
         self.0.lock().unwrap().remove(key);
         Ok(())
     }
+    async fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool, PortError> {
+        let mut objects = self.0.lock().unwrap();
+        if objects.contains_key(key) {
+            return Ok(false);
+        }
+        objects.insert(key.to_string(), bytes);
+        Ok(true)
+    }
 }
 
 /// A target that answers from a script of outcomes and records what it got.

@@ -12,4 +12,11 @@ pub trait PayloadStore: Send + Sync {
     fn copy(&self, from: &str, to: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Deletes `key` (absent is fine).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Stores `bytes` under `key` only when nothing is there (`If-None-Match:
+    /// *`): false when the key was taken.
+    fn create(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
 }

@@ -181,6 +181,13 @@ impl<'a> Policies<'a> {
         self
     }
 
+    /// The same with resource `logical` named `value` (a secret's ARN as
+    /// Secrets Manager made it, say).
+    pub fn with_ref(mut self, logical: &str, value: &str) -> Self {
+        self.refs.insert(logical.into(), value.into());
+        self
+    }
+
     /// The policy documents `source` (a role or a managed policy) holds, resolved.
     pub fn documents(&self, source: &str) -> Vec<Value> {
         let resources = &self.cfn["Resources"];

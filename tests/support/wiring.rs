@@ -13,7 +13,7 @@ use spigot_core::signature::sign_sha256;
 use spigot_engine::EngineConfig;
 
 /// The secret every test payload is signed with.
-pub const SECRET: &str = "spigot-test-secret";
+pub const SECRET: &str = "spigot-local-test-secret";
 
 /// Which API Gateway event shape a request is sent in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,7 @@ fn handler<F: FilterStore>(filters: F, bucket: &str) -> FilterResource<F, HttpRe
         margin: Duration::from_millis(500),
         // The fake ResponseURL is on loopback; production answers only AWS hosts over https.
         allow_loopback_response_url: true,
+        stacks: None,
     }
 }
 
@@ -505,4 +506,124 @@ async fn a_filter_owned_by_stack_a_cannot_be_changed_by_stack_b() {
     let deleted = h.handle(a_delete, soon()).await.unwrap();
     assert_eq!(deleted.outcome.status, spigot_core::cfn::Status::Success);
     assert!(h.filters.get(&key).await.unwrap().is_none());
+}
+
+/// CloudFormation's Query protocol on a [`FakeAws`] (moto cannot run a
+/// custom resource): DescribeStackResource answered from `resources`
+/// (stack name, logical id, type, status), "does not exist" otherwise.
+fn describe_stack_resource(
+    aws: &FakeAws,
+    resources: Vec<(&'static str, &'static str, &'static str, &'static str)>,
+) {
+    aws.on("POST /", move |call| {
+        let form: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(call.body.as_bytes()).into_owned().collect();
+        if form.get("Action").map(String::as_str) != Some("DescribeStackResource") {
+            return None;
+        }
+        let (stack, logical) = (form.get("StackName")?, form.get("LogicalResourceId")?);
+        let found = resources
+            .iter()
+            .find(|(s, l, _, _)| stack.contains(&format!("stack/{s}/")) && logical == l);
+        Some(match found {
+            Some((s, l, t, status)) => (
+                200,
+                "text/xml",
+                format!(
+                    "<DescribeStackResourceResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><DescribeStackResourceResult><StackResourceDetail><StackId>{stack}</StackId><StackName>{s}</StackName><LogicalResourceId>{l}</LogicalResourceId><PhysicalResourceId>p</PhysicalResourceId><ResourceType>{t}</ResourceType><LastUpdatedTimestamp>2026-12-02T10:00:00Z</LastUpdatedTimestamp><ResourceStatus>{status}</ResourceStatus></StackResourceDetail></DescribeStackResourceResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeStackResourceResponse>"
+                ),
+            ),
+            None => (
+                400,
+                "text/xml",
+                format!("<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type><Code>ValidationError</Code><Message>Resource {logical} does not exist for stack {stack}</Message></Error><RequestId>r</RequestId></ErrorResponse>"),
+            ),
+        })
+    });
+}
+
+/// #28.1: a request is believed only when CloudFormation says the stack it
+/// names has the custom resource it names with an operation in progress.
+/// Anyone who may invoke the function can write any StackId into a request;
+/// the forged ones (another stack, a finished resource, a resource of
+/// another type) change nothing and are answered FAILED with the reason.
+/// Positive control: the billing stack's own create writes its filter.
+#[tokio::test]
+async fn a_request_whose_stack_is_not_asking_changes_no_filter() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let aws = FakeAws::start().await;
+    describe_stack_resource(
+        &aws,
+        vec![
+            (
+                "billing",
+                "BillingFilter",
+                "Custom::PipelineFilter",
+                "CREATE_IN_PROGRESS",
+            ),
+            (
+                "done",
+                "BillingFilter",
+                "Custom::PipelineFilter",
+                "CREATE_COMPLETE",
+            ),
+            (
+                "queue",
+                "BillingFilter",
+                "AWS::SQS::Queue",
+                "CREATE_IN_PROGRESS",
+            ),
+        ],
+    );
+    let mut h = handler(
+        role_filters(&sdk, &stack).await,
+        stack.get(Resource::Bucket),
+    )
+    .with_stacks(spigot_filter_resource::CfnStacks::new(
+        &spigot_aws::sdk_config(Some(&aws.url)).await,
+    ));
+    h.allow_loopback_response_url = true;
+    let forged = |stack_name: &str| {
+        let mut e = event("cfn-create.json", &url.url);
+        e["StackId"] = json!(format!(
+            "arn:aws:cloudformation:us-east-1:123456789012:stack/{stack_name}/5b1e0c40"
+        ));
+        e
+    };
+    for (name, why) in [
+        ("intruder", "has no resource BillingFilter"),
+        ("done", "no operation of that stack is asking"),
+        ("queue", "not a custom resource"),
+    ] {
+        h.handle(forged(name), soon()).await.unwrap();
+        let (resp, _, _) = last_response(&url);
+        assert_eq!(resp["Status"], "FAILED", "{name}: {resp}");
+        assert!(
+            resp["Reason"].as_str().unwrap().contains(why),
+            "{name}: {resp}"
+        );
+        assert!(
+            object(&sdk, stack.get(Resource::Bucket), KEY)
+                .await
+                .is_none(),
+            "{name} wrote a filter"
+        );
+    }
+    h.handle(event("cfn-create.json", &url.url), soon())
+        .await
+        .unwrap();
+    let (resp, _, _) = last_response(&url);
+    assert_eq!(resp["Status"], "SUCCESS", "{resp}");
+    assert!(
+        object(&sdk, stack.get(Resource::Bucket), KEY)
+            .await
+            .is_some()
+    );
+    let asked = aws
+        .calls()
+        .iter()
+        .filter(|c| c.body.contains("Action=DescribeStackResource"))
+        .count();
+    assert_eq!(asked, 4, "CloudFormation asked once per request");
 }

@@ -452,3 +452,113 @@ async fn dedupe_window_answers_a_delivery_taken_before_and_forwards_nothing() {
     // Ledger: 7 requests in; forwarded 5 + the retry 1 = 6; duplicates answered 1; refused 503 1 (retried); lost 0.
     assert_eq!(target.accepted().len(), 6);
 }
+
+/// #28.3: the webhook secret read from Secrets Manager is read again every
+/// SECRETS_CACHE_SECONDS (under the receiver's role, IAM enforced): after a
+/// rotation the old secret still verifies within the cache time and is
+/// refused after it, when the new one verifies.
+#[tokio::test]
+async fn a_revoked_webhook_secret_stops_verifying_within_secrets_cache_seconds() {
+    const OLD: &str = "the-old-webhook-secret-0001";
+    const NEW: &str = "the-new-webhook-secret-0002";
+    let (sdk, stack) = stack().await;
+    let target = FakeTarget::start().await;
+    let sm = spigot_aws::aws_sdk_secretsmanager::Client::new(&sdk);
+    let created = sm
+        .create_secret()
+        .name(unique("webhook-secret"))
+        .secret_string(OLD)
+        .send()
+        .await
+        .unwrap();
+    let arn = created.arn().unwrap().to_string();
+    // The receiver's role as the template gives it, its secret the one just made.
+    let docs = Policies::new(translated(), &stack)
+        .with_ref("WebhookSecretValue", &arn)
+        .documents("ReceiverFunctionRole");
+    let (id, key) = spigot_e2e::iam::iam_user(&unique("receiver-"), &docs).await;
+    let role = spigot_e2e::iam::with_keys(&sdk, &id, &key);
+    let mut settings = stack.settings();
+    settings.target_url = Some(format!("{}/", target.url));
+    settings.webhook_secret = None;
+    settings.webhook_secret_arn = Some(arn.clone());
+    settings.secrets_cache_seconds = 60;
+    let mut r = spigot_receiver::build(&role, &settings).await.unwrap();
+    r.metrics = std::sync::Arc::new(spigot_core::ports::QuietMetrics);
+    let body = fixture("push.json");
+    let signed = |secret: &str, delivery: &str| {
+        let mut req = signed_request("push", delivery, &body, Some("ON"));
+        req.headers.insert(
+            "X-Hub-Signature-256",
+            spigot_core::signature::sign_sha256(secret.as_bytes(), &body)
+                .parse()
+                .unwrap(),
+        );
+        req
+    };
+    let now = spigot_aws::now_ms();
+    let status = async |secret: &str, delivery: &str, at: u64| {
+        answer(&r.handle_event(&signed(secret, delivery), at).await).0
+    };
+    assert_eq!(status(OLD, "rs-1", now).await, 200);
+    sm.put_secret_value()
+        .secret_id(&arn)
+        .secret_string(NEW)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status(OLD, "rs-2", now + 30_000).await,
+        200,
+        "within the cache time"
+    );
+    assert_eq!(
+        status(OLD, "rs-3", now + 61_000).await,
+        401,
+        "revoked after it"
+    );
+    assert_eq!(
+        status(NEW, "rs-4", now + 61_500).await,
+        200,
+        "the new secret verifies"
+    );
+    assert_eq!(target.accepted().len(), 3);
+}
+
+/// #28.3: a secret shorter than 20 characters, or a trigger secret that is
+/// also a webhook secret, stops the receiver at start, saying which.
+#[tokio::test]
+async fn short_secrets_and_a_trigger_secret_shared_with_webhooks_are_refused_at_start() {
+    let (sdk, stack) = stack().await;
+    let mut settings = stack.settings();
+    settings.target_url = Some("https://ci.example.com/github-webhook/".into());
+    settings.webhook_secret = Some("too-short-secret".into());
+    let err = spigot_receiver::build(&sdk, &settings)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("WEBHOOK_SECRET") && err.contains("at least 20"),
+        "{err}"
+    );
+    settings.webhook_secret = Some(SECRET.into());
+    settings.trigger_secret = Some(format!("another-secret-for-triggers,{SECRET}"));
+    let err = spigot_receiver::trigger::build(&sdk, &settings)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("TRIGGER_SECRET") && err.contains("webhook secret"),
+        "{err}"
+    );
+    // Controls: a long webhook secret, and a trigger secret of its own, start.
+    assert!(spigot_receiver::build(&sdk, &settings).await.is_ok());
+    settings.trigger_secret = Some("another-secret-for-triggers".into());
+    assert!(
+        spigot_receiver::trigger::build(&sdk, &settings)
+            .await
+            .is_ok()
+    );
+}

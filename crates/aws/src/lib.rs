@@ -22,7 +22,7 @@ pub use target::HttpTarget;
 pub use triggers::S3Triggers;
 pub use {
     aws_config, aws_sdk_apigateway, aws_sdk_apigatewayv2, aws_sdk_codepipeline, aws_sdk_s3,
-    aws_sdk_sqs,
+    aws_sdk_secretsmanager, aws_sdk_sqs,
 };
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -108,6 +108,37 @@ pub async fn fetch_secret(sdk: &SdkConfig, arn: &str) -> Result<String, AwsError
     out.secret_string()
         .map(str::to_string)
         .ok_or_else(|| AwsError::Secret(arn.to_string(), "the secret has no string value".into()))
+}
+
+/// A secret in Secrets Manager, read again by a [`spigot_core::Keyring`].
+pub struct SecretsManagerFetch {
+    sdk: SdkConfig,
+    arn: String,
+}
+
+impl SecretsManagerFetch {
+    /// The secret `arn`.
+    pub fn new(sdk: &SdkConfig, arn: &str) -> Self {
+        Self {
+            sdk: sdk.clone(),
+            arn: arn.to_string(),
+        }
+    }
+}
+
+impl spigot_core::signature::SecretFetch for SecretsManagerFetch {
+    fn fetch(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<spigot_core::Secrets, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let text = fetch_secret(&self.sdk, &self.arn)
+                .await
+                .map_err(|e| e.to_string())?;
+            spigot_core::Secrets::parse(&text).map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// The full text of an error and its sources (an SDK error's Display alone says little).

@@ -158,7 +158,7 @@ async fn main() {
         builds.insert(0, ("before", b.clone()));
     }
     // The reconciler reads a GitHub stand-in with one failed delivery.
-    let github = spigot_e2e::FakeHooks::start(&target.url, "spigot-test-secret", 100).await;
+    let github = spigot_e2e::FakeHooks::start(&target.url, "spigot-local-test-secret", 100).await;
     github.seed(
         "repos/octo-org/mono/hooks/42/deliveries",
         "bench-guid",
@@ -170,7 +170,7 @@ async fn main() {
     let functions: Vec<Function> = vec![
         (
             "receiver",
-            common(&[("WEBHOOK_SECRET", "spigot-test-secret")]),
+            common(&[("WEBHOOK_SECRET", "spigot-local-test-secret")]),
             event("push.json"),
         ),
         ("drainer", common(&[]), event("scheduled.json")),

@@ -65,10 +65,10 @@ fn memory_receiver(target_url: &str) -> Arc<MemoryReceiver> {
             .unwrap(),
         ),
         eval: Some(MemoryEvalQueue::default()),
-        verifier: spigot_core::Verifier::new(
+        verifier: spigot_core::Keyring::fixed(spigot_core::Verifier::new(
             Some(spigot_core::Secrets::parse(SECRET).unwrap()),
             false,
-        ),
+        )),
         claim_check_bytes: 262_144,
         metrics: Arc::new(spigot_core::ports::QuietMetrics),
         stages: None,

@@ -84,7 +84,7 @@ enum Command {
     Sign(send::SignArgs),
     /// POST a payload as GitHub would (headers, signature, delivery id).
     #[command(
-        after_help = "Example:\n  spigot send tests/fixtures/push.json --url http://127.0.0.1:3000/webhook --secret spigot-test-secret --event push"
+        after_help = "Example:\n  spigot send tests/fixtures/push.json --url http://127.0.0.1:3000/webhook --secret spigot-local-test-secret --event push"
     )]
     Send(send::SendArgs),
     /// Pull mode: deliver buffered hooks to a target inside your network (runs until stopped).

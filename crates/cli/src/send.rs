@@ -139,7 +139,7 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
         }
     };
     let secret = args.secret.clone().ok_or_else(|| {
-        CliError::Usage("a payload is signed: pass --secret or set WEBHOOK_SECRET (spigot dev's is spigot-test-secret)".into())
+        CliError::Usage("a payload is signed: pass --secret or set WEBHOOK_SECRET (spigot dev's is spigot-local-test-secret)".into())
     })?;
     let (body, content_type) = if args.form {
         let text = String::from_utf8(json)

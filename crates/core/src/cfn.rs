@@ -186,6 +186,37 @@ fn cloudformation_response_host(host: &str) -> bool {
     bucket_ok && endpoint_ok
 }
 
+/// `Ok` when CloudFormation says stack `stack_id` has the custom resource
+/// `logical_id` with an operation in progress: the request then comes from
+/// that stack's own create, update or delete, not from someone who invoked
+/// the function with a StackId of their choosing.
+pub fn check_caller(
+    stack_id: &str,
+    logical_id: &str,
+    found: Option<&crate::ports::StackResource>,
+) -> Result<(), String> {
+    let Some(r) = found else {
+        return Err(format!(
+            "stack {stack_id} has no resource {logical_id}: the request does not come from that stack's CloudFormation operation"
+        ));
+    };
+    let custom = r.resource_type.starts_with("Custom::")
+        || r.resource_type == "AWS::CloudFormation::CustomResource";
+    if !custom {
+        return Err(format!(
+            "resource {logical_id} of stack {stack_id} is a {}, not a custom resource",
+            r.resource_type
+        ));
+    }
+    if !r.status.ends_with("_IN_PROGRESS") {
+        return Err(format!(
+            "resource {logical_id} of stack {stack_id} is {}: no operation of that stack is asking",
+            r.status
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +300,62 @@ mod tests {
             Ok(())
         );
         assert!(check_response_url("http://169.254.169.254/", true).is_err());
+    }
+}
+
+#[cfg(test)]
+mod caller_tests {
+    use super::*;
+    use crate::ports::StackResource;
+
+    #[test]
+    fn only_a_custom_resource_in_progress_of_the_named_stack_passes() {
+        let r = |t: &str, s: &str| StackResource {
+            resource_type: t.into(),
+            status: s.into(),
+        };
+        let stack = "arn:aws:cloudformation:us-east-1:123456789012:stack/team/1";
+        assert!(
+            check_caller(
+                stack,
+                "F",
+                Some(&r("Custom::PipelineFilter", "CREATE_IN_PROGRESS"))
+            )
+            .is_ok()
+        );
+        assert!(
+            check_caller(
+                stack,
+                "F",
+                Some(&r(
+                    "AWS::CloudFormation::CustomResource",
+                    "DELETE_IN_PROGRESS"
+                ))
+            )
+            .is_ok()
+        );
+        assert!(
+            check_caller(stack, "F", None)
+                .unwrap_err()
+                .contains("has no resource F")
+        );
+        assert!(
+            check_caller(
+                stack,
+                "F",
+                Some(&r("AWS::SQS::Queue", "CREATE_IN_PROGRESS"))
+            )
+            .unwrap_err()
+            .contains("not a custom resource")
+        );
+        assert!(
+            check_caller(
+                stack,
+                "F",
+                Some(&r("Custom::PipelineFilter", "CREATE_COMPLETE"))
+            )
+            .unwrap_err()
+            .contains("no operation")
+        );
     }
 }

@@ -120,6 +120,9 @@ pub struct Settings {
     /// `DEDUPE_WINDOW`: seconds during which a delivery id the receiver took
     /// is answered 200 and not taken again. Default 0 (off), at most 86400.
     pub dedupe_window: u64,
+    /// `SECRETS_CACHE_SECONDS`: how long secrets read from Secrets Manager
+    /// (`*_SECRET_ARN`) are used before they are read again. Default 300.
+    pub secrets_cache_seconds: u64,
     /// `DRAIN_COALESCE`: `none` (default) or `push`: a drain delivers only the
     /// newest of consecutive pushes to one branch of a repository.
     pub drain_coalesce: crate::coalesce::Coalesce,
@@ -180,6 +183,7 @@ impl std::fmt::Debug for Settings {
             .field("reconcile_max", &self.reconcile_max)
             .field("drain_grace_seconds", &self.drain_grace_seconds)
             .field("dedupe_window", &self.dedupe_window)
+            .field("secrets_cache_seconds", &self.secrets_cache_seconds)
             .field("drain_coalesce", &self.drain_coalesce)
             .field("resume_healthy_seconds", &self.resume_healthy_seconds)
             .finish()
@@ -325,6 +329,13 @@ impl Settings {
                 600,
             )?,
             dedupe_window: parse_num("DEDUPE_WINDOW", get("DEDUPE_WINDOW"), 0, 0, 86_400)?,
+            secrets_cache_seconds: parse_num(
+                "SECRETS_CACHE_SECONDS",
+                get("SECRETS_CACHE_SECONDS"),
+                300,
+                10,
+                3_600,
+            )?,
             drain_coalesce: {
                 let text = get("DRAIN_COALESCE").unwrap_or_default();
                 crate::coalesce::Coalesce::parse(&text).ok_or_else(|| ConfigError::Invalid {

@@ -24,6 +24,6 @@ pub mod webhook;
 
 pub use delivery::{Delivery, Failure};
 pub use envelope::{Body, Envelope};
-pub use signature::{Secrets, Verifier};
+pub use signature::{Keyring, Secrets, Verifier};
 pub use spigot::State;
 pub use webhook::Hook;

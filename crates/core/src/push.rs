@@ -126,7 +126,12 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
                 _ => return None,
             };
             let (oh, om) = rest[1..].split_once(':')?;
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+            let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+            // Bounded before any arithmetic: the text comes from outside.
+            if !(0..=23).contains(&oh) || !(0..=59).contains(&om) {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
         }
     };
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -509,6 +514,8 @@ mod tests {
             "yesterday",
             "2019-13-15T15:20:30Z",
             "2019-05-15T15:20:30",
+            "2019-05-15T15:20:30+9999999999999999:00",
+            "2019-05-15T15:20:30+24:00",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
@@ -550,6 +557,14 @@ mod tests {
         #[test]
         fn arbitrary_json_never_panics(s in ".{0,200}") {
             let _ = Push::parse(s.as_bytes());
+        }
+
+        /// #28.5: any offset, any digits: an answer or None, never an
+        /// overflow (a debug build would panic on `9999999999999999:00`).
+        #[test]
+        fn arbitrary_offsets_never_overflow(oh in proptest::num::i64::ANY, om in proptest::num::i64::ANY, y in 0u32..10_000) {
+            let _ = parse_rfc3339(&format!("{y:04}-05-15T15:20:30+{oh}:{om}"));
+            let _ = parse_rfc3339(&format!("{y:04}-05-15T15:20:30-{oh}:{om}"));
         }
 
         #[test]

@@ -3,6 +3,11 @@
 //! Verification always runs over the raw bytes GitHub sent, with every
 //! configured secret (rotation), in constant time.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
@@ -70,6 +75,119 @@ impl Secrets {
     /// Always false: a `Secrets` holds at least one secret.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// `Err` (saying why, never the secret) when a secret is shorter than
+    /// [`MIN_SECRET_LEN`] characters: a short secret can be guessed offline
+    /// from one captured hook.
+    pub fn check_strength(&self) -> Result<(), String> {
+        match self
+            .0
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).chars().count())
+            .find(|n| *n < MIN_SECRET_LEN)
+        {
+            Some(n) => Err(format!(
+                "a secret of {n} characters; each must have at least {MIN_SECRET_LEN}"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// True when `other` accepts one of these secrets.
+    pub fn shares_any(&self, other: &Secrets) -> bool {
+        self.0.iter().any(|k| other.0.contains(k))
+    }
+}
+
+/// Characters a secret must have at least.
+pub const MIN_SECRET_LEN: usize = 20;
+
+/// Where secrets are read again from (Secrets Manager), for a [`Keyring`].
+pub trait SecretFetch: Send + Sync {
+    /// The secrets the source holds now, or why they cannot be read.
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Secrets, String>> + Send + '_>>;
+}
+
+/// The verifier in use. With a source, its secrets are read again once they
+/// are `ttl_ms` old, so a secret revoked at the source stops verifying within
+/// that time. A read that fails, or brings a secret too short, keeps the
+/// secrets in use (and says why); nothing is ever left without a verifier.
+pub struct Keyring {
+    current: RwLock<Arc<Verifier>>,
+    allow_sha1: bool,
+    source: Option<Box<dyn SecretFetch>>,
+    ttl_ms: u64,
+    read_ms: AtomicU64,
+    reading: AtomicBool,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("refreshing", &self.source.is_some())
+            .field("ttl_ms", &self.ttl_ms)
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// A verifier whose secrets never change (inline settings, tests).
+    pub fn fixed(verifier: Verifier) -> Self {
+        Self {
+            allow_sha1: verifier.allow_sha1,
+            current: RwLock::new(Arc::new(verifier)),
+            source: None,
+            ttl_ms: u64::MAX,
+            read_ms: AtomicU64::new(0),
+            reading: AtomicBool::new(false),
+        }
+    }
+
+    /// `verifier`, read from `source` at `read_ms`, read again every `ttl_ms`.
+    pub fn refreshing(
+        verifier: Verifier,
+        source: Box<dyn SecretFetch>,
+        ttl_ms: u64,
+        read_ms: u64,
+    ) -> Self {
+        Self {
+            source: Some(source),
+            ttl_ms,
+            read_ms: AtomicU64::new(read_ms),
+            ..Self::fixed(verifier)
+        }
+    }
+
+    /// The verifier for a request at `now_ms`, reading the source again first
+    /// when the secrets in use are `ttl_ms` old (one reader at a time; the
+    /// others go on with the secrets in use). The second value says why a
+    /// read was not taken, for the caller to log.
+    pub async fn current(&self, now_ms: u64) -> (Arc<Verifier>, Option<String>) {
+        let mut problem = None;
+        if let Some(source) = &self.source
+            && now_ms.saturating_sub(self.read_ms.load(Ordering::SeqCst)) >= self.ttl_ms
+            && !self.reading.swap(true, Ordering::SeqCst)
+        {
+            match source.fetch().await {
+                Ok(secrets) => match secrets.check_strength() {
+                    Ok(()) => {
+                        let fresh = Arc::new(Verifier::new(Some(secrets), self.allow_sha1));
+                        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                    }
+                    Err(why) => problem = Some(format!("refused the secret read again: {why}")),
+                },
+                Err(why) => problem = Some(format!("cannot read the secret again: {why}")),
+            }
+            self.read_ms.store(now_ms, Ordering::SeqCst);
+            self.reading.store(false, Ordering::SeqCst);
+        }
+        let verifier = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (verifier, problem)
     }
 }
 
@@ -323,5 +441,81 @@ mod tests {
             let _ = v.verify(&body, Some(&h), None);
             let _ = v.verify(&body, None, Some(&h));
         }
+    }
+}
+
+#[cfg(test)]
+mod keyring_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A source answering from a list, then the last again.
+    struct Script(Mutex<Vec<Result<&'static str, &'static str>>>);
+
+    impl SecretFetch for Script {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Secrets, String>> + Send + '_>> {
+            let mut next = self.0.lock().unwrap();
+            let answer = if next.len() > 1 {
+                next.remove(0)
+            } else {
+                next[0]
+            };
+            Box::pin(async move {
+                answer
+                    .map_err(str::to_string)
+                    .and_then(|s| Secrets::parse(s).map_err(|e| e.to_string()))
+            })
+        }
+    }
+
+    const OLD: &str = "the-old-secret-of-24-chars";
+    const NEW: &str = "the-new-secret-of-24-chars";
+
+    fn accepts(v: &Verifier, secret: &str) -> bool {
+        v.verify(b"{}", Some(&sign_sha256(secret.as_bytes(), b"{}")), None)
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_rotated_secret_takes_over_within_the_ttl_and_a_bad_read_keeps_the_old() {
+        let ring = Keyring::refreshing(
+            Verifier::new(Some(Secrets::parse(OLD).unwrap()), false),
+            Box::new(Script(Mutex::new(vec![
+                Err("Secrets Manager is unreachable"),
+                Ok("short"),
+                Ok(NEW),
+            ]))),
+            60_000,
+            0,
+        );
+        // Within the TTL: the secrets read at start, nothing read again.
+        let (v, problem) = ring.current(59_999).await;
+        assert!(accepts(&v, OLD) && problem.is_none());
+        // A failed read keeps the old secret and says why.
+        let (v, problem) = ring.current(60_000).await;
+        assert!(accepts(&v, OLD));
+        assert!(problem.unwrap().contains("unreachable"));
+        // A secret too short is refused, the old kept.
+        let (v, problem) = ring.current(120_000).await;
+        assert!(accepts(&v, OLD));
+        assert!(problem.unwrap().contains("at least 20"));
+        // The rotated secret replaces the old one: the old stops verifying.
+        let (v, problem) = ring.current(180_000).await;
+        assert!(problem.is_none());
+        assert!(accepts(&v, NEW) && !accepts(&v, OLD));
+    }
+
+    #[test]
+    fn short_secrets_and_shared_secrets_are_told() {
+        assert!(
+            Secrets::parse("x".repeat(19).as_str())
+                .unwrap()
+                .check_strength()
+                .is_err()
+        );
+        assert!(Secrets::parse(OLD).unwrap().check_strength().is_ok());
+        let both = Secrets::parse(&format!("{NEW},{OLD}")).unwrap();
+        assert!(both.shares_any(&Secrets::parse(OLD).unwrap()));
+        assert!(!both.shares_any(&Secrets::parse("a-third-secret-of-24-chars").unwrap()));
     }
 }

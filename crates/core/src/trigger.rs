@@ -672,7 +672,18 @@ async fn place<T: Triggers>(store: &T, mut request: Request) -> Result<Request, 
     let name = name.as_str();
     let token = request.token.clone();
     let keys = Keys(name);
-    let start = head(store, name).await?.map_or(0, |(h, _)| h.sequence) + 1;
+    // The head is read from the bucket: checked, never wrapped.
+    let last_number = || {
+        TriggerError::Invalid(format!(
+            "trigger {name} has used its last sequence number (its head says {}); start a trigger of another name",
+            u64::MAX
+        ))
+    };
+    let start = head(store, name)
+        .await?
+        .map_or(0, |(h, _)| h.sequence)
+        .checked_add(1)
+        .ok_or_else(last_number)?;
     request.sequence = start;
     let size = encode(&request).len();
     if size > MAX_REQUEST_BYTES {
@@ -693,7 +704,7 @@ async fn place<T: Triggers>(store: &T, mut request: Request) -> Result<Request, 
             break;
         }
         // Taken by another raiser (or the head lags): the next one.
-        request.sequence += 1;
+        request.sequence = request.sequence.checked_add(1).ok_or_else(last_number)?;
         if request.sequence - start > MAX_RACE {
             return Err(TriggerError::Invalid(format!(
                 "no free sequence number within {MAX_RACE} of the head of trigger {name}"
@@ -778,13 +789,15 @@ pub async fn requests_after<T: Triggers>(
     at_most: usize,
 ) -> Result<Vec<(u64, Fetched)>, TriggerError> {
     let mut found = Vec::new();
-    let mut next = after + 1;
-    while found.len() < at_most {
-        match request(store, name, next).await? {
-            Some(r) => found.push((next, r)),
+    let mut next = after.checked_add(1);
+    while let Some(n) = next
+        && found.len() < at_most
+    {
+        match request(store, name, n).await? {
+            Some(r) => found.push((n, r)),
             None => break,
         }
-        next += 1;
+        next = n.checked_add(1);
     }
     Ok(found)
 }
@@ -1002,6 +1015,48 @@ mod tests {
             vec![2, 3]
         );
         assert_eq!(after[0].1.as_ref().unwrap().data["VERSION"], "1.2");
+    }
+
+    /// #28.5: numbers read from the bucket never overflow: a head at the last
+    /// sequence number refuses a raise, saying why, and a reader past the last
+    /// number finds nothing (debug builds would panic, release ones wrap).
+    #[tokio::test]
+    async fn a_head_at_the_last_number_refuses_a_raise_and_never_wraps() {
+        let store = MemoryTriggers::default();
+        store
+            .write(
+                &Keys("web").head(),
+                encode(&Head { sequence: u64::MAX }),
+                Write::Always,
+            )
+            .await
+            .unwrap();
+        let refused = raise(&store, "web", "ci", BTreeMap::new(), 1, "").await;
+        assert!(
+            matches!(&refused, Err(TriggerError::Invalid(m)) if m.contains("last sequence number")),
+            "{refused:?}"
+        );
+        assert!(
+            requests_after(&store, "web", u64::MAX, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Control: one below the last still raises, at the last number.
+        store
+            .write(
+                &Keys("web").head(),
+                encode(&Head {
+                    sequence: u64::MAX - 1,
+                }),
+                Write::Always,
+            )
+            .await
+            .unwrap();
+        let r = raise(&store, "web", "ci", BTreeMap::new(), 1, "")
+            .await
+            .unwrap();
+        assert_eq!(r.sequence, u64::MAX);
     }
 
     #[tokio::test]

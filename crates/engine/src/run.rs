@@ -637,7 +637,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         status: Option<u16>,
         retry_after: Option<u64>,
     ) -> Step {
-        let attempts = prior + 1;
+        // `prior` is read from the bucket or the message: saturating, never wrapping.
+        let attempts = prior.saturating_add(1);
         if self.config.policy.exhausted(attempts) {
             let reason = format!("gave up after {attempts} delivery attempts; last: {reason}");
             return self.dead_envelope(env, reason, status).await;
@@ -653,7 +654,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         // The letter gets its own copy of a claim-checked body: no other copy's
         // delivery can then delete it.
         if let Some(store) = &self.payloads {
-            let copy = format!("dlq-{}", env.attempts + 1);
+            let copy = format!("dlq-{}", env.attempts.saturating_add(1));
             let before = env.clone();
             if let Some((old, new)) = env.recheck_body(&copy)
                 && let Err(e) = store.copy(&old, &new).await

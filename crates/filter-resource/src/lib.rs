@@ -14,7 +14,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use spigot_core::cfn::{Outcome, RequestIds, failed_create_id, response_body};
 use spigot_core::filter::{FilterSpec, is_filter_key};
-use spigot_core::ports::FilterStore;
+use spigot_core::ports::{FilterStore, NoStacks, PortError, StackResource, Stacks};
 
 /// Sends the response document to the pre-signed ResponseURL.
 pub trait Responder: Send + Sync {
@@ -61,8 +61,61 @@ impl Responder for HttpResponder {
     }
 }
 
+/// CloudFormation's DescribeStackResource: the adapter of [`Stacks`] (here,
+/// the one place that calls CloudFormation from a Lambda).
+#[derive(Debug, Clone)]
+pub struct CfnStacks {
+    client: aws_sdk_cloudformation::Client,
+}
+
+impl CfnStacks {
+    /// CloudFormation as `sdk` reaches it.
+    pub fn new(sdk: &spigot_aws::aws_config::SdkConfig) -> Self {
+        Self {
+            client: aws_sdk_cloudformation::Client::new(sdk),
+        }
+    }
+}
+
+impl Stacks for CfnStacks {
+    async fn resource(
+        &self,
+        stack_id: &str,
+        logical_id: &str,
+    ) -> Result<Option<StackResource>, PortError> {
+        match self
+            .client
+            .describe_stack_resource()
+            .stack_name(stack_id)
+            .logical_resource_id(logical_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.stack_resource_detail.map(|d| StackResource {
+                resource_type: d.resource_type.unwrap_or_default(),
+                status: d
+                    .resource_status
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            })),
+            // "Resource X does not exist for stack Y", "Stack Y does not exist".
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|s| s.meta().code())
+                    .is_some_and(|c| c == "ValidationError") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(PortError::new(format!(
+                "CloudFormation DescribeStackResource {logical_id} of {stack_id} failed: {}",
+                spigot_aws::error_text(&e)
+            ))),
+        }
+    }
+}
+
 /// The custom resource handler and its ports.
-pub struct FilterResource<F, R> {
+pub struct FilterResource<F, R, S = NoStacks> {
     /// Filter objects.
     pub filters: F,
     /// Response sender.
@@ -75,16 +128,34 @@ pub struct FilterResource<F, R> {
     pub margin: Duration,
     /// Also answer ResponseURLs on 127.0.0.1 (tests; `CFN_RESPONSE_URL_ALLOW_LOOPBACK`, never set by the template).
     pub allow_loopback_response_url: bool,
+    /// CloudFormation, asked whether the stack a request names has the
+    /// resource it names in progress; `None`: not asked (`spigot dev`).
+    pub stacks: Option<S>,
 }
 /// The environment the template gives the custom resource (every variable its
 /// settings read when deployed; `tests/tests/template.rs` checks the template sets exactly these).
 pub const ENVIRONMENT: &[&str] = &["CONFIG_BUCKET"];
 
+impl<F, R> FilterResource<F, R, NoStacks> {
+    /// The same handler, confirming each request's stack with `stacks`.
+    pub fn with_stacks<S: Stacks>(self, stacks: S) -> FilterResource<F, R, S> {
+        FilterResource {
+            filters: self.filters,
+            responder: self.responder,
+            bucket: self.bucket,
+            log_stream: self.log_stream,
+            margin: self.margin,
+            allow_loopback_response_url: self.allow_loopback_response_url,
+            stacks: Some(stacks),
+        }
+    }
+}
+
 /// The handler of a deployment: filters in `CONFIG_BUCKET`, responses over HTTPS.
 pub fn build(
     sdk: &spigot_aws::aws_config::SdkConfig,
     settings: &spigot_core::config::Settings,
-) -> Result<FilterResource<S3Filters, HttpResponder>, spigot_aws::AwsError> {
+) -> Result<FilterResource<S3Filters, HttpResponder, CfnStacks>, spigot_aws::AwsError> {
     let bucket = settings
         .require(spigot_core::resources::Resource::Bucket)?
         .to_string();
@@ -96,6 +167,7 @@ pub fn build(
         log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_default(),
         margin: Duration::from_secs(5),
         allow_loopback_response_url: settings.cfn_response_url_allow_loopback,
+        stacks: Some(CfnStacks::new(sdk)),
     })
 }
 
@@ -108,7 +180,7 @@ pub struct Answered {
     pub sent: bool,
 }
 
-impl<F: FilterStore, R: Responder> FilterResource<F, R> {
+impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
     /// Handles one request (any JSON) with `deadline`; never panics.
     pub async fn handle(&self, event: Value, deadline: Instant) -> Option<Answered> {
         let url = event
@@ -188,7 +260,44 @@ impl<F: FilterStore, R: Responder> FilterResource<F, R> {
         }
     }
 
+    /// `Ok` when CloudFormation confirms that the stack the request names is
+    /// running an operation on the resource it names (see [`spigot_core::cfn::check_caller`]).
+    async fn check_caller(&self, stack_id: &str, logical_id: &str) -> Result<(), String> {
+        let Some(stacks) = &self.stacks else {
+            return Ok(());
+        };
+        let found = stacks
+            .resource(stack_id, logical_id)
+            .await
+            .map_err(|e| format!("cannot confirm the calling stack: {e}"))?;
+        spigot_core::cfn::check_caller(stack_id, logical_id, found.as_ref())
+    }
+
     async fn apply(&self, req: Request) -> Outcome {
+        let (stack_id, logical_id, fallback) = match &req {
+            Request::Create(c) => (
+                &c.stack_id,
+                &c.logical_resource_id,
+                failed_create_id(&c.request_id),
+            ),
+            Request::Update(u) => (
+                &u.stack_id,
+                &u.logical_resource_id,
+                u.physical_resource_id.clone(),
+            ),
+            Request::Delete(d) => (
+                &d.stack_id,
+                &d.logical_resource_id,
+                d.physical_resource_id.clone(),
+            ),
+            _ => {
+                return Outcome::failed(failed_create_id("unknown-request"), "unknown RequestType");
+            }
+        };
+        if let Err(reason) = self.check_caller(stack_id, logical_id).await {
+            tracing::error!(stack = %stack_id, resource = %logical_id, %reason, "refused");
+            return Outcome::failed(fallback, reason);
+        }
         match req {
             Request::Create(c) => match self.write(&c.resource_properties, &c.stack_id).await {
                 Ok(key) => Outcome::success(key.clone(), self.data(&key)),

@@ -24,7 +24,7 @@ use spigot_core::ports::{
 };
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 use spigot_core::webhook::Hook;
-use spigot_core::{Secrets, Verifier};
+use spigot_core::{Keyring, Secrets, Verifier};
 use spigot_engine::letter::dead_letter;
 
 pub use ingress::{Answer, ApiEvent, ApiResponse, Inbound};
@@ -44,8 +44,9 @@ pub struct Receiver<B, P, T, E, C> {
     pub target: Option<T>,
     /// The evaluation queue for push events; `None` when pipelines are not used.
     pub eval: Option<E>,
-    /// Signature verification.
-    pub verifier: Verifier,
+    /// Signature verification, its secrets read again from Secrets Manager
+    /// every `SECRETS_CACHE_SECONDS` when they come from there.
+    pub verifier: Keyring,
     /// Envelopes larger than this keep their body in the payload store.
     pub claim_check_bytes: usize,
     /// Where the EMF metrics of each request go.
@@ -129,16 +130,19 @@ pub const ENVIRONMENT: &[&str] = &[
     "DRAIN_GRACE_SECONDS",
     "TRIGGER_ENDPOINT",
     "DEDUPE_WINDOW",
+    "SECRETS_CACHE_SECONDS",
 ];
 
 /// The receiver of a deployment (or a local stack), as its settings name it;
 /// the webhook secret is read from Secrets Manager when `WEBHOOK_SECRET_ARN` is set.
 pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, AwsError> {
-    let secrets = secrets(
+    let verifier = keyring(
         sdk,
+        settings,
         "WEBHOOK_SECRET",
         settings.webhook_secret_arn.as_deref(),
         settings.webhook_secret.as_deref(),
+        settings.allow_sha1,
     )
     .await?;
     Ok(Receiver {
@@ -149,7 +153,7 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, 
             DeliveryMode::Push => Some(HttpTarget::from_settings(settings)?),
         },
         eval: SqsEvalQueue::from_settings(sdk, settings),
-        verifier: Verifier::new(secrets, settings.allow_sha1),
+        verifier,
         claim_check_bytes: settings.claim_check_bytes,
         metrics: Arc::new(StdoutMetrics),
         stages: Some(ApiStages::new(sdk)),
@@ -170,11 +174,39 @@ pub async fn secrets(
         Some(arn) => Some(spigot_aws::fetch_secret(sdk, arn).await?),
         None => inline.map(str::to_string),
     };
-    secret
+    let secrets = secret
         .as_deref()
         .map(Secrets::parse)
         .transpose()
-        .map_err(|e| AwsError::Secret(name.into(), e.to_string()))
+        .map_err(|e| AwsError::Secret(name.into(), e.to_string()))?;
+    if let Some(s) = &secrets {
+        s.check_strength()
+            .map_err(|why| AwsError::Secret(name.into(), why))?;
+    }
+    Ok(secrets)
+}
+
+/// The verifier of a setting's secrets ([`secrets`]); those read from
+/// Secrets Manager are read again every `SECRETS_CACHE_SECONDS`, so a revoked
+/// secret stops verifying within that time.
+pub async fn keyring(
+    sdk: &SdkConfig,
+    settings: &Settings,
+    name: &str,
+    arn: Option<&str>,
+    inline: Option<&str>,
+    allow_sha1: bool,
+) -> Result<Keyring, AwsError> {
+    let verifier = Verifier::new(secrets(sdk, name, arn, inline).await?, allow_sha1);
+    Ok(match arn {
+        Some(arn) => Keyring::refreshing(
+            verifier,
+            Box::new(spigot_aws::SecretsManagerFetch::new(sdk, arn)),
+            settings.secrets_cache_seconds.saturating_mul(1000),
+            spigot_aws::now_ms(),
+        ),
+        None => Keyring::fixed(verifier),
+    })
 }
 
 /// A request the receiver took: what became of the hook.
@@ -339,7 +371,7 @@ where
     }
 
     async fn process(&self, inbound: &Inbound, now_ms: u64) -> Result<Taken, Refusal> {
-        let hook = self.verify(inbound, now_ms)?;
+        let hook = self.verify(inbound, now_ms).await?;
         let delivery = hook.delivery.clone();
         tracing::info!(%delivery, event = %hook.event, repository = hook.repository.as_deref().unwrap_or(""), bytes = hook.body.len(), "received");
         if hook.event == "ping" {
@@ -492,14 +524,18 @@ where
     }
 
     /// The hook of a request whose signature verifies.
-    fn verify(&self, inbound: &Inbound, now_ms: u64) -> Result<Hook, Refusal> {
+    async fn verify(&self, inbound: &Inbound, now_ms: u64) -> Result<Hook, Refusal> {
         let delivery_hint: String = inbound
             .header("x-github-delivery")
             .unwrap_or("-")
             .chars()
             .take(64)
             .collect();
-        if let Err(e) = self.verifier.verify(
+        let (verifier, problem) = self.verifier.current(now_ms).await;
+        if let Some(problem) = problem {
+            tracing::error!(%problem, "WEBHOOK_SECRET_ARN: the secrets in use are kept");
+        }
+        if let Err(e) = verifier.verify(
             &inbound.body,
             inbound.header("x-hub-signature-256"),
             inbound.header("x-hub-signature"),
@@ -614,7 +650,10 @@ mod tests {
                 ..Default::default()
             }),
             eval: Some(MemoryEvalQueue::default()),
-            verifier: Verifier::new(Some(Secrets::parse("s3cret").unwrap()), false),
+            verifier: Keyring::fixed(Verifier::new(
+                Some(Secrets::parse("s3cret").unwrap()),
+                false,
+            )),
             claim_check_bytes: 1024,
             metrics: Arc::new(spigot_core::ports::QuietMetrics),
             stages: Some(MemoryStages::default()),
@@ -737,7 +776,7 @@ mod tests {
         unsigned.headers.remove("x-hub-signature-256");
         let unauthorized = receiver(vec![]).handle_event(&unsigned, 1).await;
         let mut no_secret = receiver(vec![]);
-        no_secret.verifier = Verifier::new(None, false);
+        no_secret.verifier = Keyring::fixed(Verifier::new(None, false));
         let unconfigured = no_secret
             .handle_event(&request("issues", "{}", Some("ON")), 1)
             .await;

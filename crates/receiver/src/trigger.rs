@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, S3Triggers};
-use spigot_core::Verifier;
+use spigot_core::Keyring;
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{MetricsSink, StdoutMetrics, Triggers, Write};
@@ -34,8 +34,8 @@ pub const DEFAULT_BY: &str = "POST /trigger";
 pub struct TriggerDoor<S> {
     /// The triggers in the config bucket; `None`: no bucket, every raise is a 503.
     pub store: Option<S>,
-    /// Checks the trigger secret's signature.
-    pub verifier: Verifier,
+    /// Checks the trigger secret's signature (read again like the webhook secret).
+    pub verifier: Keyring,
     /// Where the EMF metrics go.
     pub metrics: Arc<dyn MetricsSink>,
     /// `TRIGGER_ENDPOINT`: false, every request is a 404.
@@ -56,19 +56,44 @@ pub async fn build(
     sdk: &SdkConfig,
     settings: &Settings,
 ) -> Result<TriggerDoor<S3Triggers>, AwsError> {
-    let secrets = crate::secrets(
+    let verifier = crate::keyring(
+        sdk,
+        settings,
+        "TRIGGER_SECRET",
+        settings.trigger_secret_arn.as_deref(),
+        settings.trigger_secret.as_deref(),
+        false,
+    )
+    .await?;
+    // The webhook secret must not be able to deploy.
+    let webhook = crate::secrets(
+        sdk,
+        "WEBHOOK_SECRET",
+        settings.webhook_secret_arn.as_deref(),
+        settings.webhook_secret.as_deref(),
+    )
+    .await?;
+    let trigger = crate::secrets(
         sdk,
         "TRIGGER_SECRET",
         settings.trigger_secret_arn.as_deref(),
         settings.trigger_secret.as_deref(),
     )
     .await?;
+    if let (Some(w), Some(t)) = (&webhook, &trigger)
+        && t.shares_any(w)
+    {
+        return Err(AwsError::Secret(
+            "TRIGGER_SECRET".into(),
+            "it is also a webhook secret; give the trigger a secret of its own (whoever can sign a webhook must not be able to deploy)".into(),
+        ));
+    }
     Ok(TriggerDoor {
         store: settings
             .resources
             .get(spigot_core::resources::Resource::Bucket)
             .map(|b| S3Triggers::new(spigot_aws::s3_client(sdk), b)),
-        verifier: Verifier::new(secrets, false),
+        verifier,
         metrics: Arc::new(StdoutMetrics),
         enabled: settings.trigger_endpoint,
     })
@@ -130,7 +155,11 @@ impl<S: Triggers> TriggerDoor<S> {
         };
         let signed = trigger::canonical(name, stamp.t, &stamp.nonce, &inbound.body);
         let v1 = format!("sha256={}", stamp.v1);
-        if self.verifier.verify(&signed, Some(&v1), None).is_err() {
+        let (verifier, problem) = self.verifier.current(now_ms).await;
+        if let Some(problem) = problem {
+            tracing::error!(%problem, "TRIGGER_SECRET_ARN: the secrets in use are kept");
+        }
+        if verifier.verify(&signed, Some(&v1), None).is_err() {
             return unauthorized("the trigger signature does not match".into());
         }
         if !stamp.fresh(now_ms / 1000) {
@@ -242,7 +271,10 @@ mod tests {
     fn door() -> TriggerDoor<MemoryTriggers> {
         TriggerDoor {
             store: Some(MemoryTriggers::default()),
-            verifier: Verifier::new(Some(Secrets::parse("trigger-secret").unwrap()), false),
+            verifier: Keyring::fixed(spigot_core::Verifier::new(
+                Some(Secrets::parse("trigger-secret").unwrap()),
+                false,
+            )),
             metrics: Arc::new(QuietMetrics),
             enabled: true,
         }

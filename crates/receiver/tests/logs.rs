@@ -23,7 +23,7 @@ async fn logs(extra: &[(&str, &str)]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_spigot-receiver"))
         .env_clear()
         .envs(runtime.env("spigot-receiver"))
-        .env("WEBHOOK_SECRET", "spigot-test-secret")
+        .env("WEBHOOK_SECRET", "spigot-local-test-secret")
         .env("BUFFER_QUEUE_URL", "http://127.0.0.1:9/queue/buffer.fifo")
         .env("BUFFER_DLQ_URL", "http://127.0.0.1:9/queue/dlq.fifo")
         .env("TARGET_URL", "https://jenkins.example.com/github-webhook/")

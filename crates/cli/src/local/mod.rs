@@ -22,7 +22,7 @@ use crate::CliError;
 use crate::resources::{DEV_FILE, Where};
 
 /// The secret `spigot dev` uses when none is given (the one the sample events are signed with).
-pub const TEST_SECRET: &str = "spigot-test-secret";
+pub const TEST_SECRET: &str = "spigot-local-test-secret";
 /// The trigger secret `spigot dev` uses when none is given.
 pub const TEST_TRIGGER_SECRET: &str = "spigot-test-trigger-secret";
 
@@ -37,7 +37,7 @@ pub struct DevArgs {
     /// Address of the built-in sink that prints each delivery (when no --target).
     #[arg(long, default_value = "127.0.0.1:3001")]
     sink: SocketAddr,
-    /// Webhook secret(s), comma-separated [default: spigot-test-secret, the sample events' secret].
+    /// Webhook secret(s), comma-separated [default: spigot-local-test-secret, the sample events' secret].
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Secret(s) signing POST /trigger/{name}, comma-separated [default: spigot-test-trigger-secret].

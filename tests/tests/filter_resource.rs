@@ -627,3 +627,41 @@ async fn a_request_whose_stack_is_not_asking_changes_no_filter() {
         .count();
     assert_eq!(asked, 4, "CloudFormation asked once per request");
 }
+
+/// #28.1: a filter an operator wrote (`spigot filters put`: no owning stack)
+/// is not taken over by whichever stack declares the same key first: its
+/// create is FAILED, naming the way out, and the operator's filter stays.
+/// Control: once the operator deletes it, the stack's create succeeds.
+#[tokio::test]
+async fn a_stack_cannot_take_over_a_filter_an_operator_wrote() {
+    let (sdk, stack) = stack().await;
+    let url = FakeTarget::start().await;
+    let bucket = stack.get(Resource::Bucket);
+    let h = handler(role_filters(&sdk, &stack).await, bucket);
+    let admin = spigot_aws::S3Filters::new(spigot_aws::s3_client(&sdk), bucket);
+    let operators = json!({"Repository": "octo-org/mono", "Branch": "main", "Pipeline": "billing-service", "Include": ["docs/**"]});
+    admin
+        .put(KEY, operators.to_string().into_bytes())
+        .await
+        .unwrap();
+    let taken = h
+        .handle(event("cfn-create.json", &url.url), soon())
+        .await
+        .unwrap();
+    assert_eq!(taken.outcome.status, spigot_core::cfn::Status::Failed);
+    let reason = taken.outcome.reason.unwrap();
+    assert!(
+        reason.contains("no owning stack") && reason.contains("filters delete"),
+        "{reason}"
+    );
+    assert_eq!(
+        object(&sdk, bucket, KEY).await.unwrap()["Include"],
+        json!(["docs/**"])
+    );
+    admin.delete(KEY).await.unwrap();
+    let created = h
+        .handle(event("cfn-create.json", &url.url), soon())
+        .await
+        .unwrap();
+    assert_eq!(created.outcome.status, spigot_core::cfn::Status::Success);
+}

@@ -313,7 +313,7 @@ impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
                 if !is_filter_key(&key) {
                     return Outcome::success(key, BTreeMap::new());
                 }
-                if let Err(reason) = self.check_owner(&key, &d.stack_id).await {
+                if let Err(reason) = self.check_owner(&key, &d.stack_id, true).await {
                     return Outcome::failed(key, reason);
                 }
                 match self.filters.delete(&key).await {
@@ -325,21 +325,29 @@ impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
         }
     }
 
-    /// `Ok` when `key` is absent, unowned, or owned by `stack`.
-    async fn check_owner(&self, key: &str, stack: &str) -> Result<(), String> {
+    /// `Ok` when `key` is absent or owned by `stack`. A filter an operator
+    /// wrote (no owning stack) is not taken over by a stack's create or
+    /// update; a delete of it goes on (filters declared before they recorded
+    /// their stack have none, and their stacks must still be deletable).
+    async fn check_owner(&self, key: &str, stack: &str, deleting: bool) -> Result<(), String> {
         let existing = self
             .filters
             .get(key)
             .await
             .map_err(|e| format!("cannot read the filter: {e}"))?;
-        let owner = existing
-            .and_then(|b| FilterSpec::from_json(&b).ok())
-            .and_then(|f| f.owner_stack);
-        match owner {
-            Some(owner) if owner != stack => Err(format!(
+        let Some(bytes) = existing else {
+            return Ok(());
+        };
+        match FilterSpec::from_json(&bytes).ok().map(|f| f.owner_stack) {
+            Some(Some(owner)) if owner == stack => Ok(()),
+            Some(Some(owner)) => Err(format!(
                 "filter {key} belongs to stack {owner}; only that stack may change or delete it"
             )),
-            _ => Ok(()),
+            _ if deleting => Ok(()),
+            // An operator's filter, or an unreadable object: not this stack's to replace.
+            _ => Err(format!(
+                "filter {key} was written with no owning stack (by an operator); remove it with `spigot filters delete` before a stack declares it"
+            )),
         }
     }
 
@@ -356,7 +364,7 @@ impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
         if !is_filter_key(&key) {
             return Err(format!("refusing to write outside filters/: {key}"));
         }
-        self.check_owner(&key, stack).await?;
+        self.check_owner(&key, stack, false).await?;
         spigot_core::filter::admit(&self.filters, &filter).await?;
         self.filters
             .put(&key, filter.spec.to_json().into_bytes())

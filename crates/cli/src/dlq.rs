@@ -376,7 +376,14 @@ async fn redrive(
     }
     bar.finish_and_clear();
     release(sqs, dlq, &moves.kept).await;
-    report(&moves, total)
+    report(&moves, total)?;
+    match only {
+        // Asked for one delivery that is not there: not "fine".
+        Some(id) if moves.moved == 0 && moves.failed.is_empty() => Err(CliError::Failed(
+            anyhow::anyhow!("no dead letter has delivery id {id} (see `spigot dlq list`)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Dead letters a redrive reads at once (and orders).

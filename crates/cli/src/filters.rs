@@ -55,6 +55,10 @@ pub enum FiltersCommand {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// A push older than this many seconds (by its own push time) starts
+        /// nothing, as the evaluator's MAX_PUSH_AGE; 0: no limit.
+        #[arg(long, env = "MAX_PUSH_AGE", default_value_t = spigot_core::config::DEFAULT_MAX_PUSH_AGE)]
+        max_push_age: u64,
     },
 }
 
@@ -79,7 +83,8 @@ pub async fn run(place: &Where, cmd: FiltersCommand) -> Result<(), CliError> {
             event,
             filter,
             json,
-        } => test(place, &event, &filter, json).await,
+            max_push_age,
+        } => test(place, &event, &filter, json, max_push_age).await,
     }
 }
 
@@ -194,15 +199,22 @@ async fn filters_for(
             .map(|p| read(p).map(|b| (p.display().to_string(), b)))
             .collect::<Result<_, _>>()?
     };
+    // Files given to test are what a CI check is about: a broken one fails
+    // the check (exit 2). The bucket's are skipped as the evaluator skips them.
+    let strict = !files.is_empty();
     let mut filters = Vec::new();
     for (name, bytes) in stored {
         match FilterSpec::from_json(&bytes).and_then(FilterSpec::compile) {
             Ok(f) => filters.push(f),
+            Err(e) if strict => return Err(CliError::Usage(format!("{name}: {e}"))),
             Err(e) => eprintln!("skipping {name}: {e}"),
         }
     }
     let (set, unfit) = FilterSet::new(filters);
     for u in unfit {
+        if strict {
+            return Err(CliError::Usage(u.reason));
+        }
         eprintln!("skipping {}", u.reason);
     }
     Ok(set)
@@ -213,10 +225,32 @@ async fn test(
     event: &PathBuf,
     files: &[PathBuf],
     json: bool,
+    max_push_age: u64,
 ) -> Result<(), CliError> {
     let payload = read(event)?;
     let push =
         Push::parse(&payload).map_err(|e| CliError::Usage(format!("{}: {e}", event.display())))?;
+    // The evaluator's first rule: a push older than MAX_PUSH_AGE starts nothing.
+    let now = spigot_aws::now_ms() / 1000;
+    if let Some(at) = push.pushed_at
+        && max_push_age > 0
+        && now.saturating_sub(at) > max_push_age
+    {
+        let why = format!(
+            "too old (pushed {}, more than MAX_PUSH_AGE {max_push_age} s ago): the evaluator starts nothing for it",
+            spigot_core::push::format_rfc3339(at)
+        );
+        if json {
+            println!("{}", json!({"start": false, "why": why}));
+        } else {
+            println!(
+                "push to {}@{}: {why}",
+                spigot_core::text::printable(&push.repository),
+                spigot_core::text::printable(push.branch().unwrap_or(&push.git_ref))
+            );
+        }
+        return Ok(());
+    }
     let set = filters_for(place, &push.repository, files).await?;
     // The evaluator's reasoning: an incomplete push asks the compare API
     // (GITHUB_TOKEN or GITHUB_TOKEN_SECRET_ARN, GITHUB_API_URL, or a GitHub App).

@@ -299,7 +299,12 @@ fn drain_failure(summary: &serde_json::Value, left: Option<u64>) -> Option<Strin
 }
 
 pub async fn off(place: &Where) -> Result<(), CliError> {
-    flip(place, State::Off, false).await.map(|_| ())
+    flip(place, State::Off, false).await?;
+    // By design, and easy to forget during a maintenance window.
+    eprintln!(
+        "note: OFF holds the hooks for the target only; pipeline filters go on starting pipelines (and raising triggers) for pushes"
+    );
+    Ok(())
 }
 
 /// Depth of a queue.

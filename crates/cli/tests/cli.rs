@@ -69,6 +69,10 @@ async fn dev_serves_webhooks_and_on_off_flip_it() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ON -> OFF"));
+    // #32.5: OFF does not stop pipeline starts, and says so.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pipeline filters go on starting pipelines")
+    );
     assert_eq!(status_json(&dir)["state"], "OFF");
     // #20.7: OFF again says so.
     let out = spigot_as(&dir, Principal::Operator)
@@ -389,6 +393,19 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
         .collect();
     assert_eq!(still.len(), 3);
     assert!(!still.contains(&left[2]));
+    // #32.4: a delivery id that is not there is not "fine": exit 1, saying so; nothing moves.
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["dlq", "redrive", "--delivery", "no-such-id", "--local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no dead letter has delivery id no-such-id")
+    );
+    assert_eq!(
+        deliveries(&peek_all(&sdk, stack.get(Resource::DlqUrl)).await).len(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -3112,4 +3129,59 @@ async fn filters_put_leaves_a_stack_owned_filter_alone_unless_forced() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stored(s3).await.get("OwnerStack").is_none());
+}
+
+/// #32.4, #32.5: `filters test` is a CI check that can fail: a broken filter
+/// file exits 2 naming the file and the error (it used to be skipped, exit 0),
+/// and it applies the evaluator's MAX_PUSH_AGE: GitHub's 2019 sample push
+/// starts nothing, saying why. Controls: a good file and `--max-push-age 0`
+/// (no limit) start the pipeline.
+#[test]
+fn filters_test_fails_on_a_broken_filter_and_applies_max_push_age() {
+    let dir = workdir();
+    let push = dir.join("push.json");
+    std::fs::write(&push, fixture("push.json")).unwrap();
+    let good = dir.join("hello.json");
+    std::fs::write(
+        &good,
+        r#"{"Repository": "Codertocat/Hello-World", "Branch": "master", "Pipeline": "hello"}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"Repository": "Codertocat/Hello-World", "Branch": "master", "Pipelin": "hello"}"#,
+    )
+    .unwrap();
+    let run = |filters: &[&PathBuf], age: Option<&str>| {
+        let mut c = spigot(&dir);
+        c.args(["filters", "test", "--event"])
+            .arg(&push)
+            .env_remove("GITHUB_TOKEN")
+            .env_remove("MAX_PUSH_AGE");
+        for f in filters {
+            c.arg("--filter").arg(f);
+        }
+        if let Some(a) = age {
+            c.args(["--max-push-age", a]);
+        }
+        c.output().unwrap()
+    };
+    let broken = run(&[&good, &bad], Some("0"));
+    assert_eq!(broken.status.code(), Some(2));
+    let err = text(&broken).1;
+    assert!(err.contains("bad.json") && err.contains("Pipelin"), "{err}");
+    let old = run(&[&good], None);
+    assert!(old.status.success());
+    let out = text(&old).0;
+    assert!(
+        out.contains("too old (pushed 2019-05-15T15:20:57Z") && !out.contains("START"),
+        "{out}"
+    );
+    let unlimited = run(&[&good], Some("0"));
+    assert!(
+        text(&unlimited).0.contains("START hello"),
+        "{}",
+        text(&unlimited).0
+    );
 }

@@ -32,6 +32,13 @@ pub struct ReconcileArgs {
 
 /// `90m`, `2h`, `3d`, `600s` or plain seconds, at most 3 days.
 fn parse_since(text: &str) -> Result<u64, String> {
+    // A bare number is ambiguous (2 what?): a unit is asked for.
+    if !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text:?} has no unit: give one, e.g. {t}m, {t}h or {t}d",
+            t = text.trim()
+        ));
+    }
     let secs = spigot_core::duration::parse(text)?.as_secs();
     if secs == 0 || secs > MAX_WINDOW_SECS {
         return Err(format!(
@@ -83,6 +90,22 @@ pub async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliError> {
     .await;
     bar.finish_and_clear();
     let report = report.map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    // Nothing could be read: nothing reassuring is printed, only why.
+    if !args.json && report.hook_errors.len() == options.hooks.len() {
+        let github = std::env::var("GITHUB_API_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "https://api.github.com".into());
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "no hook's deliveries could be read from {github} ({}); check the network and GITHUB_API_URL, then run it again",
+            report
+                .hook_errors
+                .iter()
+                .map(|e| e.replace(&github, "the API"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
     if args.json {
         println!("{}", json(&report, args.since));
     } else {

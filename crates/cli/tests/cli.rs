@@ -3185,3 +3185,34 @@ fn filters_test_fails_on_a_broken_filter_and_applies_max_push_age() {
         text(&unlimited).0
     );
 }
+
+/// #32.4, #32.10: with GitHub unreachable `spigot reconcile` says nothing
+/// reassuring ("no failed deliveries"), only why, naming the URL once, and
+/// exits 1; `--since 2` without a unit is refused (exit 2), `--since 2h` is
+/// taken (control: it reaches GitHub and fails there the same way).
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_with_github_unreachable_says_why_and_a_bare_since_is_refused() {
+    let dir = workdir();
+    let bucket = bucket(&sdk().await, "reconcile").await;
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let where_ = [
+        "--endpoint",
+        moto(),
+        "--bucket",
+        &bucket,
+        "--stack",
+        "no-such-stack",
+    ];
+    let out = reconcile(&dir, &down, &[&["--since", "2h"][..], &where_[..]].concat());
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stdout.contains("no failed deliveries"), "{stdout}");
+    assert!(
+        stderr.contains("could be read from") && stderr.contains("GITHUB_API_URL"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches(&down).count(), 1, "the URL once: {stderr}");
+    let bare = reconcile(&dir, &down, &["--since", "2"]);
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(text(&bare).1.contains("has no unit"), "{}", text(&bare).1);
+}

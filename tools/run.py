@@ -10,6 +10,7 @@
   the caller's shell, not a `| tee`).
 """
 import argparse
+import json
 import os
 import signal
 import socket
@@ -42,6 +43,20 @@ def fail(message):
     sys.exit(2)
 
 
+def spigot_binary():
+    """Where cargo put `spigot`: $CARGO_TARGET_DIR, else the workspace's own
+    target directory as `cargo metadata` names it, else ./target."""
+    target = os.environ.get("CARGO_TARGET_DIR")
+    if not target:
+        try:
+            out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                                 capture_output=True, text=True, timeout=60)
+            target = json.loads(out.stdout)["target_directory"]
+        except Exception:
+            target = "target"
+    return os.path.join(target, "debug", "spigot")
+
+
 def stop():
     try:
         pid = int(open(PID_FILE).read())
@@ -61,7 +76,7 @@ def main():
     p.add_argument("--moto-port", type=int, default=5000)
     p.add_argument("--listen-port", type=int, default=3000)
     p.add_argument("--sink-port", type=int, default=3001)
-    p.add_argument("--spigot", default="./target/debug/spigot")
+    p.add_argument("--spigot", default=None)
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--stop", action="store_true")
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -69,6 +84,11 @@ def main():
     if a.stop:
         return stop()
     extra = [x for x in a.args if x != "--"]
+    # Checked before anything starts: a missing binary never leaves moto behind.
+    a.spigot = a.spigot or spigot_binary()
+    if not os.access(a.spigot, os.X_OK):
+        fail(f"no spigot binary at {a.spigot}; build it with `cargo build -p spigot-cli` "
+             f"(CARGO_TARGET_DIR, when set, says where cargo puts it)")
     # `make run ARGS="--listen 127.0.0.1:3010 --sink 127.0.0.1:3011"` moves them.
     for flag, attr in [("--listen", "listen_port"), ("--sink", "sink_port")]:
         for i, x in enumerate(extra):
@@ -111,7 +131,13 @@ def main():
         args += ["--listen", f"127.0.0.1:{a.listen_port}"]
     if not any(x.startswith("--sink") for x in extra):
         args += ["--sink", f"127.0.0.1:{a.sink_port}"]
-    os.execv(a.spigot, args + extra)
+    try:
+        os.execv(a.spigot, args + extra)
+    except OSError as e:
+        if not moto_up:
+            os.killpg(moto.pid, signal.SIGTERM)
+            os.remove(PID_FILE)
+        fail(f"cannot start {a.spigot}: {e}; moto was stopped again")
 
 
 main()

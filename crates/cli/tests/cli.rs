@@ -3216,3 +3216,39 @@ async fn reconcile_with_github_unreachable_says_why_and_a_bare_since_is_refused(
     assert_eq!(bare.status.code(), Some(2));
     assert!(text(&bare).1.contains("has no unit"), "{}", text(&bare).1);
 }
+
+/// #32.1: `make run` finds spigot where cargo put it (CARGO_TARGET_DIR), and
+/// with no binary there it says so before anything starts: no traceback, no
+/// moto left behind. Control: the same call without the override starts
+/// nothing either way we cannot see here, so the positive control is the
+/// README transcript test, which runs `spigot dev` from the real build.
+#[test]
+fn make_run_looks_for_spigot_in_cargo_target_dir_and_leaves_nothing_behind() {
+    let dir = workdir();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let elsewhere = dir.join("elsewhere");
+    let moto_port = free_port();
+    let out = std::process::Command::new(python())
+        .current_dir(root)
+        .arg("tools/run.py")
+        .args(["--moto-port", &moto_port.to_string()])
+        .args(["--listen-port", &free_port().to_string()])
+        .args(["--sink-port", &free_port().to_string()])
+        .env("CARGO_TARGET_DIR", &elsewhere)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("Traceback"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no spigot binary at {}",
+            elsewhere.join("debug/spigot").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", moto_port)).is_err(),
+        "no moto was started"
+    );
+}

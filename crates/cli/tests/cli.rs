@@ -3252,3 +3252,26 @@ fn make_run_looks_for_spigot_in_cargo_target_dir_and_leaves_nothing_behind() {
         "no moto was started"
     );
 }
+
+/// #32.6: `spigot dev --endpoint` with nothing listening says so within a
+/// few seconds (it took 1 min 48 s), naming the endpoint and what to start.
+#[test]
+fn dev_with_nothing_at_its_endpoint_says_so_within_seconds() {
+    let dir = workdir();
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let start = Instant::now();
+    let out = spigot(&dir)
+        .args(["dev", "--endpoint", &endpoint])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--sink", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("nothing answers at {endpoint}")) && stderr.contains("make run"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}

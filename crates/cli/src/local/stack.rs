@@ -15,6 +15,21 @@ pub async fn provision_with_retry(
     endpoint: &str,
     name: &str,
 ) -> Result<LocalStack, CliError> {
+    // Nothing listening at all is said within seconds (a moto just started
+    // by `make run` listens at once), not after a minute of SDK retries.
+    let mut listening = false;
+    for _ in 0..20 {
+        if listens(endpoint).await {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !listening {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "nothing answers at {endpoint}: start moto there (`make run` starts one and keeps it) or pass --endpoint"
+        )));
+    }
     let mut last = None;
     for _ in 0..60 {
         match spigot_aws::local::provision(sdk, endpoint, name).await {
@@ -33,6 +48,33 @@ pub async fn provision_with_retry(
     Err(CliError::Failed(anyhow::anyhow!(
         last.expect("tried at least once")
     )))
+}
+
+/// True when something accepts a TCP connection at `endpoint`'s host and port.
+async fn listens(endpoint: &str) -> bool {
+    let hostport = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let hostport = if hostport.contains(':') {
+        hostport
+    } else if endpoint.starts_with("https") {
+        format!("{hostport}:443")
+    } else {
+        format!("{hostport}:80")
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(hostport)
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
 /// The HTTP status of an endpoint that answers but has no moto API; `None` when it is moto or does not answer.

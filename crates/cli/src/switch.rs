@@ -294,6 +294,20 @@ fn drain_failure(summary: &serde_json::Value, left: Option<u64>) -> Option<Strin
         Some("BufferError") => Some(format!(
             "the drain stopped: the buffer could not be read{waiting}"
         )),
+        // Hooks left behind after failed attempts: not "fine".
+        _ if left.is_some_and(|n| n > 0) && summary["retried"].as_u64().unwrap_or(0) > 0 => {
+            Some(format!(
+                "{} failed and wait{} in backoff{}; the next attempt is in about {} s (the drainer retries on its schedule, or run this again then)",
+                hooks(summary["retried"].as_u64().unwrap_or(0)),
+                if summary["retried"].as_u64() == Some(1) {
+                    "s"
+                } else {
+                    ""
+                },
+                waiting,
+                summary["next_retry_secs"].as_u64().unwrap_or(0)
+            ))
+        }
         _ => None,
     }
 }

@@ -3275,3 +3275,56 @@ fn dev_with_nothing_at_its_endpoint_says_so_within_seconds() {
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
 }
+
+/// #32.3, #32.4: a hook that fails retryably during `spigot on --local
+/// --drain` is logged with its GitHub delivery id and repository (not only
+/// the SQS message id), and the drain exits 1 saying the hook waits in
+/// backoff and when its next attempt is. Control: with the target answering,
+/// the same command drains it and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retryable_failure_is_logged_by_delivery_and_the_drain_says_when_it_retries() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 1, &["octo-org/a"], "OFF").await;
+    let delivery = ledger.sent[0].0.clone();
+    // The health probe is fine; the delivery itself fails with a 500.
+    target.set_rule(|_, _| Some(500));
+    let out = spigot_as(&dir, Principal::OperatorDraining)
+        .args(["on", "--local", "--drain"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stderr.contains("retryable failure; backing off")
+            && stderr.contains(&format!("delivery={delivery}"))
+            && stderr.contains("repository=octo-org/a"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("backoff") && stderr.contains("next attempt"),
+        "{stderr}"
+    );
+    target.set_rule(|_, _| None);
+    // The backoff hides the hook for a while: wait it out, then drain.
+    let mut drained = false;
+    for _ in 0..40 {
+        let out = spigot_as(&dir, Principal::OperatorDraining)
+            .args(["on", "--local", "--drain"])
+            .output()
+            .unwrap();
+        if out.status.success() && text(&out).0.contains("drained 1 hook") {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(drained, "the control drain delivered it");
+}

@@ -258,6 +258,24 @@ impl Envelope {
         serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 
+    /// The delivery id and repository of an encoded envelope, for log lines
+    /// (the body is skipped, not decoded); empty when the text is no envelope.
+    pub fn ids(text: &str) -> (String, String) {
+        #[derive(Deserialize)]
+        struct Ids {
+            delivery: String,
+            #[serde(default)]
+            repository: Option<String>,
+        }
+        match serde_json::from_str::<Ids>(text) {
+            Ok(ids) => (
+                crate::text::printable(&ids.delivery),
+                crate::text::printable(&ids.repository.unwrap_or_default()),
+            ),
+            Err(_) => (String::new(), String::new()),
+        }
+    }
+
     /// The inline body bytes, or `None` for a claim-check.
     pub fn inline_body(&self) -> Result<Option<Vec<u8>>, EnvelopeError> {
         match &self.body {

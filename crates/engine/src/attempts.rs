@@ -121,7 +121,7 @@ pub async fn prior<P: PayloadStore>(store: Option<&P>, m: &Received) -> Prior {
         Err(e) if e.kind == PortErrorKind::Denied => {
             // Receives are not attempts: counting them would dead-letter the
             // hooks held behind a stuck head on their first failure, out of order.
-            tracing::error!(message = %m.message_id, error = %e, "S3 refused to read the attempt count (403: the role needs s3:GetObject on attempts/* and s3:ListBucket for prefix attempts/); counting from 0, not from the receive count");
+            tracing::error!(delivery = %Envelope::ids(&m.body).0, message = %m.message_id, error = %e, "S3 refused to read the attempt count (403: the role needs s3:GetObject on attempts/* and s3:ListBucket for prefix attempts/); counting from 0, not from the receive count");
             Prior {
                 attempts: 0,
                 denied: true,
@@ -129,7 +129,7 @@ pub async fn prior<P: PayloadStore>(store: Option<&P>, m: &Received) -> Prior {
             }
         }
         Err(e) => {
-            tracing::warn!(message = %m.message_id, error = %e, "cannot read the attempt count; using the receive count");
+            tracing::warn!(delivery = %Envelope::ids(&m.body).0, message = %m.message_id, error = %e, "cannot read the attempt count; using the receive count");
             counted(fallback)
         }
     }
@@ -143,7 +143,7 @@ pub async fn record<P: PayloadStore>(store: Option<&P>, m: &Received, record: &R
     let bytes =
         serde_json::to_vec(record).unwrap_or_else(|_| record.attempts.to_string().into_bytes());
     if let Err(e) = store.put(&key(m), bytes).await {
-        tracing::warn!(message = %m.message_id, error = %e, "cannot record the attempt count");
+        tracing::warn!(delivery = %Envelope::ids(&m.body).0, message = %m.message_id, error = %e, "cannot record the attempt count");
     }
 }
 
@@ -152,7 +152,7 @@ pub async fn clear<P: PayloadStore>(store: Option<&P>, m: &Received) {
     if let Some(store) = store
         && let Err(e) = store.delete(&key(m)).await
     {
-        tracing::warn!(message = %m.message_id, error = %e, "cannot delete the attempt count (the bucket lifecycle will)");
+        tracing::warn!(delivery = %Envelope::ids(&m.body).0, message = %m.message_id, error = %e, "cannot delete the attempt count (the bucket lifecycle will)");
     }
 }
 

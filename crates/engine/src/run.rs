@@ -61,6 +61,8 @@ pub struct Counters {
     pub coalesced: AtomicU64,
     /// Milliseconds since the epoch of the last delivery.
     pub last_delivery_ms: AtomicU64,
+    /// The shortest backoff given this run, in seconds, plus one (0: none).
+    pub next_retry: AtomicU64,
 }
 
 /// The outcome of a run.
@@ -95,6 +97,9 @@ pub struct Summary {
     /// The state the run left the spigot in, when it changed it (DRAINING -> ON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switched_to: Option<&'static str>,
+    /// Seconds until the first hook backed off in this run is attempted again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_retry_secs: Option<u64>,
 }
 
 impl Summary {
@@ -113,6 +118,7 @@ impl Summary {
             stop: None,
             skipped: Some(why),
             switched_to: None,
+            next_retry_secs: None,
         }
     }
 }
@@ -133,6 +139,10 @@ impl Counters {
             stop,
             skipped: None,
             switched_to: None,
+            next_retry_secs: match self.next_retry.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(n - 1),
+            },
         }
     }
 }
@@ -408,7 +418,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
             let prior = prior.attempts;
             if let Some(newer) = self.superseded(&m, rest.peek()) {
-                tracing::info!(message = %m.message_id, superseded_by = %newer, "coalesced: a newer push to the same branch follows");
+                let (delivery, repository) = Envelope::ids(&m.body);
+                tracing::info!(%delivery, %repository, message = %m.message_id, superseded_by = %newer, "coalesced: a newer push to the same branch follows");
                 run.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                 if prior > 0 {
                     attempts::clear(self.payloads.as_ref(), &m).await;
@@ -511,8 +522,15 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             .config
             .policy
             .backoff(attempt, &m.message_id, retry_after);
-        tracing::warn!(message = %m.message_id, %reason, attempt, wait, "retryable failure; backing off");
+        tracing::warn!(delivery = %failed.delivery, repository = %failed.repository, message = %m.message_id, %reason, attempt, wait, "retryable failure; backing off");
         run.counters.retried.fetch_add(1, Ordering::Relaxed);
+        let soonest = u64::from(wait.max(0).unsigned_abs()).saturating_add(1);
+        let _ = run
+            .counters
+            .next_retry
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n == 0 || soonest < n).then_some(soonest)
+            });
         let _ = self.buffer.set_visibility(&m.receipt, wait).await;
         for later in held {
             run.counters.held.fetch_add(1, Ordering::Relaxed);
@@ -528,7 +546,8 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         for m in msgs {
             run.counters.released.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.buffer.set_visibility(&m.receipt, 0).await {
-                tracing::warn!(message = %m.message_id, error = %e, "cannot release; it returns after the visibility timeout");
+                let (delivery, repository) = Envelope::ids(&m.body);
+                tracing::warn!(%delivery, %repository, message = %m.message_id, error = %e, "cannot release; it returns after the visibility timeout");
             }
         }
     }
@@ -674,7 +693,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             Err(e) => {
                 // Not deleted: it stays in the buffer, backed off like a retryable failure,
                 // and the rest of its group waits behind it (nothing overtakes it).
-                tracing::error!(%id, error = %e, "cannot dead-letter; backing off");
+                tracing::error!(delivery = %id, error = %e, "cannot dead-letter; backing off");
                 Step::Retry {
                     reason: format!("cannot dead-letter: {e}"),
                     retry_after: None,

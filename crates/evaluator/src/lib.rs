@@ -507,6 +507,7 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
                 push.repository,
                 push.branch().unwrap_or_default(),
             ),
+            delivery: hook.delivery.clone(),
         };
         match self.pipelines.start(&start).await {
             Ok(_) if self.pipelines.dry_run() => {

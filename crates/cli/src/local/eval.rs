@@ -23,7 +23,10 @@ impl Pipelines for DevPipelines {
     async fn start(&self, start: &Start) -> Result<String, StartError> {
         match self {
             DevPipelines::Print => {
-                println!("would start {} for {}", start.pipeline, start.reason);
+                println!(
+                    "would start {} for {}, delivery {}",
+                    start.pipeline, start.reason, start.delivery
+                );
                 Ok("dry-run".into())
             }
             DevPipelines::Real(p) => p.start(start).await,

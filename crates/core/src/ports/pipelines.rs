@@ -11,6 +11,8 @@ pub struct Start {
     pub source: Option<(String, String)>,
     /// Why it starts, for logs: `owner/repo@branch (reason)`.
     pub reason: String,
+    /// The GitHub delivery that asked, for logs.
+    pub delivery: String,
 }
 
 /// Why a start failed.

@@ -79,9 +79,15 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
         Duration::from_millis(args.timeout_ms),
     )
     .context("cannot build the target client")?;
+    // --once exits as soon as the buffer is empty: short polls, not 20 s ones.
+    let poll_wait = if args.once {
+        args.poll_wait.min(1)
+    } else {
+        args.poll_wait
+    };
     let mut config = EngineConfig::relay(
         usize::from(args.concurrency),
-        args.poll_wait,
+        poll_wait,
         args.once,
         args.max_attempts,
     );
@@ -141,12 +147,36 @@ pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
     }
     let stop = stop_on_signals();
     eprintln!("spigot relay: {} -> {}", shared.buffer_url, args.to);
-    pull(&switch, &engine, &shared.counters, args.once, &stop).await;
+    let paused = pull(&switch, &engine, &shared.counters, args.once, &stop).await;
     let s = shared.counters.summary(None);
     eprintln!(
         "spigot relay stopped: {} delivered, {} retried, {} dead-lettered, {} released",
         s.delivered, s.retried, s.dead_lettered, s.released
     );
+    if args.once {
+        // "Deliver what is buffered now": hooks left behind are not "fine".
+        let left = crate::switch::depth(&shared.resolved, &shared.buffer_url)
+            .await
+            .map(|d| d.visible + d.in_flight)
+            .unwrap_or(0);
+        if left > 0 {
+            let why = match paused {
+                Some(Skipped::Off) => "the spigot is OFF".to_string(),
+                Some(Skipped::TargetDown) => format!("the target {} is down", args.to),
+                Some(other) => other.to_string(),
+                None if s.retried > 0 => format!(
+                    "{} failed and wait in backoff (next attempt in about {} s)",
+                    crate::switch::hooks(s.retried),
+                    s.next_retry_secs.unwrap_or(0)
+                ),
+                None => "they are held by another consumer or not yet visible".to_string(),
+            };
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "{} still in the buffer: {why}",
+                crate::switch::hooks(left)
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -159,7 +189,8 @@ pub async fn pull<B, P, T, S>(
     counters: &Counters,
     once: bool,
     stop: &Arc<AtomicBool>,
-) where
+) -> Option<Skipped>
+where
     B: spigot_core::ports::Buffer,
     P: spigot_core::ports::PayloadStore,
     T: Target,
@@ -179,7 +210,7 @@ pub async fn pull<B, P, T, S>(
                 }
             }
             if once && matches!(skipped, Skipped::Off | Skipped::TargetDown) {
-                break;
+                return Some(skipped);
             }
             let seconds = if skipped == Skipped::TargetDown { 2 } else { 5 };
             pause(stop, Duration::from_secs(seconds)).await;
@@ -199,6 +230,7 @@ pub async fn pull<B, P, T, S>(
             _ => {}
         }
     }
+    None
 }
 
 async fn metrics(shared: Arc<Shared>) -> String {

@@ -3328,3 +3328,50 @@ async fn a_retryable_failure_is_logged_by_delivery_and_the_drain_says_when_it_re
     }
     assert!(drained, "the control drain delivered it");
 }
+
+/// #32.4, #32.6: `spigot relay --once` against a down target exits 1 saying
+/// what waits and why (it exited 0 with the hook still buffered); on an empty
+/// buffer it exits 0 within seconds, without `--poll-wait` (it took 20-40 s).
+/// Control: the target back, the same command delivers the hook and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_once_says_what_it_left_and_exits_soon_on_an_empty_buffer() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let relay = |dir: &PathBuf| {
+        spigot_as(dir, Principal::Relay)
+            .args([
+                "relay",
+                "--to",
+                &target.url,
+                "--local",
+                "--once",
+                "--allow-http",
+            ])
+            .output()
+            .unwrap()
+    };
+    let start = Instant::now();
+    let empty = relay(&dir);
+    assert!(empty.status.success(), "{}", text(&empty).1);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 1, &["octo-org/a"], "OFF").await;
+    target.set_status(503);
+    let down = relay(&dir);
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = text(&down).1;
+    assert!(
+        stderr.contains("1 hook still in the buffer") && stderr.contains("is down"),
+        "{stderr}"
+    );
+    target.set_status(200);
+    let back = relay(&dir);
+    assert!(back.status.success(), "{}", text(&back).1);
+    assert_eq!(target.accepted().len(), 1, "delivered once");
+}

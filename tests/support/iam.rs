@@ -523,6 +523,7 @@ pub fn permission_rows(cfn: &Value) -> std::collections::BTreeSet<(String, Strin
             .with(Resource::EvalDlqUrl, "q/EvalDlq")
             .with(Resource::Bucket, "spigot-config"),
         target: None,
+        webhook_url: None,
     };
     let policies = Policies::new(cfn, &stack)
         .with_parameter("GitHubTokenSecretArn", "github-token-secret")

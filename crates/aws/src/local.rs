@@ -26,6 +26,9 @@ pub struct LocalStack {
     /// Where `spigot dev` delivers hooks (so `spigot on --drain --local` can drain there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Where `spigot dev` takes webhooks (`http://HOST:PORT/webhook`), for `spigot send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 impl LocalStack {
@@ -123,6 +126,7 @@ pub async fn provision(
         endpoint: endpoint.to_string(),
         resources,
         target: None,
+        webhook_url: None,
     })
 }
 

@@ -21,9 +21,10 @@ pub struct SendArgs {
     /// A GitHub payload (sent byte for byte, signed), or an API Gateway event
     /// from events/ (its body and headers sent as they are: a bad signature stays bad).
     file: PathBuf,
-    /// Where to POST it.
-    #[arg(long, default_value = "http://127.0.0.1:3000/webhook")]
-    url: String,
+    /// Where to POST it [default: the local stack's receiver, from
+    /// .spigot/dev.json, else http://127.0.0.1:3000/webhook].
+    #[arg(long)]
+    url: Option<String>,
     /// The webhook secret (for a payload).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     secret: Option<String>,
@@ -36,6 +37,16 @@ pub struct SendArgs {
     /// Send as application/x-www-form-urlencoded (payload=...).
     #[arg(long)]
     form: bool,
+}
+
+/// `--url`, else where the local stack in this directory takes webhooks.
+fn url(args: &SendArgs) -> String {
+    args.url.clone().unwrap_or_else(|| {
+        crate::resources::read_dev_file(std::path::Path::new(crate::resources::DEV_FILE))
+            .ok()
+            .and_then(|s| s.webhook_url)
+            .unwrap_or_else(|| "http://127.0.0.1:3000/webhook".into())
+    })
 }
 
 fn read(file: &PathBuf) -> Result<Vec<u8>, CliError> {
@@ -121,7 +132,7 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
                 args.file.display()
             )));
         }
-        return post(&args.url, headers, body).await;
+        return post(&url(&args), headers, body).await;
     }
     let event = match (&args.event, &parsed) {
         (Some(e), _) => e.clone(),
@@ -164,7 +175,7 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    post(&args.url, headers, body).await
+    post(&url(&args), headers, body).await
 }
 
 /// POSTs and prints the answer: status, delivery id, body.

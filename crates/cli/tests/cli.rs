@@ -3375,3 +3375,24 @@ async fn relay_once_says_what_it_left_and_exits_soon_on_an_empty_buffer() {
     assert!(back.status.success(), "{}", text(&back).1);
     assert_eq!(target.accepted().len(), 1, "delivered once");
 }
+
+/// #32.6: `spigot send` without `--url` posts to the local stack's receiver
+/// wherever `spigot dev` listens (read from .spigot/dev.json), not to :3000.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_finds_the_local_receiver_wherever_dev_listens() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev(&dir, &target.url);
+    assert!(!url.contains(":3000/"), "dev listens elsewhere: {url}");
+    let body = dir.join("push.json");
+    std::fs::write(&body, fixture("push.json")).unwrap();
+    let out = spigot(&dir)
+        .arg("send")
+        .arg(&body)
+        .args(["--secret", SECRET])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.starts_with("200"), "{}", text(&out).0);
+    assert_eq!(target.accepted().len(), 1);
+}

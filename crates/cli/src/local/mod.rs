@@ -97,6 +97,10 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     };
     let mut stack = stack::provision_with_retry(&sdk, &endpoint, &args.name).await?;
     stack.target = Some(target_url.clone());
+    stack.webhook_url = listener
+        .local_addr()
+        .ok()
+        .map(|a| format!("http://{a}/webhook"));
     stack::write(&stack)?;
 
     let timeout = Duration::from_millis(args.forward_timeout_ms);

@@ -53,6 +53,31 @@ pub enum DlqCommand {
         #[arg(long)]
         eval: bool,
     },
+    /// One dead letter whole: why it is there, its headers and its body.
+    #[command(
+        after_help = "Examples:\n  spigot dlq show 72d3162e-cc78-11e3-81ab-4c9367dc0958 --local\n  spigot dlq show 72d3162e-cc78-11e3-81ab-4c9367dc0958 --json > letter.json"
+    )]
+    Show {
+        /// Its delivery id (or SQS message id), as `dlq list` shows it.
+        delivery: String,
+        /// One JSON object (headers, body as text or base64).
+        #[arg(long)]
+        json: bool,
+        /// The evaluation queue's dead letters.
+        #[arg(long)]
+        eval: bool,
+    },
+    /// Delete one dead letter for good: a poison hook nobody will want again.
+    #[command(
+        after_help = "Example:\n  spigot dlq delete 72d3162e-cc78-11e3-81ab-4c9367dc0958 --local"
+    )]
+    Delete {
+        /// Its delivery id (or SQS message id), as `dlq list` shows it.
+        delivery: String,
+        /// The evaluation queue's dead letters.
+        #[arg(long)]
+        eval: bool,
+    },
     /// Move a blocked repository's head hook (the one the target keeps
     /// refusing) to the dead-letter queue at its next attempt, so the
     /// repository goes on; `spigot status` names them.
@@ -177,15 +202,23 @@ pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
     let sqs = Client::new(&r.sdk);
     // The buffer's dead letters go back to the buffer; the evaluation queue's to it.
     let (from, to) = match cmd {
-        DlqCommand::List { eval: true, .. } | DlqCommand::Redrive { eval: true, .. } => {
-            (Resource::EvalDlqUrl, Resource::EvalUrl)
-        }
+        DlqCommand::List { eval: true, .. }
+        | DlqCommand::Redrive { eval: true, .. }
+        | DlqCommand::Show { eval: true, .. }
+        | DlqCommand::Delete { eval: true, .. } => (Resource::EvalDlqUrl, Resource::EvalUrl),
         _ => (Resource::DlqUrl, Resource::BufferUrl),
     };
     let dlq = r.need(from)?.to_string();
     match cmd {
         DlqCommand::Aside { .. } => Ok(()), // answered above
         DlqCommand::List { json, .. } => list(&sqs, &dlq, json).await,
+        DlqCommand::Show { delivery, json, .. } => {
+            let payloads = r
+                .get(Resource::Bucket)
+                .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b));
+            show(&sqs, &dlq, &delivery, json, payloads.as_ref()).await
+        }
+        DlqCommand::Delete { delivery, .. } => delete(&sqs, &dlq, &delivery).await,
         DlqCommand::Redrive {
             max,
             delivery,
@@ -270,6 +303,130 @@ async fn list(sqs: &Client, dlq: &str, json: bool) -> Result<(), CliError> {
         );
     }
     println!("{} dead letter(s)", rows.len());
+    Ok(())
+}
+
+/// Receives every dead letter and takes out the one with delivery (or
+/// message) id `id`; the others are released at once.
+async fn take_one(sqs: &Client, dlq: &str, id: &str) -> Result<Letter, CliError> {
+    let mut letters = receive_all(sqs, dlq, REDRIVE_LIMIT, LIST_HOLD_SECONDS).await?;
+    let at = letters.iter().position(|l| {
+        l.envelope.as_ref().is_some_and(|e| e.delivery == id)
+            || l.message.message_id.as_deref() == Some(id)
+    });
+    let found = at.map(|i| letters.remove(i));
+    release(sqs, dlq, &letters).await;
+    found.ok_or_else(|| {
+        CliError::Failed(anyhow::anyhow!(
+            "no dead letter has delivery id {id} (see `spigot dlq list`)"
+        ))
+    })
+}
+
+/// `dlq show`: the letter's reason, headers and body; it stays in the queue.
+async fn show(
+    sqs: &Client,
+    dlq: &str,
+    id: &str,
+    json: bool,
+    payloads: Option<&S3Payloads>,
+) -> Result<(), CliError> {
+    let letter = take_one(sqs, dlq, id).await?;
+    release(sqs, dlq, std::slice::from_ref(&letter)).await;
+    let Some(env) = &letter.envelope else {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "dead letter {id} is not an envelope (a poison message): {}",
+            spigot_core::text::printable(letter.message.body.as_deref().unwrap_or(""))
+        )));
+    };
+    let body = match env.inline_body() {
+        Ok(Some(bytes)) => Some(bytes),
+        Ok(None) => match (payloads, env.claim_key()) {
+            (Some(store), Some(key)) => {
+                use spigot_core::ports::PayloadStore;
+                store.get(key).await.ok()
+            }
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    if json {
+        use base64::Engine as _;
+        let body_json = match &body {
+            Some(b) => match std::str::from_utf8(b) {
+                Ok(t) => json!({"text": t}),
+                Err(_) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)}),
+            },
+            None => json!(null),
+        };
+        println!(
+            "{}",
+            json!({
+                "delivery": env.delivery, "event": env.event, "repository": env.repository,
+                "reason": letter.reason(), "attempts": env.attempts,
+                "received": spigot_core::push::format_rfc3339(env.received_at_ms / 1000),
+                "headers": env.headers, "body": body_json,
+            })
+        );
+        return Ok(());
+    }
+    // Everything here came from outside: printed without control characters.
+    let p = spigot_core::text::printable;
+    println!("delivery    {}", p(&env.delivery));
+    println!("event       {}", p(&env.event));
+    println!(
+        "repository  {}",
+        p(env.repository.as_deref().unwrap_or("-"))
+    );
+    println!(
+        "received    {}",
+        spigot_core::push::format_rfc3339(env.received_at_ms / 1000)
+    );
+    println!("attempts    {}", env.attempts);
+    println!("reason      {}", p(&letter.reason()));
+    println!();
+    for (k, v) in &env.headers {
+        println!("{}: {}", p(k), p(v));
+    }
+    println!();
+    match body {
+        Some(b) => {
+            for line in String::from_utf8_lossy(&b).lines() {
+                println!("{}", p(line));
+            }
+        }
+        None => println!(
+            "(the body is not readable here: {})",
+            env.claim_key()
+                .map(|k| format!("claim-checked at {k}, and the bucket could not be read"))
+                .unwrap_or_else(|| "it does not decode".into())
+        ),
+    }
+    Ok(())
+}
+
+/// `dlq delete`: the letter is removed for good.
+async fn delete(sqs: &Client, dlq: &str, id: &str) -> Result<(), CliError> {
+    let letter = take_one(sqs, dlq, id).await?;
+    sqs.delete_message()
+        .queue_url(dlq)
+        .receipt_handle(letter.message.receipt_handle.clone().unwrap_or_default())
+        .send()
+        .await
+        .with_context(|| format!("cannot delete dead letter {id}"))?;
+    let e = letter.envelope.as_ref();
+    println!(
+        "deleted dead letter {} ({}, {}); it cannot be redriven now{}",
+        spigot_core::text::printable(id),
+        e.map_or("-".into(), |e| e.event.clone()),
+        e.and_then(|e| e.repository.clone())
+            .unwrap_or_else(|| "-".into()),
+        if e.is_some_and(|e| e.claim_key().is_some()) {
+            "; its claim-checked body expires with the bucket's lifecycle rule"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

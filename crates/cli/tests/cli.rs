@@ -3396,3 +3396,69 @@ async fn send_finds_the_local_receiver_wherever_dev_listens() {
     assert!(text(&out).0.starts_with("200"), "{}", text(&out).0);
     assert_eq!(target.accepted().len(), 1);
 }
+
+/// #32.8: `dlq show ID` prints one dead letter whole (reason, headers, body)
+/// and leaves it there; `dlq delete ID` removes that one for good and no
+/// other; an id that is not there exits 1 for both. Under OperatorPolicy.
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_show_and_delete_one_letter_by_its_delivery_id() {
+    let dir = workdir();
+    let (sdk, stack) = local_stack(&dir, None).await;
+    let ids = dead_letters(&sdk, stack.get(Resource::DlqUrl), 3).await;
+    let op = |args: &[&str]| {
+        spigot_as(&dir, Principal::Operator)
+            .arg("dlq")
+            .args(args)
+            .arg("--local")
+            .output()
+            .unwrap()
+    };
+    let shown = op(&["show", &ids[1]]);
+    assert!(shown.status.success(), "{}", text(&shown).1);
+    let out = text(&shown).0;
+    assert!(
+        out.contains(&ids[1]) && out.contains("target answered 404"),
+        "{out}"
+    );
+    assert!(
+        out.contains("x-github-event: push") && out.contains("\"ref\""),
+        "{out}"
+    );
+    let as_json: serde_json::Value =
+        serde_json::from_slice(&op(&["show", &ids[1], "--json"]).stdout).unwrap();
+    assert_eq!(as_json["delivery"], ids[1].as_str());
+    assert!(
+        as_json["body"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("octo-org/x")
+    );
+    assert_eq!(
+        deliveries(&peek_all(&sdk, stack.get(Resource::DlqUrl)).await).len(),
+        3,
+        "show keeps it"
+    );
+    let deleted = op(&["delete", &ids[1]]);
+    assert!(deleted.status.success(), "{}", text(&deleted).1);
+    assert!(
+        text(&deleted)
+            .0
+            .contains(&format!("deleted dead letter {}", ids[1]))
+    );
+    let left = deliveries(&peek_all(&sdk, stack.get(Resource::DlqUrl)).await);
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&ids[1]) && left.contains(&ids[0]) && left.contains(&ids[2]));
+    for cmd in ["show", "delete"] {
+        let missing = op(&[cmd, "no-such-id"]);
+        assert_eq!(missing.status.code(), Some(1), "{cmd}");
+        assert!(
+            text(&missing)
+                .1
+                .contains("no dead letter has delivery id no-such-id")
+        );
+    }
+    assert_eq!(
+        deliveries(&peek_all(&sdk, stack.get(Resource::DlqUrl)).await).len(),
+        2
+    );
+}

@@ -369,7 +369,8 @@ pub async fn run(sdk: &SdkConfig, bucket: &str, args: AgentArgs) -> Result<(), A
     let failed = agent.follow(&args, &stop).await?;
     if args.once && failed > 0 {
         return Err(AgentError::Failed(anyhow::anyhow!(
-            "{failed} of the requests handled failed (see their receipts)"
+            "{failed} of the requests handled failed (see `spigot trigger receipts {}`)",
+            args.trigger.as_deref().unwrap_or_default()
         )));
     }
     Ok(())

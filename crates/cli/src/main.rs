@@ -99,7 +99,7 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Raise a pull-deployment trigger; with --wait, wait for the agents' receipts.
     #[command(
-        after_help = "Examples:\n  spigot trigger web-prod --data VERSION=1.4.2 --wait --stack spigot\n  spigot trigger web-prod --wait --agents 3 --timeout 30m --json"
+        after_help = "Examples:\n  spigot trigger web-prod --data VERSION=1.4.2 --wait --stack spigot\n  spigot trigger web-prod --wait --agents 3 --timeout 30m --json\n  spigot trigger receipts web-prod --request 7"
     )]
     Trigger(trigger::TriggerArgs),
     /// Follow a trigger (or GitHub pushes) and run a deployment script for each request (runs until stopped).

@@ -16,8 +16,16 @@ use crate::resources::Where;
 
 #[derive(clap::Args)]
 pub struct TriggerArgs {
-    /// The trigger (agents follow it with `spigot agent --trigger NAME`).
+    /// The trigger (agents follow it with `spigot-agent --trigger NAME`); or
+    /// `receipts`, followed by a trigger, to read the receipts of its newest
+    /// request (`--request N`: of request N) without raising anything.
     name: String,
+    /// The trigger whose receipts to read (after `receipts`).
+    #[arg(hide = true)]
+    receipts_of: Option<String>,
+    /// With `receipts`: the request [default: the newest].
+    #[arg(long)]
+    request: Option<u64>,
     /// Data for the steps, as environment variables: KEY=VALUE, repeatable.
     #[arg(long = "data", value_name = "KEY=VALUE")]
     data: Vec<String>,
@@ -49,6 +57,63 @@ pub struct TriggerArgs {
     json: bool,
 }
 
+/// `spigot trigger receipts NAME`: what each agent said about one request.
+async fn receipts(
+    place: &Where,
+    name: &str,
+    request: Option<u64>,
+    json: bool,
+) -> Result<(), CliError> {
+    trigger::check_name("trigger", name).map_err(|e| CliError::Usage(e.to_string()))?;
+    let r = place.resolve().await?;
+    let store = S3Triggers::new(spigot_aws::s3_client(&r.sdk), r.need(Resource::Bucket)?);
+    let failed = |e: trigger::TriggerError| CliError::Failed(e.into());
+    let sequence = match request {
+        Some(n) => n,
+        None => match trigger::head(&store, name).await.map_err(failed)? {
+            Some((head, _)) => head.sequence,
+            None => {
+                return Err(CliError::Failed(anyhow::anyhow!(
+                    "trigger {name} was never raised"
+                )));
+            }
+        },
+    };
+    let found = trigger::receipts(&store, name, sequence)
+        .await
+        .map_err(failed)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&found.values().collect::<Vec<_>>()).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    match trigger::request(&store, name, sequence)
+        .await
+        .map_err(failed)?
+    {
+        Some(Ok(req)) => println!(
+            "{name} #{sequence}, raised {} by {}",
+            req.raised_at,
+            spigot_core::text::printable(&req.by)
+        ),
+        Some(Err(why)) => println!("{name} #{sequence}: unreadable ({why})"),
+        None => {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "trigger {name} has no request {sequence}"
+            )));
+        }
+    }
+    if found.is_empty() {
+        println!("no receipt yet");
+    }
+    for receipt in found.values() {
+        print_receipt(receipt);
+    }
+    Ok(())
+}
+
 /// Who is asking: the caller's AWS identity, else the user's name.
 pub async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
     let sts = aws_sdk_sts::Client::new(sdk);
@@ -64,6 +129,14 @@ pub async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
 }
 
 pub async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError> {
+    if let (true, Some(of)) = (args.name == "receipts", &args.receipts_of) {
+        return receipts(place, of, args.request, args.json).await;
+    }
+    if let Some(extra) = &args.receipts_of {
+        return Err(CliError::Usage(format!(
+            "unexpected {extra:?}: give one trigger, or `spigot trigger receipts NAME` to read receipts"
+        )));
+    }
     trigger::check_name("trigger", &args.name).map_err(|e| CliError::Usage(e.to_string()))?;
     let data = trigger::parse_data(args.data.iter().map(String::as_str))
         .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -310,7 +383,7 @@ async fn raise_over_https(
         &spigot_aws::random_id(),
         &body,
     );
-    let target = format!("{}/{}", url.trim_end_matches('/'), args.name);
+    let target = format!("{}/{}", url.trim_end_matches('/'), &args.name);
     let resp = spigot_aws::tls::http_client()
         .timeout(Duration::from_secs(15))
         .build()
@@ -335,7 +408,7 @@ async fn raise_over_https(
     } else {
         println!(
             "raised {} #{} (over {target})",
-            args.name,
+            &args.name,
             answer["sequence"].as_u64().unwrap_or(0)
         );
     }

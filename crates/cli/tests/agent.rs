@@ -1215,3 +1215,40 @@ async fn a_run_whose_receipt_could_not_be_written_is_not_run_again() {
     let r = receipt(&dir, &bucket, "web", 1, "host-a").await.unwrap();
     assert_eq!((r.status, r.attempt), (Status::Done, 1));
 }
+
+/// #32.8: `spigot trigger receipts NAME [--request N]` reads what the agents
+/// said (the agent's failure points to it); a trigger never raised exits 1.
+/// A trigger is still raised by name beside the subcommand.
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_receipts_reads_what_each_agent_said() {
+    let (_dev, dir, _bucket) = stack().await;
+    let script = write_script(&dir, "fail.yaml", "steps:\n  - shell: exit 3\n");
+    let raised = trigger(&dir, &["web"]);
+    assert!(raised.status.success(), "{:?}", text(&raised));
+    let run = agent_once(&dir, "web", "host-a", &script, "state");
+    assert!(!run.status.success());
+    assert!(
+        text(&run).1.contains("see `spigot trigger receipts web`"),
+        "{}",
+        text(&run).1
+    );
+    let out = trigger(&dir, &["receipts", "web"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let stdout = text(&out).0;
+    assert!(
+        stdout.contains("web #1, raised")
+            && stdout.contains("host-a: failed at step 1 (shell), exit code 3"),
+        "{stdout}"
+    );
+    let json = trigger(&dir, &["receipts", "web", "--request", "1", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    assert_eq!(all[0]["agent"], "host-a");
+    let never = trigger(&dir, &["receipts", "never-raised"]);
+    assert_eq!(never.status.code(), Some(1));
+    assert!(
+        text(&never).1.contains("never raised"),
+        "{}",
+        text(&never).1
+    );
+}

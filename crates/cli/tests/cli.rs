@@ -3462,3 +3462,48 @@ async fn dlq_show_and_delete_one_letter_by_its_delivery_id() {
         2
     );
 }
+
+/// #32.7: `spigot dev --delivery-mode pull` buffers every hook (202, even ON)
+/// and runs no drainer, so `spigot relay` can be tried as deployed: the hook
+/// waits until the relay delivers it. Control: the relay's delivery.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_in_pull_mode_buffers_everything_for_the_relay() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, url) = start_dev_with(
+        &dir,
+        &target.url,
+        &unique("dev"),
+        moto(),
+        &["--delivery-mode", "pull"],
+    );
+    let body = fixture("push.json");
+    let sent = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "pull-1")
+        .header("x-hub-signature-256", sign_sha256(SECRET.as_bytes(), &body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status().as_u16(), 202, "buffered, even ON");
+    // More than one drain interval of `spigot dev` (1 s): nothing drained it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(target.accepted().is_empty(), "no drainer runs in pull mode");
+    let relay = spigot_as(&dir, Principal::Relay)
+        .args([
+            "relay",
+            "--to",
+            &target.url,
+            "--local",
+            "--once",
+            "--allow-http",
+        ])
+        .output()
+        .unwrap();
+    assert!(relay.status.success(), "{}", text(&relay).1);
+    assert_eq!(target.accepted().len(), 1);
+    assert_eq!(target.accepted()[0].body, body);
+}

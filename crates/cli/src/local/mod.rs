@@ -52,6 +52,11 @@ pub struct DevArgs {
     /// Run the drainer every this many seconds (0: never).
     #[arg(long, default_value_t = 5)]
     drain_interval: u64,
+    /// `push` (forward, and drain on a timer) or `pull` (buffer every hook and
+    /// run no drainer, as DeliveryMode=pull deploys: try `spigot relay` and
+    /// `spigot-agent` against it).
+    #[arg(long, value_enum, default_value = "push")]
+    delivery_mode: DevMode,
     /// Start pipelines through this CodePipeline endpoint [default: print "would start ..." instead].
     #[arg(long)]
     codepipeline_endpoint: Option<String>,
@@ -69,6 +74,15 @@ pub struct DevArgs {
     /// URL must pass this many seconds in a row (deployed: RESUME_HEALTHY_SECONDS, 30).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
     resume_healthy_seconds: u64,
+}
+
+/// `spigot dev --delivery-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevMode {
+    /// Forward while ON; drain on a timer.
+    Push,
+    /// Buffer everything; nothing drains (a relay pulls).
+    Pull,
 }
 
 pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
@@ -117,6 +131,9 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     settings.claim_check_bytes = args.claim_check_bytes;
     // The receiver's own DRAINING lasts as long as the stage takes to spread here.
     settings.drain_grace_seconds = args.stage_lag_ms.div_ceil(1000) + 1;
+    if args.delivery_mode == DevMode::Pull {
+        settings.delivery_mode = spigot_core::config::DeliveryMode::Pull;
+    }
     let mut receiver = spigot_receiver::build(&sdk, &settings)
         .await
         .context("cannot build the receiver")?;
@@ -125,7 +142,7 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         .await
         .context("cannot build the trigger door")?;
     door.metrics = std::sync::Arc::new(QuietMetrics);
-    if args.drain_interval > 0 {
+    if args.drain_interval > 0 && args.delivery_mode == DevMode::Push {
         // Locally the stage spreads as fast as --stage-lag-ms says.
         let grace = Duration::from_millis(args.stage_lag_ms) + Duration::from_secs(1);
         let resume = Duration::from_secs(args.resume_healthy_seconds);
@@ -149,6 +166,11 @@ pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         stack.get(Resource::ApiId),
         stack.get(Resource::Stage),
     );
+    if args.delivery_mode == DevMode::Pull {
+        eprintln!(
+            "  pull mode: every hook is buffered and nothing drains; deliver with `spigot relay --local --to {target_url} --allow-http`"
+        );
+    }
     let switch = crate::switch::stage_switch(&sdk, &stack);
     let stage = switch.stage().clone();
     server::serve(listener, receiver, door, switch, stage, args.stage_lag_ms).await

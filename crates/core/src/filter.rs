@@ -251,6 +251,23 @@ impl FilterSpec {
                 trigger: None,
             });
         }
+        // Every unknown field at once, each with the field it was probably meant to be.
+        let unknown: Vec<Problem> = map
+            .keys()
+            .filter(|k| !FIELDS.contains(&k.as_str()))
+            .map(|k| {
+                let hint = closest(k)
+                    .map(|f| format!(" (did you mean {f}?)"))
+                    .unwrap_or_default();
+                Problem::Shape(format!(
+                    "unknown field `{k}`{hint}; a filter has {}",
+                    FIELDS.join(", ")
+                ))
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(FilterError(unknown));
+        }
         serde_json::from_value(Value::Object(map)).map_err(shape)
     }
 
@@ -286,6 +303,46 @@ impl FilterSpec {
     pub fn compile(self) -> Result<Filter, FilterError> {
         Filter::new(self)
     }
+}
+
+/// The fields of a filter object.
+const FIELDS: [&str; 9] = [
+    "Repository",
+    "Branch",
+    "Pipeline",
+    "Trigger",
+    "Include",
+    "Exclude",
+    "Syntax",
+    "SourceAction",
+    "OwnerStack",
+];
+
+/// The field `name` was probably meant to be: the same but for case, or at
+/// most two edits away.
+fn closest(name: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cost = usize::from(ca != *cb);
+                let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+                prev = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    }
+    let lower = name.to_ascii_lowercase();
+    FIELDS
+        .iter()
+        .map(|f| (distance(&lower, &f.to_ascii_lowercase()), *f))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, f)| f)
 }
 
 fn repository_prefix_parts(owner: &str, repo: &str) -> String {

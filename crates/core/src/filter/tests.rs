@@ -531,3 +531,32 @@ fn a_filter_raises_one_trigger_or_starts_one_pipeline() {
     assert_eq!(back, raising.spec);
     assert!(!raising.spec.to_json().contains("Pipeline"));
 }
+
+/// #32.10: every unknown field is reported at once, each with the field it
+/// was probably meant to be.
+#[test]
+fn unknown_fields_are_all_reported_with_a_suggestion() {
+    let err = FilterSpec::from_json(
+        br#"{"repository": "o/r", "Branch": "main", "Pipelin": "p", "Colour": "red"}"#,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.0.len(), 3, "{text}");
+    assert!(
+        text.contains("unknown field `repository` (did you mean Repository?)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unknown field `Pipelin` (did you mean Pipeline?)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unknown field `Colour`; a filter has"),
+        "{text}"
+    );
+    // Control: the same filter spelled right reads.
+    assert!(
+        FilterSpec::from_json(br#"{"Repository": "o/r", "Branch": "main", "Pipeline": "p"}"#)
+            .is_ok()
+    );
+}

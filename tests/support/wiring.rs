@@ -235,6 +235,7 @@ pub fn drainer_as(
         // And at the resume health window (drain.rs) themselves.
         resume: Duration::ZERO,
         steady: Default::default(),
+        stop: None,
     }
 }
 

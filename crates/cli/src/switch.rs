@@ -196,7 +196,7 @@ async fn drain_now(
                     "the local stack names no target; restart `spigot dev` (make run)".into(),
                 )
             })?;
-            let drainer =
+            let mut drainer =
                 // Drain now and report: stragglers after ON are the dev drainer's.
                 crate::local::drainer(
                     &r.sdk,
@@ -208,7 +208,21 @@ async fn drain_now(
                     std::time::Duration::ZERO,
                 )?;
             target = Some(url);
-            serde_json::to_value(drainer.drain(None).await).unwrap_or_default()
+            // Ctrl-C stops it as it stops `spigot relay`: what is under way
+            // finishes and is deleted, the rest goes back, and it says so.
+            drainer.stop = Some(spigot_agent::daemon::stop_on_signals());
+            let summary = drainer.drain(None).await;
+            if drainer.stopped() {
+                watch.abort();
+                bar.finish_and_clear();
+                return Err(CliError::Failed(anyhow::anyhow!(
+                    "interrupted: {} delivered (and deleted), {} released back to the buffer in order, {} retried later; nothing is delivered twice",
+                    hooks(summary.delivered),
+                    hooks(summary.released + summary.held),
+                    hooks(summary.retried)
+                )));
+            }
+            serde_json::to_value(summary).unwrap_or_default()
         }
         None => {
             let function = r.need(Resource::DrainerFunction)?;

@@ -3507,3 +3507,74 @@ async fn dev_in_pull_mode_buffers_everything_for_the_relay() {
     assert_eq!(target.accepted().len(), 1);
     assert_eq!(target.accepted()[0].body, body);
 }
+
+/// #32.2: Ctrl-C during `spigot on --local --drain` stops it as it stops
+/// `spigot relay`: what is under way finishes and is deleted, the rest goes
+/// back to the buffer at once, and it says what it did (exit 1). Before, the
+/// hooks already answered 200 were delivered again a minute later. Ledger:
+/// 8 in (one repository), each delivered exactly once, in order, after a
+/// second drain (the control) finishes the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_a_local_drain_delivers_nothing_twice_and_says_what_it_did() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    spigot_as(&dir, Principal::Operator)
+        .args(["off", "--local"])
+        .assert()
+        .success();
+    let mut ledger = Ledger::default();
+    ledger.send_round_robin(&r, 8, &["octo-org/a"], "OFF").await;
+    target.set_delay_ms(700);
+    let mut drain = spigot_as(&dir, Principal::OperatorDraining)
+        .args(["on", "--local", "--drain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("two deliveries", 30, || target.accepted().len() >= 2).await;
+    Command::new("kill")
+        .args(["-INT", &drain.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while drain.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the drain did not stop after Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = drain.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted:") && stderr.contains("delivered (and deleted)"),
+        "{stderr}"
+    );
+    let at_stop = target.accepted().len();
+    assert!(at_stop < 8, "stopped before the end ({at_stop})");
+    assert_eq!(
+        depth(&sdk, stack.get(Resource::BufferUrl)).await.1,
+        0,
+        "nothing left hidden"
+    );
+    target.set_delay_ms(0);
+    let rest = spigot_as(&dir, Principal::OperatorDraining)
+        .args(["on", "--local", "--drain"])
+        .output()
+        .unwrap();
+    assert!(rest.status.success(), "{}", text(&rest).1);
+    let got: Vec<String> = target
+        .accepted()
+        .iter()
+        .map(|h| {
+            h.header("x-github-delivery")
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let sent: Vec<String> = ledger.sent.iter().map(|(d, _, _)| d.clone()).collect();
+    assert_eq!(got, sent, "each exactly once, in order");
+}

@@ -35,6 +35,10 @@ pub struct Drainer<B, P, T, S> {
     /// target down, or the breaker open. Scheduled runs in one warm
     /// environment wait the window once per resume, not once a run.
     pub steady: std::sync::Mutex<Option<Instant>>,
+    /// Raised to stop (Ctrl-C on `spigot on --local --drain`): no delivery
+    /// starts after it, those under way finish and are deleted, the rest is
+    /// released; `None` in Lambda.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// How often the health probe is asked during the resume window.
@@ -83,6 +87,7 @@ pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsErro
         grace: std::time::Duration::from_secs(settings.drain_grace_seconds),
         resume: std::time::Duration::from_secs(settings.resume_healthy_seconds),
         steady: std::sync::Mutex::new(None),
+        stop: None,
     })
 }
 
@@ -198,6 +203,9 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
         let Some(next) = state.when_drained() else {
             return summary;
         };
+        if self.stopped() {
+            return summary;
+        }
         if summary.stop != Some(Stop::Empty) {
             return summary;
         }
@@ -267,6 +275,14 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
         counters: &Counters,
     ) -> Summary {
         let run = self.engine.run(deadline, cancel, counters);
-        spigot_engine::watched(&self.switch, SWITCH_CHECK_EVERY, cancel, None, run).await
+        let stop = self.stop.as_deref();
+        spigot_engine::watched(&self.switch, SWITCH_CHECK_EVERY, cancel, stop, run).await
+    }
+
+    /// True once the stop flag was raised.
+    pub fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

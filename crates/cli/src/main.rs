@@ -94,7 +94,7 @@ enum Command {
     Relay(relay::RelayArgs),
     /// Ask GitHub to redeliver the hooks that never reached Spigot (GitHub keeps 3 days of deliveries).
     #[command(
-        after_help = "Needs GITHUB_TOKEN (a token with admin:repo_hook or admin:org_hook read) or a GitHub App.\n\nExamples:\n  GITHUB_HOOKS=repo/octo-org/mono/12345 spigot reconcile --dry-run\n  spigot reconcile --since 6h --hooks org/octo-org/678 --stack spigot\n  spigot reconcile --json --local"
+        after_help = "Needs GITHUB_TOKEN (a token with admin:repo_hook or admin:org_hook read) or a GitHub App; GITHUB_API_URL names GitHub Enterprise's API (default https://api.github.com).\n\nExamples:\n  GITHUB_HOOKS=repo/octo-org/mono/12345 spigot reconcile --dry-run\n  spigot reconcile --since 6h --hooks org/octo-org/678 --stack spigot\n  spigot reconcile --json --local"
     )]
     Reconcile(reconcile::ReconcileArgs),
     /// Raise a pull-deployment trigger; with --wait, wait for the agents' receipts.

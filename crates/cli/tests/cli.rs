@@ -3578,3 +3578,36 @@ async fn ctrl_c_during_a_local_drain_delivers_nothing_twice_and_says_what_it_did
     let sent: Vec<String> = ledger.sent.iter().map(|(d, _, _)| d.clone()).collect();
     assert_eq!(got, sent, "each exactly once, in order");
 }
+
+/// #32.10: Ctrl-C on `spigot dev` says what it stopped and what keeps running
+/// (moto, with the stack); the expected public test secret is said, not warned.
+#[test]
+fn ctrl_c_on_dev_says_what_stopped_and_what_keeps_running() {
+    let dir = workdir();
+    let listen = free_port();
+    let err = dir.join("dev.err");
+    let mut child = spigot(&dir)
+        .args(["dev", "--endpoint", moto()])
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--sink", &format!("127.0.0.1:{}", free_port())])
+        .args(["--name", &unique("dev")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    wait_serving(format!("127.0.0.1:{listen}").parse().unwrap());
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let said = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        said.contains("spigot dev stopped") && said.contains("moto keeps running"),
+        "{said}"
+    );
+    assert!(
+        said.contains("public test secret") && !said.contains("WARN"),
+        "{said}"
+    );
+}

@@ -95,6 +95,10 @@ pub async fn serve(
         })
         .await
         .context("the dev server stopped")?;
+    // What stopped, and what did not (make run's moto keeps the stack).
+    eprintln!(
+        "spigot dev stopped: the receiver, sink, drainer and evaluator are down; moto keeps running with the buffer, dead letters, filters and spigot state (`make run` picks them up again, `make stop` ends moto)"
+    );
     Ok(())
 }
 

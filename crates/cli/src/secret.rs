@@ -19,6 +19,12 @@ pub async fn run(place: &Where, cmd: SecretCommand) -> Result<(), CliError> {
     match cmd {
         SecretCommand::Show => {
             let r = place.resolve().await?;
+            if r.local.is_some() && r.get(Resource::WebhookSecret).is_none() {
+                return Err(CliError::Usage(format!(
+                    "the local stack keeps no secret in Secrets Manager: `spigot dev` verifies with its --secret (or WEBHOOK_SECRET), else the public test secret {}",
+                    crate::local::TEST_SECRET
+                )));
+            }
             let arn = r.need(Resource::WebhookSecret)?;
             let secret = spigot_aws::fetch_secret(&r.sdk, arn)
                 .await

@@ -3611,3 +3611,21 @@ fn ctrl_c_on_dev_says_what_stopped_and_what_keeps_running() {
         "{said}"
     );
 }
+
+/// #32.10: `spigot secret show --local` says why there is nothing to show
+/// and what the local stack verifies with, without suggesting `--local`.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_show_local_says_what_the_local_stack_verifies_with() {
+    let dir = workdir();
+    let (_sdk, _stack) = local_stack(&dir, None).await;
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["secret", "show", "--local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out).1;
+    assert!(
+        stderr.contains("spigot-local-test-secret") && !stderr.contains("add --local"),
+        "{stderr}"
+    );
+}

@@ -37,9 +37,20 @@ pub enum FiltersCommand {
     #[command(
         after_help = "Example:\n  spigot filters delete filters/octo-org/mono/main/billing-service.json --local"
     )]
+    #[command(
+        after_help = "Examples:\n  spigot filters delete examples/filters/billing.json --local\n  spigot filters delete --pipeline billing-service --repo octo-org/mono\n  spigot filters delete filters/octo-org/mono/release%2F%2A/web.json"
+    )]
     Delete {
-        /// The key, as `filters list` shows it.
-        key: String,
+        /// The key as `filters list` shows it, or the filter's file (its key is
+        /// computed, percent-encoding and all).
+        #[arg(required_unless_present = "pipeline")]
+        key: Option<String>,
+        /// Delete the filter that starts this pipeline (or `trigger:NAME`).
+        #[arg(long, conflicts_with = "key")]
+        pipeline: Option<String>,
+        /// With --pipeline: only this repository's.
+        #[arg(long, requires = "pipeline")]
+        repo: Option<String>,
     },
     /// Dry run: which filters a push payload matches, and why. Starts nothing.
     #[command(
@@ -78,7 +89,18 @@ pub async fn run(place: &Where, cmd: FiltersCommand) -> Result<(), CliError> {
     match cmd {
         FiltersCommand::List { json } => list(place, json).await,
         FiltersCommand::Put { file, force } => put(place, &file, force).await,
-        FiltersCommand::Delete { key } => delete(place, &key).await,
+        FiltersCommand::Delete {
+            key,
+            pipeline,
+            repo,
+        } => {
+            let key = match (key, pipeline) {
+                (Some(k), _) => key_of(&k)?,
+                (None, Some(p)) => key_by_pipeline(place, &p, repo.as_deref()).await?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            delete(place, &key).await
+        }
         FiltersCommand::Test {
             event,
             filter,
@@ -157,6 +179,50 @@ async fn put(place: &Where, file: &PathBuf, force: bool) -> Result<(), CliError>
         .context("cannot write the filter")?;
     println!("{key}");
     Ok(())
+}
+
+/// A key as given, or the key of the filter in the file at that path.
+fn key_of(given: &str) -> Result<String, CliError> {
+    let path = std::path::Path::new(given);
+    if is_filter_key(given) || !path.is_file() {
+        return Ok(given.to_string());
+    }
+    let bytes = read(&path.to_path_buf())?;
+    FilterSpec::from_json(&bytes)
+        .map(|s| s.key())
+        .map_err(|e| CliError::Usage(format!("{given}: {e}")))
+}
+
+/// The key of the one filter whose pipeline (or `trigger:NAME`) is `pipeline`.
+async fn key_by_pipeline(
+    place: &Where,
+    pipeline: &str,
+    repo: Option<&str>,
+) -> Result<String, CliError> {
+    let all = store(place)
+        .await?
+        .list(PREFIX)
+        .await
+        .context("cannot list filters")?;
+    let keys: Vec<String> = all
+        .iter()
+        .filter_map(|f| Some((f.key.clone(), FilterSpec::from_json(&f.bytes).ok()?)))
+        .filter(|(_, s)| s.action().label() == pipeline)
+        .filter(|(_, s)| repo.is_none_or(|r| s.repository.eq_ignore_ascii_case(r)))
+        .map(|(k, _)| k)
+        .collect();
+    match keys.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(CliError::Failed(anyhow::anyhow!(
+            "no filter starts {pipeline}{}",
+            repo.map(|r| format!(" for {r}")).unwrap_or_default()
+        ))),
+        many => Err(CliError::Usage(format!(
+            "{} filters start {pipeline}: {}; give --repo or the key",
+            many.len(),
+            many.join(", ")
+        ))),
+    }
 }
 
 async fn delete(place: &Where, key: &str) -> Result<(), CliError> {

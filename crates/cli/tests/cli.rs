@@ -3629,3 +3629,55 @@ async fn secret_show_local_says_what_the_local_stack_verifies_with() {
         "{stderr}"
     );
 }
+
+/// #32.10: a filter on a glob branch is deleted by its file or by
+/// `--pipeline`, not only by its percent-encoded key; a pipeline no filter
+/// starts exits 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_delete_by_file_or_pipeline() {
+    let dir = workdir();
+    let (_sdk, _stack) = local_stack(&dir, None).await;
+    let file = dir.join("release.json");
+    std::fs::write(
+        &file,
+        r#"{"Repository": "octo-org/mono", "Branch": "release/*", "Pipeline": "rel"}"#,
+    )
+    .unwrap();
+    let op = |args: &[&str]| {
+        spigot_as(&dir, Principal::Operator)
+            .arg("filters")
+            .args(args)
+            .arg("--local")
+            .output()
+            .unwrap()
+    };
+    let listed = |dir: &PathBuf| {
+        let out = spigot_as(dir, Principal::Operator)
+            .args(["filters", "list", "--local"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("release/*")
+    };
+    let path = file.to_str().unwrap();
+    assert!(op(&["put", path]).status.success());
+    assert!(listed(&dir));
+    let by_file = op(&["delete", path]);
+    assert!(by_file.status.success(), "{}", text(&by_file).1);
+    assert!(
+        text(&by_file).0.contains("release%2F%2A"),
+        "{}",
+        text(&by_file).0
+    );
+    assert!(!listed(&dir));
+    assert!(op(&["put", path]).status.success());
+    let by_pipeline = op(&["delete", "--pipeline", "rel", "--repo", "octo-org/mono"]);
+    assert!(by_pipeline.status.success(), "{}", text(&by_pipeline).1);
+    assert!(!listed(&dir));
+    let none = op(&["delete", "--pipeline", "rel"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        text(&none).1.contains("no filter starts rel"),
+        "{}",
+        text(&none).1
+    );
+}

@@ -20,7 +20,7 @@ pub enum DlqCommand {
     /// List dead letters: delivery, event, repository, reason, age.
     #[command(after_help = "Examples:\n  spigot dlq list --local\n  spigot dlq list --json")]
     List {
-        /// Print JSON lines instead of a table.
+        /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
         /// The evaluation queue's dead letters (pushes the evaluator gave up on).
@@ -278,9 +278,8 @@ async fn list(sqs: &Client, dlq: &str, json: bool) -> Result<(), CliError> {
         .collect();
     release(sqs, dlq, &letters).await;
     if json {
-        for row in &rows {
-            println!("{row}");
-        }
+        // One JSON array, as every listing's --json.
+        println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
     println!(

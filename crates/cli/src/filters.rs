@@ -20,7 +20,7 @@ pub enum FiltersCommand {
         after_help = "Examples:\n  spigot filters list --local\n  spigot filters list --json"
     )]
     List {
-        /// JSON lines instead of a table.
+        /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -63,7 +63,7 @@ pub enum FiltersCommand {
         /// Test these filter files instead of the bucket's filters.
         #[arg(long)]
         filter: Vec<PathBuf>,
-        /// JSON lines instead of text.
+        /// One JSON array of the decisions instead of text.
         #[arg(long)]
         json: bool,
         /// A push older than this many seconds (by its own push time) starts
@@ -119,12 +119,22 @@ async fn list(place: &Where, json: bool) -> Result<(), CliError> {
             "REPOSITORY", "BRANCH", "PIPELINE", "PATHS"
         );
     }
+    if json {
+        // One JSON array, as every listing's --json.
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .map(|f| match FilterSpec::from_json(&f.bytes) {
+                Ok(s) => {
+                    json!({"key": f.key, "filter": serde_json::to_value(&s).unwrap_or_default()})
+                }
+                Err(e) => json!({"key": f.key, "error": e.to_string()}),
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
     for f in &all {
         match FilterSpec::from_json(&f.bytes) {
-            Ok(s) if json => println!(
-                "{}",
-                json!({"key": f.key, "filter": serde_json::to_value(&s).unwrap_or_default()})
-            ),
             Ok(s) => println!(
                 "{:<28} {:<20} {:<24} {:<7} {}",
                 s.repository,
@@ -133,13 +143,10 @@ async fn list(place: &Where, json: bool) -> Result<(), CliError> {
                 format!("+{}/-{}", s.include.len(), s.exclude.len()),
                 f.key
             ),
-            Err(e) if json => println!("{}", json!({"key": f.key, "error": e.to_string()})),
             Err(e) => println!("{:<28} {e}  {}", "(invalid)", f.key),
         }
     }
-    if !json {
-        println!("{}", crate::switch::count(all.len() as u64, "filter"));
-    }
+    println!("{}", crate::switch::count(all.len() as u64, "filter"));
     Ok(())
 }
 
@@ -307,7 +314,7 @@ async fn test(
             spigot_core::push::format_rfc3339(at)
         );
         if json {
-            println!("{}", json!({"start": false, "why": why}));
+            println!("{}", json!([{"start": false, "why": why}]));
         } else {
             println!(
                 "push to {}@{}: {why}",
@@ -341,14 +348,21 @@ async fn test(
     if for_this_branch.count() == 0 && !json {
         println!("no filter for {repository}@{branch}");
     }
+    if json {
+        // One JSON array, as every listing's --json.
+        let rows: Vec<serde_json::Value> = decisions
+            .iter()
+            .map(|d| {
+                let f = &set.filters[d.filter].spec;
+                json!({"pipeline": f.pipeline, "trigger": f.trigger, "start": d.start, "why": d.why.to_string(), "key": f.key()})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
     for d in decisions {
         let f = &set.filters[d.filter].spec;
-        if json {
-            println!(
-                "{}",
-                json!({"pipeline": f.pipeline, "trigger": f.trigger, "start": d.start, "why": d.why.to_string(), "key": f.key()})
-            );
-        } else {
+        {
             println!(
                 "{} {:<24} {}",
                 if d.start { "START" } else { "skip " },

@@ -63,8 +63,8 @@ enum Command {
     #[command(after_help = "Examples:\n  spigot on --local\n  spigot on --stack spigot")]
     On(switch::OnArgs),
     /// Turn the spigot OFF: hooks wait in the buffer (maintenance).
-    #[command(after_help = "Examples:\n  spigot off --local\n  spigot off --stack spigot")]
-    Off,
+    #[command(after_help = "Examples:\n  spigot off --local\n  spigot off --stack spigot --json")]
+    Off(switch::OffArgs),
     /// Show the state, buffer and dead-letter depths.
     #[command(after_help = "Examples:\n  spigot status --local\n  spigot status --json")]
     Status(switch::StatusArgs),
@@ -153,7 +153,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::On(args) => switch::on(&cli.place, args).await,
-        Command::Off => switch::off(&cli.place).await,
+        Command::Off(args) => switch::off(&cli.place, args).await,
         Command::Status(args) => switch::status(&cli.place, args).await,
         Command::Dlq(cmd) => dlq::run(&cli.place, cmd).await,
         Command::Filters(cmd) => filters::run(&cli.place, cmd).await,

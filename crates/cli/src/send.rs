@@ -37,6 +37,9 @@ pub struct SendArgs {
     /// Send as application/x-www-form-urlencoded (payload=...).
     #[arg(long)]
     form: bool,
+    /// One JSON object: status, delivery, the receiver's answer.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--url`, else where the local stack in this directory takes webhooks.
@@ -132,7 +135,7 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
                 args.file.display()
             )));
         }
-        return post(&url(&args), headers, body).await;
+        return post(&url(&args), headers, body, args.json).await;
     }
     let event = match (&args.event, &parsed) {
         (Some(e), _) => e.clone(),
@@ -175,11 +178,16 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    post(&url(&args), headers, body).await
+    post(&url(&args), headers, body, args.json).await
 }
 
 /// POSTs and prints the answer: status, delivery id, body.
-async fn post(url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Result<(), CliError> {
+async fn post(
+    url: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    json: bool,
+) -> Result<(), CliError> {
     let client = spigot_aws::tls::http_client()
         .build()
         .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot build the HTTP client: {e}")))?;
@@ -198,7 +206,16 @@ async fn post(url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Resul
         .with_context(|| format!("cannot POST to {url}"))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
-    println!("{} {} {}", status.as_u16(), delivery, text.trim());
+    if json {
+        let answer: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
+        println!(
+            "{}",
+            serde_json::json!({"status": status.as_u16(), "delivery": delivery, "answer": answer})
+        );
+    } else {
+        println!("{} {} {}", status.as_u16(), delivery, text.trim());
+    }
     if status.is_success() {
         Ok(())
     } else {

@@ -19,7 +19,14 @@ pub struct OnArgs {
     /// pass RESUME_HEALTHY_SECONDS in a row (implies --drain).
     #[arg(long)]
     now: bool,
-    /// With --drain: print the drain's summary as JSON.
+    /// One JSON object: the flip (`from`, `to`), with --drain also the drain's summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct OffArgs {
+    /// One JSON object: the flip (`from`, `to`).
     #[arg(long)]
     json: bool,
 }
@@ -94,6 +101,10 @@ async fn flip(
     };
     switch.set(state).await.context("cannot flip the spigot")?;
     if quiet {
+        // No sentence for machines, but an operator's OFF is held all the same.
+        if state == State::Off {
+            reassert_off(&switch).await?;
+        }
         return Ok((old, state));
     }
     let change = match old.as_deref() {
@@ -149,15 +160,12 @@ async fn reassert_off(switch: &StageSwitch) -> Result<(), CliError> {
 
 pub async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {
     let drain = args.drain || args.now;
-    if args.json && !drain {
-        return Err(CliError::Usage(
-            "--json prints a drain's summary: give it with --drain or --now".into(),
-        ));
-    }
     let (old, new) = flip(place, State::On, args.json).await?;
+    let flipped = json!({"from": old, "to": new.to_string()});
     if drain {
-        let flipped = json!({"from": old, "to": new.to_string()});
         drain_now(place, args.json.then_some(flipped), args.now).await?;
+    } else if args.json {
+        println!("{flipped}");
     }
     Ok(())
 }
@@ -326,8 +334,11 @@ fn drain_failure(summary: &serde_json::Value, left: Option<u64>) -> Option<Strin
     }
 }
 
-pub async fn off(place: &Where) -> Result<(), CliError> {
-    flip(place, State::Off, false).await?;
+pub async fn off(place: &Where, args: OffArgs) -> Result<(), CliError> {
+    let (old, new) = flip(place, State::Off, args.json).await?;
+    if args.json {
+        println!("{}", json!({"from": old, "to": new.to_string()}));
+    }
     // By design, and easy to forget during a maintenance window.
     eprintln!(
         "note: OFF holds the hooks for the target only; pipeline filters go on starting pipelines (and raising triggers) for pushes"

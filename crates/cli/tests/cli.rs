@@ -340,10 +340,12 @@ async fn dlq_list_and_redrive_max_moves_exactly_that_many() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // #32.9: one JSON array.
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap()
+            .into_iter()
+            .collect();
     assert_eq!(rows.len(), 7);
     assert!(
         rows.iter()
@@ -1270,7 +1272,9 @@ async fn dlq_list_explains_letters_sqs_moved_by_itself() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
     assert_eq!(row["delivery"], hook.delivery);
     assert!(
         row["reason"]
@@ -1880,7 +1884,9 @@ async fn filters_put_refuses_a_filter_that_does_not_fit_with_the_others() {
         .output()
         .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout)
+            .unwrap()
+            .len(),
         1,
         "nothing written"
     );
@@ -2921,14 +2927,10 @@ async fn dlq_eval_lists_and_redrives_the_evaluation_dead_letters() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["delivery"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap()
+            .iter()
+            .map(|row| row["delivery"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
     let mut listed = list(&["--eval"]);
@@ -3680,4 +3682,89 @@ async fn filters_delete_by_file_or_pipeline() {
         "{}",
         text(&none).1
     );
+}
+
+/// #32.9: machine output is one JSON document: `send`, `on` and `off` have
+/// `--json` (an object each), and the listings (`dlq list`, `filters list`,
+/// `filters test`) print one JSON array.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_on_off_have_json_and_listings_are_one_array() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (_dev, _url) = start_dev(&dir, &target.url);
+    let body = dir.join("push.json");
+    std::fs::write(&body, fixture("push.json")).unwrap();
+    let json_of = |out: &std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", text(out).1);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out).0))
+    };
+    let sent = json_of(
+        &spigot(&dir)
+            .arg("send")
+            .arg(&body)
+            .args(["--secret", SECRET, "--json", "--delivery", "j-1"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (sent["status"].as_u64(), sent["delivery"].as_str()),
+        (Some(200), Some("j-1"))
+    );
+    assert_eq!(sent["answer"]["status"], "delivered");
+    let off = json_of(
+        &spigot_as(&dir, Principal::Operator)
+            .args(["off", "--local", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (off["from"].as_str(), off["to"].as_str()),
+        (Some("ON"), Some("OFF"))
+    );
+    let on = json_of(
+        &spigot_as(&dir, Principal::Operator)
+            .args(["on", "--local", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (on["from"].as_str(), on["to"].as_str()),
+        (Some("OFF"), Some("DRAINING"))
+    );
+    let listed = json_of(
+        &spigot_as(&dir, Principal::Operator)
+            .args(["filters", "list", "--local", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(listed.is_array(), "{listed}");
+    let dlq = json_of(
+        &spigot_as(&dir, Principal::Operator)
+            .args(["dlq", "list", "--local", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(dlq.is_array(), "{dlq}");
+    let tested = json_of(
+        &spigot(&dir)
+            .args([
+                "filters",
+                "test",
+                "--max-push-age",
+                "0",
+                "--json",
+                "--event",
+            ])
+            .arg(&body)
+            .args([
+                "--filter",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../examples/filters/web.json"
+                ),
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(tested.is_array(), "{tested}");
 }

@@ -665,3 +665,20 @@ fn triggers_are_throttled_apart_the_account_is_left_alone_and_prefixes_expire() 
         );
     }
 }
+
+/// #32.11: the README's Deploy section has a table row for every template
+/// parameter (name, default, what it does), and no row for one that is gone.
+#[test]
+fn the_readme_tables_every_parameter() {
+    let template = read("template.yaml");
+    let names: std::collections::BTreeSet<String> =
+        parameters(&template).into_iter().map(|(n, _)| n).collect();
+    let readme = read("README.md");
+    let deploy = &readme[readme.find("## Deploy").unwrap()..readme.find("## Operate").unwrap()];
+    let rows: std::collections::BTreeSet<String> = deploy
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` |").map(|(n, _)| n.to_string()))
+        .collect();
+    assert_eq!(rows, names, "README Deploy table vs template parameters");
+}

@@ -120,3 +120,21 @@ pub fn line(b: &Blocked, now_ms: u64) -> String {
         spigot_core::text::printable(&r.last)
     )
 }
+
+/// When a blocked repository's head hook is tried again, as the deployed
+/// backoff says (2 s doubling to 5 minutes, ±20 %, or the target's Retry-After).
+pub fn next_attempt(b: &Blocked, now_ms: u64) -> String {
+    let r = &b.record;
+    if r.queue == "evaluation" {
+        return "evaluated again when SQS shows the push again (the evaluation queue's visibility timeout)".into();
+    }
+    // The backoff before jitter: 2 s doubling, capped.
+    let plain = (2u64 << r.attempts.saturating_sub(1).min(20))
+        .min(spigot_engine::policy::BACKOFF_CAP.unsigned_abs().into());
+    let due_ms = r.at_ms.saturating_add(plain * 1000);
+    let left = due_ms.saturating_sub(now_ms) / 1000;
+    format!(
+        "next attempt in about {left} s (backoff {plain} s ±20 % after attempt {}, unless the target asked for longer)",
+        r.attempts
+    )
+}

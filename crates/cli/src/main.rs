@@ -4,6 +4,7 @@ mod blocked;
 mod dlq;
 mod filters;
 mod local;
+mod paint;
 mod reconcile;
 mod relay;
 mod resources;
@@ -169,7 +170,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{} {e}", paint::error(paint::on(true)));
             match e {
                 CliError::Usage(_) => std::process::ExitCode::from(2),
                 CliError::Failed(_) => std::process::ExitCode::from(1),

@@ -36,6 +36,20 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Refresh the view until Ctrl-C (as `kubectl get -w`).
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// How often --watch refreshes.
+    #[arg(long, default_value = "2s", value_parser = spigot_core::duration::parse, requires = "watch")]
+    every: std::time::Duration,
+    /// Stop --watch after this many views (scripts, tests).
+    #[arg(long, requires = "watch", hide = true)]
+    count: Option<u64>,
+    /// Per blocked repository also its failed attempts' timing: when the next
+    /// attempt is due (the buffer's oldest age per repository is not known
+    /// without receiving, which status never does).
+    #[arg(long)]
+    wide: bool,
 }
 
 /// The switch of the resolved stack (a REST or an HTTP API stage, by its `ApiType`).
@@ -402,6 +416,38 @@ async fn oldest_age(r: &Resolved, url: &str) -> Option<u64> {
 }
 
 pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
+    if !args.watch {
+        return status_once(place, &args).await;
+    }
+    let stop = spigot_agent::daemon::stop_on_signals();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut views = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if terminal {
+            // Clear the screen and go home: a view that refreshes in place.
+            print!("\x1b[2J\x1b[H");
+        } else if views > 0 {
+            println!();
+        }
+        println!(
+            "spigot status at {} (every {:?}; Ctrl-C stops)",
+            spigot_core::push::format_rfc3339(spigot_aws::now_ms() / 1000),
+            args.every
+        );
+        if let Err(e) = status_once(place, &args).await {
+            println!("{} {e}", crate::paint::error(crate::paint::on(false)));
+        }
+        views += 1;
+        if args.count.is_some_and(|n| views >= n) {
+            break;
+        }
+        spigot_agent::daemon::pause(&stop, args.every).await;
+    }
+    Ok(())
+}
+
+/// One view of the state, the queues and what blocks a repository.
+async fn status_once(place: &Where, args: &StatusArgs) -> Result<(), CliError> {
     let r = place.resolve().await?;
     let state = shown(switch(&r)?.read().await)?;
     let buffer_url = r.need(Resource::BufferUrl)?;
@@ -437,7 +483,10 @@ pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
     println!(
         "{:<20} {}",
         "spigot",
-        state.as_deref().unwrap_or("unset (hooks buffer)")
+        match state.as_deref() {
+            Some(s) => crate::paint::state(s, crate::paint::on(false)),
+            None => "unset (hooks buffer)".into(),
+        }
     );
     println!("{:<20} {}", "buffer", show(Some(buffer)));
     if let Some(age) = oldest {
@@ -449,6 +498,9 @@ pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
     let now = spigot_core::ports::Clock::now_ms(&spigot_core::ports::SystemClock);
     for b in &blocked {
         println!("{:<20} {}", "blocked", crate::blocked::line(b, now));
+        if args.wide {
+            println!("{:<20} {}", "", crate::blocked::next_attempt(b, now));
+        }
     }
     if let Some(b) = blocked.iter().find(|b| b.record.queue != "evaluation") {
         println!(

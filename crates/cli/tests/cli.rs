@@ -1636,6 +1636,16 @@ async fn status_names_a_blocked_repository_and_dlq_aside_lets_it_go_on() {
         )),
         "{text}"
     );
+    // #32.8: --wide adds when the head is tried again.
+    let wide = spigot_as(&dir, Principal::Operator)
+        .args(["status", "--local", "--wide"])
+        .output()
+        .unwrap();
+    let wide = String::from_utf8_lossy(&wide.stdout).to_string();
+    assert!(
+        wide.contains("next attempt in about") && wide.contains("backoff 2 s"),
+        "{wide}"
+    );
 
     // Control: left alone, it is tried again and still blocks its repository.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -3767,4 +3777,41 @@ async fn send_on_off_have_json_and_listings_are_one_array() {
             .unwrap(),
     );
     assert!(tested.is_array(), "{tested}");
+}
+
+/// #32.8: `status --watch` refreshes the view (here twice, 200 ms apart), and
+/// states are coloured only for a terminal (forced here with CLICOLOR_FORCE),
+/// never with NO_COLOR, never in a pipe.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_watch_refreshes_and_colours_only_for_a_terminal() {
+    let dir = workdir();
+    let (_sdk, _stack) = local_stack(&dir, None).await;
+    let run = |env: &[(&str, &str)]| {
+        let mut c = spigot_as(&dir, Principal::Operator);
+        c.args([
+            "status", "--local", "--watch", "--every", "200ms", "--count", "2",
+        ])
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let forced = run(&[("CLICOLOR_FORCE", "1")]);
+    assert_eq!(forced.matches("spigot status at").count(), 2, "{forced}");
+    assert!(forced.contains("\x1b[32mON\x1b[0m"), "{forced:?}");
+    let piped = run(&[]);
+    assert!(
+        !piped.contains('\x1b') && piped.contains("spigot               ON"),
+        "{piped:?}"
+    );
+    let no_colour = run(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+    assert!(!no_colour.contains('\x1b'), "{no_colour:?}");
 }

@@ -682,3 +682,18 @@ fn the_readme_tables_every_parameter() {
         .collect();
     assert_eq!(rows, names, "README Deploy table vs template parameters");
 }
+
+/// #32.11: the README's Operate section has a row for every resource flag
+/// (flag, variable, stack output), from the same table the CLI reads.
+#[test]
+fn the_readme_tables_every_resource_flag() {
+    let readme = read("README.md");
+    let operate = &readme[readme.find("## Operate").unwrap()..];
+    for row in spigot_core::resources::TABLE {
+        let line = format!(
+            "| `--{}` | `{}` | `{}` |",
+            row.flag, row.cli_env, row.output
+        );
+        assert!(operate.contains(&line), "README lacks {line}");
+    }
+}

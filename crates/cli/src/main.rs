@@ -113,6 +113,12 @@ enum Command {
         after_help = "Example:\n  python -m moto.server -p 5000 &\n  spigot dev --endpoint http://127.0.0.1:5000"
     )]
     Dev(local::DevArgs),
+    /// Where the resources are: each one's flag, variable and stack output,
+    /// and the value they resolve to here (the flags every command takes).
+    #[command(
+        after_help = "Examples:\n  spigot where --local\n  spigot where --stack spigot\n  spigot where --buffer-url https://sqs.eu-west-1.amazonaws.com/123/spigot-buffer.fifo"
+    )]
+    Where,
 }
 
 /// The crates whose log lines are Spigot's.
@@ -162,6 +168,7 @@ async fn main() -> std::process::ExitCode {
         Command::Sign(args) => send::sign(args),
         Command::Send(args) => send::send(args).await,
         Command::Dev(args) => local::run(&cli.place, args).await,
+        Command::Where => resources::show(&cli.place).await,
         Command::Relay(args) => relay::run(&cli.place, args).await,
         Command::Reconcile(args) => reconcile::run(&cli.place, args).await,
         Command::Trigger(args) => trigger::run(&cli.place, args).await,

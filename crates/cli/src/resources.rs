@@ -19,7 +19,7 @@ pub struct Where {
     /// Use the local stack of `spigot dev` (.spigot/dev.json).
     #[arg(long, global = true, help_heading = "Where (any command)")]
     pub local: bool,
-    /// CloudFormation stack whose outputs name the resources [default: stack_name in samconfig.toml, else spigot].
+    /// CloudFormation stack whose outputs name the resources [default: stack_name in samconfig.toml, else spigot]; each resource also has a flag of its own (`spigot where`).
     #[arg(
         long,
         global = true,
@@ -76,6 +76,8 @@ impl clap::Args for Named {
                     .help_heading("Where (any command)")
                     .env(row.cli_env)
                     .global(true)
+                    // Ten of them in every command's help were a wall: `spigot where` lists them.
+                    .hide(true)
                     .value_name("VALUE")
                     .help(format!("{} [stack output {}]", row.what, row.output)),
             )
@@ -268,4 +270,32 @@ async fn stack_outputs(sdk: &SdkConfig, name: &str) -> Result<Vec<(String, Strin
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// `spigot where`: each resource's flag, variable and stack output, and the
+/// value this invocation resolves it to (from flags, variables, `--stack` or `--local`).
+pub async fn show(place: &Where) -> Result<(), CliError> {
+    let r = place.resolve().await?;
+    println!(
+        "resources from {}",
+        if r.source.is_empty() {
+            "flags and variables"
+        } else {
+            &r.source
+        }
+    );
+    println!(
+        "{:<20} {:<26} {:<18} VALUE",
+        "FLAG", "VARIABLE", "STACK OUTPUT"
+    );
+    for row in TABLE {
+        println!(
+            "{:<20} {:<26} {:<18} {}",
+            format!("--{}", row.flag),
+            row.cli_env,
+            row.output,
+            r.get(row.resource).unwrap_or("-")
+        );
+    }
+    Ok(())
 }

@@ -3815,3 +3815,37 @@ async fn status_watch_refreshes_and_colours_only_for_a_terminal() {
     let no_colour = run(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
     assert!(!no_colour.contains('\x1b'), "{no_colour:?}");
 }
+
+/// #32.11: subcommand help is no longer a wall of ten resource flags; `spigot
+/// where` lists them (flag, variable, stack output) with the value each
+/// resolves to here. The flags still work (control: --bucket overrides).
+#[tokio::test(flavor = "multi_thread")]
+async fn where_lists_the_resource_flags_that_help_no_longer_repeats() {
+    let dir = workdir();
+    let (_sdk, stack) = local_stack(&dir, None).await;
+    let help = spigot(&dir).args(["on", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(
+        !help.contains("--buffer-url") && help.contains("spigot where"),
+        "{help}"
+    );
+    let out = spigot(&dir).args(["where", "--local"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    let listed = text(&out).0;
+    assert!(
+        listed.contains("--buffer-url")
+            && listed.contains("SPIGOT_BUFFER_URL")
+            && listed.contains("BufferQueueUrl"),
+        "{listed}"
+    );
+    assert!(listed.contains(stack.get(Resource::Bucket)), "{listed}");
+    let over = spigot(&dir)
+        .args(["where", "--local", "--bucket", "another-bucket"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&over).0.contains("another-bucket"),
+        "{}",
+        text(&over).0
+    );
+}

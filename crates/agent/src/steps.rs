@@ -307,7 +307,7 @@ impl Runner {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| format!("reading {url} failed: {e}"))?
+            .map_err(|e| format!("reading {url} failed: {}", spigot_aws::error_text(&e)))?
         {
             file.write(&chunk).await?;
         }
@@ -337,11 +337,12 @@ impl Runner {
             })?;
         let mut body = out.body;
         let mut file = Partial::create(dest, self.max_download_bytes).await?;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| format!("reading s3://{bucket}/{key} failed: {e}"))?
-        {
+        while let Some(chunk) = body.try_next().await.map_err(|e| {
+            format!(
+                "reading s3://{bucket}/{key} failed: {}",
+                spigot_aws::error_text(&e)
+            )
+        })? {
             file.write(&chunk).await?;
         }
         file.finish(None, tail).await

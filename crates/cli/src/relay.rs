@@ -221,7 +221,14 @@ where
         let cancel = AtomicBool::new(false);
         let run = engine.run(None, &cancel, counters);
         let summary = watched(switch, WATCH_EVERY, &cancel, Some(&**stop), run).await;
-        tracing::info!(?summary, "relay run ended");
+        tracing::info!(
+            delivered = summary.delivered,
+            retried = summary.retried,
+            dead_lettered = summary.dead_lettered,
+            released = summary.released,
+            stop = ?summary.stop,
+            "relay run ended"
+        );
         match summary.stop {
             Some(Stop::Empty) if once => break,
             Some(Stop::Breaker) | Some(Stop::BufferError) => {

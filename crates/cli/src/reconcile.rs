@@ -30,7 +30,7 @@ pub struct ReconcileArgs {
     hooks: String,
 }
 
-/// `90m`, `2h`, `3d`, `600s` or plain seconds, at most 3 days.
+/// `90m`, `2h`, `3d` or `600s` (a unit is required), at most 3 days.
 fn parse_since(text: &str) -> Result<u64, String> {
     // A bare number is ambiguous (2 what?): a unit is asked for.
     if !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()) {
@@ -228,7 +228,9 @@ mod tests {
         assert_eq!(parse_since("2h"), Ok(7_200));
         assert_eq!(parse_since("90m"), Ok(5_400));
         assert_eq!(parse_since("3d"), Ok(259_200));
-        assert_eq!(parse_since("600"), Ok(600));
+        assert_eq!(parse_since("600s"), Ok(600));
+        // #32.10: a bare number is refused (2 what?), saying so.
+        assert!(parse_since("600").unwrap_err().contains("no unit"));
         assert!(parse_since("4d").unwrap_err().contains("3 days"));
         assert!(parse_since("2w").is_err());
         assert!(parse_since("0").is_err());

@@ -136,15 +136,15 @@ pub const ENVIRONMENT: &[&str] = &[
 /// The receiver of a deployment (or a local stack), as its settings name it;
 /// the webhook secret is read from Secrets Manager when `WEBHOOK_SECRET_ARN` is set.
 pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, AwsError> {
-    let verifier = keyring(
+    let arn = settings.webhook_secret_arn.as_deref();
+    let read = secrets(
         sdk,
-        settings,
         "WEBHOOK_SECRET",
-        settings.webhook_secret_arn.as_deref(),
+        arn,
         settings.webhook_secret.as_deref(),
-        settings.allow_sha1,
     )
     .await?;
+    let verifier = keyring(sdk, settings, arn, read, settings.allow_sha1);
     Ok(Receiver {
         buffer: SqsBuffer::from_settings(sdk, settings)?,
         payloads: S3Payloads::from_settings(sdk, settings),
@@ -186,19 +186,18 @@ pub async fn secrets(
     Ok(secrets)
 }
 
-/// The verifier of a setting's secrets ([`secrets`]); those read from
-/// Secrets Manager are read again every `SECRETS_CACHE_SECONDS`, so a revoked
-/// secret stops verifying within that time.
-pub async fn keyring(
+/// The verifier of `read`, a setting's secrets as [`secrets`] read them;
+/// those from Secrets Manager (`arn`) are read again every
+/// `SECRETS_CACHE_SECONDS`, so a revoked secret stops verifying within that time.
+pub fn keyring(
     sdk: &SdkConfig,
     settings: &Settings,
-    name: &str,
     arn: Option<&str>,
-    inline: Option<&str>,
+    read: Option<Secrets>,
     allow_sha1: bool,
-) -> Result<Keyring, AwsError> {
-    let verifier = Verifier::new(secrets(sdk, name, arn, inline).await?, allow_sha1);
-    Ok(match arn {
+) -> Keyring {
+    let verifier = Verifier::new(read, allow_sha1);
+    match arn {
         Some(arn) => Keyring::refreshing(
             verifier,
             Box::new(spigot_aws::SecretsManagerFetch::new(sdk, arn)),
@@ -206,7 +205,7 @@ pub async fn keyring(
             spigot_aws::now_ms(),
         ),
         None => Keyring::fixed(verifier),
-    })
+    }
 }
 
 /// A request the receiver took: what became of the hook.

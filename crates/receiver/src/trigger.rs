@@ -56,15 +56,6 @@ pub async fn build(
     sdk: &SdkConfig,
     settings: &Settings,
 ) -> Result<TriggerDoor<S3Triggers>, AwsError> {
-    let verifier = crate::keyring(
-        sdk,
-        settings,
-        "TRIGGER_SECRET",
-        settings.trigger_secret_arn.as_deref(),
-        settings.trigger_secret.as_deref(),
-        false,
-    )
-    .await?;
     // The webhook secret must not be able to deploy.
     let webhook = crate::secrets(
         sdk,
@@ -88,6 +79,13 @@ pub async fn build(
             "it is also a webhook secret; give the trigger a secret of its own (whoever can sign a webhook must not be able to deploy)".into(),
         ));
     }
+    let verifier = crate::keyring(
+        sdk,
+        settings,
+        settings.trigger_secret_arn.as_deref(),
+        trigger,
+        false,
+    );
     Ok(TriggerDoor {
         store: settings
             .resources

@@ -697,3 +697,51 @@ fn the_readme_tables_every_resource_flag() {
         assert!(operate.contains(&line), "README lacks {line}");
     }
 }
+
+/// #29.5: the dashboard is valid JSON once CloudFormation substitutes it, and
+/// every Spigot metric it draws is one its function emits (named in that
+/// function's source), so no widget stays empty for a typo.
+#[test]
+fn the_dashboard_draws_only_metrics_that_are_emitted() {
+    let cfn = spigot_e2e::translated();
+    let body = &cfn["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"];
+    let text = body.as_str().expect("a !Sub string");
+    // CloudFormation's substitutions, with stand-ins.
+    let resolved = regex_lite_replace(text);
+    let dashboard: serde_json::Value = serde_json::from_str(&resolved).expect("valid JSON");
+    let widgets = dashboard["widgets"].as_array().unwrap();
+    assert!(widgets.len() >= 6, "{widgets:?}");
+    let mut drawn = 0;
+    for w in widgets {
+        for m in w["properties"]["metrics"].as_array().unwrap() {
+            let m = m.as_array().unwrap();
+            if m[0] != "Spigot" {
+                continue;
+            }
+            let (name, function) = (m[1].as_str().unwrap(), m[3].as_str().unwrap());
+            let dir = format!("{}/../crates/{function}/src", env!("CARGO_MANIFEST_DIR"));
+            let emitted = std::fs::read_dir(&dir).unwrap().any(|f| {
+                std::fs::read_to_string(f.unwrap().path())
+                    .unwrap_or_default()
+                    .contains(&format!("\"{name}\""))
+            });
+            assert!(emitted, "{function} does not emit {name}");
+            drawn += 1;
+        }
+    }
+    assert!(drawn >= 20, "{drawn}");
+}
+
+/// `${...}` replaced by `X` (no regex crate here).
+fn regex_lite_replace(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find('}').unwrap() + at;
+        out.push('X');
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}

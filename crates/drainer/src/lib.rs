@@ -158,7 +158,9 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             .count("Released", summary.released)
             .count("Undeleted", summary.undeleted)
             .count("StoreDenied", summary.denied)
-            .count("Coalesced", summary.coalesced);
+            .count("Coalesced", summary.coalesced)
+            // A flip this run made (DRAINING -> ON, or back): the dashboard's state changes.
+            .count("StateChanges", u64::from(summary.switched_to.is_some()));
         self.metrics.emit(&m, SystemClock.now_ms());
         summary
     }

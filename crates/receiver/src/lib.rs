@@ -510,7 +510,12 @@ where
         let flip = stages.transition(stage, State::On, State::Draining);
         match tokio::time::timeout(DRAINING_FLIP_TIMEOUT, flip).await {
             Ok(Ok(None)) => {
-                tracing::info!(api = %stage.api_id, stage = %stage.stage, "spigot ON -> DRAINING")
+                tracing::info!(api = %stage.api_id, stage = %stage.stage, "spigot ON -> DRAINING");
+                // The dashboard's state changes.
+                self.metrics.emit(
+                    &Metrics::new("receiver").count("StateChanges", 1),
+                    spigot_aws::now_ms(),
+                );
             }
             Ok(Ok(Some(found))) => {
                 tracing::info!(api = %stage.api_id, stage = %stage.stage, %found, "spigot is not ON any more: left as it is")

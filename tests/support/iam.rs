@@ -23,10 +23,15 @@ pub const REGION: &str = "us-east-1";
 /// Who a component runs as when deployed (a function's role, or a managed policy of the template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Principal {
+    /// The receiver function's role.
     Receiver,
+    /// The drainer function's role.
     Drainer,
+    /// The evaluator function's role.
     Evaluator,
+    /// The filter custom resource function's role.
     FilterResource,
+    /// The reconciler function's role.
     Reconciler,
     /// `spigot relay` (RelayPolicy).
     Relay,

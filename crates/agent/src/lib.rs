@@ -50,6 +50,7 @@ const WALK_EVERY: u64 = 12;
 /// How often an idle agent says it still follows the trigger (`spigot trigger --wait` counts it).
 const SEEN_EVERY_MS: u64 = 12 * 3600 * 1000;
 
+/// What `spigot-agent` (and `spigot agent`) is told on its command line.
 #[derive(clap::Args)]
 pub struct AgentArgs {
     /// The trigger to follow.

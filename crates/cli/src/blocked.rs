@@ -16,7 +16,7 @@ const MAX_RECORDS: usize = 100;
 
 /// A hook that failed and waits for its next attempt, holding its repository.
 #[derive(Debug, Clone, Serialize)]
-pub struct Blocked {
+pub(crate) struct Blocked {
     /// Its record's key in the bucket.
     pub key: String,
     /// What the engine recorded.
@@ -25,7 +25,7 @@ pub struct Blocked {
 }
 
 /// Every hook with failed attempts, most attempts first (at most [`MAX_RECORDS`]).
-pub async fn blocked(r: &Resolved) -> anyhow::Result<Vec<Blocked>> {
+pub(crate) async fn blocked(r: &Resolved) -> anyhow::Result<Vec<Blocked>> {
     let Some(bucket) = r.get(Resource::Bucket) else {
         return Ok(Vec::new());
     };
@@ -57,7 +57,7 @@ pub async fn blocked(r: &Resolved) -> anyhow::Result<Vec<Blocked>> {
 
 /// Marks the blocked hook `delivery` (or the head of `repository`) to go to
 /// the dead-letter queue at its next attempt, by `by`. Returns its record.
-pub async fn aside(
+pub(crate) async fn aside(
     r: &Resolved,
     delivery: Option<&str>,
     repository: Option<&str>,
@@ -98,7 +98,7 @@ pub async fn aside(
 }
 
 /// One line on a blocked hook, for `spigot status`.
-pub fn line(b: &Blocked, now_ms: u64) -> String {
+pub(crate) fn line(b: &Blocked, now_ms: u64) -> String {
     let r = &b.record;
     let ago = now_ms.saturating_sub(r.at_ms) / 1000;
     let queue = if r.queue == "evaluation" {
@@ -123,7 +123,7 @@ pub fn line(b: &Blocked, now_ms: u64) -> String {
 
 /// When a blocked repository's head hook is tried again, as the deployed
 /// backoff says (2 s doubling to 5 minutes, ±20 %, or the target's Retry-After).
-pub fn next_attempt(b: &Blocked, now_ms: u64) -> String {
+pub(crate) fn next_attempt(b: &Blocked, now_ms: u64) -> String {
     let r = &b.record;
     if r.queue == "evaluation" {
         return "evaluated again when SQS shows the push again (the evaluation queue's visibility timeout)".into();

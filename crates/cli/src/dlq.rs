@@ -16,7 +16,7 @@ use crate::resources::Where;
 use spigot_core::resources::Resource;
 
 #[derive(clap::Subcommand)]
-pub enum DlqCommand {
+pub(crate) enum DlqCommand {
     /// List dead letters: delivery, event, repository, reason, age.
     #[command(after_help = "Examples:\n  spigot dlq list --local\n  spigot dlq list --json")]
     List {
@@ -183,7 +183,7 @@ async fn release(sqs: &Client, url: &str, letters: &[Letter]) {
     }
 }
 
-pub async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
+pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
     let r = place.resolve().await?;
     if let DlqCommand::Aside { delivery, repo } = &cmd {
         let by = crate::trigger::who(&r.sdk).await;

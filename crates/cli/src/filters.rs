@@ -14,7 +14,7 @@ use crate::resources::Where;
 use spigot_core::resources::Resource;
 
 #[derive(clap::Subcommand)]
-pub enum FiltersCommand {
+pub(crate) enum FiltersCommand {
     /// List the filters in the config bucket.
     #[command(
         after_help = "Examples:\n  spigot filters list --local\n  spigot filters list --json"
@@ -85,7 +85,7 @@ async fn store(place: &Where) -> Result<S3Filters, CliError> {
     ))
 }
 
-pub async fn run(place: &Where, cmd: FiltersCommand) -> Result<(), CliError> {
+pub(crate) async fn run(place: &Where, cmd: FiltersCommand) -> Result<(), CliError> {
     match cmd {
         FiltersCommand::List { json } => list(place, json).await,
         FiltersCommand::Put { file, force } => put(place, &file, force).await,

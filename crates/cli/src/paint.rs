@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 
 /// Whether to colour what goes to stdout (`err`: stderr).
-pub fn on(err: bool) -> bool {
+pub(crate) fn on(err: bool) -> bool {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0");
     if set("NO_COLOR") {
         return false;
@@ -27,7 +27,7 @@ fn paint(text: &str, code: &str, colour: bool) -> String {
 }
 
 /// A spigot state: ON green, DRAINING yellow, OFF (and anything else) red.
-pub fn state(text: &str, colour: bool) -> String {
+pub(crate) fn state(text: &str, colour: bool) -> String {
     let code = match text {
         "ON" => "32",
         "DRAINING" => "33",
@@ -37,6 +37,6 @@ pub fn state(text: &str, colour: bool) -> String {
 }
 
 /// `error:` in bold red.
-pub fn error(colour: bool) -> String {
+pub(crate) fn error(colour: bool) -> String {
     paint("error:", "1;31", colour)
 }

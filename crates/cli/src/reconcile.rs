@@ -11,7 +11,7 @@ use crate::CliError;
 use crate::resources::Where;
 
 #[derive(clap::Args)]
-pub struct ReconcileArgs {
+pub(crate) struct ReconcileArgs {
     /// How far back to look: 90m, 2h, 3d (GitHub keeps deliveries 3 days).
     #[arg(long, default_value = "2h", value_parser = parse_since)]
     since: u64,
@@ -48,7 +48,7 @@ fn parse_since(text: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-pub async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliError> {
+pub(crate) async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliError> {
     let hooks = HookSource::parse_list(&args.hooks).map_err(|e| CliError::Usage(e.to_string()))?;
     let github = place.github().await?.ok_or_else(|| {
         CliError::Usage(

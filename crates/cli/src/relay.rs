@@ -25,7 +25,7 @@ use crate::resources::{Resolved, Where};
 use spigot_agent::daemon::{Exposition, pause, stop_on_signals};
 
 #[derive(clap::Args)]
-pub struct RelayArgs {
+pub(crate) struct RelayArgs {
     /// The target inside your network (e.g. http://jenkins.internal:8080/github-webhook/).
     #[arg(long)]
     to: String,
@@ -108,7 +108,7 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
 
 /// The relay's engine on the buffer, delivering to `target`: `spigot relay`'s
 /// HTTP target, or `spigot agent --on`'s deployment script.
-pub fn pull_engine<T: Target>(
+pub(crate) fn pull_engine<T: Target>(
     r: &Resolved,
     target: T,
     config: EngineConfig,
@@ -126,7 +126,7 @@ pub fn pull_engine<T: Target>(
     ))
 }
 
-pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
+pub(crate) async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
     if !args.to.starts_with("https://") && !args.allow_http {
         return Err(CliError::Usage(format!(
             "--to {} is not https; pass --allow-http for a target inside your network",
@@ -183,7 +183,7 @@ pub async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
 /// Pulls from the buffer into the engine's target until `stop` (or, with
 /// `once`, until the buffer is empty): paused while the spigot is OFF or the
 /// target is down, each run cancelled when the spigot stops draining.
-pub async fn pull<B, P, T, S>(
+pub(crate) async fn pull<B, P, T, S>(
     switch: &S,
     engine: &Engine<B, P, T>,
     counters: &Counters,

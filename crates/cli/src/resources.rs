@@ -11,11 +11,11 @@ use spigot_core::resources::{Resource, Resources, TABLE};
 use crate::CliError;
 
 /// Where `spigot dev` writes the ids of the local stack.
-pub const DEV_FILE: &str = ".spigot/dev.json";
+pub(crate) const DEV_FILE: &str = ".spigot/dev.json";
 
 /// Flags that say where the Spigot resources are.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct Where {
+pub(crate) struct Where {
     /// Use the local stack of `spigot dev` (.spigot/dev.json).
     #[arg(long, global = true, help_heading = "Where (any command)")]
     pub local: bool,
@@ -48,7 +48,7 @@ pub struct Where {
 
 /// The resources named by flags or `SPIGOT_*` variables: one global flag per row of the table.
 #[derive(Debug, Clone, Default)]
-pub struct Named(pub Resources);
+pub(crate) struct Named(pub Resources);
 
 impl clap::FromArgMatches for Named {
     fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
@@ -91,7 +91,7 @@ impl clap::Args for Named {
 
 /// The resolved resources (any may still be missing; [`Resolved::need`] says how to give it).
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// SDK configuration for them.
     pub sdk: SdkConfig,
     /// The resources found.
@@ -104,7 +104,7 @@ pub struct Resolved {
 
 impl Where {
     /// Resolves every id, consulting the stack or the local file only for what flags and env leave out.
-    pub async fn resolve(&self) -> Result<Resolved, CliError> {
+    pub(crate) async fn resolve(&self) -> Result<Resolved, CliError> {
         let (region, profile) = (self.region.as_deref(), self.profile.as_deref());
         let mut r = if self.local {
             let stack = read_dev_file(Path::new(DEV_FILE))?;
@@ -152,7 +152,7 @@ impl Where {
 impl Where {
     /// GitHub as the Lambdas reach it, from the same settings (`GITHUB_API_URL`,
     /// `GITHUB_TOKEN` or `GITHUB_TOKEN_SECRET_ARN`, or a GitHub App); `None` without credentials.
-    pub async fn github(&self) -> Result<Option<spigot_aws::GitHubApi>, CliError> {
+    pub(crate) async fn github(&self) -> Result<Option<spigot_aws::GitHubApi>, CliError> {
         let settings = spigot_core::config::Settings::from_env()
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let sdk = spigot_aws::sdk_config_with(
@@ -169,7 +169,7 @@ impl Where {
 
 impl Resolved {
     /// The value of `resource`, or the error naming the three ways to give it.
-    pub fn need(&self, resource: Resource) -> Result<&str, CliError> {
+    pub(crate) fn need(&self, resource: Resource) -> Result<&str, CliError> {
         let row = resource.row();
         self.resources.get(resource).ok_or_else(|| {
             CliError::Usage(format!(
@@ -184,7 +184,7 @@ impl Resolved {
     }
 
     /// The resource, when known.
-    pub fn get(&self, resource: Resource) -> Option<&str> {
+    pub(crate) fn get(&self, resource: Resource) -> Option<&str> {
         self.resources.get(resource)
     }
 }
@@ -213,7 +213,7 @@ fn check_local_endpoint(endpoint: &str) -> Result<(), CliError> {
 }
 
 /// Reads the local stack file written by `spigot dev`.
-pub fn read_dev_file(path: &Path) -> Result<LocalStack, CliError> {
+pub(crate) fn read_dev_file(path: &Path) -> Result<LocalStack, CliError> {
     let text = std::fs::read_to_string(path).map_err(|_| {
         CliError::Usage(format!(
             "no local stack: {} does not exist; start one with `make run` (or `spigot dev`) in this directory",
@@ -229,7 +229,7 @@ pub fn read_dev_file(path: &Path) -> Result<LocalStack, CliError> {
 }
 
 /// `stack_name` from `samconfig.toml` in the current directory, else `spigot`.
-pub fn stack_from_samconfig() -> String {
+pub(crate) fn stack_from_samconfig() -> String {
     std::fs::read_to_string("samconfig.toml")
         .ok()
         .and_then(|t| {
@@ -274,7 +274,7 @@ async fn stack_outputs(sdk: &SdkConfig, name: &str) -> Result<Vec<(String, Strin
 
 /// `spigot where`: each resource's flag, variable and stack output, and the
 /// value this invocation resolves it to (from flags, variables, `--stack` or `--local`).
-pub async fn show(place: &Where) -> Result<(), CliError> {
+pub(crate) async fn show(place: &Where) -> Result<(), CliError> {
     let r = place.resolve().await?;
     println!(
         "resources from {}",

@@ -7,7 +7,7 @@ use crate::CliError;
 use crate::resources::Where;
 
 #[derive(clap::Subcommand)]
-pub enum SecretCommand {
+pub(crate) enum SecretCommand {
     /// Print the webhook secret(s) the receiver accepts (stack output WebhookSecretArn).
     #[command(
         after_help = "Examples:\n  spigot secret show --stack spigot\n  aws secretsmanager get-secret-value --secret-id ARN --query SecretString --output text"
@@ -15,7 +15,7 @@ pub enum SecretCommand {
     Show,
 }
 
-pub async fn run(place: &Where, cmd: SecretCommand) -> Result<(), CliError> {
+pub(crate) async fn run(place: &Where, cmd: SecretCommand) -> Result<(), CliError> {
     match cmd {
         SecretCommand::Show => {
             let r = place.resolve().await?;

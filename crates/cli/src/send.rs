@@ -8,7 +8,7 @@ use spigot_core::signature::sign_sha256;
 use crate::CliError;
 
 #[derive(clap::Args)]
-pub struct SignArgs {
+pub(crate) struct SignArgs {
     /// The webhook secret.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     secret: String,
@@ -17,7 +17,7 @@ pub struct SignArgs {
 }
 
 #[derive(clap::Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// A GitHub payload (sent byte for byte, signed), or an API Gateway event
     /// from events/ (its body and headers sent as they are: a bad signature stays bad).
     file: PathBuf,
@@ -56,7 +56,7 @@ fn read(file: &PathBuf) -> Result<Vec<u8>, CliError> {
     std::fs::read(file).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))
 }
 
-pub fn sign(args: SignArgs) -> Result<(), CliError> {
+pub(crate) fn sign(args: SignArgs) -> Result<(), CliError> {
     println!(
         "{}",
         sign_sha256(args.secret.as_bytes(), &read(&args.file)?)
@@ -65,7 +65,7 @@ pub fn sign(args: SignArgs) -> Result<(), CliError> {
 }
 
 /// A fresh delivery id shaped like GitHub's (a UUID).
-pub fn new_delivery_id() -> String {
+pub(crate) fn new_delivery_id() -> String {
     let seed = format!(
         "{:?}{}{:?}",
         std::time::SystemTime::now(),
@@ -119,7 +119,7 @@ fn as_api_event(value: &serde_json::Value) -> Option<Result<Request, String>> {
     Some(body.map(|b| (headers, b)))
 }
 
-pub async fn send(args: SendArgs) -> Result<(), CliError> {
+pub(crate) async fn send(args: SendArgs) -> Result<(), CliError> {
     let json = read(&args.file)?;
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&json).ok();
     if let Some(event) = parsed.as_ref().and_then(as_api_event) {

@@ -11,7 +11,7 @@ use crate::CliError;
 use crate::resources::{Resolved, Where};
 
 #[derive(clap::Args)]
-pub struct OnArgs {
+pub(crate) struct OnArgs {
     /// Drain the buffer right away (invokes the drainer; with --local, drains in this process).
     #[arg(long)]
     drain: bool,
@@ -25,14 +25,14 @@ pub struct OnArgs {
 }
 
 #[derive(clap::Args)]
-pub struct OffArgs {
+pub(crate) struct OffArgs {
     /// One JSON object: the flip (`from`, `to`).
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -53,7 +53,7 @@ pub struct StatusArgs {
 }
 
 /// The switch of the resolved stack (a REST or an HTTP API stage, by its `ApiType`).
-pub fn switch(r: &Resolved) -> Result<StageSwitch, CliError> {
+pub(crate) fn switch(r: &Resolved) -> Result<StageSwitch, CliError> {
     let kind = r.get(Resource::ApiType).unwrap_or("REST");
     let stage = StageRef {
         api_id: r.need(Resource::ApiId)?.to_string(),
@@ -66,7 +66,7 @@ pub fn switch(r: &Resolved) -> Result<StageSwitch, CliError> {
 }
 
 /// The switch of a local stack (a REST API stage in moto).
-pub fn stage_switch(
+pub(crate) fn stage_switch(
     sdk: &spigot_aws::aws_config::SdkConfig,
     stack: &spigot_aws::local::LocalStack,
 ) -> StageSwitch {
@@ -172,7 +172,7 @@ async fn reassert_off(switch: &StageSwitch) -> Result<(), CliError> {
     }
 }
 
-pub async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {
+pub(crate) async fn on(place: &Where, args: OnArgs) -> Result<(), CliError> {
     let drain = args.drain || args.now;
     let (old, new) = flip(place, State::On, args.json).await?;
     let flipped = json!({"from": old, "to": new.to_string()});
@@ -288,12 +288,12 @@ async fn drain_now(
 }
 
 /// `1 hook`, `2 hooks`.
-pub fn hooks(n: u64) -> String {
+pub(crate) fn hooks(n: u64) -> String {
     count(n, "hook")
 }
 
 /// `1 filter`, `0 filters`: a count and its noun, as people write it.
-pub fn count(n: u64, noun: &str) -> String {
+pub(crate) fn count(n: u64, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -348,7 +348,7 @@ fn drain_failure(summary: &serde_json::Value, left: Option<u64>) -> Option<Strin
     }
 }
 
-pub async fn off(place: &Where, args: OffArgs) -> Result<(), CliError> {
+pub(crate) async fn off(place: &Where, args: OffArgs) -> Result<(), CliError> {
     let (old, new) = flip(place, State::Off, args.json).await?;
     if args.json {
         println!("{}", json!({"from": old, "to": new.to_string()}));
@@ -362,12 +362,12 @@ pub async fn off(place: &Where, args: OffArgs) -> Result<(), CliError> {
 
 /// Depth of a queue.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct Depth {
+pub(crate) struct Depth {
     pub visible: u64,
     pub in_flight: u64,
 }
 
-pub async fn depth(r: &Resolved, url: &str) -> anyhow::Result<Depth> {
+pub(crate) async fn depth(r: &Resolved, url: &str) -> anyhow::Result<Depth> {
     let client = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk);
     let (visible, in_flight) = spigot_aws::queue_depth(&client, url)
         .await
@@ -415,7 +415,7 @@ async fn oldest_age(r: &Resolved, url: &str) -> Option<u64> {
         .map(|(_, age)| age as u64)
 }
 
-pub async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
+pub(crate) async fn status(place: &Where, args: StatusArgs) -> Result<(), CliError> {
     if !args.watch {
         return status_once(place, &args).await;
     }

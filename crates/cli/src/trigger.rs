@@ -15,7 +15,7 @@ use crate::CliError;
 use crate::resources::Where;
 
 #[derive(clap::Args)]
-pub struct TriggerArgs {
+pub(crate) struct TriggerArgs {
     /// The trigger (agents follow it with `spigot-agent --trigger NAME`); or
     /// `receipts`, followed by a trigger, to read the receipts of its newest
     /// request (`--request N`: of request N) without raising anything.
@@ -115,7 +115,7 @@ async fn receipts(
 }
 
 /// Who is asking: the caller's AWS identity, else the user's name.
-pub async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
+pub(crate) async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
     let sts = aws_sdk_sts::Client::new(sdk);
     let asked = tokio::time::timeout(Duration::from_secs(3), sts.get_caller_identity().send());
     if let Ok(Ok(id)) = asked.await
@@ -128,7 +128,7 @@ pub async fn who(sdk: &spigot_aws::aws_config::SdkConfig) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-pub async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError> {
+pub(crate) async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError> {
     if let (true, Some(of)) = (args.name == "receipts", &args.receipts_of) {
         return receipts(place, of, args.request, args.json).await;
     }

@@ -377,7 +377,7 @@ impl Envelope {
 
 mod erased {
     /// A small field written as JSON by serde (strings escaped, options as null).
-    pub trait Json {
+    pub(super) trait Json {
         fn to_json(&self) -> String;
     }
 

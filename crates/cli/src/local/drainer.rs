@@ -14,7 +14,7 @@ use crate::CliError;
 
 /// The drainer of `stack` delivering to `target_url`, with `spigot dev`'s short
 /// backoffs, draining for `grace` after it sets ON.
-pub fn drainer(
+pub(crate) fn drainer(
     sdk: &SdkConfig,
     stack: &LocalStack,
     target_url: &str,
@@ -36,7 +36,7 @@ pub fn drainer(
 
 /// Runs `drainer` every `period`. A run that did something says so once,
 /// in the drainer's own "drain finished" line (no second summary here).
-pub fn every(drainer: AwsDrainer, period: Duration) {
+pub(super) fn every(drainer: AwsDrainer, period: Duration) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(period).await;

@@ -39,7 +39,7 @@ impl Pipelines for DevPipelines {
 }
 
 /// Evaluates the local stack's pushes in the background.
-pub fn spawn(
+pub(super) fn spawn(
     sdk: &SdkConfig,
     stack: &LocalStack,
     codepipeline_endpoint: Option<&str>,

@@ -16,18 +16,18 @@ use spigot_core::Secrets;
 use spigot_core::ports::QuietMetrics;
 use spigot_core::resources::Resource;
 
-pub use drainer::drainer;
+pub(crate) use drainer::drainer;
 
 use crate::CliError;
 use crate::resources::{DEV_FILE, Where};
 
 /// The secret `spigot dev` uses when none is given (the one the sample events are signed with).
-pub const TEST_SECRET: &str = "spigot-local-test-secret";
+pub(crate) const TEST_SECRET: &str = "spigot-local-test-secret";
 /// The trigger secret `spigot dev` uses when none is given.
-pub const TEST_TRIGGER_SECRET: &str = "spigot-test-trigger-secret";
+pub(crate) const TEST_TRIGGER_SECRET: &str = "spigot-test-trigger-secret";
 
 #[derive(clap::Args)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// Serve POST /webhook here.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
@@ -78,14 +78,14 @@ pub struct DevArgs {
 
 /// `spigot dev --delivery-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DevMode {
+pub(crate) enum DevMode {
     /// Forward while ON; drain on a timer.
     Push,
     /// Buffer everything; nothing drains (a relay pulls).
     Pull,
 }
 
-pub async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
+pub(crate) async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     // The ports first: a second `spigot dev` fails here, before it provisions or writes anything.
     let listener = server::bind(args.listen).await?;
     let endpoint = place

@@ -46,7 +46,7 @@ fn watch_stage(switch: StageSwitch, lagged: Arc<std::sync::Mutex<LaggedStage>>) 
 }
 
 /// Takes the port first, before anything is provisioned or written.
-pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+pub(super) async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
     tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         CliError::Usage(format!(
             "port {} is taken ({e}); is another spigot dev running? choose another with --listen (make run ARGS=\"--listen 127.0.0.1:{}\")",
@@ -57,7 +57,7 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliErro
 }
 
 /// Serves the receiver on `listener` until Ctrl-C.
-pub async fn serve(
+pub(super) async fn serve(
     listener: tokio::net::TcpListener,
     receiver: AwsReceiver,
     door: TriggerDoor<S3Triggers>,

@@ -10,7 +10,7 @@ use spigot_core::{Secrets, Verifier};
 use crate::CliError;
 
 /// Serves the sink at `addr`; returns its URL.
-pub async fn start(addr: SocketAddr, secrets: Secrets) -> Result<String, CliError> {
+pub(super) async fn start(addr: SocketAddr, secrets: Secrets) -> Result<String, CliError> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for the sink; pass --sink or --target")
     })?;

@@ -10,7 +10,7 @@ use crate::CliError;
 use crate::resources::DEV_FILE;
 
 /// Creates (or finds) the local stack, giving a moto server started alongside (`make run`) time to come up.
-pub async fn provision_with_retry(
+pub(super) async fn provision_with_retry(
     sdk: &SdkConfig,
     endpoint: &str,
     name: &str,
@@ -91,7 +91,7 @@ async fn answers_but_not_moto(endpoint: &str) -> Option<u16> {
 }
 
 /// Writes `.spigot/dev.json`, read by `--local`.
-pub fn write(stack: &LocalStack) -> Result<(), CliError> {
+pub(super) fn write(stack: &LocalStack) -> Result<(), CliError> {
     std::fs::create_dir_all(".spigot").context("cannot create .spigot/")?;
     let text = serde_json::to_string_pretty(stack).context("cannot encode the local stack")?;
     std::fs::write(DEV_FILE, text).with_context(|| format!("cannot write {DEV_FILE}"))?;

@@ -11,7 +11,7 @@ use assert_cmd::prelude::*;
 use spigot_core::resources::Resource;
 use spigot_e2e::*;
 
-pub fn spigot(dir: &PathBuf) -> Command {
+pub(crate) fn spigot(dir: &PathBuf) -> Command {
     let mut c = Command::cargo_bin("spigot").unwrap();
     c.current_dir(dir)
         .env_remove("AWS_ENDPOINT_URL")
@@ -23,7 +23,7 @@ pub fn spigot(dir: &PathBuf) -> Command {
 /// `spigot` in `dir` with the credentials of an IAM user holding exactly what
 /// `principal` holds in the template for the local stack of `dir/.spigot/dev.json`
 /// (moto enforces it). Without a stack there yet, the admin's (the default).
-pub fn spigot_as(dir: &PathBuf, principal: Principal) -> Command {
+pub(crate) fn spigot_as(dir: &PathBuf, principal: Principal) -> Command {
     let mut c = spigot(dir);
     if let Some((id, secret)) = keys_for(dir, principal) {
         c.env("AWS_ACCESS_KEY_ID", id)
@@ -73,13 +73,13 @@ fn keys_for(dir: &std::path::Path, principal: Principal) -> Option<(String, Stri
     Some(entry.clone())
 }
 
-pub fn workdir() -> PathBuf {
+pub(crate) fn workdir() -> PathBuf {
     let d = std::env::temp_dir().join(unique("spigot-cli-"));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-pub struct Dev(pub Child);
+pub(crate) struct Dev(pub Child);
 impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -87,22 +87,27 @@ impl Drop for Dev {
     }
 }
 
-pub fn start_dev(dir: &PathBuf, target: &str) -> (Dev, String) {
+pub(crate) fn start_dev(dir: &PathBuf, target: &str) -> (Dev, String) {
     start_dev_named(dir, target, &unique("dev"))
 }
 
 /// `spigot dev` on the local stack called `name` (a restart finds the same queues).
-pub fn start_dev_named(dir: &PathBuf, target: &str, name: &str) -> (Dev, String) {
+pub(crate) fn start_dev_named(dir: &PathBuf, target: &str, name: &str) -> (Dev, String) {
     start_dev_at(dir, target, name, moto())
 }
 
 /// `spigot dev` reaching AWS at `endpoint`.
-pub fn start_dev_at(dir: &PathBuf, target: &str, name: &str, endpoint: &str) -> (Dev, String) {
+pub(crate) fn start_dev_at(
+    dir: &PathBuf,
+    target: &str,
+    name: &str,
+    endpoint: &str,
+) -> (Dev, String) {
     start_dev_with(dir, target, name, endpoint, &[])
 }
 
 /// `spigot dev` whose requests see the stage variables `lag_ms` late, as AWS's edge hands them out.
-pub fn start_dev_lagged(dir: &PathBuf, target: &str, lag_ms: u64) -> (Dev, String) {
+pub(crate) fn start_dev_lagged(dir: &PathBuf, target: &str, lag_ms: u64) -> (Dev, String) {
     let lag = lag_ms.to_string();
     start_dev_with(
         dir,
@@ -114,7 +119,7 @@ pub fn start_dev_lagged(dir: &PathBuf, target: &str, lag_ms: u64) -> (Dev, Strin
 }
 
 /// `spigot dev` with `extra` arguments.
-pub fn start_dev_with(
+pub(crate) fn start_dev_with(
     dir: &PathBuf,
     target: &str,
     name: &str,
@@ -147,7 +152,7 @@ pub fn start_dev_with(
 }
 
 /// Waits until `spigot dev` answers at `addr` (it takes its port before it is ready).
-pub fn wait_serving(addr: SocketAddr) {
+pub(crate) fn wait_serving(addr: SocketAddr) {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -172,12 +177,12 @@ pub fn wait_serving(addr: SocketAddr) {
 }
 
 /// The local stack `spigot dev` wrote in `dir`.
-pub fn spigot_cli_dev_file(dir: &std::path::Path) -> spigot_aws::local::LocalStack {
+pub(crate) fn spigot_cli_dev_file(dir: &std::path::Path) -> spigot_aws::local::LocalStack {
     serde_json::from_str(&std::fs::read_to_string(dir.join(".spigot/dev.json")).unwrap()).unwrap()
 }
 
 /// A fresh stack in moto, written to `dir/.spigot/dev.json` for `--local` commands (no `spigot dev`).
-pub async fn local_stack(
+pub(crate) async fn local_stack(
     dir: &std::path::Path,
     target: Option<&str>,
 ) -> (

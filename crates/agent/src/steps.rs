@@ -281,15 +281,11 @@ impl Runner {
         tail: &Tail,
     ) -> Result<(), String> {
         let client = self.http.get().map_err(|e| e.to_string())?;
-        let mut resp = client.get(url).send().await.map_err(|e| {
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why = format!("{why}: {s}");
-                source = s.source();
-            }
-            format!("GET {url} failed: {why}")
-        })?;
+        let mut resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url} failed: {}", spigot_aws::error_text(&e)))?;
         if !resp.status().is_success() {
             return Err(format!("GET {url} answered {}", resp.status()));
         }

@@ -146,6 +146,17 @@ pub fn error_text<E: std::error::Error>(e: &E) -> String {
     error::context(e)
 }
 
+/// The innermost cause of an error (`connection refused`, not `error sending request`).
+pub fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

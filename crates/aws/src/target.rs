@@ -79,13 +79,15 @@ impl Target for HttpTarget {
                 "target did not answer within {} ms",
                 self.timeout.as_millis()
             )),
-            Err(e) if e.is_connect() => {
-                Delivery::unreachable(format!("cannot connect to the target: {}", root(&e)))
-            }
-            Err(e) if e.is_builder() => {
-                Delivery::permanent(format!("cannot build the request: {}", root(&e)))
-            }
-            Err(e) => Delivery::unreachable(format!("delivery failed: {}", root(&e))),
+            Err(e) if e.is_connect() => Delivery::unreachable(format!(
+                "cannot connect to the target: {}",
+                crate::root_cause(&e)
+            )),
+            Err(e) if e.is_builder() => Delivery::permanent(format!(
+                "cannot build the request: {}",
+                crate::root_cause(&e)
+            )),
+            Err(e) => Delivery::unreachable(format!("delivery failed: {}", crate::root_cause(&e))),
         }
     }
 
@@ -109,14 +111,4 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-fn root(e: &dyn std::error::Error) -> String {
-    let mut last = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
 }

@@ -248,15 +248,7 @@ async fn stack_outputs(sdk: &SdkConfig, name: &str) -> Result<Vec<(String, Strin
         .stack_name(name)
         .send()
         .await
-        .map_err(|e| {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(x) = src {
-                s = x.to_string();
-                src = x.source();
-            }
-            s
-        })?;
+        .map_err(|e| spigot_aws::root_cause(&e))?;
     Ok(out
         .stacks
         .unwrap_or_default()

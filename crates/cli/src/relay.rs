@@ -106,8 +106,8 @@ fn engine(r: &Resolved, args: &RelayArgs) -> Result<RelayEngine, CliError> {
     pull_engine(r, target, config)
 }
 
-/// The relay's engine on the buffer, delivering to `target`: `spigot relay`'s
-/// HTTP target, or `spigot agent --on`'s deployment script.
+/// The relay's engine on the buffer, delivering to `target` (`spigot relay`'s
+/// HTTP target).
 pub(crate) fn pull_engine<T: Target>(
     r: &Resolved,
     target: T,

@@ -616,11 +616,7 @@ impl Agent {
         let mut receipt = self.receipt(request, attempt, note);
         self.put(&receipt).await?;
         match self.verdict(state, request).await {
-            push::Verdict::Run {
-                branch,
-                deployed,
-                env,
-            } => {
+            push::Verdict::Run { deployed, env } => {
                 eprintln!(
                     "request {} of {} (by {}): running {}",
                     request.sequence, self.trigger, request.by, self.script.path
@@ -633,8 +629,8 @@ impl Agent {
                 if request.push.is_some() {
                     self.metrics.pushes.fetch_add(1, Ordering::Relaxed);
                 }
-                if receipt.status == Status::Done && !branch.is_empty() {
-                    state.deployed.insert(branch, deployed);
+                if let (Status::Done, Some((branch, pushed))) = (receipt.status, deployed) {
+                    state.deployed.insert(branch, pushed);
                 }
             }
             push::Verdict::Skip(why) => {
@@ -720,12 +716,7 @@ impl Agent {
         }
         match &request.push {
             None => push::Verdict::Run {
-                branch: String::new(),
-                deployed: push::Deployed {
-                    commit: String::new(),
-                    pushed_at: 0,
-                    sequence: request.sequence,
-                },
+                deployed: None,
                 env: Vec::new(),
             },
             Some(p) => {

@@ -28,12 +28,11 @@ pub struct Deployed {
 /// What the agent does with a push request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Run the script with these variables; once done, remember `deployed` under `branch`.
+    /// Run the script with these variables; once done, remember `deployed`
+    /// (`owner/repo@branch` and the push; `None` for a request that is no push).
     Run {
-        /// `owner/repo@branch`.
-        branch: String,
-        /// What to remember.
-        deployed: Deployed,
+        /// What to remember once the run is done.
+        deployed: Option<(String, Deployed)>,
         /// `SPIGOT_*` variables about the push.
         env: Vec<(String, String)>,
     },
@@ -174,12 +173,14 @@ fn judge_push(
         ),
     ];
     Verdict::Run {
-        branch,
-        deployed: Deployed {
-            commit: parsed.after.to_string(),
-            pushed_at,
-            sequence: request.sequence,
-        },
+        deployed: Some((
+            branch,
+            Deployed {
+                commit: parsed.after.to_string(),
+                pushed_at,
+                sequence: request.sequence,
+            },
+        )),
         env,
     }
 }
@@ -244,11 +245,8 @@ mod tests {
         let store = MemoryTriggers::default();
         let (r, p) = request(&store, &body("main", &"a".repeat(40), 1_000), SECRET).await;
         match check().judge(&store, &r, &p, &BTreeMap::new(), 1_060).await {
-            Verdict::Run {
-                branch,
-                deployed,
-                env,
-            } => {
+            Verdict::Run { deployed, env } => {
+                let (branch, deployed) = deployed.unwrap();
                 assert_eq!(branch, "octo/app@main");
                 assert_eq!(deployed.sequence, 7);
                 assert!(env.contains(&("SPIGOT_SHA".into(), "a".repeat(40))));

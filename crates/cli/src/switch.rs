@@ -114,14 +114,19 @@ async fn flip(
         (state, _) => state,
     };
     switch.set(state).await.context("cannot flip the spigot")?;
-    if quiet {
-        // No sentence for machines, but an operator's OFF is held all the same.
-        if state == State::Off {
-            reassert_off(&switch).await?;
-        }
-        return Ok((old, state));
+    // No sentence for machines (`--json`), but an operator's OFF is held all the same.
+    if !quiet {
+        say_flip(old.as_deref(), state, waiting);
     }
-    let change = match old.as_deref() {
+    if state == State::Off {
+        reassert_off(&switch, quiet).await?;
+    }
+    Ok((old, state))
+}
+
+/// "spigot ON -> OFF (2 hooks in the buffer)".
+fn say_flip(old: Option<&str>, state: State, waiting: Option<u64>) {
+    let change = match old {
         Some(o) if o == state.as_str() => format!("spigot is already {state}"),
         o => format!("spigot {} -> {state}", o.unwrap_or("unset")),
     };
@@ -140,10 +145,6 @@ async fn flip(
             (_, None) => String::new(),
         }
     );
-    if state == State::Off {
-        reassert_off(&switch).await?;
-    }
-    Ok((old, state))
 }
 
 /// How long after `spigot off` an automatic flip that read the state just
@@ -153,8 +154,9 @@ const OFF_SETTLES: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// An operator's OFF always wins: read again once a concurrent flip (a
 /// drainer's DRAINING -> ON, a receiver's ON -> DRAINING) could have landed
-/// over it, and set OFF again if one did.
-async fn reassert_off(switch: &StageSwitch) -> Result<(), CliError> {
+/// over it, and set OFF again if one did (said on stderr when stdout is
+/// `quiet`, kept for one JSON document).
+async fn reassert_off(switch: &StageSwitch, quiet: bool) -> Result<(), CliError> {
     tokio::time::sleep(OFF_SETTLES).await;
     match switch.read().await {
         Ok(State::Off) => Ok(()),
@@ -166,7 +168,14 @@ async fn reassert_off(switch: &StageSwitch) -> Result<(), CliError> {
                 .set(State::Off)
                 .await
                 .context("cannot flip the spigot")?;
-            println!("an automatic flip landed at the same moment ({found}); spigot set OFF again");
+            let said = format!(
+                "an automatic flip landed at the same moment ({found}); spigot set OFF again"
+            );
+            if quiet {
+                eprintln!("{said}");
+            } else {
+                println!("{said}");
+            }
             Ok(())
         }
     }

@@ -136,15 +136,32 @@ pub const ENVIRONMENT: &[&str] = &[
 /// The receiver of a deployment (or a local stack), as its settings name it;
 /// the webhook secret is read from Secrets Manager when `WEBHOOK_SECRET_ARN` is set.
 pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReceiver, AwsError> {
-    let arn = settings.webhook_secret_arn.as_deref();
-    let read = secrets(
+    build_with(sdk, settings, webhook_secrets(sdk, settings).await?)
+}
+
+/// The webhook secrets the settings name (`WEBHOOK_SECRET_ARN`, else
+/// `WEBHOOK_SECRET`), read once for the receiver and the trigger door.
+pub async fn webhook_secrets(
+    sdk: &SdkConfig,
+    settings: &Settings,
+) -> Result<Option<Secrets>, AwsError> {
+    secrets(
         sdk,
         "WEBHOOK_SECRET",
-        arn,
+        settings.webhook_secret_arn.as_deref(),
         settings.webhook_secret.as_deref(),
     )
-    .await?;
-    let verifier = keyring(sdk, settings, arn, read, settings.allow_sha1);
+    .await
+}
+
+/// [`build`] with the webhook secrets already read ([`webhook_secrets`]).
+pub fn build_with(
+    sdk: &SdkConfig,
+    settings: &Settings,
+    webhook: Option<Secrets>,
+) -> Result<AwsReceiver, AwsError> {
+    let arn = settings.webhook_secret_arn.as_deref();
+    let verifier = keyring(sdk, settings, arn, webhook, settings.allow_sha1);
     Ok(Receiver {
         buffer: SqsBuffer::from_settings(sdk, settings)?,
         payloads: S3Payloads::from_settings(sdk, settings),

@@ -11,8 +11,10 @@ async fn main() -> Result<(), Error> {
     spigot_aws::logs::init_lambda();
     let settings = Settings::from_env()?;
     let sdk = spigot_aws::sdk_config(None).await;
-    let receiver = &spigot_receiver::build(&sdk, &settings).await?;
-    let door = &spigot_receiver::trigger::build(&sdk, &settings).await?;
+    // The webhook secret is read once, for the receiver and the door's check.
+    let webhook = spigot_receiver::webhook_secrets(&sdk, &settings).await?;
+    let door = &spigot_receiver::trigger::build_with(&sdk, &settings, webhook.as_ref()).await?;
+    let receiver = &spigot_receiver::build_with(&sdk, &settings, webhook)?;
     run(service_fn(move |event: LambdaEvent<ApiEvent>| async move {
         let now = SystemClock.now_ms();
         Ok::<_, Error>(match spigot_receiver::trigger::route(&event.payload) {

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, S3Triggers};
-use spigot_core::Keyring;
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{MetricsSink, StdoutMetrics, Triggers, Write};
 use spigot_core::trigger::{self, TriggerError};
+use spigot_core::{Keyring, Secrets};
 
 use crate::{Answer, ApiEvent, ApiResponse, Inbound};
 
@@ -56,14 +56,17 @@ pub async fn build(
     sdk: &SdkConfig,
     settings: &Settings,
 ) -> Result<TriggerDoor<S3Triggers>, AwsError> {
-    // The webhook secret must not be able to deploy.
-    let webhook = crate::secrets(
-        sdk,
-        "WEBHOOK_SECRET",
-        settings.webhook_secret_arn.as_deref(),
-        settings.webhook_secret.as_deref(),
-    )
-    .await?;
+    let webhook = crate::webhook_secrets(sdk, settings).await?;
+    build_with(sdk, settings, webhook.as_ref()).await
+}
+
+/// [`build`] with the webhook secrets the receiver already read, which the
+/// trigger secret must not share (the webhook secret must not be able to deploy).
+pub async fn build_with(
+    sdk: &SdkConfig,
+    settings: &Settings,
+    webhook: Option<&Secrets>,
+) -> Result<TriggerDoor<S3Triggers>, AwsError> {
     let trigger = crate::secrets(
         sdk,
         "TRIGGER_SECRET",
@@ -71,7 +74,7 @@ pub async fn build(
         settings.trigger_secret.as_deref(),
     )
     .await?;
-    if let (Some(w), Some(t)) = (&webhook, &trigger)
+    if let (Some(w), Some(t)) = (webhook, &trigger)
         && t.shares_any(w)
     {
         return Err(AwsError::Secret(

@@ -3,6 +3,7 @@
 //! One module a concept, each with its own error type. The ports (traits the
 //! adapters in `spigot-aws` implement) live in [`ports`].
 
+pub mod archive;
 pub mod cfn;
 pub mod coalesce;
 pub mod config;

@@ -440,3 +440,28 @@ async fn tokio_yield() {
     }
     YieldOnce(false).await
 }
+
+/// An archive in memory: the records put, in order.
+#[derive(Debug, Default)]
+pub struct MemoryArchive {
+    /// Every record put.
+    pub records: Mutex<Vec<Vec<u8>>>,
+}
+
+impl MemoryArchive {
+    /// The records read back as one object.
+    pub fn entries(&self) -> Vec<crate::archive::Entry> {
+        crate::archive::read_object(&self.records.lock().unwrap().concat()).0
+    }
+}
+
+impl Archive for MemoryArchive {
+    fn put(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PortError>> + Send + '_>>
+    {
+        self.records.lock().unwrap().extend(records);
+        Box::pin(async { Ok(()) })
+    }
+}

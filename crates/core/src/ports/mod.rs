@@ -1,6 +1,7 @@
 //! Ports: the capabilities the handlers need, one trait a file, implemented by
 //! `spigot-aws` for AWS and by [`memory`] (feature `memory`) for unit tests.
 
+mod archive;
 mod buffer;
 mod clock;
 mod error;
@@ -18,6 +19,7 @@ mod triggers;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 
+pub use archive::{Archive, Timeline};
 pub use buffer::{Buffer, DeadLetter, Received};
 pub use clock::{Clock, SystemClock};
 pub use error::{PortError, PortErrorKind};

@@ -1,5 +1,6 @@
 //! spigot-aws: adapters that implement spigot-core's ports with the AWS SDK and reqwest.
 
+pub mod archive;
 mod error;
 pub mod github;
 pub mod local;
@@ -12,6 +13,7 @@ pub mod target;
 pub mod tls;
 pub mod triggers;
 
+pub use archive::{FirehoseArchive, S3Archive};
 pub use error::AwsError;
 pub use github::{GitHubApi, GitHubAuth};
 pub use pipelines::{CodePipelines, S3Filters};
@@ -21,8 +23,8 @@ pub use stage::{ApiStages, StageSwitch};
 pub use target::HttpTarget;
 pub use triggers::S3Triggers;
 pub use {
-    aws_config, aws_sdk_apigateway, aws_sdk_apigatewayv2, aws_sdk_codepipeline, aws_sdk_s3,
-    aws_sdk_secretsmanager, aws_sdk_sqs,
+    aws_config, aws_sdk_apigateway, aws_sdk_apigatewayv2, aws_sdk_codepipeline, aws_sdk_firehose,
+    aws_sdk_s3, aws_sdk_secretsmanager, aws_sdk_sqs,
 };
 
 use aws_config::{BehaviorVersion, SdkConfig};

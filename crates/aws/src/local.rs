@@ -114,7 +114,11 @@ pub async fn provision(
     }
 
     let api_id = api(sdk, name).await.map_err(fail("REST API stage"))?;
+    let archive = archive_stream(sdk, name, &bucket)
+        .await
+        .map_err(fail("archive stream"))?;
     let resources = Resources::default()
+        .with(Resource::ArchiveStream, archive)
         .with(Resource::ApiId, api_id)
         .with(Resource::Stage, STAGE)
         .with(Resource::BufferUrl, buffer_url)
@@ -128,6 +132,46 @@ pub async fn provision(
         target: None,
         webhook_url: None,
     })
+}
+
+/// The archive's Firehose delivery stream into `bucket`'s `archive/`, as the
+/// template makes it (moto writes each record batch to S3 at once).
+async fn archive_stream(sdk: &SdkConfig, name: &str, bucket: &str) -> Result<String, String> {
+    use aws_sdk_firehose::types::{
+        BufferingHints, CompressionFormat, ExtendedS3DestinationConfiguration,
+    };
+    let firehose = aws_sdk_firehose::Client::new(sdk);
+    let stream = format!("{name}-archive");
+    if firehose
+        .describe_delivery_stream()
+        .delivery_stream_name(&stream)
+        .send()
+        .await
+        .is_ok()
+    {
+        return Ok(stream);
+    }
+    let destination = ExtendedS3DestinationConfiguration::builder()
+        .role_arn(format!("arn:aws:iam::123456789012:role/{name}-archive"))
+        .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+        .prefix(spigot_core::archive::ARCHIVE_PREFIX)
+        .buffering_hints(
+            BufferingHints::builder()
+                .interval_in_seconds(300)
+                .size_in_mbs(5)
+                .build(),
+        )
+        .compression_format(CompressionFormat::Uncompressed)
+        .build()
+        .map_err(|e| e.to_string())?;
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name(&stream)
+        .extended_s3_destination_configuration(destination)
+        .send()
+        .await
+        .map_err(|e| context(&e))?;
+    Ok(stream)
 }
 
 async fn queue(

@@ -321,7 +321,9 @@ pub fn read_object(bytes: &[u8]) -> (Vec<Entry>, Option<ArchiveError>) {
 fn read_record(bytes: &[u8], at: usize) -> Result<(Entry, usize), ArchiveError> {
     let bad = |why: &str| ArchiveError::Framing(at, why.to_string());
     let rest = &bytes[at..];
-    let rest = rest.strip_prefix(MAGIC).ok_or_else(|| bad("no SPG1 mark"))?;
+    let rest = rest
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("no SPG1 mark"))?;
     let line_end = rest
         .iter()
         .take(48)
@@ -434,7 +436,9 @@ pub fn rows(entries: &[Entry], query: &Query) -> Vec<Row> {
         {
             continue;
         }
-        let mut steps = by_delivery.remove(step.delivery.as_str()).unwrap_or_default();
+        let mut steps = by_delivery
+            .remove(step.delivery.as_str())
+            .unwrap_or_default();
         steps.sort_by_key(|s| s.at_ms);
         rows.push(Row {
             at_ms: step.at_ms,
@@ -547,17 +551,20 @@ mod tests {
         let body = br#"{"ref":"refs/heads/main","repository":{"full_name":"o/a"}}"#;
         let h = hook("d1", "o/a", 1_000, body);
         let mut object = hook_record(&h, &[received(&h)]);
-        object.extend(step_records(&[Step::of(
-            2_000,
-            "d1",
-            "o/a",
-            "push",
-            What::Delivered {
-                by: "drainer".into(),
-                status: 200,
-                ms: 12,
-            },
-        )]).concat());
+        object.extend(
+            step_records(&[Step::of(
+                2_000,
+                "d1",
+                "o/a",
+                "push",
+                What::Delivered {
+                    by: "drainer".into(),
+                    status: 200,
+                    ms: 12,
+                },
+            )])
+            .concat(),
+        );
         let (entries, problem) = read_object(&object);
         assert_eq!(problem, None);
         assert_eq!(entries.len(), 2);
@@ -635,16 +642,17 @@ mod tests {
             },
         ));
         steps.push(step(2_100, "b1", What::Forwarded { status: 200, ms: 4 }));
-        let entries = vec![Entry {
-            kept: None,
-            steps,
-        }];
+        let entries = vec![Entry { kept: None, steps }];
         let all = rows(&entries, &Query::default());
         assert_eq!(
             all.iter()
                 .map(|r| (r.delivery.as_str(), r.outcome.as_str()))
                 .collect::<Vec<_>>(),
-            [("a2", "received"), ("b1", "delivered"), ("a1", "dead-lettered")]
+            [
+                ("a2", "received"),
+                ("b1", "delivered"),
+                ("a1", "dead-lettered")
+            ]
         );
         let only_a = rows(
             &entries,

@@ -124,6 +124,11 @@ pub struct Envelope {
     /// The last failure, for operators.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The replay that sent it again from the archive (`spigot replay`), if
+    /// one did: its own FIFO deduplication id, so a replay is never taken for
+    /// the original (or another replay) within SQS's five minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<String>,
 }
 
 /// True when SQS accepts every character of `text` in a message body (#x9,
@@ -169,6 +174,7 @@ impl Envelope {
             received_at_ms: hook.received_at_ms,
             attempts: 0,
             last_error: None,
+            replay: None,
         }
     }
 
@@ -217,12 +223,16 @@ impl Envelope {
         };
         let _ = write!(
             out,
-            ",\"sha256\":{},\"received_at_ms\":{},\"attempts\":{},\"last_error\":{}}}",
+            ",\"sha256\":{},\"received_at_ms\":{},\"attempts\":{},\"last_error\":{}",
             json(&self.sha256),
             self.received_at_ms,
             self.attempts,
             json(&self.last_error),
         );
+        if let Some(replay) = &self.replay {
+            let _ = write!(out, ",\"replay\":{}", json(replay));
+        }
+        let _ = out.write_char('}');
     }
 
     fn body_len(&self) -> usize {
@@ -359,6 +369,12 @@ impl Envelope {
     /// The FIFO deduplication id: the delivery id on first arrival (GitHub
     /// redeliveries collapse), delivery id + attempt on every later send.
     pub fn dedup_id(&self) -> String {
+        if let Some(replay) = &self.replay {
+            return safe_id(
+                &format!("{}#r{replay}#{}", self.delivery, self.attempts),
+                128,
+            );
+        }
         if self.attempts == 0 {
             safe_id(&self.delivery, 128)
         } else {

@@ -30,6 +30,8 @@ pub enum Resource {
     WebhookSecret,
     /// The kind of API (`REST` or `HTTP`) whose stage holds `spigot_state`.
     ApiType,
+    /// The Firehose delivery stream of the archive and the timeline.
+    ArchiveStream,
 }
 
 /// How one resource is named in each place.
@@ -168,6 +170,17 @@ pub const TABLE: &[Row] = &[
         output: "ApiType",
         what: "the kind of API whose stage holds spigot_state: REST or HTTP",
         default: Some("REST"),
+        optional: true,
+    },
+    Row {
+        resource: Resource::ArchiveStream,
+        field: "archive_stream",
+        flag: "archive-stream",
+        cli_env: "SPIGOT_ARCHIVE_STREAM",
+        lambda_env: Some("ARCHIVE_STREAM"),
+        output: "ArchiveStream",
+        what: "the Firehose delivery stream of the archive and the timeline (none: ArchiveDays 0)",
+        default: None,
         optional: true,
     },
 ];

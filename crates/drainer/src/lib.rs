@@ -10,7 +10,7 @@ use spigot_aws::{AwsError, HttpTarget, S3Payloads, SqsBuffer, StageSwitch};
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Buffer, Clock, MetricsSink, PayloadStore, StdoutMetrics, Switch, SystemClock, Target,
+    Buffer, Clock, MetricsSink, PayloadStore, StdoutMetrics, Switch, SystemClock, Target, Timeline,
 };
 use spigot_core::spigot::State;
 use spigot_engine::{Counters, Engine, EngineConfig, SWITCH_CHECK_EVERY, Stop, Summary, gate};
@@ -71,6 +71,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "DRAIN_GRACE_SECONDS",
     "DRAIN_COALESCE",
     "RESUME_HEALTHY_SECONDS",
+    "ARCHIVE_STREAM",
 ];
 
 /// The drainer of a deployment (or a local stack): its buffer, bucket, target and stage.
@@ -81,6 +82,13 @@ pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsErro
             S3Payloads::from_settings(sdk, settings),
             HttpTarget::from_settings(settings)?,
             EngineConfig::lambda(settings),
+        )
+        .with_timeline(
+            Timeline::new(
+                spigot_aws::FirehoseArchive::from_settings(sdk, settings)
+                    .map(|a| Arc::new(a) as Arc<dyn spigot_core::ports::Archive>),
+            ),
+            "drainer",
         ),
         switch: StageSwitch::from_settings(sdk, settings)?,
         metrics: Arc::new(StdoutMetrics),

@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde::Serialize;
+use spigot_core::archive::{self, What};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
-use spigot_core::ports::{Buffer, Clock, DeadLetter, PayloadStore, Received, SystemClock, Target};
+use spigot_core::ports::{
+    Buffer, Clock, DeadLetter, PayloadStore, Received, SystemClock, Target, Timeline,
+};
 
 use crate::attempts;
 use crate::config::EngineConfig;
@@ -159,6 +162,10 @@ pub struct Engine<B, P, T> {
     pub config: EngineConfig,
     /// Time of deliveries (the relay's last-delivery gauge).
     pub clock: Arc<dyn Clock>,
+    /// Where each attempt, delivery and dead letter is recorded (off unless set).
+    pub timeline: Timeline,
+    /// Who delivers, as the timeline names it (`drainer`, `relay`).
+    pub by: &'static str,
 }
 
 impl<B, P, T> Engine<B, P, T> {
@@ -170,6 +177,35 @@ impl<B, P, T> Engine<B, P, T> {
             target,
             config,
             clock: Arc::new(SystemClock),
+            timeline: Timeline::default(),
+            by: "drainer",
+        }
+    }
+
+    /// The engine, recording its steps on `timeline` as `by`.
+    pub fn with_timeline(mut self, timeline: Timeline, by: &'static str) -> Self {
+        self.timeline = timeline;
+        self.by = by;
+        self
+    }
+
+    /// Notes a step of the hook in `env`.
+    fn note(&self, env: &Envelope, what: What) {
+        let repository = env.repository.as_deref().unwrap_or("");
+        let step = archive::Step::of(
+            self.clock.now_ms(),
+            &env.delivery,
+            repository,
+            &env.event,
+            what,
+        );
+        self.timeline.note(step);
+    }
+
+    /// Writes the steps noted so far (one record for the batch).
+    async fn record(&self) {
+        if let Err(e) = self.timeline.flush().await {
+            tracing::warn!(error = %e, "cannot record this batch's steps on the timeline");
         }
     }
 }
@@ -312,6 +348,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 continue;
             }
             self.batch(run, batch, asked).await;
+            self.record().await;
             run.finished.fetch_add(1, Ordering::SeqCst);
             run.busy.fetch_sub(1, Ordering::SeqCst);
         }
@@ -590,16 +627,43 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
         };
         let hook = &opened.hook;
-        match self.target.deliver(hook).await {
+        let started = Instant::now();
+        let delivered = self.target.deliver(hook).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let by = self.by.to_string();
+        match delivered {
             Delivery::Delivered(status) => {
                 tracing::info!(delivery = %hook.delivery, event = %hook.event, status, "delivered");
+                self.note(&env, What::Delivered { by, status, ms });
                 Step::Delivered(opened.claim)
             }
             Delivery::Retryable(f) => {
+                let error = f.reason.clone();
+                self.note(
+                    &env,
+                    What::Attempt {
+                        by,
+                        status: f.status,
+                        ms,
+                        error,
+                    },
+                );
                 self.retry_or_give_up(env, prior, f.reason, f.status, f.retry_after)
                     .await
             }
-            Delivery::Permanent(f) => self.dead_envelope(env, f.reason, f.status).await,
+            Delivery::Permanent(f) => {
+                let error = f.reason.clone();
+                self.note(
+                    &env,
+                    What::Attempt {
+                        by,
+                        status: f.status,
+                        ms,
+                        error,
+                    },
+                );
+                self.dead_envelope(env, f.reason, f.status).await
+            }
         }
     }
 
@@ -683,8 +747,15 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             }
         }
         let id = env.delivery.clone();
-        self.dead_letter(&dead_letter(env, reason, status), &id)
-            .await
+        let noted = env.clone();
+        let step = self
+            .dead_letter(&dead_letter(env, reason.clone(), status), &id)
+            .await;
+        if matches!(step, Step::DeadLettered) {
+            let by = self.by.to_string();
+            self.note(&noted, What::DeadLettered { by, reason });
+        }
+        step
     }
 
     async fn dead_letter(&self, letter: &DeadLetter, id: &str) -> Step {

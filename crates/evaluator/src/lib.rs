@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, CodePipelines, GitHubApi, S3Filters, S3Payloads};
+use spigot_core::archive::{Step, What};
 use spigot_core::config::Settings;
 use spigot_core::envelope::Envelope;
 use spigot_core::filter::{
@@ -15,7 +16,8 @@ use spigot_core::filter::{
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
     Clock, EvalLetters, FilterStore, GitHub, MetricsSink, NoLetters, NoTriggers, PayloadStore,
-    Pipelines, PortErrorKind, Received, Start, StartError, StdoutMetrics, SystemClock, Triggers,
+    Pipelines, PortErrorKind, Received, Start, StartError, StdoutMetrics, SystemClock, Timeline,
+    Triggers,
 };
 use spigot_core::push::{Completion, Push, complete};
 use spigot_core::resources::Resource;
@@ -46,6 +48,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "GITHUB_APP_KEY_SECRET_ARN",
     "GITHUB_APP_INSTALLATION_ID",
     "EVAL_DLQ_URL",
+    "ARCHIVE_STREAM",
 ];
 
 /// The evaluator of a deployment: filters and payloads in `CONFIG_BUCKET`, CodePipeline.
@@ -61,6 +64,10 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator,
     );
     evaluator.max_push_age = Duration::from_secs(settings.max_push_age);
     evaluator.github = GitHubApi::from_settings(sdk, settings).await?;
+    evaluator.timeline = Timeline::new(
+        spigot_aws::FirehoseArchive::from_settings(sdk, settings)
+            .map(|a| Arc::new(a) as Arc<dyn spigot_core::ports::Archive>),
+    );
     Ok(evaluator
         .with_letters(spigot_aws::SqsEvalLetters::from_settings(sdk, settings))
         .with_triggers(Some(spigot_aws::S3Triggers::new(
@@ -133,6 +140,8 @@ pub struct Evaluator<F, P, S, G, L = NoLetters, T = NoTriggers> {
     pub letters: Option<L>,
     /// Where filters with a `Trigger` raise it (the config bucket's `triggers/`).
     pub triggers: Option<T>,
+    /// Where each pipeline started or skipped is recorded (off unless set).
+    pub timeline: Timeline,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -162,6 +171,7 @@ impl<F, P, S, G> Evaluator<F, P, S, G> {
             github: None,
             letters: None,
             triggers: None,
+            timeline: Timeline::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -201,6 +211,7 @@ impl<F, P, S, G, L, T> Evaluator<F, P, S, G, L, T> {
             github: self.github,
             letters,
             triggers,
+            timeline: self.timeline,
             cache: self.cache,
         }
     }
@@ -246,6 +257,9 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
                     stats.unreadable += 1;
                 }
             }
+        }
+        if let Err(e) = self.timeline.flush().await {
+            tracing::warn!(error = %e, "cannot record this batch's pipeline steps on the timeline");
         }
         let m = Metrics::new("evaluator")
             .count("FiltersEvaluated", stats.filters_evaluated)
@@ -324,6 +338,8 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
         {
             // A signed body replayed long after GitHub sent it: never restart pipelines for it.
             tracing::warn!(delivery = %hook.delivery, repository = %push.repository, age_seconds = age.as_secs(), "push older than MAX_PUSH_AGE; not evaluated");
+            let why = format!("older than MAX_PUSH_AGE ({} s)", age.as_secs());
+            self.note(hook, "*", false, why);
             stats.too_old += 1;
             return Ok(());
         }
@@ -438,6 +454,19 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
         Ok(opened)
     }
 
+    /// Notes on the timeline that `hook` started `name` or not, and why.
+    fn note(&self, hook: &Hook, name: &str, started: bool, why: String) {
+        let repository = hook.repository.as_deref().unwrap_or("");
+        let what = What::Pipeline {
+            name: name.to_string(),
+            started,
+            why,
+        };
+        let at = self.clock.now_ms();
+        self.timeline
+            .note(Step::of(at, &hook.delivery, repository, &hook.event, what));
+    }
+
     /// Starts every pipeline (raises every trigger) whose filter matches; a
     /// retryable failure retries the whole record.
     async fn start_matching(
@@ -453,14 +482,17 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
             stats.filters_evaluated += 1;
             let filter = &set.filters[decision.filter];
             let action = filter.spec.action();
+            let label = action.label();
             if !decision.start {
                 tracing::debug!(delivery = %hook.delivery, %action, why = %decision.why, "not started");
+                self.note(hook, &label, false, decision.why.to_string());
                 continue;
             }
-            let label = action.label();
             if self.superseded(&label, push).await {
                 tracing::warn!(delivery = %hook.delivery, %action, "a newer push of this branch already started it; skipped as superseded");
                 stats.superseded += 1;
+                let why = "a newer push of this branch already started it".to_string();
+                self.note(hook, &label, false, why);
                 continue;
             }
             let why = decision.why.to_string();
@@ -512,20 +544,34 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
         match self.pipelines.start(&start).await {
             Ok(_) if self.pipelines.dry_run() => {
                 stats.would_start += 1;
+                self.note(
+                    hook,
+                    pipeline,
+                    false,
+                    format!("dry run: would start ({why})"),
+                );
                 tracing::debug!(delivery = %hook.delivery, %pipeline, %why, "would start (dry run)");
             }
             Ok(execution) => {
                 self.record_start(pipeline, push).await;
                 stats.started += 1;
+                self.note(
+                    hook,
+                    pipeline,
+                    true,
+                    format!("{why}; execution {execution}"),
+                );
                 tracing::info!(delivery = %hook.delivery, %pipeline, %execution, %why, "pipeline started");
             }
             Err(StartError::NotFound(m)) => {
                 stats.not_found += 1;
+                self.note(hook, pipeline, false, format!("pipeline not found: {m}"));
                 tracing::error!(delivery = %hook.delivery, %pipeline, error = %m, "pipeline not found; check the filter");
             }
             Err(e) if e.is_retryable() => return Err(e.to_string()),
             Err(e) => {
-                tracing::error!(delivery = %hook.delivery, %pipeline, error = %e, "start refused")
+                tracing::error!(delivery = %hook.delivery, %pipeline, error = %e, "start refused");
+                self.note(hook, pipeline, false, format!("start refused: {e}"));
             }
         }
         Ok(())
@@ -551,10 +597,19 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
                     .await;
                 stats.raised += 1;
                 tracing::info!(delivery = %hook.delivery, repository = %push.repository, trigger = %name, sequence = request.sequence, %why, "trigger raised");
+                let label = Action::Trigger(name).label();
+                self.note(
+                    hook,
+                    &label,
+                    true,
+                    format!("{why}; request {}", request.sequence),
+                );
                 Ok(())
             }
             Err(TriggerError::Invalid(m)) => {
                 tracing::error!(delivery = %hook.delivery, trigger = %name, error = %m, "trigger not raised");
+                let label = Action::Trigger(name).label();
+                self.note(hook, &label, false, format!("not raised: {m}"));
                 Ok(())
             }
             Err(e) => Err(format!("cannot raise trigger {name}: {e}")),

@@ -14,13 +14,14 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
+use spigot_core::archive::{Step, What, hook_record, step_records};
 use spigot_core::config::{DeliveryMode, Settings};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Buffer, EvalQueue, MetricsSink, PayloadStore, PortError, PortErrorKind, StageRef, Stages,
-    StdoutMetrics, Target,
+    Archive, Buffer, EvalQueue, MetricsSink, PayloadStore, PortError, PortErrorKind, StageRef,
+    Stages, StdoutMetrics, Target,
 };
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 use spigot_core::webhook::Hook;
@@ -59,6 +60,9 @@ pub struct Receiver<B, P, T, E, C> {
     /// A delivery id taken within this long is answered 200 and not taken
     /// again (`DEDUPE_WINDOW`; zero: off). Marks live in the payload store.
     pub dedupe_window: Duration,
+    /// Where each hook taken is kept, with what became of it (`ARCHIVE_STREAM`;
+    /// `None`: `ArchiveDays` 0).
+    pub archive: Option<Arc<dyn Archive>>,
 }
 
 /// Where the receiver marks a delivery id it took (`DEDUPE_WINDOW`).
@@ -131,6 +135,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "TRIGGER_ENDPOINT",
     "DEDUPE_WINDOW",
     "SECRETS_CACHE_SECONDS",
+    "ARCHIVE_STREAM",
 ];
 
 /// The receiver of a deployment (or a local stack), as its settings name it;
@@ -176,6 +181,8 @@ pub fn build_with(
         stages: Some(ApiStages::new(sdk)),
         draining: Draining::new(Duration::from_secs(settings.drain_grace_seconds)),
         dedupe_window: Duration::from_secs(settings.dedupe_window),
+        archive: spigot_aws::FirehoseArchive::from_settings(sdk, settings)
+            .map(|a| Arc::new(a) as Arc<dyn Archive>),
     })
 }
 
@@ -228,10 +235,17 @@ pub fn keyring(
 /// A request the receiver took: what became of the hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Taken {
-    Delivered(String),
+    Delivered {
+        delivery: String,
+        status: u16,
+        ms: u64,
+    },
     Buffered {
         delivery: String,
+        /// The target's failure, told to GitHub.
         reason: Option<String>,
+        /// Why it was not forwarded, for the timeline.
+        why: String,
     },
     DeadLettered {
         delivery: String,
@@ -273,12 +287,14 @@ enum Stow {
 impl Taken {
     fn answer(self) -> (&'static str, Answer) {
         let (metric, status, body) = match self {
-            Taken::Delivered(d) => (
+            Taken::Delivered { delivery, .. } => (
                 "Forwarded",
                 200,
-                json!({"status": "delivered", "delivery": d}),
+                json!({"status": "delivered", "delivery": delivery}),
             ),
-            Taken::Buffered { delivery, reason } => {
+            Taken::Buffered {
+                delivery, reason, ..
+            } => {
                 let mut body = json!({"status": "buffered", "delivery": delivery});
                 if let Some(r) = reason {
                     body["reason"] = json!(r);
@@ -307,7 +323,27 @@ impl Taken {
         };
         (metric, Answer { status, body })
     }
+
+    /// What became of the hook, as the timeline records it.
+    fn step(&self) -> What {
+        match self {
+            Taken::Delivered { status, ms, .. } => What::Forwarded {
+                status: *status,
+                ms: *ms,
+            },
+            Taken::Buffered { why, .. } => What::Buffered { why: why.clone() },
+            Taken::DeadLettered { reason, .. } => What::DeadLettered {
+                by: "receiver".into(),
+                reason: reason.clone(),
+            },
+            Taken::Duplicate { .. } | Taken::Pong(_) => What::Duplicate,
+            Taken::Unevaluated(taken) => taken.step(),
+        }
+    }
 }
+
+/// How long the receiver waits for the archive before answering without it.
+pub const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the public is told. The details (SDK errors, endpoints, settings)
 /// went to the log where the refusal was made; a caller learns what went
@@ -396,10 +432,13 @@ where
         let marked = match self.seen(&delivery, now_ms).await {
             Seen::Before(first_ms) => {
                 tracing::warn!(%delivery, first_ms, "delivery id taken before within DEDUPE_WINDOW; answered 200, not taken again");
+                let step = Self::step_of(&hook, now_ms, What::Duplicate);
+                self.keep(step_records(&[step]), &delivery).await;
                 return Ok(Taken::Duplicate { delivery, first_ms });
             }
             Seen::New(marked) => marked,
         };
+        let kept = self.archive.is_some().then(|| hook.clone());
         // The hook and its evaluation are not coupled: a push whose evaluation
         // cannot be queued is still forwarded (or kept), then answered 503 so
         // that GitHub and the reconciler redeliver it for its pipelines.
@@ -408,10 +447,43 @@ where
         if taken.is_err() && marked {
             self.unmark(&delivery).await;
         }
+        if let (Some(hook), Ok(taken)) = (kept, &taken) {
+            let received = What::Received {
+                bytes: hook.body.len() as u64,
+            };
+            let steps = [
+                Self::step_of(&hook, now_ms, received),
+                Self::step_of(&hook, spigot_aws::now_ms().max(now_ms), taken.step()),
+            ];
+            self.keep(vec![hook_record(&hook, &steps)], &delivery).await;
+        }
         Ok(match queued {
             Ok(()) => taken?,
             Err(()) => Taken::Unevaluated(Box::new(taken?)),
         })
+    }
+
+    fn step_of(hook: &Hook, at_ms: u64, what: What) -> Step {
+        let repository = hook.repository.as_deref().unwrap_or("");
+        Step::of(at_ms, &hook.delivery, repository, &hook.event, what)
+    }
+
+    /// Puts `records` in the archive, if there is one (bounded: a slow or
+    /// failing archive never costs a hook its answer; it is logged and counted).
+    async fn keep(&self, records: Vec<Vec<u8>>, delivery: &str) {
+        let Some(archive) = &self.archive else {
+            return;
+        };
+        let problem = match tokio::time::timeout(ARCHIVE_TIMEOUT, archive.put(records)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", ARCHIVE_TIMEOUT.as_millis()),
+        };
+        tracing::error!(%delivery, error = %problem, "cannot archive the hook; it goes on unarchived");
+        self.metrics.emit(
+            &Metrics::new("receiver").count("ArchiveErrors", 1),
+            spigot_aws::now_ms(),
+        );
     }
 
     /// The mark of delivery id `delivery` (hashed: the header is unsigned).
@@ -489,26 +561,43 @@ where
         );
         if matches!(state, Ok(State::On)) && self.draining.holds(now_ms) {
             tracing::info!(%delivery, "this receiver set DRAINING moments ago (the stage is still spreading): buffering");
-            return self.buffer(hook, None).await;
+            let why = "this receiver set DRAINING moments ago";
+            return self.buffer(hook, None, why.into()).await;
         }
         let target = match (&state, &self.target) {
             (Ok(s), Some(t)) if s.forwards() => t,
             (Err(e), _) => {
                 tracing::error!(%delivery, error = %e, "spigot state unreadable; buffering to be safe");
-                return self.buffer(hook, None).await;
+                let why = format!("spigot state unreadable: {e}");
+                return self.buffer(hook, None, why).await;
             }
-            _ => return self.buffer(hook, None).await,
+            (Ok(s), None) => {
+                let why = format!("pull delivery (the spigot is {s})");
+                return self.buffer(hook, None, why).await;
+            }
+            (Ok(s), Some(_)) => {
+                let why = format!("the spigot is {s}");
+                return self.buffer(hook, None, why).await;
+            }
         };
-        match target.deliver(&hook).await {
+        let started = std::time::Instant::now();
+        let delivered = target.deliver(&hook).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match delivered {
             Delivery::Delivered(status) => {
-                tracing::info!(%delivery, status, "forwarded");
-                Ok(Taken::Delivered(delivery))
+                tracing::info!(%delivery, status, ms, "forwarded");
+                Ok(Taken::Delivered {
+                    delivery,
+                    status,
+                    ms,
+                })
             }
             Delivery::Retryable(f) => {
                 tracing::warn!(%delivery, reason = %f.reason, "target unavailable; buffering");
                 self.draining.begin(now_ms);
+                let why = format!("the target failed: {}", f.reason);
                 let (taken, ()) = tokio::join!(
-                    self.buffer(hook, Some(f.reason)),
+                    self.buffer(hook, Some(f.reason), why),
                     self.mark_draining(inbound.stage.as_ref())
                 );
                 taken
@@ -601,7 +690,12 @@ where
         Ok(env)
     }
 
-    async fn buffer(&self, hook: Hook, reason: Option<String>) -> Result<Taken, Refusal> {
+    async fn buffer(
+        &self,
+        hook: Hook,
+        reason: Option<String>,
+        why: String,
+    ) -> Result<Taken, Refusal> {
         let delivery = hook.delivery.clone();
         let result = match self.envelope(&hook, BUFFER_PAYLOADS).await {
             Ok(env) => self
@@ -614,7 +708,11 @@ where
         match result {
             Ok(()) => {
                 tracing::info!(%delivery, "buffered");
-                Ok(Taken::Buffered { delivery, reason })
+                Ok(Taken::Buffered {
+                    delivery,
+                    reason,
+                    why,
+                })
             }
             Err(Stow::TooLarge(message)) => {
                 tracing::error!(%delivery, error = %message, "cannot buffer");
@@ -680,6 +778,7 @@ mod tests {
             stages: Some(MemoryStages::default()),
             draining: Draining::default(),
             dedupe_window: Duration::ZERO,
+            archive: None,
         }
     }
 

@@ -70,6 +70,9 @@ impl Timeline {
         if steps.is_empty() {
             return Ok(0);
         }
-        archive.put(step_records(&steps)).await.map(|()| steps.len())
+        archive
+            .put(step_records(&steps))
+            .await
+            .map(|()| steps.len())
     }
 }

@@ -51,6 +51,14 @@ type MemoryReceiver = spigot_receiver::Receiver<
 
 /// The receiver's Lambda handler on in-memory queues, forwarding to `target_url`.
 fn memory_receiver(target_url: &str) -> Arc<MemoryReceiver> {
+    archived_receiver(target_url, None)
+}
+
+/// [`memory_receiver`], keeping each hook in `archive`.
+fn archived_receiver(
+    target_url: &str,
+    archive: Option<Arc<dyn spigot_core::ports::Archive>>,
+) -> Arc<MemoryReceiver> {
     use spigot_core::ports::memory::{MemoryBuffer, MemoryEvalQueue, MemoryPayloads};
     Arc::new(spigot_receiver::Receiver {
         buffer: MemoryBuffer::default(),
@@ -74,6 +82,7 @@ fn memory_receiver(target_url: &str) -> Arc<MemoryReceiver> {
         stages: None,
         draining: Default::default(),
         dedupe_window: Duration::ZERO,
+        archive,
     })
 }
 
@@ -207,6 +216,73 @@ async fn gateway_latency(target_ms: u64) {
     );
 }
 
+/// #29.1: what the archive adds to the receiver's answer. The same signed
+/// 10 KB pushes, 20 in flight, to a target answering at once, through the
+/// receiver without the archive and with it (Firehose PutRecord to a moto
+/// server, which writes each record to S3 before it answers: slower than
+/// Firehose, which only buffers it), in alternating rounds of one run.
+async fn archive_latency() {
+    const ROUNDS: usize = 6;
+    const PER_ROUND: usize = 500;
+    const CONCURRENT: usize = 20;
+    let target = FakeTarget::start().await;
+    let endpoint = moto();
+    let sdk = spigot_aws::sdk_config(Some(endpoint)).await;
+    let stack = spigot_aws::local::provision(&sdk, endpoint, &unique("bench-archive"))
+        .await
+        .unwrap();
+    let archive: Arc<dyn spigot_core::ports::Archive> = Arc::new(spigot_aws::FirehoseArchive::new(
+        &sdk,
+        stack.get(spigot_core::resources::Resource::ArchiveStream),
+    ));
+    let receivers = [
+        ("without", archived_receiver(&target.url, None)),
+        ("with", archived_receiver(&target.url, Some(archive))),
+    ];
+    let body = spigot_bench::push_of_size(10 * 1024);
+    let mut lat: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for (which, (_, receiver)) in receivers.iter().enumerate() {
+            let times = Arc::new(Mutex::new(Vec::with_capacity(PER_ROUND)));
+            futures::stream::iter(0..PER_ROUND)
+                .for_each_concurrent(CONCURRENT, |i| {
+                    let (receiver, times, body) = (receiver.clone(), times.clone(), body.clone());
+                    async move {
+                        let id = format!("arch-{round}-{which}-{i}");
+                        let req = spigot_e2e::signed_request("push", &id, &body, Some("ON"));
+                        let t = Instant::now();
+                        let resp = receiver.handle_event(&req, 0).await;
+                        assert_eq!(resp.status_code, 200);
+                        times
+                            .lock()
+                            .unwrap()
+                            .push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                })
+                .await;
+            lat[which].extend(times.lock().unwrap().iter());
+        }
+    }
+    for l in &mut lat {
+        l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    let n = ROUNDS * PER_ROUND;
+    println!(
+        "archive latency, ON path, target 0 ms, {n} pushes of 10 KB each way, {CONCURRENT} in flight, alternating rounds: without the archive p50 {:.2} / p99 {:.2} ms; with it (Firehose on moto) p50 {:.2} / p99 {:.2} ms; added p50 {:.2} / p99 {:.2} ms",
+        pct(&lat[0], 0.5),
+        pct(&lat[0], 0.99),
+        pct(&lat[1], 0.5),
+        pct(&lat[1], 0.99),
+        pct(&lat[1], 0.5) - pct(&lat[0], 0.5),
+        pct(&lat[1], 0.99) - pct(&lat[0], 0.99),
+    );
+    assert_eq!(
+        target.accepted().len(),
+        2 * n,
+        "every hook reached the target"
+    );
+}
+
 /// #30.4: from a drainer run's start (the schedule fires, or `spigot on --now`
 /// invokes it) to the first hook at the target: the gate (switch read, health
 /// probe) and the first receive, on the simulated SQS (10 ms a call), target 0 ms.
@@ -277,8 +353,13 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if std::env::args().any(|a| a == "archive") {
+        archive_latency().await;
+        return;
+    }
     gateway_latency(0).await;
     gateway_latency(100).await;
+    archive_latency().await;
     on_to_first_hook().await;
     if std::env::args().any(|a| a == "latency") {
         return;

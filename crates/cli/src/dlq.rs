@@ -9,7 +9,10 @@ use spigot_aws::S3Payloads;
 use spigot_aws::aws_sdk_sqs::Client;
 use spigot_aws::aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use spigot_core::envelope::Envelope;
-use spigot_core::ports::{PayloadStore, PortErrorKind};
+use std::sync::Arc;
+
+use spigot_core::archive::{Step, What};
+use spigot_core::ports::{Archive, PayloadStore, PortErrorKind, Timeline};
 
 use crate::CliError;
 use crate::resources::Where;
@@ -246,8 +249,16 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
                 dlq: &dlq,
                 buffer: &buffer,
                 payloads: payloads.as_ref(),
+                timeline: Timeline::new(r.get(Resource::ArchiveStream).map(|s| {
+                    Arc::new(spigot_aws::FirehoseArchive::new(&r.sdk, s)) as Arc<dyn Archive>
+                })),
+                by: crate::trigger::who(&r.sdk).await,
             };
-            redrive(&queues, max, delivery.as_deref(), hold).await
+            let redriven = redrive(&queues, max, delivery.as_deref(), hold).await;
+            if let Err(e) = queues.timeline.flush().await {
+                eprintln!("warning: the redrives could not be recorded on the timeline: {e}");
+            }
+            redriven
         }
     }
 }
@@ -475,6 +486,9 @@ struct Queues<'a> {
     buffer: &'a str,
     /// Claim-checked bodies get a copy of their own on the way back.
     payloads: Option<&'a S3Payloads>,
+    /// Where each redrive is recorded, and by whom.
+    timeline: Timeline,
+    by: String,
 }
 
 async fn redrive(
@@ -520,6 +534,13 @@ async fn redrive(
         }
         match move_one(q, &letter).await {
             Ok(()) => {
+                if let Some(e) = &letter.envelope {
+                    let what = What::Redriven { by: q.by.clone() };
+                    let repository = e.repository.as_deref().unwrap_or("");
+                    let at = spigot_aws::now_ms();
+                    q.timeline
+                        .note(Step::of(at, &e.delivery, repository, &e.event, what));
+                }
                 moves.moved += 1;
                 bar.inc(1);
             }

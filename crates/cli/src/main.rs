@@ -2,11 +2,13 @@
 
 mod blocked;
 mod dlq;
+mod events;
 mod filters;
 mod local;
 mod paint;
 mod reconcile;
 mod relay;
+mod replay;
 mod resources;
 mod secret;
 mod send;
@@ -69,6 +71,16 @@ enum Command {
     /// Show the state, buffer and dead-letter depths.
     #[command(after_help = "Examples:\n  spigot status --local\n  spigot status --json")]
     Status(switch::StatusArgs),
+    /// What happened to recent hooks (from the archive), or to one of them (--delivery).
+    #[command(
+        after_help = "Examples:\n  spigot events --local --since 10m\n  spigot events --repo octo-org/web --since 2026-12-01T14:00Z --until 2026-12-01T15:00Z\n  spigot events --delivery 72d3162e-cc78-11e3-81ab-4c9367dc0958 --json"
+    )]
+    Events(events::EventsArgs),
+    /// Send archived hooks again, byte for byte (X-Spigot-Replay names the original), in order per repository.
+    #[command(
+        after_help = "Examples:\n  spigot replay --repo octo-org/web --since 2026-12-01T14:00Z\n  spigot replay --all --since 2h --dry-run\n  spigot replay --repo octo-org/web --since 1d --to https://jenkins-restore.example.com"
+    )]
+    Replay(replay::ReplayArgs),
     /// Inspect and redrive the buffer's dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -162,6 +174,8 @@ async fn main() -> std::process::ExitCode {
         Command::On(args) => switch::on(&cli.place, args).await,
         Command::Off(args) => switch::off(&cli.place, args).await,
         Command::Status(args) => switch::status(&cli.place, args).await,
+        Command::Events(args) => events::run(&cli.place, args).await,
+        Command::Replay(args) => replay::run(&cli.place, args).await,
         Command::Dlq(cmd) => dlq::run(&cli.place, cmd).await,
         Command::Filters(cmd) => filters::run(&cli.place, cmd).await,
         Command::Secret(cmd) => secret::run(&cli.place, cmd).await,

@@ -621,3 +621,42 @@ mod tests {
         }
     }
 }
+
+/// Why a hook could not be made ready to send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stow {
+    /// Too large for a message, and no store to claim-check it in.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The store refused or did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The envelope of `hook`, its body kept in `store` under `prefix` (as copy
+/// `copy`) when the envelope would be larger than `limit` bytes: the
+/// claim-check every sender to the buffer uses (the receiver, a replay).
+pub async fn stow<P: crate::ports::PayloadStore>(
+    hook: &Hook,
+    store: Option<&P>,
+    prefix: &str,
+    limit: usize,
+    copy: &str,
+) -> Result<Envelope, Stow> {
+    let mut env = Envelope::from_hook(hook);
+    if env.encoded_len() <= limit {
+        return Ok(env);
+    }
+    let Some(store) = store else {
+        return Err(Stow::TooLarge(format!(
+            "payload of {} bytes is larger than CLAIM_CHECK_BYTES={limit} and no CONFIG_BUCKET is set for claim-checks",
+            hook.body.len(),
+        )));
+    };
+    let key = env.check_body(prefix, hook.body.len() as u64, copy);
+    store
+        .put(&key, hook.body.clone())
+        .await
+        .map_err(|e| Stow::Unavailable(format!("cannot store the payload: {e}")))?;
+    Ok(env)
+}

@@ -17,7 +17,7 @@ use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEval
 use spigot_core::archive::{Step, What, hook_record, step_records};
 use spigot_core::config::{DeliveryMode, Settings};
 use spigot_core::delivery::Delivery;
-use spigot_core::envelope::Envelope;
+use spigot_core::envelope::{Envelope, Stow, stow};
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
     Archive, Buffer, EvalQueue, MetricsSink, PayloadStore, PortError, PortErrorKind, StageRef,
@@ -110,6 +110,13 @@ impl Draining {
 
 /// Tells apart the claim-check copies this process stores within one millisecond.
 static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A name for a stored copy of a body, its own within this process (GitHub
+/// may redeliver the same delivery id).
+fn copy_name(at_ms: u64) -> String {
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{at_ms}-{n}")
+}
 
 /// How long the receiver waits for the DRAINING flip (best effort, beside the buffering).
 pub const DRAINING_FLIP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -273,15 +280,6 @@ enum Refusal {
     TooLarge { delivery: String },
     /// The hook could not be kept (queue or bucket unreachable): GitHub must redeliver it.
     Unavailable { delivery: String },
-}
-
-/// Why an envelope could not be made ready to send.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum Stow {
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("{0}")]
-    Unavailable(String),
 }
 
 impl Taken {
@@ -665,29 +663,14 @@ where
 
     /// The envelope of `hook`, its body claim-checked under `prefix` when too large.
     async fn envelope(&self, hook: &Hook, prefix: &str) -> Result<Envelope, Stow> {
-        let mut env = Envelope::from_hook(hook);
-        if env.encoded_len() <= self.claim_check_bytes {
-            return Ok(env);
-        }
-        let Some(store) = &self.payloads else {
-            return Err(Stow::TooLarge(format!(
-                "payload of {} bytes is larger than CLAIM_CHECK_BYTES={} and no CONFIG_BUCKET is set for claim-checks",
-                hook.body.len(),
-                self.claim_check_bytes
-            )));
-        };
-        // Every stored copy has its own object (GitHub may redeliver the same delivery id).
-        let copy = format!(
-            "{}-{}",
-            hook.received_at_ms,
-            COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let key = env.check_body(prefix, hook.body.len() as u64, &copy);
-        store
-            .put(&key, hook.body.clone())
-            .await
-            .map_err(|e| Stow::Unavailable(format!("cannot store the payload: {e}")))?;
-        Ok(env)
+        stow(
+            hook,
+            self.payloads.as_ref(),
+            prefix,
+            self.claim_check_bytes,
+            &copy_name(hook.received_at_ms),
+        )
+        .await
     }
 
     async fn buffer(

@@ -1,0 +1,349 @@
+//! `spigot replay`: send archived hooks again, byte for byte, in their order
+//! per repository: through the buffer (so the order, the rate limit, the
+//! breaker and OFF apply) or straight to another target.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use spigot_aws::{FirehoseArchive, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
+use spigot_core::archive::{Kept, REPLAY_HEADER, Step, What, kept};
+use spigot_core::config::{EventPaths, Settings};
+use spigot_core::delivery::Delivery;
+use spigot_core::envelope::stow;
+use spigot_core::ports::{Archive, Buffer, EvalQueue, Target, Timeline};
+use spigot_core::resources::Resource;
+use spigot_core::webhook::Hook;
+
+use crate::CliError;
+use crate::events::{archive, query, read};
+use crate::resources::{Resolved, Where};
+
+/// `spigot replay`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// Replay this repository's hooks (`owner/name`).
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    repo: Option<String>,
+    /// Replay every repository's hooks.
+    #[arg(long)]
+    all: bool,
+    /// Only this event (`push`, `pull_request`, ...).
+    #[arg(long)]
+    event: Option<String>,
+    /// Received since: a duration ago (`10m`, `6h`) or a time (`2026-12-01T14:00Z`).
+    #[arg(long)]
+    since: String,
+    /// Received before: a duration ago or a time [default: now].
+    #[arg(long)]
+    until: Option<String>,
+    /// Only these delivery ids (repeat the flag, or separate with commas).
+    #[arg(long = "delivery", value_delimiter = ',')]
+    deliveries: Vec<String>,
+    /// Deliver to this URL instead of through the buffer (another target;
+    /// https unless --allow-http).
+    #[arg(long)]
+    to: Option<String>,
+    /// Accept an http:// --to (a target inside your network).
+    #[arg(long, requires = "to")]
+    allow_http: bool,
+    /// Also queue replayed pushes for pipeline evaluation (by default a
+    /// replay starts no pipeline again). The evaluator's guards still apply
+    /// (MAX_PUSH_AGE, a newer push already started).
+    #[arg(long, conflicts_with = "to")]
+    pipelines: bool,
+    /// List what would be replayed; send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where replayed hooks go.
+enum Destination {
+    /// The buffer (and, with --pipelines, the evaluation queue).
+    Buffer {
+        buffer: SqsBuffer,
+        payloads: Option<S3Payloads>,
+        eval: Option<SqsEvalQueue>,
+        run: String,
+    },
+    /// Another target.
+    Target { target: HttpTarget, url: String },
+}
+
+/// What a replay did.
+#[derive(Default)]
+struct Outcome {
+    replayed: Vec<String>,
+    failed: Vec<(String, String)>,
+}
+
+pub(crate) async fn run(place: &Where, args: ReplayArgs) -> Result<(), CliError> {
+    if let Some(to) = &args.to
+        && !to.starts_with("https://")
+        && !args.allow_http
+    {
+        return Err(CliError::Usage(format!(
+            "--to {to} is not https; pass --allow-http for a target inside your network"
+        )));
+    }
+    let q = query(
+        &args.since,
+        args.until.as_deref(),
+        args.repo.clone(),
+        args.event.clone(),
+    )?;
+    let r = place.resolve().await?;
+    let entries = read(&archive(&r)?, &q).await?;
+    let wanted: HashSet<&str> = args.deliveries.iter().map(String::as_str).collect();
+    let chosen: Vec<&Kept> = kept(&entries, &q)
+        .into_iter()
+        .filter(|k| wanted.is_empty() || wanted.contains(k.head.delivery.as_str()))
+        .collect();
+    let found: HashSet<&str> = chosen.iter().map(|k| k.head.delivery.as_str()).collect();
+    let missing: Vec<&str> = args
+        .deliveries
+        .iter()
+        .map(String::as_str)
+        .filter(|d| !found.contains(d))
+        .collect();
+    if args.dry_run {
+        return dry_run(&chosen, &missing, args.json);
+    }
+    let destination = destination(&r, &args)?;
+    let by = crate::trigger::who(&r.sdk).await;
+    let timeline = Timeline::new(
+        r.get(Resource::ArchiveStream)
+            .map(|s| Arc::new(FirehoseArchive::new(&r.sdk, s)) as Arc<dyn Archive>),
+    );
+    let mut outcome = replay(&chosen, &destination, &timeline, &by).await;
+    for d in missing {
+        let why = "not in the archive in that range (or not of that repository or event)";
+        outcome.failed.push((d.to_string(), why.into()));
+    }
+    if let Err(e) = timeline.flush().await {
+        eprintln!("warning: the replay's steps could not be recorded on the timeline: {e}");
+    }
+    report(&outcome, &destination, args.json)
+}
+
+fn destination(r: &Resolved, args: &ReplayArgs) -> Result<Destination, CliError> {
+    if let Some(url) = &args.to {
+        let target = HttpTarget::new(
+            url,
+            EventPaths::default(),
+            spigot_core::config::origin(url),
+            Duration::from_millis(Settings::default().forward_timeout_ms),
+        )
+        .map_err(|e| CliError::Usage(format!("--to {url}: {e}")))?;
+        return Ok(Destination::Target {
+            target,
+            url: url.clone(),
+        });
+    }
+    let sqs = spigot_aws::aws_sdk_sqs::Client::new(&r.sdk);
+    Ok(Destination::Buffer {
+        buffer: SqsBuffer::new(
+            sqs.clone(),
+            r.need(Resource::BufferUrl)?,
+            r.need(Resource::DlqUrl)?,
+        ),
+        payloads: r
+            .get(Resource::Bucket)
+            .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b)),
+        eval: match args.pipelines {
+            true => Some(SqsEvalQueue::new(sqs, r.need(Resource::EvalUrl)?)),
+            false => None,
+        },
+        run: spigot_aws::random_id()[..12].to_string(),
+    })
+}
+
+/// Sends each hook in turn; once one of a repository fails, that
+/// repository's later hooks are not sent (they would overtake it).
+async fn replay(chosen: &[&Kept], to: &Destination, timeline: &Timeline, by: &str) -> Outcome {
+    let bar = ProgressBar::new(chosen.len() as u64).with_style(
+        ProgressStyle::with_template("replay {bar:30} {pos}/{len} {msg}").expect("valid template"),
+    );
+    let mut outcome = Outcome::default();
+    let mut stopped: HashSet<String> = HashSet::new();
+    for kept in chosen {
+        let head = &kept.head;
+        let repository = head.repository.clone().unwrap_or_default();
+        let result = if stopped.contains(&repository) {
+            Err(format!(
+                "not sent: an earlier hook of {repository} could not be replayed"
+            ))
+        } else {
+            send(kept, to, timeline).await
+        };
+        match result {
+            Ok(()) => {
+                let where_to = match to {
+                    Destination::Buffer { .. } => "buffer".to_string(),
+                    Destination::Target { url, .. } => url.clone(),
+                };
+                timeline.note(step(
+                    head.delivery.as_str(),
+                    &repository,
+                    &head.event,
+                    What::Replayed {
+                        by: by.to_string(),
+                        to: where_to,
+                    },
+                ));
+                outcome.replayed.push(head.delivery.clone());
+            }
+            Err(why) => {
+                stopped.insert(repository);
+                outcome.failed.push((head.delivery.clone(), why));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    outcome
+}
+
+fn step(delivery: &str, repository: &str, event: &str, what: What) -> Step {
+    Step::of(spigot_aws::now_ms(), delivery, repository, event, what)
+}
+
+/// The archived hook again, byte for byte, with `X-Spigot-Replay` naming it.
+fn replayed(kept: &Kept) -> Result<Hook, String> {
+    let mut hook = kept.hook().map_err(|e| e.to_string())?;
+    hook.headers
+        .push((REPLAY_HEADER.to_string(), hook.delivery.clone()));
+    Ok(hook)
+}
+
+async fn send(kept: &Kept, to: &Destination, timeline: &Timeline) -> Result<(), String> {
+    let hook = replayed(kept)?;
+    match to {
+        Destination::Buffer {
+            buffer,
+            payloads,
+            eval,
+            run,
+        } => {
+            let copy = format!("replay-{run}");
+            let mut env = stow(
+                &hook,
+                payloads.as_ref(),
+                spigot_receiver::BUFFER_PAYLOADS,
+                Settings::default().claim_check_bytes,
+                &copy,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            env.replay = Some(run.clone());
+            buffer.send(&env).await.map_err(|e| e.to_string())?;
+            if let (Some(eval), "push") = (eval, hook.event.as_str()) {
+                eval.enqueue(&env).await.map_err(|e| {
+                    format!("buffered, but not queued for pipeline evaluation: {e}")
+                })?;
+            }
+            Ok(())
+        }
+        Destination::Target { target, .. } => {
+            let started = Instant::now();
+            let delivered = target.deliver(&hook).await;
+            let ms = started.elapsed().as_millis() as u64;
+            let repository = hook.repository.as_deref().unwrap_or("");
+            let by = "replay".to_string();
+            let (what, result) = match delivered {
+                Delivery::Delivered(status) => (What::Delivered { by, status, ms }, Ok(())),
+                Delivery::Retryable(f) | Delivery::Permanent(f) => (
+                    What::Attempt {
+                        by,
+                        status: f.status,
+                        ms,
+                        error: f.reason.clone(),
+                    },
+                    Err(f.reason),
+                ),
+            };
+            timeline.note(step(&hook.delivery, repository, &hook.event, what));
+            result
+        }
+    }
+}
+
+fn dry_run(chosen: &[&Kept], missing: &[&str], json: bool) -> Result<(), CliError> {
+    if json {
+        let hooks: Vec<_> = chosen
+            .iter()
+            .map(|k| {
+                json!({"delivery": k.head.delivery, "event": k.head.event,
+                       "repository": k.head.repository, "received_at_ms": k.head.received_at_ms,
+                       "bytes": k.head.bytes})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"dry_run": true, "would_replay": hooks, "missing": missing})
+        );
+    } else {
+        for k in chosen {
+            println!(
+                "would replay {}  {}  {}  {}",
+                spigot_core::push::format_rfc3339(k.head.received_at_ms / 1000),
+                k.head.delivery,
+                k.head.event,
+                k.head.repository.as_deref().unwrap_or("-")
+            );
+        }
+        for d in missing {
+            println!("not found: {d}");
+        }
+        println!("{} hook(s) would be replayed (dry run)", chosen.len());
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(anyhow::anyhow!(
+            "{} delivery id(s) not in the archive in that range",
+            missing.len()
+        )))
+    }
+}
+
+fn report(outcome: &Outcome, to: &Destination, json: bool) -> Result<(), CliError> {
+    let where_to = match to {
+        Destination::Buffer { run, .. } => format!("the buffer (replay {run})"),
+        Destination::Target { url, .. } => url.clone(),
+    };
+    if json {
+        let failed: Vec<_> = outcome
+            .failed
+            .iter()
+            .map(|(d, why)| json!({"delivery": d, "error": why}))
+            .collect();
+        println!(
+            "{}",
+            json!({"replayed": outcome.replayed.len(), "deliveries": outcome.replayed,
+                   "failed": failed, "to": where_to})
+        );
+    } else {
+        for (d, why) in &outcome.failed {
+            eprintln!("not replayed {d}: {why}");
+        }
+        println!(
+            "replayed {} hook(s) to {where_to}; {} not replayed",
+            outcome.replayed.len(),
+            outcome.failed.len()
+        );
+    }
+    if outcome.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(anyhow::anyhow!(
+            "{} hook(s) could not be replayed",
+            outcome.failed.len()
+        )))
+    }
+}

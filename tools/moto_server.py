@@ -269,6 +269,10 @@ def _resource(request, resource):
                 return secretsmanager_backends[ACCOUNT][region].describe_secret(secret).arn
             except Exception:
                 return f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:{secret}"
+    if service == "firehose":
+        stream = _param(request, "DeliveryStreamName")
+        if stream:
+            return f"arn:aws:firehose:{region}:{ACCOUNT}:deliverystream/{stream}"
     if service == "cloudformation":
         stack = _param(request, "StackName")
         if stack:

@@ -128,6 +128,16 @@ impl<'a> Policies<'a> {
             arns.insert(logical.into(), queue_arn(&url));
             refs.insert(logical.into(), url);
         }
+        // The archive's Firehose stream (absent from stacks made without one).
+        let archive = match stack.get(Resource::ArchiveStream) {
+            "" => format!("{name}-archive"),
+            s => s.to_string(),
+        };
+        arns.insert(
+            "ArchiveStream".into(),
+            format!("arn:aws:firehose:{REGION}:{ACCOUNT}:deliverystream/{archive}"),
+        );
+        refs.insert("ArchiveStream".into(), archive);
         refs.insert("Api".into(), stack.get(Resource::ApiId).to_string());
         refs.insert("HttpApi".into(), stack.get(Resource::ApiId).to_string());
         for secret in ["WebhookSecretValue", "TriggerSecretValue"] {
@@ -526,7 +536,8 @@ pub fn permission_rows(cfn: &Value) -> std::collections::BTreeSet<(String, Strin
             .with(Resource::DlqUrl, "q/BufferDlq")
             .with(Resource::EvalUrl, "q/EvalQueue")
             .with(Resource::EvalDlqUrl, "q/EvalDlq")
-            .with(Resource::Bucket, "spigot-config"),
+            .with(Resource::Bucket, "spigot-config")
+            .with(Resource::ArchiveStream, "ArchiveStream"),
         target: None,
         webhook_url: None,
     };
@@ -556,6 +567,10 @@ pub fn permission_rows(cfn: &Value) -> std::collections::BTreeSet<(String, Strin
             .replace(
                 &format!("arn:aws:codepipeline:{REGION}:{ACCOUNT}:"),
                 "pipeline:",
+            )
+            .replace(
+                &format!("arn:aws:firehose:{REGION}:{ACCOUNT}:deliverystream/"),
+                "",
             )
             .replace("arn:aws:s3:::", "s3:")
     };

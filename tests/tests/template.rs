@@ -745,3 +745,86 @@ fn regex_lite_replace(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// #29.1: the archive lands under `archive/` (the prefix the CLI reads),
+/// encrypted, and a lifecycle rule expires it after `ArchiveDays`; with
+/// `ArchiveDays` 0 there is no stream, no function writes to one, and what
+/// was kept before expires within a day.
+#[test]
+fn the_archive_is_encrypted_and_expires_after_archive_days() {
+    use spigot_core::archive::ARCHIVE_PREFIX;
+    use spigot_core::resources::{Resource, Resources};
+    let cfn = spigot_e2e::translated();
+    let stream = &cfn["Resources"]["ArchiveStream"];
+    assert_eq!(stream["Type"], "AWS::KinesisFirehose::DeliveryStream");
+    assert_eq!(stream["Condition"], "ArchiveOn");
+    let dest = &stream["Properties"]["ExtendedS3DestinationConfiguration"];
+    assert_eq!(dest["Prefix"], ARCHIVE_PREFIX);
+    assert_eq!(dest["BucketARN"]["Fn::GetAtt"][0], "ConfigBucket");
+    assert_eq!(
+        stream["Properties"]["DeliveryStreamEncryptionConfigurationInput"]["KeyType"],
+        "AWS_OWNED_CMK"
+    );
+    let bucket = &cfn["Resources"]["ConfigBucket"]["Properties"];
+    assert_eq!(
+        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256"
+    );
+    assert_eq!(cfn["Parameters"]["ArchiveDays"]["Default"], 30);
+    let rules = bucket["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .unwrap();
+    let rule = rules
+        .iter()
+        .find(|r| r["Prefix"] == ARCHIVE_PREFIX)
+        .expect("a lifecycle rule for the archive");
+    assert_eq!(rule["Status"], "Enabled");
+    let stack = spigot_aws::local::LocalStack {
+        endpoint: String::new(),
+        resources: Resources::default()
+            .with(Resource::ApiId, "API")
+            .with(Resource::BufferUrl, "q/Buffer")
+            .with(Resource::DlqUrl, "q/BufferDlq")
+            .with(Resource::EvalUrl, "q/EvalQueue")
+            .with(Resource::EvalDlqUrl, "q/EvalDlq")
+            .with(Resource::Bucket, "spigot-config"),
+        target: None,
+        webhook_url: None,
+    };
+    let writes_archive = |p: &spigot_e2e::iam::Policies, role: &str| {
+        p.documents(role)
+            .iter()
+            .flat_map(|d| d["Statement"].as_array().cloned().unwrap_or_default())
+            .any(|st| st["Action"].to_string().contains("firehose:PutRecord"))
+    };
+    let env = |p: &spigot_e2e::iam::Policies, function: &str| {
+        p.resolve(
+            &cfn["Resources"][function]["Properties"]["Environment"]["Variables"]["ARCHIVE_STREAM"],
+        )
+    };
+    for (days, expires, on) in [("30", 30, true), ("90", 90, true), ("0", 1, false)] {
+        let p = spigot_e2e::iam::Policies::new(cfn, &stack).with_parameter("ArchiveDays", days);
+        let expiry = p.resolve(&rule["ExpirationInDays"]);
+        assert_eq!(
+            expiry
+                .as_u64()
+                .or_else(|| expiry.as_str().and_then(|s| s.parse().ok())),
+            Some(expires),
+            "ArchiveDays {days}"
+        );
+        for (role, function) in [
+            ("ReceiverFunctionRole", "ReceiverFunction"),
+            ("DrainerFunctionRole", "DrainerFunction"),
+            ("EvaluatorFunctionRole", "EvaluatorFunction"),
+        ] {
+            assert_eq!(writes_archive(&p, role), on, "{role}, ArchiveDays {days}");
+            let stream = env(&p, function);
+            assert_eq!(
+                stream.as_str().is_some_and(|s| !s.is_empty()),
+                on,
+                "{function}'s ARCHIVE_STREAM, ArchiveDays {days}: {stream}"
+            );
+        }
+    }
+}

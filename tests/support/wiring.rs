@@ -227,7 +227,8 @@ pub fn drainer_as(
             engine.payloads,
             engine.target,
             EngineConfig::test(concurrency, Duration::from_millis(2000)),
-        ),
+        )
+        .with_timeline(engine.timeline, engine.by),
         switch: built.switch,
         metrics: Arc::new(QuietMetrics),
         // The tests look at the runs after ON themselves.

@@ -1,0 +1,223 @@
+//! #29: the archive, the timeline, `spigot events` and `spigot replay` on the
+//! local stack, IAM enforced: the receiver and the drainer under their roles
+//! (their records go through moto's Firehose into the bucket), the commands
+//! under OperatorPolicy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+use spigot_e2e::*;
+
+mod common;
+use common::*;
+
+const ONE: &str = "octo-org/one";
+const TWO: &str = "octo-org/two";
+
+/// `spigot events --local --json ARGS` as the operator.
+fn events(dir: &PathBuf, args: &[&str]) -> Value {
+    let out = spigot_as(dir, Principal::Operator)
+        .args(["events", "--local", "--json", "--since", "10m"])
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "events {args:?}: {stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn steps(timeline: &Value) -> Vec<String> {
+    timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn header<'a>(r: &'a Recorded, name: &str) -> Option<&'a str> {
+    r.header(name)
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_each_hooks_story() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let run = unique("a");
+    let id = |name: &str| format!("{name}-{run}");
+    // The target refuses one hook for good (400), and the buffered one once (503).
+    let (dead, late) = (id("dead"), id("late"));
+    let failed_once = Arc::new(AtomicBool::new(false));
+    {
+        let (dead, late, failed_once) = (dead.clone(), late.clone(), failed_once.clone());
+        target.set_rule(move |req, _| {
+            let delivery = header(req, "x-github-delivery").unwrap_or("");
+            if delivery == dead {
+                return Some(400);
+            }
+            (delivery == late && !failed_once.swap(true, Ordering::SeqCst)).then_some(503)
+        });
+    }
+    let send = |delivery: String, repo: &str, state: &str| {
+        let body = push_payload(repo, &delivery);
+        let req = signed_request("push", &delivery, body.as_bytes(), Some(state));
+        let r = &r;
+        async move { answer(&r.handle_event(&req, spigot_aws::now_ms()).await) }
+    };
+    // Live: three of one, two of two; one of two refused by the target.
+    let live: Vec<(String, &str)> = [ONE, TWO, ONE, TWO, ONE]
+        .iter()
+        .enumerate()
+        .map(|(i, repo)| (id(&format!("live{i}")), *repo))
+        .collect();
+    for (delivery, repo) in &live {
+        assert_eq!(send(delivery.clone(), repo, "ON").await.0, 200);
+    }
+    let (status, body) = send(dead.clone(), TWO, "ON").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("dead-lettered"))
+    );
+    // Buffered while OFF, then drained: refused once, delivered at the second attempt.
+    let (status, _) = send(late.clone(), ONE, "OFF").await;
+    assert_eq!(status, 202);
+    let d = drainer(&sdk, &stack, &target.url, 2).await;
+    let first = d.drain(None).await;
+    assert_eq!((first.delivered, first.retried), (0, 1), "{first:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let second = d.drain(None).await;
+    assert_eq!(second.delivered, 1, "{second:?}");
+    let originals: Vec<Recorded> = target
+        .accepted()
+        .into_iter()
+        .filter(|a| header(a, "x-spigot-replay").is_none())
+        .collect();
+    assert_eq!(originals.len(), 6, "5 live and the buffered one");
+
+    // What happened to each, from the archive.
+    let forwarded = events(&dir, &["--delivery", &live[0].0]);
+    assert_eq!(steps(&forwarded), ["received", "forwarded"], "{forwarded}");
+    assert_eq!(forwarded[1]["status"], 200);
+    assert_eq!(forwarded[0]["repository"], ONE);
+    let buffered = events(&dir, &["--delivery", &late]);
+    assert_eq!(
+        steps(&buffered),
+        ["received", "buffered", "attempt", "delivered"],
+        "{buffered}"
+    );
+    assert!(
+        buffered[1]["why"].as_str().unwrap().contains("OFF"),
+        "{buffered}"
+    );
+    assert_eq!(
+        (
+            buffered[2]["status"].as_u64(),
+            buffered[3]["status"].as_u64()
+        ),
+        (Some(503), Some(200))
+    );
+    let lettered = events(&dir, &["--delivery", &dead]);
+    assert_eq!(
+        steps(&lettered),
+        ["received", "dead-lettered"],
+        "{lettered}"
+    );
+    assert!(
+        lettered[1]["reason"].as_str().unwrap().contains("400"),
+        "{lettered}"
+    );
+    let rows = events(&dir, &["--repo", ONE]);
+    let listed: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["delivery"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [late.as_str(), &live[4].0, &live[2].0, &live[0].0],
+        "newest first, one only"
+    );
+    assert_eq!(rows[0]["outcome"], "delivered");
+    assert_eq!(rows[0]["attempts"], 2);
+
+    // Jenkins lost repository one's hooks: replay them, and only them.
+    let out = spigot_as(&dir, Principal::Operator)
+        .args([
+            "replay", "--local", "--repo", ONE, "--since", "10m", "--json",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["replayed"], 4, "{summary}");
+    // Nothing reaches the target before a drain: replays go through the buffer.
+    assert_eq!(target.accepted().len(), 6);
+    let third = d.drain(None).await;
+    assert_eq!(third.delivered, 4, "{third:?}");
+    let replays: Vec<Recorded> = target
+        .accepted()
+        .into_iter()
+        .filter(|a| header(a, "x-spigot-replay").is_some())
+        .collect();
+    let order: Vec<&str> = replays
+        .iter()
+        .map(|a| header(a, "x-github-delivery").unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [&live[0].0, &live[2].0, &live[4].0, &late],
+        "in their order"
+    );
+    for replay in &replays {
+        let delivery = header(replay, "x-github-delivery").unwrap();
+        assert_eq!(header(replay, "x-spigot-replay"), Some(delivery));
+        let original = originals
+            .iter()
+            .find(|o| header(o, "x-github-delivery") == Some(delivery))
+            .unwrap();
+        assert_eq!(replay.body, original.body, "byte for byte: {delivery}");
+        assert_eq!(
+            header(replay, "x-hub-signature-256"),
+            header(original, "x-hub-signature-256")
+        );
+    }
+    // The replay is on each hook's timeline, followed by its delivery.
+    let replayed = events(&dir, &["--delivery", &live[0].0]);
+    assert_eq!(
+        steps(&replayed),
+        ["received", "forwarded", "replayed", "delivered"],
+        "{replayed}"
+    );
+
+    // Ledger: 7 hooks in; 6 delivered and 1 dead-lettered (the 400, with its
+    // reason); 4 replays of one, none of two; no other duplicate; none lost.
+    let all = target.accepted();
+    let of = |repo: &str, replay: bool| {
+        all.iter()
+            .filter(|a| header(a, "x-spigot-replay").is_some() == replay)
+            .filter(|a| String::from_utf8_lossy(&a.body).contains(repo))
+            .count()
+    };
+    assert_eq!((of(ONE, false), of(TWO, false)), (4, 2));
+    assert_eq!((of(ONE, true), of(TWO, true)), (4, 0));
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["dlq", "list", "--local", "--json"])
+        .output()
+        .unwrap();
+    let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+    assert_eq!(letters[0]["delivery"], dead.as_str());
+}

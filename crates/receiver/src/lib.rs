@@ -905,6 +905,74 @@ mod tests {
         }
     }
 
+    /// #29.1: each hook taken is kept with its outcome; a request refused at
+    /// the door, or a hook that could not be kept, is not; an archive that
+    /// fails changes no answer.
+    #[tokio::test]
+    async fn hooks_taken_are_archived_with_their_outcome_and_refusals_are_not() {
+        use spigot_core::archive::What;
+        let archive = Arc::new(MemoryArchive::default());
+        let mut r = receiver(vec![]);
+        r.archive = Some(archive.clone());
+        let forwarded = r.handle_event(&request("push", PUSH, Some("ON")), 1).await;
+        assert_eq!(forwarded.status_code, 200);
+        let mut forged = request("push", PUSH, Some("ON"));
+        forged.body = Some(PUSH.replace("o/r", "o/x"));
+        assert_eq!(r.handle_event(&forged, 2).await.status_code, 401);
+        *r.buffer.fail.lock().unwrap() = Some("SQS is down".into());
+        let unkept = r
+            .handle_event(&request("issues", "{}", Some("OFF")), 3)
+            .await;
+        assert_eq!(unkept.status_code, 503);
+        *r.buffer.fail.lock().unwrap() = None;
+        let buffered = r
+            .handle_event(&request("issues", "{}", Some("OFF")), 4)
+            .await;
+        assert_eq!(buffered.status_code, 202);
+        let entries = archive.entries();
+        assert_eq!(
+            entries.len(),
+            2,
+            "the forwarded and the buffered hook, nothing else"
+        );
+        let kept = entries[0].kept.as_ref().unwrap();
+        assert_eq!(kept.body().unwrap(), PUSH.as_bytes());
+        assert_eq!(kept.head.repository.as_deref(), Some("o/r"));
+        assert!(
+            matches!(entries[0].steps[0].what, What::Received { bytes } if bytes == PUSH.len() as u64)
+        );
+        assert!(matches!(
+            entries[0].steps[1].what,
+            What::Forwarded { status: 200, .. }
+        ));
+        assert!(
+            matches!(&entries[1].steps[1].what, What::Buffered { why } if why.contains("OFF")),
+            "{:?}",
+            entries[1].steps
+        );
+    }
+
+    /// An archive that cannot take the record costs the hook nothing.
+    #[tokio::test]
+    async fn a_failing_archive_changes_no_answer() {
+        struct Broken;
+        impl Archive for Broken {
+            fn put(
+                &self,
+                _records: Vec<Vec<u8>>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), PortError>> + Send + '_>,
+            > {
+                Box::pin(async { Err(PortError::new("Firehose is down")) })
+            }
+        }
+        let mut r = receiver(vec![]);
+        r.archive = Some(Arc::new(Broken));
+        let resp = r.handle_event(&request("push", PUSH, Some("ON")), 1).await;
+        assert_eq!(resp.status_code, 200);
+        assert_eq!(r.target.as_ref().unwrap().got.lock().unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn buffer_failure_is_503_and_says_to_redeliver() {
         let r = receiver(vec![]);

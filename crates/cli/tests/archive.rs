@@ -95,6 +95,7 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     let d = drainer(&sdk, &stack, &target.url, 2).await;
     let first = d.drain(None).await;
     assert_eq!((first.delivered, first.retried), (0, 1), "{first:?}");
+    assert_eq!(first.answers, [0, 0, 1, 0], "one 5xx: {first:?}");
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let second = d.drain(None).await;
     assert_eq!(second.delivered, 1, "{second:?}");
@@ -167,6 +168,12 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     assert_eq!(target.accepted().len(), 6);
     let third = d.drain(None).await;
     assert_eq!(third.delivered, 4, "{third:?}");
+    assert_eq!(
+        (third.replays, third.answers),
+        (4, [4, 0, 0, 0]),
+        "the dashboard's replays"
+    );
+    assert_eq!(second.replays, 0, "the original is no replay");
     let replays: Vec<Recorded> = target
         .accepted()
         .into_iter()

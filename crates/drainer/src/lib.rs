@@ -164,9 +164,16 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             .count("Retried", summary.retried)
             .count("DeadLettered", summary.dead_lettered)
             .count("Released", summary.released)
+            .count("Held", summary.held)
             .count("Undeleted", summary.undeleted)
             .count("StoreDenied", summary.denied)
             .count("Coalesced", summary.coalesced)
+            // The target's answers to this run's attempts, by class.
+            .count("Target2xx", summary.answers[0])
+            .count("Target4xx", summary.answers[1])
+            .count("Target5xx", summary.answers[2])
+            .count("TargetNoAnswer", summary.answers[3])
+            .count("Replays", summary.replays)
             // A flip this run made (DRAINING -> ON, or back): the dashboard's state changes.
             .count("StateChanges", u64::from(summary.switched_to.is_some()));
         self.metrics.emit(&m, SystemClock.now_ms());

@@ -66,6 +66,35 @@ pub struct Counters {
     pub last_delivery_ms: AtomicU64,
     /// The shortest backoff given this run, in seconds, plus one (0: none).
     pub next_retry: AtomicU64,
+    /// Delivery attempts by the target's answer: 2xx, 4xx, 5xx (and others), none.
+    pub answers: Answers,
+    /// Replays (`spigot replay`) delivered.
+    pub replays: AtomicU64,
+}
+
+/// Delivery attempts by the target's answer (the dashboard's status classes).
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// 2xx.
+    pub ok: AtomicU64,
+    /// 4xx (429 included).
+    pub client_error: AtomicU64,
+    /// 5xx, and anything else that is not 2xx or 4xx.
+    pub server_error: AtomicU64,
+    /// No answer: a timeout or a refused connection.
+    pub none: AtomicU64,
+}
+
+impl Answers {
+    fn count(&self, status: Option<u16>) {
+        let class = match status {
+            Some(200..=299) => &self.ok,
+            Some(400..=499) => &self.client_error,
+            Some(_) => &self.server_error,
+            None => &self.none,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The outcome of a run.
@@ -103,6 +132,12 @@ pub struct Summary {
     /// Seconds until the first hook backed off in this run is attempted again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_retry_secs: Option<u64>,
+    /// Attempts the target answered 2xx, 4xx, 5xx (or otherwise), and not at all.
+    #[serde(default)]
+    pub answers: [u64; 4],
+    /// Replays (`spigot replay`) delivered.
+    #[serde(default)]
+    pub replays: u64,
 }
 
 impl Summary {
@@ -122,6 +157,8 @@ impl Summary {
             skipped: Some(why),
             switched_to: None,
             next_retry_secs: None,
+            answers: [0; 4],
+            replays: 0,
         }
     }
 }
@@ -146,6 +183,13 @@ impl Counters {
                 0 => None,
                 n => Some(n - 1),
             },
+            answers: [
+                self.answers.ok.load(Ordering::Relaxed),
+                self.answers.client_error.load(Ordering::Relaxed),
+                self.answers.server_error.load(Ordering::Relaxed),
+                self.answers.none.load(Ordering::Relaxed),
+            ],
+            replays: self.replays.load(Ordering::Relaxed),
         }
     }
 }
@@ -631,9 +675,16 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
         let delivered = self.target.deliver(hook).await;
         let ms = started.elapsed().as_millis() as u64;
         let by = self.by.to_string();
+        counters.answers.count(match &delivered {
+            Delivery::Delivered(status) => Some(*status),
+            Delivery::Retryable(f) | Delivery::Permanent(f) => f.status,
+        });
         match delivered {
             Delivery::Delivered(status) => {
                 tracing::info!(delivery = %hook.delivery, event = %hook.event, status, "delivered");
+                if env.replay.is_some() {
+                    counters.replays.fetch_add(1, Ordering::Relaxed);
+                }
                 self.note(&env, What::Delivered { by, status, ms });
                 Step::Delivered(opened.claim)
             }

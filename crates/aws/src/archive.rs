@@ -5,7 +5,9 @@
 use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
-use spigot_core::archive::{ArchiveError, Entry, hour_prefixes, read_object};
+use spigot_core::archive::{
+    ArchiveError, Entry, hour_prefixes, indexed_hour_prefixes, read_object, repository_prefix,
+};
 use spigot_core::config::Settings;
 use spigot_core::ports::{Archive, PortError};
 use spigot_core::resources::Resource;
@@ -18,29 +20,73 @@ const BATCH_RECORDS: usize = 500;
 /// Bytes a PutRecordBatch takes at most (4 MiB).
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// A Firehose delivery stream.
-#[derive(Debug, Clone)]
+/// Index marks a process remembers having written (then it forgets them all).
+const MARKS_REMEMBERED: usize = 10_000;
+
+/// A Firehose delivery stream, and the repository index in its bucket.
+#[derive(Debug)]
 pub struct FirehoseArchive {
     client: Client,
     stream: String,
+    /// Where index marks go (`None`: not marked).
+    index: Option<Objects>,
+    marked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl FirehoseArchive {
-    /// The stream named `stream`.
-    pub fn new(sdk: &aws_config::SdkConfig, stream: impl Into<String>) -> Self {
+    /// The stream named `stream`, marking the repository index in `bucket`.
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        stream: impl Into<String>,
+        bucket: Option<&str>,
+    ) -> Self {
         Self {
             client: Client::new(sdk),
             stream: stream.into(),
+            index: bucket.map(|b| Objects {
+                client: crate::s3_client(sdk),
+                bucket: b.to_string(),
+            }),
+            marked: Default::default(),
         }
     }
 
     /// The stream `ARCHIVE_STREAM` names, when set (`ArchiveDays` 0: none).
     pub fn from_settings(sdk: &aws_config::SdkConfig, settings: &Settings) -> Option<Self> {
+        let bucket = settings.resources.get(Resource::Bucket);
         settings
             .resources
             .get(Resource::ArchiveStream)
             .filter(|s| !s.is_empty())
-            .map(|s| Self::new(sdk, s))
+            .map(|s| Self::new(sdk, s, bucket))
+    }
+
+    /// Writes the marks not written by this process yet (If-None-Match: a
+    /// mark another process wrote is left as it is).
+    async fn mark(&self, keys: Vec<String>) -> Result<(), PortError> {
+        let Some(objects) = &self.index else {
+            return Ok(());
+        };
+        for key in keys {
+            if self
+                .marked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&key)
+            {
+                continue;
+            }
+            objects.create(&key, Vec::new()).await?;
+            let mut marked = self
+                .marked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if marked.len() >= MARKS_REMEMBERED {
+                marked.clear();
+            }
+            marked.insert(key);
+        }
+        Ok(())
     }
 
     async fn put_one(&self, record: Vec<u8>) -> Result<(), PortError> {
@@ -128,6 +174,14 @@ impl Archive for FirehoseArchive {
             Ok(())
         })
     }
+
+    fn index(
+        &self,
+        keys: Vec<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PortError>> + Send + '_>>
+    {
+        Box::pin(self.mark(keys))
+    }
 }
 
 /// The archive as the bucket holds it.
@@ -143,6 +197,8 @@ pub struct Found {
     pub entries: Vec<Entry>,
     /// Objects read.
     pub objects: usize,
+    /// Hours listed.
+    pub hours: usize,
     /// Objects (or their tails) that could not be read, with why.
     pub problems: Vec<(String, ArchiveError)>,
 }
@@ -159,10 +215,28 @@ impl S3Archive {
     }
 
     /// Every record that arrived between `since_ms` and `until_ms`: one
-    /// listing per hour in the range, never the whole archive.
-    pub async fn read(&self, since_ms: u64, until_ms: u64) -> Result<Found, PortError> {
-        let mut found = Found::default();
-        for prefix in hour_prefixes(since_ms, until_ms) {
+    /// listing per hour in the range, never the whole archive. With
+    /// `repository`, only the hours its index marks (and the hour before
+    /// each): one listing of its marks, then those hours.
+    pub async fn read(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        repository: Option<&str>,
+    ) -> Result<Found, PortError> {
+        let prefixes = match repository {
+            None => hour_prefixes(since_ms, until_ms),
+            Some(r) => {
+                let prefix = repository_prefix(r);
+                let marks = self.objects.keys(&prefix).await?;
+                indexed_hour_prefixes(&marks, &prefix, since_ms, until_ms)
+            }
+        };
+        let mut found = Found {
+            hours: prefixes.len(),
+            ..Found::default()
+        };
+        for prefix in prefixes {
             for key in self.objects.keys(&prefix).await? {
                 let Some(bytes) = self.objects.get(&key).await? else {
                     continue; // expired between the listing and the read

@@ -87,6 +87,25 @@ impl Objects {
         Ok(keys)
     }
 
+    /// Writes `bytes` at `key` only when nothing is there (`If-None-Match:
+    /// *`): false when the key was taken.
+    pub(crate) async fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool, PortError> {
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => Ok(false),
+            Err(e) => Err(port(&format!("S3 PutObject s3://{}/{key}", self.bucket), e)),
+        }
+    }
+
     /// Deletes `key` (absent is fine).
     pub(crate) async fn delete(&self, key: &str) -> Result<(), PortError> {
         self.client
@@ -164,21 +183,6 @@ impl PayloadStore for S3Payloads {
     }
 
     async fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool, PortError> {
-        let bucket = &self.objects.bucket;
-        let sent = self
-            .objects
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .if_none_match("*")
-            .body(ByteStream::from(bytes))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => Ok(false),
-            Err(e) => Err(port(&format!("S3 PutObject s3://{bucket}/{key}"), e)),
-        }
+        self.objects.create(key, bytes).await
     }
 }

@@ -216,11 +216,47 @@ async fn gateway_latency(target_ms: u64) {
     );
 }
 
+/// A stand-in for Kinesis Data Firehose on loopback: it speaks PutRecord's
+/// wire format (JSON 1.1, `Firehose_20150804.PutRecord`), counts the
+/// records and answers at once, as Firehose answers once it has buffered a
+/// record (moto instead writes each record to S3 before it answers).
+async fn firehose_standin() -> (String, Arc<AtomicUsize>) {
+    let records = Arc::new(AtomicUsize::new(0));
+    let counted = records.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let counted = counted.clone();
+                async move {
+                    let target = headers
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    assert_eq!(target, "Firehose_20150804.PutRecord");
+                    let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert!(
+                        request["Record"]["Data"]
+                            .as_str()
+                            .is_some_and(|d| !d.is_empty())
+                    );
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    (
+                        [("content-type", "application/x-amz-json-1.1")],
+                        r#"{"RecordId":"standin","Encrypted":false}"#,
+                    )
+                }
+            },
+        ),
+    );
+    (format!("http://{}", spigot_e2e::serve(app).await), records)
+}
+
 /// #29.1: what the archive adds to the receiver's answer. The same signed
 /// 10 KB pushes, 20 in flight, to a target answering at once, through the
-/// receiver without the archive and with it (Firehose PutRecord to a moto
-/// server, which writes each record to S3 before it answers: slower than
-/// Firehose, which only buffers it), in alternating rounds of one run.
+/// receiver without the archive, with it on the Firehose stand-in, and with
+/// it on moto's Firehose, in alternating rounds of one run.
 async fn archive_latency() {
     const ROUNDS: usize = 6;
     const PER_ROUND: usize = 500;
@@ -231,18 +267,22 @@ async fn archive_latency() {
     let stack = spigot_aws::local::provision(&sdk, endpoint, &unique("bench-archive"))
         .await
         .unwrap();
-    let archive: Arc<dyn spigot_core::ports::Archive> = Arc::new(spigot_aws::FirehoseArchive::new(
-        &sdk,
-        stack.get(spigot_core::resources::Resource::ArchiveStream),
-    ));
+    let stream = stack.get(spigot_core::resources::Resource::ArchiveStream);
+    let on_moto: Arc<dyn spigot_core::ports::Archive> =
+        Arc::new(spigot_aws::FirehoseArchive::new(&sdk, stream, None));
+    let (standin_url, standin_records) = firehose_standin().await;
+    let standin_sdk = spigot_aws::sdk_config(Some(&standin_url)).await;
+    let on_standin: Arc<dyn spigot_core::ports::Archive> =
+        Arc::new(spigot_aws::FirehoseArchive::new(&standin_sdk, stream, None));
     let receivers = [
-        ("without", archived_receiver(&target.url, None)),
-        ("with", archived_receiver(&target.url, Some(archive))),
+        archived_receiver(&target.url, None),
+        archived_receiver(&target.url, Some(on_standin)),
+        archived_receiver(&target.url, Some(on_moto)),
     ];
     let body = spigot_bench::push_of_size(10 * 1024);
-    let mut lat: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut lat: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
-        for (which, (_, receiver)) in receivers.iter().enumerate() {
+        for (which, receiver) in receivers.iter().enumerate() {
             let times = Arc::new(Mutex::new(Vec::with_capacity(PER_ROUND)));
             futures::stream::iter(0..PER_ROUND)
                 .for_each_concurrent(CONCURRENT, |i| {
@@ -268,18 +308,30 @@ async fn archive_latency() {
     }
     let n = ROUNDS * PER_ROUND;
     println!(
-        "archive latency, ON path, target 0 ms, {n} pushes of 10 KB each way, {CONCURRENT} in flight, alternating rounds: without the archive p50 {:.2} / p99 {:.2} ms; with it (Firehose on moto) p50 {:.2} / p99 {:.2} ms; added p50 {:.2} / p99 {:.2} ms",
+        "archive latency, ON path, target 0 ms, {n} pushes of 10 KB each way, {CONCURRENT} in flight, alternating rounds: \
+         without the archive p50 {:.2} / p99 {:.2} ms; \
+         with it, Firehose stand-in p50 {:.2} / p99 {:.2} ms (added p50 {:.2} / p99 {:.2}); \
+         with it, moto's Firehose p50 {:.2} / p99 {:.2} ms (added p50 {:.2} / p99 {:.2})",
         pct(&lat[0], 0.5),
         pct(&lat[0], 0.99),
         pct(&lat[1], 0.5),
         pct(&lat[1], 0.99),
         pct(&lat[1], 0.5) - pct(&lat[0], 0.5),
         pct(&lat[1], 0.99) - pct(&lat[0], 0.99),
+        pct(&lat[2], 0.5),
+        pct(&lat[2], 0.99),
+        pct(&lat[2], 0.5) - pct(&lat[0], 0.5),
+        pct(&lat[2], 0.99) - pct(&lat[0], 0.99),
     );
     assert_eq!(
         target.accepted().len(),
-        2 * n,
+        3 * n,
         "every hook reached the target"
+    );
+    assert_eq!(
+        standin_records.load(Ordering::SeqCst),
+        n,
+        "one record a hook"
     );
 }
 

@@ -8,11 +8,9 @@ use serde_json::json;
 use spigot_aws::S3Payloads;
 use spigot_aws::aws_sdk_sqs::Client;
 use spigot_aws::aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
-use spigot_core::envelope::Envelope;
-use std::sync::Arc;
-
 use spigot_core::archive::{Step, What};
-use spigot_core::ports::{Archive, PayloadStore, PortErrorKind, Timeline};
+use spigot_core::envelope::Envelope;
+use spigot_core::ports::{PayloadStore, PortErrorKind, Timeline};
 
 use crate::CliError;
 use crate::resources::Where;
@@ -249,9 +247,7 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
                 dlq: &dlq,
                 buffer: &buffer,
                 payloads: payloads.as_ref(),
-                timeline: Timeline::new(r.get(Resource::ArchiveStream).map(|s| {
-                    Arc::new(spigot_aws::FirehoseArchive::new(&r.sdk, s)) as Arc<dyn Archive>
-                })),
+                timeline: r.timeline(),
                 by: crate::trigger::who(&r.sdk).await,
             };
             let redriven = redrive(&queues, max, delivery.as_deref(), hold).await;

@@ -109,7 +109,7 @@ pub(crate) fn archive(r: &Resolved) -> Result<S3Archive, CliError> {
 pub(crate) async fn read(archive: &S3Archive, query: &Query) -> Result<Vec<Entry>, CliError> {
     let until = query.until_ms.unwrap_or_else(spigot_aws::now_ms);
     let found = archive
-        .read(query.since_ms, until)
+        .read(query.since_ms, until, query.repository.as_deref())
         .await
         .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot read the archive: {e}")))?;
     for (key, problem) in &found.problems {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer};
 use std::sync::atomic::AtomicBool;
 
-use spigot_core::ports::{Clock, SystemClock, Target, Timeline};
+use spigot_core::ports::{Clock, SystemClock, Target};
 use spigot_core::resources::Resource;
 use spigot_engine::policy::RateLimit;
 use spigot_engine::{Counters, Engine, EngineConfig, Skipped, Stop, gate, watched};
@@ -124,13 +124,7 @@ pub(crate) fn pull_engine<T: Target>(
         target,
         config,
     )
-    .with_timeline(
-        Timeline::new(r.get(Resource::ArchiveStream).map(|s| {
-            Arc::new(spigot_aws::FirehoseArchive::new(&r.sdk, s))
-                as Arc<dyn spigot_core::ports::Archive>
-        })),
-        "relay",
-    ))
+    .with_timeline(r.timeline(), "relay"))
 }
 
 pub(crate) async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {

@@ -3,17 +3,16 @@
 //! breaker and OFF apply) or straight to another target.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use spigot_aws::{FirehoseArchive, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
+use spigot_aws::{HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
 use spigot_core::archive::{Kept, REPLAY_HEADER, Step, What, kept};
 use spigot_core::config::{EventPaths, Settings};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::stow;
-use spigot_core::ports::{Archive, Buffer, EvalQueue, Target, Timeline};
+use spigot_core::ports::{Buffer, EvalQueue, Target, Timeline};
 use spigot_core::resources::Resource;
 use spigot_core::webhook::Hook;
 
@@ -116,10 +115,7 @@ pub(crate) async fn run(place: &Where, args: ReplayArgs) -> Result<(), CliError>
     }
     let destination = destination(&r, &args)?;
     let by = crate::trigger::who(&r.sdk).await;
-    let timeline = Timeline::new(
-        r.get(Resource::ArchiveStream)
-            .map(|s| Arc::new(FirehoseArchive::new(&r.sdk, s)) as Arc<dyn Archive>),
-    );
+    let timeline = r.timeline();
     let mut outcome = replay(&chosen, &destination, &timeline, &by).await;
     for d in missing {
         let why = "not in the archive in that range (or not of that repository or event)";

@@ -187,6 +187,16 @@ impl Resolved {
     pub(crate) fn get(&self, resource: Resource) -> Option<&str> {
         self.resources.get(resource)
     }
+
+    /// The archive's timeline, written to the stack's stream (none: steps are not kept).
+    pub(crate) fn timeline(&self) -> spigot_core::ports::Timeline {
+        let stream = self.get(Resource::ArchiveStream).filter(|s| !s.is_empty());
+        spigot_core::ports::Timeline::new(stream.map(|s| {
+            let archive =
+                spigot_aws::FirehoseArchive::new(&self.sdk, s, self.get(Resource::Bucket));
+            std::sync::Arc::new(archive) as std::sync::Arc<dyn spigot_core::ports::Archive>
+        }))
+    }
 }
 
 /// A local stack's moto must answer; when it does not, say what to start.

@@ -366,17 +366,88 @@ pub fn hour_prefixes(since_ms: u64, until_ms: u64) -> Vec<String> {
     let first = (since_ms / 3_600_000).saturating_sub(1);
     let last = until_ms / 3_600_000;
     (first..=last)
-        .map(|hour| {
-            let t = crate::push::format_rfc3339(hour * 3600);
-            // YYYY-MM-DDTHH:...
-            format!(
-                "{ARCHIVE_PREFIX}{}/{}/{}/{}/",
-                &t[0..4],
-                &t[5..7],
-                &t[8..10],
-                &t[11..13]
-            )
-        })
+        .map(|hour| format!("{ARCHIVE_PREFIX}{}/", hour_path(hour)))
+        .collect()
+}
+
+/// `YYYY/MM/DD/HH` of an hour since the epoch.
+fn hour_path(hour: u64) -> String {
+    let t = crate::push::format_rfc3339(hour.saturating_mul(3600));
+    // YYYY-MM-DDTHH:...
+    format!("{}/{}/{}/{}", &t[0..4], &t[5..7], &t[8..10], &t[11..13])
+}
+
+/// The hour since the epoch of `YYYY/MM/DD/HH`.
+fn hour_of_path(path: &str) -> Option<u64> {
+    let p: Vec<&str> = path.split('/').collect();
+    let [y, m, d, h] = p.as_slice() else {
+        return None;
+    };
+    crate::push::parse_rfc3339(&format!("{y}-{m}-{d}T{h}:00:00Z")).map(|s| s / 3600)
+}
+
+/// The repository index: an empty object per repository and hour in which
+/// a record of it was written, so that a repository's records are found by
+/// reading only its hours.
+pub const REPOS_PREFIX: &str = "archive/repos/";
+
+/// Where `repository`'s index marks live (`archive/repos/{owner}/{name}/`;
+/// a segment that is not plain becomes its SHA-256).
+pub fn repository_prefix(repository: &str) -> String {
+    use crate::envelope::key_part;
+    let segment = match repository.split_once('/') {
+        Some((owner, name)) => format!("{}/{}", key_part(owner, 100), key_part(name, 100)),
+        None => key_part(repository, 200),
+    };
+    format!("{REPOS_PREFIX}{segment}/")
+}
+
+/// The index mark of `repository` for the hour of `at_ms`.
+pub fn index_key(repository: &str, at_ms: u64) -> String {
+    format!(
+        "{}{}",
+        repository_prefix(repository),
+        hour_path(at_ms / 3_600_000)
+    )
+}
+
+/// The index marks of `steps` (one per repository and hour), in order.
+pub fn index_keys(steps: &[Step]) -> Vec<String> {
+    let mut keys: Vec<String> = steps
+        .iter()
+        .filter(|s| !s.repository.is_empty())
+        .map(|s| index_key(&s.repository, s.at_ms))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The hour prefixes to read for a repository whose index marks under
+/// [`repository_prefix`] are `keys`, between `since_ms` and `until_ms`: each
+/// marked hour and the one before it (a batch lands under the hour its
+/// first record arrived).
+pub fn indexed_hour_prefixes(
+    keys: &[String],
+    prefix: &str,
+    since_ms: u64,
+    until_ms: u64,
+) -> Vec<String> {
+    let (first, last) = (
+        (since_ms / 3_600_000).saturating_sub(1),
+        until_ms / 3_600_000,
+    );
+    let mut hours: Vec<u64> = keys
+        .iter()
+        .filter_map(|k| hour_of_path(k.strip_prefix(prefix)?))
+        .filter(|h| (first..=last).contains(h))
+        .flat_map(|h| [h.saturating_sub(1), h])
+        .collect();
+    hours.sort_unstable();
+    hours.dedup();
+    hours
+        .into_iter()
+        .map(|h| format!("{ARCHIVE_PREFIX}{}/", hour_path(h)))
         .collect()
 }
 
@@ -665,6 +736,54 @@ mod tests {
         );
         assert_eq!(only_a.len(), 1);
         assert_eq!((only_a[0].delivery.as_str(), only_a[0].attempts), ("a1", 1));
+    }
+
+    #[test]
+    fn a_repositorys_index_names_only_its_hours_and_the_ones_before() {
+        let at = 1_796_133_600_000; // 2026-12-01T14:00:00Z
+        let steps = [
+            Step::of(
+                at + 5,
+                "d1",
+                "octo-org/one",
+                "push",
+                What::Received { bytes: 1 },
+            ),
+            Step::of(at + 9, "d1", "octo-org/one", "push", What::Duplicate),
+            Step::of(
+                at + 7_200_000,
+                "d2",
+                "octo-org/one",
+                "push",
+                What::Duplicate,
+            ),
+            Step::of(at, "d3", "", "ping", What::Duplicate),
+        ];
+        let keys = index_keys(&steps);
+        assert_eq!(
+            keys,
+            [
+                "archive/repos/octo-org/one/2026/12/01/14",
+                "archive/repos/octo-org/one/2026/12/01/16"
+            ]
+        );
+        let prefix = repository_prefix("octo-org/one");
+        assert_eq!(
+            indexed_hour_prefixes(&keys, &prefix, at - 86_400_000, at + 86_400_000),
+            [
+                "archive/2026/12/01/13/",
+                "archive/2026/12/01/14/",
+                "archive/2026/12/01/15/",
+                "archive/2026/12/01/16/"
+            ]
+        );
+        // Outside the range asked: nothing to read.
+        assert!(
+            indexed_hour_prefixes(&keys, &prefix, at + 10 * 3_600_000, at + 11 * 3_600_000)
+                .is_empty()
+        );
+        // A name that is no plain key segment cannot climb out of its prefix.
+        assert!(!repository_prefix("../x/..").contains(".."));
     }
 
     #[test]

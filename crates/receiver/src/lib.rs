@@ -14,7 +14,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
-use spigot_core::archive::{Step, What, hook_record, step_records};
+use spigot_core::archive::{Step, What, hook_record, index_keys, step_records};
 use spigot_core::config::{DeliveryMode, Settings};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::{Envelope, Stow, stow};
@@ -431,7 +431,7 @@ where
             Seen::Before(first_ms) => {
                 tracing::warn!(%delivery, first_ms, "delivery id taken before within DEDUPE_WINDOW; answered 200, not taken again");
                 let step = Self::step_of(&hook, now_ms, What::Duplicate);
-                self.keep(step_records(&[step]), &delivery).await;
+                self.keep(step_records(&[step]), &[], &delivery).await;
                 return Ok(Taken::Duplicate { delivery, first_ms });
             }
             Seen::New(marked) => marked,
@@ -453,7 +453,8 @@ where
                 Self::step_of(&hook, now_ms, received),
                 Self::step_of(&hook, spigot_aws::now_ms().max(now_ms), taken.step()),
             ];
-            self.keep(vec![hook_record(&hook, &steps)], &delivery).await;
+            self.keep(vec![hook_record(&hook, &steps)], &steps, &delivery)
+                .await;
         }
         Ok(match queued {
             Ok(()) => taken?,
@@ -466,13 +467,18 @@ where
         Step::of(at_ms, &hook.delivery, repository, &hook.event, what)
     }
 
-    /// Puts `records` in the archive, if there is one (bounded: a slow or
-    /// failing archive never costs a hook its answer; it is logged and counted).
-    async fn keep(&self, records: Vec<Vec<u8>>, delivery: &str) {
+    /// Puts `records` in the archive, if there is one, and marks the
+    /// repository index for `steps` (bounded: a slow or failing archive never
+    /// costs a hook its answer; it is logged and counted).
+    async fn keep(&self, records: Vec<Vec<u8>>, steps: &[Step], delivery: &str) {
         let Some(archive) = &self.archive else {
             return;
         };
-        let problem = match tokio::time::timeout(ARCHIVE_TIMEOUT, archive.put(records)).await {
+        let kept = async {
+            archive.put(records).await?;
+            archive.index(index_keys(steps)).await
+        };
+        let problem = match tokio::time::timeout(ARCHIVE_TIMEOUT, kept).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {} ms", ARCHIVE_TIMEOUT.as_millis()),

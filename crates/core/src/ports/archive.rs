@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use super::PortError;
-use crate::archive::{Step, step_records};
+use crate::archive::{Step, index_keys, step_records};
 
 /// Where archive records go (Kinesis Data Firehose, which batches them into
 /// the bucket). Object-safe, so every component holds one the same way.
@@ -13,6 +13,16 @@ pub trait Archive: Send + Sync {
         &self,
         records: Vec<Vec<u8>>,
     ) -> Pin<Box<dyn Future<Output = Result<(), PortError>> + Send + '_>>;
+
+    /// Marks the repository index ([`crate::archive::index_keys`]): each key
+    /// once (an adapter remembers what it marked). None by default.
+    fn index(
+        &self,
+        keys: Vec<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PortError>> + Send + '_>> {
+        let _ = keys;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The steps of a run, noted as they happen and written together (one
@@ -70,9 +80,8 @@ impl Timeline {
         if steps.is_empty() {
             return Ok(0);
         }
-        archive
-            .put(step_records(&steps))
-            .await
-            .map(|()| steps.len())
+        archive.put(step_records(&steps)).await?;
+        archive.index(index_keys(&steps)).await?;
+        Ok(steps.len())
     }
 }

@@ -220,14 +220,15 @@ async fn gateway_latency(target_ms: u64) {
 /// wire format (JSON 1.1, `Firehose_20150804.PutRecord`), counts the
 /// records and answers at once, as Firehose answers once it has buffered a
 /// record (moto instead writes each record to S3 before it answers).
-async fn firehose_standin() -> (String, Arc<AtomicUsize>) {
+async fn firehose_standin() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let records = Arc::new(AtomicUsize::new(0));
-    let counted = records.clone();
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let (counted, sized) = (records.clone(), bytes.clone());
     let app = axum::Router::new().route(
         "/",
         axum::routing::post(
             move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let counted = counted.clone();
+                let (counted, sized) = (counted.clone(), sized.clone());
                 async move {
                     let target = headers
                         .get("x-amz-target")
@@ -236,11 +237,11 @@ async fn firehose_standin() -> (String, Arc<AtomicUsize>) {
                         .to_string();
                     assert_eq!(target, "Firehose_20150804.PutRecord");
                     let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    assert!(
-                        request["Record"]["Data"]
-                            .as_str()
-                            .is_some_and(|d| !d.is_empty())
-                    );
+                    let data = request["Record"]["Data"].as_str().unwrap_or_default();
+                    assert!(!data.is_empty());
+                    // The record's own size (Firehose bills it, in 5 KB units), not its base64.
+                    let pad = data.bytes().rev().take_while(|&b| b == b'=').count();
+                    sized.fetch_add(data.len() / 4 * 3 - pad, Ordering::SeqCst);
                     counted.fetch_add(1, Ordering::SeqCst);
                     (
                         [("content-type", "application/x-amz-json-1.1")],
@@ -250,7 +251,11 @@ async fn firehose_standin() -> (String, Arc<AtomicUsize>) {
             },
         ),
     );
-    (format!("http://{}", spigot_e2e::serve(app).await), records)
+    (
+        format!("http://{}", spigot_e2e::serve(app).await),
+        records,
+        bytes,
+    )
 }
 
 /// #29.1: what the archive adds to the receiver's answer. The same signed
@@ -270,7 +275,7 @@ async fn archive_latency() {
     let stream = stack.get(spigot_core::resources::Resource::ArchiveStream);
     let on_moto: Arc<dyn spigot_core::ports::Archive> =
         Arc::new(spigot_aws::FirehoseArchive::new(&sdk, stream, None));
-    let (standin_url, standin_records) = firehose_standin().await;
+    let (standin_url, standin_records, standin_bytes) = firehose_standin().await;
     let standin_sdk = spigot_aws::sdk_config(Some(&standin_url)).await;
     let on_standin: Arc<dyn spigot_core::ports::Archive> =
         Arc::new(spigot_aws::FirehoseArchive::new(&standin_sdk, stream, None));
@@ -332,6 +337,11 @@ async fn archive_latency() {
         standin_records.load(Ordering::SeqCst),
         n,
         "one record a hook"
+    );
+    println!(
+        "archive record of a {}-byte push: {} bytes on average (Firehose bills 5 KB units)",
+        body.len(),
+        standin_bytes.load(Ordering::SeqCst) / n
     );
 }
 

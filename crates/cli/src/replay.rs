@@ -15,6 +15,7 @@ use spigot_core::envelope::stow;
 use spigot_core::ports::{Buffer, EvalQueue, Target, Timeline};
 use spigot_core::resources::Resource;
 use spigot_core::webhook::Hook;
+use spigot_core::{Secrets, Verifier};
 
 use crate::CliError;
 use crate::events::{archive, query, read};
@@ -53,6 +54,12 @@ pub(crate) struct ReplayArgs {
     /// (MAX_PUSH_AGE, a newer push already started).
     #[arg(long, conflicts_with = "to")]
     pipelines: bool,
+    /// Replay hooks whose GitHub signature does not verify with the webhook
+    /// secret in use (after a rotation). By default they are refused: the
+    /// archive is a bucket prefix, and a hook Spigot never verified must not
+    /// reach the target.
+    #[arg(long)]
+    unverified: bool,
     /// List what would be replayed; send nothing.
     #[arg(long)]
     dry_run: bool,
@@ -113,10 +120,14 @@ pub(crate) async fn run(place: &Where, args: ReplayArgs) -> Result<(), CliError>
     if args.dry_run {
         return dry_run(&chosen, &missing, args.json);
     }
+    let verifier = match args.unverified {
+        true => None,
+        false => Some(verifier(&r).await?),
+    };
     let destination = destination(&r, &args)?;
     let by = crate::trigger::who(&r.sdk).await;
     let timeline = r.timeline();
-    let mut outcome = replay(&chosen, &destination, &timeline, &by).await;
+    let mut outcome = replay(&chosen, &destination, verifier.as_ref(), &timeline, &by).await;
     for d in missing {
         let why = "not in the archive in that range (or not of that repository or event)";
         outcome.failed.push((d.to_string(), why.into()));
@@ -159,9 +170,38 @@ fn destination(r: &Resolved, args: &ReplayArgs) -> Result<Destination, CliError>
     })
 }
 
+/// What checks an archived hook's GitHub signature: the webhook secret the
+/// receiver verifies with (`WEBHOOK_SECRET`, else the stack's secret, else
+/// the local stack's public test secret).
+async fn verifier(r: &Resolved) -> Result<Verifier, CliError> {
+    let text = match (std::env::var("WEBHOOK_SECRET").ok().filter(|s| !s.is_empty()), r.get(Resource::WebhookSecret)) {
+        (Some(secret), _) => secret,
+        (None, Some(arn)) => spigot_aws::fetch_secret(&r.sdk, arn).await.map_err(|e| {
+            CliError::Failed(anyhow::anyhow!(
+                "cannot read the webhook secret to check the archived signatures ({e}); --unverified replays without checking"
+            ))
+        })?,
+        (None, None) if r.local.is_some() => crate::local::TEST_SECRET.to_string(),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "no webhook secret to check the archived signatures with: set WEBHOOK_SECRET, name the stack (output WebhookSecretArn), or pass --unverified".into(),
+            ));
+        }
+    };
+    let secrets =
+        Secrets::parse(&text).map_err(|e| CliError::Usage(format!("the webhook secret: {e}")))?;
+    Ok(Verifier::new(Some(secrets), false))
+}
+
 /// Sends each hook in turn; once one of a repository fails, that
 /// repository's later hooks are not sent (they would overtake it).
-async fn replay(chosen: &[&Kept], to: &Destination, timeline: &Timeline, by: &str) -> Outcome {
+async fn replay(
+    chosen: &[&Kept],
+    to: &Destination,
+    verifier: Option<&Verifier>,
+    timeline: &Timeline,
+    by: &str,
+) -> Outcome {
     let bar = ProgressBar::new(chosen.len() as u64).with_style(
         ProgressStyle::with_template("replay {bar:30} {pos}/{len} {msg}").expect("valid template"),
     );
@@ -175,7 +215,7 @@ async fn replay(chosen: &[&Kept], to: &Destination, timeline: &Timeline, by: &st
                 "not sent: an earlier hook of {repository} could not be replayed"
             ))
         } else {
-            send(kept, to, timeline).await
+            send(kept, to, verifier, timeline).await
         };
         match result {
             Ok(()) => {
@@ -209,16 +249,34 @@ fn step(delivery: &str, repository: &str, event: &str, what: What) -> Step {
     Step::of(spigot_aws::now_ms(), delivery, repository, event, what)
 }
 
-/// The archived hook again, byte for byte, with `X-Spigot-Replay` naming it.
-fn replayed(kept: &Kept) -> Result<Hook, String> {
+/// The archived hook again, byte for byte, with `X-Spigot-Replay` naming it;
+/// its GitHub signature checked when `verifier` is given.
+fn replayed(kept: &Kept, verifier: Option<&Verifier>) -> Result<Hook, String> {
     let mut hook = kept.hook().map_err(|e| e.to_string())?;
+    if let Some(v) = verifier {
+        let header = |name: &str| {
+            hook.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        v.verify(&hook.body, header("x-hub-signature-256"), header("x-hub-signature"))
+            .map_err(|e| {
+                format!("its GitHub signature does not verify with the webhook secret ({e}): not written by Spigot, or the secret was rotated since (--unverified)")
+            })?;
+    }
     hook.headers
         .push((REPLAY_HEADER.to_string(), hook.delivery.clone()));
     Ok(hook)
 }
 
-async fn send(kept: &Kept, to: &Destination, timeline: &Timeline) -> Result<(), String> {
-    let hook = replayed(kept)?;
+async fn send(
+    kept: &Kept,
+    to: &Destination,
+    verifier: Option<&Verifier>,
+    timeline: &Timeline,
+) -> Result<(), String> {
+    let hook = replayed(kept, verifier)?;
     match to {
         Destination::Buffer {
             buffer,

@@ -228,3 +228,97 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
     assert_eq!(letters[0]["delivery"], dead.as_str());
 }
+
+/// #29 and the brief's "an S3 object another principal can write is
+/// untrusted": a hook written into the archive by someone else (its GitHub
+/// signature does not verify) is not replayed, and the replay says so and
+/// exits 1; the genuine hook beside it is replayed (the control).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_spigot_never_verified_is_not_replayed() {
+    let dir = workdir();
+    let target = FakeTarget::start().await;
+    let (sdk, stack) = local_stack(&dir, Some(&target.url)).await;
+    let r = receiver(&sdk, &stack, &target.url, 2000).await;
+    let genuine = unique("genuine");
+    let body = push_payload(ONE, &genuine);
+    let req = signed_request("push", &genuine, body.as_bytes(), Some("ON"));
+    assert_eq!(
+        answer(&r.handle_event(&req, spigot_aws::now_ms()).await).0,
+        200
+    );
+    // A forged hook, framed as Spigot frames them, written straight into the archive.
+    let forged = unique("forged");
+    let now = spigot_aws::now_ms();
+    let hook = spigot_core::Hook {
+        delivery: forged.clone(),
+        event: "push".into(),
+        repository: Some(ONE.into()),
+        headers: vec![
+            ("x-github-delivery".into(), forged.clone()),
+            ("x-github-event".into(), "push".into()),
+            (
+                "x-hub-signature-256".into(),
+                format!("sha256={}", "0".repeat(64)),
+            ),
+        ],
+        body: push_payload(ONE, "deploy-my-branch").into_bytes(),
+        received_at_ms: now + 1,
+        json_body: true,
+    };
+    let step = spigot_core::archive::Step::of(
+        now + 1,
+        &forged,
+        ONE,
+        "push",
+        spigot_core::archive::What::Received { bytes: 1 },
+    );
+    let record = spigot_core::archive::hook_record(&hook, &[step]);
+    let hour = &spigot_core::archive::hour_prefixes(now, now)[1];
+    let s3 = spigot_aws::s3_client(&sdk);
+    let bucket = stack.get(spigot_core::resources::Resource::Bucket);
+    s3.put_object()
+        .bucket(bucket)
+        .key(format!("{hour}forged"))
+        .body(record.into())
+        .send()
+        .await
+        .unwrap();
+    let out = spigot_as(&dir, Principal::Operator)
+        .args([
+            "replay",
+            "--local",
+            "--repo",
+            ONE,
+            "--since",
+            "10m",
+            "--to",
+            &target.url,
+            "--allow-http",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["replayed"], 1, "the genuine hook: {summary}");
+    assert_eq!(summary["failed"][0]["delivery"], forged.as_str());
+    assert!(
+        summary["failed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not verify"),
+        "{summary}"
+    );
+    let replays: Vec<String> = target
+        .accepted()
+        .iter()
+        .filter(|a| a.header("x-spigot-replay").is_some())
+        .map(|a| a.header("x-github-delivery").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        replays,
+        [genuine],
+        "the forged hook never reached the target"
+    );
+}

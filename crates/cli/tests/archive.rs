@@ -154,6 +154,12 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     assert_eq!(rows[0]["attempts"], 2);
 
     // Jenkins lost repository one's hooks: replay them, and only them.
+    let eval_url = stack.get(spigot_core::resources::Resource::EvalUrl);
+    let evaluations = depth(&sdk, eval_url).await.0;
+    assert_eq!(
+        evaluations, 7,
+        "the receiver queued every push for evaluation"
+    );
     let out = spigot_as(&dir, Principal::Operator)
         .args([
             "replay", "--local", "--repo", ONE, "--since", "10m", "--json",
@@ -201,11 +207,40 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
             header(original, "x-hub-signature-256")
         );
     }
+    assert_eq!(
+        depth(&sdk, eval_url).await.0,
+        evaluations,
+        "a replay starts no pipeline again"
+    );
+    // ... unless asked: --pipelines queues the replayed push for evaluation too.
+    let out = spigot_as(&dir, Principal::Operator)
+        .args([
+            "replay",
+            "--local",
+            "--repo",
+            ONE,
+            "--since",
+            "10m",
+            "--pipelines",
+        ])
+        .args(["--delivery", &live[0].0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(depth(&sdk, eval_url).await.0, evaluations + 1);
+    assert_eq!(d.drain(None).await.delivered, 1);
     // The replay is on each hook's timeline, followed by its delivery.
     let replayed = events(&dir, &["--delivery", &live[0].0]);
     assert_eq!(
         steps(&replayed),
-        ["received", "forwarded", "replayed", "delivered"],
+        [
+            "received",
+            "forwarded",
+            "replayed",
+            "delivered",
+            "replayed",
+            "delivered"
+        ],
         "{replayed}"
     );
 
@@ -219,7 +254,11 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
             .count()
     };
     assert_eq!((of(ONE, false), of(TWO, false)), (4, 2));
-    assert_eq!((of(ONE, true), of(TWO, true)), (4, 0));
+    assert_eq!(
+        (of(ONE, true), of(TWO, true)),
+        (5, 0),
+        "4, then 1 with --pipelines"
+    );
     let out = spigot_as(&dir, Principal::Operator)
         .args(["dlq", "list", "--local", "--json"])
         .output()

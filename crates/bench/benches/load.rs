@@ -262,10 +262,9 @@ async fn firehose_standin() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
 /// 10 KB pushes, 20 in flight, to a target answering at once, through the
 /// receiver without the archive, with it on the Firehose stand-in, and with
 /// it on moto's Firehose, in alternating rounds of one run.
-async fn archive_latency() {
+async fn archive_latency(concurrent: usize) {
     const ROUNDS: usize = 6;
-    const PER_ROUND: usize = 500;
-    const CONCURRENT: usize = 20;
+    let per_round = if concurrent == 1 { 150 } else { 500 };
     let target = FakeTarget::start().await;
     let endpoint = moto();
     let sdk = spigot_aws::sdk_config(Some(endpoint)).await;
@@ -288,9 +287,9 @@ async fn archive_latency() {
     let mut lat: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
         for (which, receiver) in receivers.iter().enumerate() {
-            let times = Arc::new(Mutex::new(Vec::with_capacity(PER_ROUND)));
-            futures::stream::iter(0..PER_ROUND)
-                .for_each_concurrent(CONCURRENT, |i| {
+            let times = Arc::new(Mutex::new(Vec::with_capacity(per_round)));
+            futures::stream::iter(0..per_round)
+                .for_each_concurrent(concurrent, |i| {
                     let (receiver, times, body) = (receiver.clone(), times.clone(), body.clone());
                     async move {
                         let id = format!("arch-{round}-{which}-{i}");
@@ -311,9 +310,9 @@ async fn archive_latency() {
     for l in &mut lat {
         l.sort_by(|a, b| a.partial_cmp(b).unwrap());
     }
-    let n = ROUNDS * PER_ROUND;
+    let n = ROUNDS * per_round;
     println!(
-        "archive latency, ON path, target 0 ms, {n} pushes of 10 KB each way, {CONCURRENT} in flight, alternating rounds: \
+        "archive latency, ON path, target 0 ms, {n} pushes of 10 KB each way, {concurrent} in flight, alternating rounds: \
          without the archive p50 {:.2} / p99 {:.2} ms; \
          with it, Firehose stand-in p50 {:.2} / p99 {:.2} ms (added p50 {:.2} / p99 {:.2}); \
          with it, moto's Firehose p50 {:.2} / p99 {:.2} ms (added p50 {:.2} / p99 {:.2})",
@@ -416,12 +415,14 @@ async fn main() {
         return;
     }
     if std::env::args().any(|a| a == "archive") {
-        archive_latency().await;
+        archive_latency(1).await;
+        archive_latency(20).await;
         return;
     }
     gateway_latency(0).await;
     gateway_latency(100).await;
-    archive_latency().await;
+    archive_latency(1).await;
+    archive_latency(20).await;
     on_to_first_hook().await;
     if std::env::args().any(|a| a == "latency") {
         return;

@@ -87,6 +87,27 @@ impl Objects {
         Ok(keys)
     }
 
+    /// True when an object is at `key` (HeadObject: a GET request, a
+    /// twelfth of a PUT's price). Needs s3:ListBucket for a 404 on an absent
+    /// key; a 403 is an error, never "absent".
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool, PortError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(false),
+            Err(e) => Err(port(
+                &format!("S3 HeadObject s3://{}/{key}", self.bucket),
+                e,
+            )),
+        }
+    }
+
     /// Writes `bytes` at `key` only when nothing is there (`If-None-Match:
     /// *`): false when the key was taken.
     pub(crate) async fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool, PortError> {

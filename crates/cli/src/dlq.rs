@@ -247,7 +247,12 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
                 dlq: &dlq,
                 buffer: &buffer,
                 payloads: payloads.as_ref(),
-                timeline: r.timeline(),
+                // The timeline follows hooks to the target: a push back to the
+                // evaluation queue is not a step of its delivery.
+                timeline: match to {
+                    Resource::BufferUrl => r.timeline(),
+                    _ => Timeline::default(),
+                },
                 by: crate::trigger::who(&r.sdk).await,
             };
             let redriven = redrive(&queues, max, delivery.as_deref(), hold).await;

@@ -152,6 +152,12 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     );
     assert_eq!(rows[0]["outcome"], "delivered");
     assert_eq!(rows[0]["attempts"], 2);
+    // The dead letter redriven: on its timeline, and refused again at the next drain.
+    let out = spigot_as(&dir, Principal::Operator)
+        .args(["dlq", "redrive", "--local", "--delivery", &dead])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
 
     // Jenkins lost repository one's hooks: replay them, and only them.
     let eval_url = stack.get(spigot_core::resources::Resource::EvalUrl);
@@ -173,11 +179,23 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     // Nothing reaches the target before a drain: replays go through the buffer.
     assert_eq!(target.accepted().len(), 6);
     let third = d.drain(None).await;
-    assert_eq!(third.delivered, 4, "{third:?}");
+    assert_eq!((third.delivered, third.dead_lettered), (4, 1), "{third:?}");
     assert_eq!(
         (third.replays, third.answers),
-        (4, [4, 0, 0, 0]),
-        "the dashboard's replays"
+        (4, [4, 1, 0, 0]),
+        "the dashboard's replays and status classes"
+    );
+    let lettered = events(&dir, &["--delivery", &dead]);
+    assert_eq!(
+        steps(&lettered),
+        [
+            "received",
+            "dead-lettered",
+            "redriven",
+            "attempt",
+            "dead-lettered"
+        ],
+        "{lettered}"
     );
     assert_eq!(second.replays, 0, "the original is no replay");
     let replays: Vec<Recorded> = target
@@ -245,7 +263,8 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     );
 
     // Ledger: 7 hooks in; 6 delivered and 1 dead-lettered (the 400, with its
-    // reason); 4 replays of one, none of two; no other duplicate; none lost.
+    // reason; redriven once and dead-lettered again); 5 replays of one (4,
+    // then 1 with --pipelines), none of two; no other duplicate; none lost.
     let all = target.accepted();
     let of = |repo: &str, replay: bool| {
         all.iter()

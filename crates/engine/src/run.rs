@@ -16,6 +16,7 @@ use spigot_core::envelope::Envelope;
 use spigot_core::ports::{
     Buffer, Clock, DeadLetter, PayloadStore, Received, SystemClock, Target, Timeline,
 };
+use spigot_core::webhook::Hook;
 
 use crate::attempts;
 use crate::config::EngineConfig;
@@ -670,52 +671,48 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 };
             }
         };
-        let hook = &opened.hook;
+        match self.attempt(&env, &opened.hook, counters).await {
+            Delivery::Delivered(_) => Step::Delivered(opened.claim),
+            Delivery::Retryable(f) => {
+                self.retry_or_give_up(env, prior, f.reason, f.status, f.retry_after)
+                    .await
+            }
+            Delivery::Permanent(f) => self.dead_envelope(env, f.reason, f.status).await,
+        }
+    }
+
+    /// One delivery attempt of `hook` (of `env`): timed, counted by the
+    /// target's answer, and noted on the timeline.
+    async fn attempt(&self, env: &Envelope, hook: &Hook, counters: &Counters) -> Delivery {
         let started = Instant::now();
         let delivered = self.target.deliver(hook).await;
         let ms = started.elapsed().as_millis() as u64;
         let by = self.by.to_string();
-        counters.answers.count(match &delivered {
-            Delivery::Delivered(status) => Some(*status),
-            Delivery::Retryable(f) | Delivery::Permanent(f) => f.status,
-        });
-        match delivered {
+        let what = match &delivered {
             Delivery::Delivered(status) => {
                 tracing::info!(delivery = %hook.delivery, event = %hook.event, status, "delivered");
                 if env.replay.is_some() {
                     counters.replays.fetch_add(1, Ordering::Relaxed);
                 }
-                self.note(&env, What::Delivered { by, status, ms });
-                Step::Delivered(opened.claim)
+                What::Delivered {
+                    by,
+                    status: *status,
+                    ms,
+                }
             }
-            Delivery::Retryable(f) => {
-                let error = f.reason.clone();
-                self.note(
-                    &env,
-                    What::Attempt {
-                        by,
-                        status: f.status,
-                        ms,
-                        error,
-                    },
-                );
-                self.retry_or_give_up(env, prior, f.reason, f.status, f.retry_after)
-                    .await
-            }
-            Delivery::Permanent(f) => {
-                let error = f.reason.clone();
-                self.note(
-                    &env,
-                    What::Attempt {
-                        by,
-                        status: f.status,
-                        ms,
-                        error,
-                    },
-                );
-                self.dead_envelope(env, f.reason, f.status).await
-            }
-        }
+            Delivery::Retryable(f) | Delivery::Permanent(f) => What::Attempt {
+                by,
+                status: f.status,
+                ms,
+                error: f.reason.clone(),
+            },
+        };
+        counters.answers.count(match &delivered {
+            Delivery::Delivered(status) => Some(*status),
+            Delivery::Retryable(f) | Delivery::Permanent(f) => f.status,
+        });
+        self.note(env, what);
+        delivered
     }
 
     /// The delivery id of the push that makes `m` redundant, when coalescing

@@ -38,7 +38,7 @@ fn buffer(url: &str, sdk: &spigot_aws::aws_config::SdkConfig) -> spigot_aws::Sqs
     )
 }
 
-/// #14.6: the entries a batch delete failed are tried again; only they.
+/// The entries a batch delete failed are tried again; only they.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_batch_delete_retries_the_failed_entries() {
     let aws = sqs_failing_entries(1).await;
@@ -60,7 +60,7 @@ async fn a_partial_batch_delete_retries_the_failed_entries() {
     assert_eq!(second, ["r1-flaky"]);
 }
 
-/// #14.6: entries that keep failing are reported, with their count.
+/// Entries that keep failing are reported, with their count.
 #[tokio::test(flavor = "multi_thread")]
 async fn entries_that_keep_failing_are_counted_in_the_error() {
     let aws = sqs_failing_entries(usize::MAX).await;

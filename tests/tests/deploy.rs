@@ -1,4 +1,4 @@
-//! Deployed, it behaves as tested (#25): moto enforces IAM (tools/moto_server.py
+//! Deployed, it behaves as tested: moto enforces IAM (tools/moto_server.py
 //! --iam), each component runs under exactly the policy SAM's translation of
 //! the template gives it, and S3 answers 403 for an absent key to a principal
 //! that may not list it. Every missing-key path runs both ways: under the

@@ -81,7 +81,7 @@ async fn target_down_spends_no_receives_then_everything_arrives() {
 
     let mut ledger = Ledger::default();
     // The first is forwarded, refused with 503 and buffered; the receiver then
-    // holds DRAINING itself (#26.3) and buffers the other 29 without trying,
+    // holds DRAINING itself and buffers the other 29 without trying,
     // although their requests still say ON.
     ledger.send_round_robin(&r, 30, &REPOS, "ON").await;
     let attempts_during_receive = target.attempts();
@@ -394,7 +394,7 @@ async fn an_unreadable_state_does_not_drain() {
     );
 }
 
-/// #14.5: a dead letter that cannot be sent holds its group back like a
+/// A dead letter that cannot be sent holds its group back like a
 /// retryable failure: the later hooks of its repository must not overtake it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_dead_letter_send_holds_its_repository_back() {
@@ -439,7 +439,7 @@ async fn a_failed_dead_letter_send_holds_its_repository_back() {
     assert!(dead[0].1["Reason"].contains("404"));
 }
 
-/// #14.2: the engine owns the retry budget. A hook its target keeps refusing
+/// The engine owns the retry budget. A hook its target keeps refusing
 /// with 503 is dead-lettered with a reason after `max_attempts` attempts
 /// (not by SQS after N receives, which holds and releases also count), and
 /// the hooks held behind it are then delivered on their first attempt.
@@ -497,7 +497,7 @@ async fn the_engine_dead_letters_after_its_own_attempt_cap_with_a_reason() {
     assert_eq!(left.key_count(), Some(0));
 }
 
-/// #14.10: a 503 with `Retry-After` is not retried before the target asked.
+/// A 503 with `Retry-After` is not retried before the target asked.
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_after_is_respected() {
     let (sdk, stack) = stack().await;
@@ -529,7 +529,7 @@ async fn retry_after_is_respected() {
     assert_eq!(ledger.check(&target.accepted(), &[]), (1, 0));
 }
 
-/// #14.9: `DRAIN_RATE=5` delivers 50 hooks no faster than five a second,
+/// `DRAIN_RATE=5` delivers 50 hooks no faster than five a second,
 /// all workers together, in order per repository.
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_rate_paces_all_workers_together() {
@@ -564,7 +564,7 @@ async fn drain_rate_paces_all_workers_together() {
     assert!(span >= Duration::from_millis(9_500), "50 hooks in {span:?}");
 }
 
-/// #26.1: an operator's OFF during a drain wins. Six hooks of one repository
+/// An operator's OFF during a drain wins. Six hooks of one repository
 /// buffered while OFF, `spigot on` (DRAINING), a slow target (1.5 s a hook),
 /// `spigot off` 2 s later: the drain stops starting deliveries within its
 /// check interval, releases what it holds, and never sets ON over the OFF.
@@ -621,7 +621,7 @@ async fn an_off_during_a_drain_stops_it_and_stays_off() {
     assert_eq!((delivered, duplicates), (6, 0));
 }
 
-/// #26.10: a valid JSON body holding characters SQS refuses in a message
+/// A valid JSON body holding characters SQS refuses in a message
 /// (U+FFFF, U+FFFE unescaped) is still buffered and delivered byte-identical
 /// (the moto wrapper refuses them as SQS does: InvalidMessageContents).
 #[tokio::test(flavor = "multi_thread")]
@@ -663,7 +663,7 @@ async fn a_body_with_characters_sqs_refuses_is_buffered_and_delivered_identical(
     assert_eq!(got[0].body, body, "byte-identical");
 }
 
-/// #26.10: a push is forwarded while ON even when its evaluation cannot be
+/// A push is forwarded while ON even when its evaluation cannot be
 /// queued; the answer is a 503 naming the evaluation, so GitHub and the
 /// reconciler redeliver it for its pipelines.
 #[tokio::test(flavor = "multi_thread")]
@@ -730,7 +730,7 @@ async fn drain_with_a_straggler(
     summary
 }
 
-/// #26.3: after the drainer sets ON it keeps draining for its grace: a hook
+/// After the drainer sets ON it keeps draining for its grace: a hook
 /// buffered by a request that still saw DRAINING (the stage spreads late) is
 /// delivered by that same run, not a schedule later. Control: without a grace
 /// it waits in the buffer.
@@ -769,7 +769,7 @@ async fn after_on_the_drainer_delivers_stragglers_within_its_grace() {
     }
 }
 
-/// #26.3: a straggler that cannot be delivered within the grace (the target
+/// A straggler that cannot be delivered within the grace (the target
 /// refuses it) would be overtaken by live hooks: the drainer sets DRAINING
 /// again, so later hooks queue behind it.
 #[tokio::test(flavor = "multi_thread")]
@@ -810,7 +810,7 @@ async fn a_straggler_still_waiting_after_the_grace_sets_draining_again() {
     assert_eq!((delivered, duplicates), (2, 0));
 }
 
-/// #26.5: a hook about to outlive the buffer's 14-day retention (by its
+/// A hook about to outlive the buffer's 14-day retention (by its
 /// SentTimestamp) is dead-lettered with the reason before SQS would drop it.
 /// The drainer's clock runs 14 days ahead; control: on today's clock the next
 /// hook is delivered.
@@ -891,7 +891,7 @@ async fn send_events(
     ids
 }
 
-/// #30.1: with DRAIN_COALESCE=push a drain delivers the newest of consecutive
+/// With DRAIN_COALESCE=push a drain delivers the newest of consecutive
 /// pushes to one branch; a pull_request, a push to another branch or a tag
 /// between them breaks the run; every skipped push is counted. Control: the
 /// same hooks without coalescing are all delivered.
@@ -946,7 +946,7 @@ async fn coalescing_delivers_the_newest_push_of_a_run_and_keeps_every_other_even
     assert_eq!(plain.check(&plain_target.accepted(), &[]), (9, 0));
 }
 
-/// #30.2: resuming (DRAINING), a drain delivers only after the target's
+/// Resuming (DRAINING), a drain delivers only after the target's
 /// health probe has passed RESUME_HEALTHY_SECONDS in a row: a target that
 /// fails a probe inside the window gets nothing; a steady one gets the
 /// backlog after the window; OFF makes the next resume wait again; `now`

@@ -291,7 +291,7 @@ async fn a_claim_checked_push_is_evaluated_and_its_payload_removed() {
     assert_eq!(stored().await, Some(0), "and its object is deleted after");
 }
 
-/// #19.4: the token comes from what the signature covers, so one signed body
+/// The token comes from what the signature covers, so one signed body
 /// resent under a second delivery id starts each pipeline once.
 #[tokio::test]
 async fn the_same_signed_body_under_two_delivery_ids_starts_each_pipeline_once() {
@@ -317,7 +317,7 @@ async fn the_same_signed_body_under_two_delivery_ids_starts_each_pipeline_once()
     assert_eq!(cp.executions(), 3);
 }
 
-/// #19.3: filters written straight into the bucket that are valid alone but
+/// Filters written straight into the bucket that are valid alone but
 /// break the repository's compiled set are skipped and counted, never a
 /// panic, and the repository's other filters still start their pipelines.
 #[tokio::test]
@@ -335,7 +335,7 @@ async fn filters_that_break_the_set_are_skipped_and_the_others_still_start() {
     assert_eq!(started, [json!("svc-b")]);
 }
 
-/// #19.4: a push older than MAX_PUSH_AGE (by the payload's own `pushed_at`)
+/// A push older than MAX_PUSH_AGE (by the payload's own `pushed_at`)
 /// starts nothing and is counted; a fresh one starts.
 #[tokio::test]
 async fn a_push_older_than_max_push_age_starts_nothing() {
@@ -390,7 +390,7 @@ fn started_commits(cp: &FakeCodePipeline) -> Vec<String> {
         .collect()
 }
 
-/// #19.5: push A then push B of one branch, A's start throttled once: A's
+/// Push A then push B of one branch, A's start throttled once: A's
 /// failure holds B back in the same batch, and the retry starts A before B.
 #[tokio::test]
 async fn a_throttled_older_push_still_starts_before_the_newer_one() {
@@ -432,7 +432,7 @@ async fn a_throttled_older_push_still_starts_before_the_newer_one() {
     );
 }
 
-/// #19.5: an older push arriving after a newer one started the pipeline is
+/// An older push arriving after a newer one started the pipeline is
 /// skipped as superseded, never started after it.
 #[tokio::test]
 async fn an_older_push_after_a_newer_start_is_skipped_as_superseded() {
@@ -474,7 +474,7 @@ fn started_names(cp: &FakeCodePipeline) -> Vec<String> {
     names
 }
 
-/// #19.2: an incomplete push gets its files from the compare API (three pages,
+/// An incomplete push gets its files from the compare API (three pages,
 /// token and API headers checked) and starts only the matching pipeline.
 #[tokio::test]
 async fn an_incomplete_push_resolves_its_files_through_the_compare_api() {
@@ -521,7 +521,7 @@ async fn an_incomplete_push_resolves_its_files_through_the_compare_api() {
     }
 }
 
-/// #19.2: when the compare API answers 404, or 403 rate-limited, the push is
+/// When the compare API answers 404, or 403 rate-limited, the push is
 /// matched on repository and branch alone, and that is counted.
 #[tokio::test]
 async fn a_failing_compare_api_falls_back_to_repository_and_branch() {
@@ -555,7 +555,7 @@ async fn a_failing_compare_api_falls_back_to_repository_and_branch() {
     }
 }
 
-/// #19.2: a secondary rate limit with `Retry-After: 1` is waited out once.
+/// A secondary rate limit with `Retry-After: 1` is waited out once.
 #[tokio::test]
 async fn a_short_retry_after_is_waited_out() {
     let (sdk, stack, cp, mut ev) = setup().await;
@@ -573,7 +573,7 @@ async fn a_short_retry_after_is_waited_out() {
     assert_eq!(gh.calls().len(), 2);
 }
 
-/// #19.2: as a GitHub App, a JWT signed with the app's key buys an
+/// As a GitHub App, a JWT signed with the app's key buys an
 /// installation token (once), which then authorises the compare calls.
 #[tokio::test]
 async fn a_github_app_authenticates_with_an_installation_token() {
@@ -634,7 +634,7 @@ async fn a_github_app_authenticates_with_an_installation_token() {
     );
 }
 
-/// #25: a replayed evaluation record whose claim-checked payload was already
+/// A replayed evaluation record whose claim-checked payload was already
 /// deleted (its first evaluation finished) does not drag its repository's
 /// later pushes into the eval DLQ. Under the evaluator's role S3 says 404: the
 /// record is dropped at once, the next push starts. Without s3:ListBucket S3
@@ -691,7 +691,7 @@ async fn a_replayed_record_whose_payload_is_gone_does_not_hold_its_repository() 
     assert_eq!((stats.unreadable, stats.started, stats.denied), (1, 1, 0));
     assert_eq!(started_names(&cp), ["svc-b"]);
 
-    // Listing filters/ only (the role before #25): 403 twice (held with its
+    // Listing filters/ only (a role that may not list payloads/eval/): 403 twice (held with its
     // group), dropped at the third receive.
     let cp2 = FakeCodePipeline::start().await;
     let role = as_principal_listing_only(&sdk, &stack, Principal::Evaluator, &["filters/*"]).await;
@@ -714,7 +714,7 @@ async fn a_replayed_record_whose_payload_is_gone_does_not_hold_its_repository() 
     );
 }
 
-/// #26.7: the evaluation queue's maxReceiveCount no longer decides: a push whose
+/// The evaluation queue's maxReceiveCount no longer decides: a push whose
 /// start keeps failing is dead-lettered by the evaluator itself after 5 failed
 /// evaluations (its own count in the bucket, not the receive count), with the
 /// reason, and its repository's later push goes on in the same batch. The
@@ -819,7 +819,7 @@ async fn paging_github(next: fn(&str, u32) -> Option<String>) -> String {
     base
 }
 
-/// #28.2: the GitHub client follows pagination only on the API's own origin,
+/// The GitHub client follows pagination only on the API's own origin,
 /// stops at a page cap and a body cap, and refuses an http:// API unless the
 /// test-only switch is on. Control: same-origin pages are followed.
 #[tokio::test(flavor = "multi_thread")]
@@ -856,7 +856,7 @@ async fn the_github_client_keeps_its_token_on_the_api_host_and_bounds_what_it_re
     assert!(err.to_string().contains("larger than 10 bytes"), "{err}");
 }
 
-/// #27.6: a filter may name a trigger instead of a pipeline. Under the
+/// A filter may name a trigger instead of a pipeline. Under the
 /// evaluator's own role (IAM enforced), a matching push raises it: the push's
 /// exact bytes are kept beside the trigger and the request names them with
 /// GitHub's signature, for every agent that follows the trigger to check.

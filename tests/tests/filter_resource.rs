@@ -407,7 +407,7 @@ async fn malformed_requests_do_not_panic() {
     assert_eq!(resp["RequestId"], "r-9");
 }
 
-/// #16.4: the custom resource talks only to CloudFormation: a ResponseURL to
+/// The custom resource talks only to CloudFormation: a ResponseURL to
 /// the instance metadata address or any non-AWS host is refused and logged,
 /// and no request is made.
 #[tokio::test]
@@ -443,7 +443,7 @@ async fn a_response_url_off_aws_is_refused_and_not_requested() {
     assert_eq!(sink.attempts(), 1);
 }
 
-/// #16.3: a filter records the stack that declared it; another stack can
+/// A filter records the stack that declared it; another stack can
 /// neither overwrite nor delete it (FAILED, owner named), its own stack can.
 #[tokio::test]
 async fn a_filter_owned_by_stack_a_cannot_be_changed_by_stack_b() {
@@ -542,7 +542,7 @@ fn describe_stack_resource(
     });
 }
 
-/// #28.1: a request is believed only when CloudFormation says the stack it
+/// A request is believed only when CloudFormation says the stack it
 /// names has the custom resource it names with an operation in progress.
 /// Anyone who may invoke the function can write any StackId into a request;
 /// the forged ones (another stack, a finished resource, a resource of
@@ -628,7 +628,7 @@ async fn a_request_whose_stack_is_not_asking_changes_no_filter() {
     assert_eq!(asked, 4, "CloudFormation asked once per request");
 }
 
-/// #28.1: a filter an operator wrote (`spigot filters put`: no owning stack)
+/// A filter an operator wrote (`spigot filters put`: no owning stack)
 /// is not taken over by whichever stack declares the same key first: its
 /// create is FAILED, naming the way out, and the operator's filter stays.
 /// Control: once the operator deletes it, the stack's create succeeds.

@@ -369,7 +369,7 @@ on_both_shapes!(
     sample_events_verify_with_the_documented_secret,
 );
 
-/// #28.4: with DEDUPE_WINDOW a delivery id the receiver took is answered 200
+/// With DEDUPE_WINDOW a delivery id the receiver took is answered 200
 /// and not forwarded again within the window (under the receiver's role, IAM
 /// enforced); after the window it is taken again; another delivery id of the
 /// same body is taken (the id decides, as the README says). Control: with the
@@ -453,7 +453,7 @@ async fn dedupe_window_answers_a_delivery_taken_before_and_forwards_nothing() {
     assert_eq!(target.accepted().len(), 6);
 }
 
-/// #28.3: the webhook secret read from Secrets Manager is read again every
+/// The webhook secret read from Secrets Manager is read again every
 /// SECRETS_CACHE_SECONDS (under the receiver's role, IAM enforced): after a
 /// rotation the old secret still verifies within the cache time and is
 /// refused after it, when the new one verifies.
@@ -525,7 +525,7 @@ async fn a_revoked_webhook_secret_stops_verifying_within_secrets_cache_seconds()
     assert_eq!(target.accepted().len(), 3);
 }
 
-/// #28.3: a secret shorter than 20 characters, or a trigger secret that is
+/// A secret shorter than 20 characters, or a trigger secret that is
 /// also a webhook secret, stops the receiver at start, saying which.
 #[tokio::test]
 async fn short_secrets_and_a_trigger_secret_shared_with_webhooks_are_refused_at_start() {

@@ -103,7 +103,7 @@ fn parameters(template: &str) -> Vec<(String, String)> {
     out
 }
 
-/// #16.1: no secret ships: no secret parameter with a default, none in samconfig.toml.
+/// No secret ships: no secret parameter with a default, none in samconfig.toml.
 #[test]
 fn no_secret_default_anywhere() {
     let template = read("template.yaml");
@@ -142,7 +142,7 @@ fn no_secret_default_anywhere() {
     );
 }
 
-/// #16.2: the public endpoint is throttled, logged, and the receiver's concurrency reserved.
+/// The public endpoint is throttled, logged, and the receiver's concurrency reserved.
 #[test]
 fn the_public_endpoint_is_throttled_and_logged() {
     let template = read("template.yaml");
@@ -164,7 +164,7 @@ fn the_public_endpoint_is_throttled_and_logged() {
     );
 }
 
-/// #16.3: no pipeline can be started by a bare `*`: the evaluator's
+/// No pipeline can be started by a bare `*`: the evaluator's
 /// StartPipelineExecution carries the spigot:trigger tag condition, and only
 /// the filter function (and an operator role) may write filters.
 #[test]
@@ -243,7 +243,7 @@ fn edge_failures_and_unrecovered_deliveries_raise_alarms_on_metrics_the_code_emi
     assert!(template.contains("Default: rate(15 minutes)"));
 }
 
-/// #18.2: one front door per `ApiType`, each routing POST /webhook to the
+/// One front door per `ApiType`, each routing POST /webhook to the
 /// receiver: REST (payload 1.0, bodies base64, the source-CIDR policy) or
 /// HTTP (payload 2.0, `spigot_state` on its stage); the receiver has no
 /// unconditional way in.
@@ -298,7 +298,7 @@ fn sam_makes_one_front_door_per_api_type() {
     );
     let drainer = &r["DrainerFunction"]["Properties"]["Environment"]["Variables"];
     assert_eq!(drainer["API_TYPE"]["Ref"], "ApiType");
-    // #17: POST /trigger/{name} reaches the receiver through either door.
+    // POST /trigger/{name} reaches the receiver through either door.
     assert_eq!(
         rest["paths"]["/trigger/{name}"]["post"]["x-amazon-apigateway-integration"]["type"],
         "aws_proxy"
@@ -329,7 +329,7 @@ fn allowed(cfn: &serde_json::Value, policy: &str, action: &str) -> String {
         .join(" ")
 }
 
-/// #17.6: agents read triggers and write only receipts and their own "seen" record;
+/// Agents read triggers and write only receipts and their own "seen" record;
 /// raisers write only requests and the head; the download prefixes come from a parameter.
 #[test]
 fn agents_and_raisers_get_policies_of_their_own() {
@@ -370,7 +370,7 @@ fn agents_and_raisers_get_policies_of_their_own() {
     assert_ne!(env["TRIGGER_SECRET_ARN"], env["WEBHOOK_SECRET_ARN"]);
 }
 
-/// #18: the template with `ApiType=HTTP` as its default passes cfn-lint and `sam validate --lint`.
+/// The template with `ApiType=HTTP` as its default passes cfn-lint and `sam validate --lint`.
 #[test]
 fn the_http_api_variant_lints() {
     let template = read("template.yaml");
@@ -432,7 +432,7 @@ fn documented_permissions() -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-/// #25.3: every call has its permission, and the template gives exactly the
+/// Every call has its permission, and the template gives exactly the
 /// permissions ARCHITECTURE.md lists, read from SAM's own translation.
 #[test]
 fn the_template_gives_exactly_the_documented_permissions() {
@@ -451,7 +451,7 @@ fn the_template_gives_exactly_the_documented_permissions() {
     );
 }
 
-/// #25.5: each function is given exactly the environment its settings read
+/// Each function is given exactly the environment its settings read
 /// (its crate's `ENVIRONMENT`), and builds from exactly that: every required
 /// variable is present, no stray name.
 #[tokio::test]
@@ -508,7 +508,7 @@ async fn each_function_is_given_exactly_the_environment_it_reads() {
     assert!(spigot_filter_resource::build(&sdk, &settings_of(&without)).is_err());
 }
 
-/// #26.9: the receiver's longest answer fits its Lambda timeout, and that
+/// The receiver's longest answer fits its Lambda timeout, and that
 /// fits GitHub's 10 s: the longest forward, then the DRAINING flip (bounded)
 /// beside the buffer write (a second kept for it), and half a second for the
 /// rest (ForwardTimeoutMs allowed 8 s before: no room was left).
@@ -548,7 +548,7 @@ fn number(v: &serde_json::Value) -> Option<u64> {
     v.as_u64().or_else(|| v.as_str()?.parse().ok())
 }
 
-/// #26.5: no hook outlives what keeps it. The most attempts the template
+/// No hook outlives what keeps it. The most attempts the template
 /// allows, each after the longest deployed backoff, end before the engine's
 /// age limit, which ends before the buffer's retention; the dead-letter
 /// queues keep a letter as long; the claim-check bodies outlive a stay in
@@ -616,7 +616,7 @@ fn resource_of_type<'a>(cfn: &'a serde_json::Value, ty: &str) -> &'a serde_json:
         .unwrap_or_else(|| panic!("a {ty} in the template"))
 }
 
-/// #28.5: POST /trigger has a throttle of its own in either front door; the
+/// POST /trigger has a throttle of its own in either front door; the
 /// account-wide API Gateway setting is written only when asked; every prefix
 /// the functions write has a lifecycle rule.
 #[test]
@@ -647,26 +647,54 @@ fn triggers_are_throttled_apart_the_account_is_left_alone_and_prefixes_expire() 
         cfn["Resources"]["ApiGatewayAccount"]["Condition"],
         "SetApiLogRole"
     );
+}
+
+/// The bucket's layout (`spigot_core::layout::LAYOUT`) and the
+/// template's lifecycle rules say the same: each prefix lives as long as the
+/// layout says, and no rule names a prefix the layout does not know.
+#[test]
+fn every_prefix_of_the_layout_lives_as_long_as_its_lifecycle_rule_says() {
+    use spigot_core::layout::{LAYOUT, Lifetime};
+    let cfn = spigot_e2e::translated();
     let rules = cfn["Resources"]["ConfigBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
         .as_array()
-        .unwrap()
-        .clone();
-    for prefix in [
-        "payloads/",
-        "attempts/",
-        "starts/",
-        "reconcile/",
-        "triggers/",
-        "trigger-nonces/",
-    ] {
+        .unwrap();
+    for p in LAYOUT {
+        let rule = rules.iter().find(|r| r["Prefix"] == p.prefix);
+        let (expires, old_versions) = match rule {
+            Some(r) => (
+                r.get("ExpirationInDays").cloned(),
+                r["NoncurrentVersionExpiration"]["NoncurrentDays"].as_u64(),
+            ),
+            None => (None, None),
+        };
+        match p.lifetime {
+            Lifetime::Days(days) => {
+                assert_eq!(expires, Some(serde_json::json!(days)), "{}", p.prefix);
+                assert_eq!(old_versions, Some(1), "{}", p.prefix);
+            }
+            Lifetime::ArchiveDays => assert_eq!(
+                expires,
+                Some(serde_json::json!({"Fn::If": ["ArchiveOn", {"Ref": "ArchiveDays"}, 1]})),
+                "{}",
+                p.prefix
+            ),
+            Lifetime::Kept { old_versions: days } => {
+                assert_eq!(expires, None, "{}: current objects are kept", p.prefix);
+                assert_eq!(old_versions, Some(u64::from(days)), "{}", p.prefix);
+            }
+            Lifetime::Forever => assert!(rule.is_none(), "{}: no lifecycle rule", p.prefix),
+        }
+    }
+    for r in rules {
         assert!(
-            rules.iter().any(|r| r["Prefix"] == prefix),
-            "a lifecycle rule for {prefix}"
+            LAYOUT.iter().any(|p| r["Prefix"] == p.prefix),
+            "a lifecycle rule for a prefix the layout does not know: {r}"
         );
     }
 }
 
-/// #32.11: the README's Deploy section has a table row for every template
+/// The README's Deploy section has a table row for every template
 /// parameter (name, default, what it does), and no row for one that is gone.
 #[test]
 fn the_readme_tables_every_parameter() {
@@ -683,7 +711,7 @@ fn the_readme_tables_every_parameter() {
     assert_eq!(rows, names, "README Deploy table vs template parameters");
 }
 
-/// #32.11: the README's Operate section has a row for every resource flag
+/// The README's Operate section has a row for every resource flag
 /// (flag, variable, stack output), from the same table the CLI reads.
 #[test]
 fn the_readme_tables_every_resource_flag() {
@@ -698,7 +726,7 @@ fn the_readme_tables_every_resource_flag() {
     }
 }
 
-/// #29.5: the dashboard is valid JSON once CloudFormation substitutes it, and
+/// The dashboard is valid JSON once CloudFormation substitutes it, and
 /// every Spigot metric it draws is one its function emits (named in that
 /// function's source), so no widget stays empty for a typo.
 #[test]
@@ -746,7 +774,7 @@ fn regex_lite_replace(text: &str) -> String {
     out
 }
 
-/// #29.1: the archive lands under `archive/` (the prefix the CLI reads),
+/// The archive lands under `archive/` (the prefix the CLI reads),
 /// encrypted, and a lifecycle rule expires it after `ArchiveDays`; with
 /// `ArchiveDays` 0 there is no stream, no function writes to one, and what
 /// was kept before expires within a day.

@@ -1,4 +1,4 @@
-//! #18.1: one trust store a process, shared by the SDK's client and reqwest,
+//! One trust store a process, shared by the SDK's client and reqwest,
 //! read from the platform (here: `SSL_CERT_FILE` naming a private CA, as an
 //! operator with an internal Jenkins would). Real TLS servers: `openssl s_server`.
 

@@ -155,7 +155,7 @@ async fn the_trigger_door_raises_once_under_the_receivers_role() {
     assert_eq!(replayed.status, 409, "{:?}", replayed.body);
 }
 
-/// #27.4: identities scoped to one trigger (examples/trigger-access.yaml, as
+/// Identities scoped to one trigger (examples/trigger-access.yaml, as
 /// SAM translates it, IAM enforced): a staging agent can answer staging's
 /// requests and neither read nor answer prod's; a staging raiser cannot raise
 /// prod. Positive controls: prod's agent answers prod, staging's raiser

@@ -238,7 +238,7 @@ fn backlog(i: usize) -> (String, &'static str, String) {
     (format!("octo-org/repo-{repo}"), event, git_ref)
 }
 
-/// #30.3: drains 10,000 hooks over 100 repositories (five hold 4,000) to a
+/// Drains 10,000 hooks over 100 repositories (five hold 4,000) to a
 /// target answering in 50 ms, on the simulated SQS (10 ms a call, FIFO group
 /// semantics), at the default concurrency (8 workers), and compares the time
 /// with the lower bound max(largest repository x latency, total x latency /

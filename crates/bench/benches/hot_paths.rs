@@ -46,7 +46,7 @@ fn receiver(c: &mut Criterion) {
     });
 }
 
-/// #18: the same request as a REST (payload 1.0) and an HTTP API (payload
+/// The same request as a REST (payload 1.0) and an HTTP API (payload
 /// 2.0) event through the receiver's one path: the event read from its JSON,
 /// the request taken out, verified, enveloped, answered in the event's shape.
 fn event_shapes(c: &mut Criterion) {

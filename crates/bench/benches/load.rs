@@ -133,7 +133,7 @@ fn pct(lat: &[f64], p: f64) -> f64 {
     lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]
 }
 
-/// #30.4: the latency the gateway adds on the ON path. The same signed pushes,
+/// The latency the gateway adds on the ON path. The same signed pushes,
 /// 20 in flight, to a target answering in `target_ms`: posted directly, then
 /// through the receiver (verification, envelope, forward, evaluation
 /// enqueue; in process with in-memory queues, so neither API Gateway's nor
@@ -258,7 +258,7 @@ async fn firehose_standin() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     )
 }
 
-/// #29.1: what the archive adds to the receiver's answer. The same signed
+/// What the archive adds to the receiver's answer. The same signed
 /// 10 KB pushes, 20 in flight, to a target answering at once, through the
 /// receiver without the archive, with it on the Firehose stand-in, and with
 /// it on moto's Firehose, in alternating rounds of one run.
@@ -344,7 +344,7 @@ async fn archive_latency(concurrent: usize) {
     );
 }
 
-/// #30.4: from a drainer run's start (the schedule fires, or `spigot on --now`
+/// From a drainer run's start (the schedule fires, or `spigot on --now`
 /// invokes it) to the first hook at the target: the gate (switch read, health
 /// probe) and the first receive, on the simulated SQS (10 ms a call), target 0 ms.
 async fn on_to_first_hook() {

@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(parse_since("90m"), Ok(5_400));
         assert_eq!(parse_since("3d"), Ok(259_200));
         assert_eq!(parse_since("600s"), Ok(600));
-        // #32.10: a bare number is refused (2 what?), saying so.
+        // A bare number is refused (2 what?), saying so.
         assert!(parse_since("600").unwrap_err().contains("no unit"));
         assert!(parse_since("4d").unwrap_err().contains("3 days"));
         assert!(parse_since("2w").is_err());

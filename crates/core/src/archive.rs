@@ -21,7 +21,7 @@ use crate::envelope::sha256_hex;
 use crate::webhook::Hook;
 
 /// Where the archive's objects land in the bucket (and what its lifecycle rule expires).
-pub const ARCHIVE_PREFIX: &str = "archive/";
+pub use crate::layout::ARCHIVE as ARCHIVE_PREFIX;
 /// The largest record the stream takes (Firehose: 1,000 KiB before base64).
 pub const MAX_RECORD_BYTES: usize = 1_000 * 1024;
 /// The largest body a record gives back when unzipped (GitHub's limit is 25 MB).
@@ -389,7 +389,7 @@ fn hour_of_path(path: &str) -> Option<u64> {
 /// The repository index: an empty object per repository and hour in which
 /// a record of it was written, so that a repository's records are found by
 /// reading only its hours.
-pub const REPOS_PREFIX: &str = "archive/repos/";
+pub use crate::layout::ARCHIVE_REPOS as REPOS_PREFIX;
 
 /// Where `repository`'s index marks live (`archive/repos/{owner}/{name}/`;
 /// a segment that is not plain becomes its SHA-256).

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::push::Push;
 
 /// The prefix of every filter object in the config bucket.
-pub const PREFIX: &str = "filters/";
+pub use crate::layout::FILTERS as PREFIX;
 
 /// Property names of the older filter format.
 const LEGACY_KEYS: [&str; 4] = [

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod cfn;
+pub mod claim;
 pub mod coalesce;
 pub mod config;
 pub mod delivery;
@@ -12,6 +13,7 @@ pub mod duration;
 pub mod edge;
 pub mod envelope;
 pub mod filter;
+pub mod layout;
 pub mod metrics;
 pub mod ports;
 pub mod push;

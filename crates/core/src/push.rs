@@ -559,7 +559,7 @@ mod tests {
             let _ = Push::parse(s.as_bytes());
         }
 
-        /// #28.5: any offset, any digits: an answer or None, never an
+        /// Any offset, any digits: an answer or None, never an
         /// overflow (a debug build would panic on `9999999999999999:00`).
         #[test]
         fn arbitrary_offsets_never_overflow(oh in proptest::num::i64::ANY, om in proptest::num::i64::ANY, y in 0u32..10_000) {

@@ -743,7 +743,7 @@ mod tests {
         assert_eq!(r.unrecovered(), 1);
     }
 
-    /// #26.8: a scheduled run resumes from the last complete run (an outage of
+    /// A scheduled run resumes from the last complete run (an outage of
     /// the reconciler loses no window), bounded by what GitHub keeps; the
     /// state is saved after each redelivery, not only at the end.
     #[tokio::test]

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::layout::{TRIGGER_NONCES, TRIGGERS};
 use serde::{Deserialize, Serialize};
 
 use crate::ports::{PortError, Read, Triggers, Write};
@@ -191,7 +192,7 @@ impl Stamp {
 /// a lifecycle rule on `trigger-nonces/` removes them after a day, long past
 /// [`MAX_SKEW_SECS`]).
 pub fn nonce_key(name: &str, nonce: &str) -> String {
-    format!("trigger-nonces/{name}/{nonce}")
+    format!("{TRIGGER_NONCES}{name}/{nonce}")
 }
 
 /// `line` with what looks like a secret replaced by `***`: `password=…`,
@@ -367,15 +368,15 @@ pub struct Keys<'a>(pub &'a str);
 impl Keys<'_> {
     /// The head pointer.
     pub fn head(&self) -> String {
-        format!("triggers/{}/head.json", self.0)
+        format!("{TRIGGERS}{}/head.json", self.0)
     }
     /// Request `sequence`.
     pub fn request(&self, sequence: u64) -> String {
-        format!("triggers/{}/requests/{sequence:012}.json", self.0)
+        format!("{TRIGGERS}{}/requests/{sequence:012}.json", self.0)
     }
     /// The receipts of request `sequence`.
     pub fn receipts(&self, sequence: u64) -> String {
-        format!("triggers/{}/receipts/{sequence:012}/", self.0)
+        format!("{TRIGGERS}{}/receipts/{sequence:012}/", self.0)
     }
     /// The receipt of `agent` for request `sequence`.
     pub fn receipt(&self, sequence: u64, agent: &str) -> String {
@@ -384,11 +385,11 @@ impl Keys<'_> {
     /// The exact bytes of a push that raised the trigger (a filter's
     /// `Trigger`), by their SHA-256: a redelivered push writes the same key.
     pub fn body(&self, sha256: &str) -> String {
-        format!("triggers/{}/bodies/{sha256}.json", self.0)
+        format!("{TRIGGERS}{}/bodies/{sha256}.json", self.0)
     }
     /// The agents' last reports.
     pub fn agents(&self) -> String {
-        format!("triggers/{}/agents/", self.0)
+        format!("{TRIGGERS}{}/agents/", self.0)
     }
     /// The last report of `agent`.
     pub fn agent(&self, agent: &str) -> String {
@@ -1017,7 +1018,7 @@ mod tests {
         assert_eq!(after[0].1.as_ref().unwrap().data["VERSION"], "1.2");
     }
 
-    /// #28.5: numbers read from the bucket never overflow: a head at the last
+    /// Numbers read from the bucket never overflow: a head at the last
     /// sequence number refuses a raise, saying why, and a reader past the last
     /// number finds nothing (debug builds would panic, release ones wrap).
     #[tokio::test]

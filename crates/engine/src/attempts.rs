@@ -13,7 +13,7 @@ use spigot_core::envelope::Envelope;
 use spigot_core::ports::{PayloadStore, PortErrorKind, Received};
 
 /// Where attempt counts are kept in the config bucket.
-pub const PREFIX: &str = "attempts/";
+pub use spigot_core::layout::ATTEMPTS as PREFIX;
 
 /// Reasons kept in a record are cut to this many characters.
 const REASON_CHARS: usize = 500;

@@ -7,15 +7,14 @@
 //! * [`policy`] — what happens after a failure: backoff, circuit breaker, attempt cap.
 //! * [`attempts`] — the engine's own count of delivery attempts per message.
 //! * [`gate`] — whether a run may start: spigot state and target probe.
-//! * [`open`] — an envelope back to its hook (claim-check read, hash check).
-//! * [`letter`] — dead letters, built one way for every caller.
+//!
+//! The claim-check protocol (stow, open, dead letters) is
+//! `spigot_core::claim`, shared with the receiver and the evaluator.
 
 pub mod attempts;
 pub mod config;
 pub mod gate;
 pub mod lease;
-pub mod letter;
-pub mod open;
 pub mod policy;
 pub mod run;
 

@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(t.elapsed(), Duration::ZERO);
     }
 
-    /// #26.9: a slot after the run's deadline is not waited for.
+    /// A slot after the run's deadline is not waited for.
     #[tokio::test(start_paused = true)]
     async fn the_pacer_takes_no_slot_after_the_deadline() {
         let pacer = Pacer::new(Some(RateLimit {

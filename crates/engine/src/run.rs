@@ -22,9 +22,8 @@ use crate::attempts;
 use crate::config::EngineConfig;
 use crate::gate::Skipped;
 use crate::lease::{Lease, beat};
-use crate::letter::{dead_letter, poison_letter};
-use crate::open::{DENIED_READS, OpenError, open};
 use crate::policy::{Breaker, Pacer};
+use spigot_core::claim::{DENIED_READS, OpenError, dead_letter, open, poison_letter};
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -8,6 +8,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, CodePipelines, GitHubApi, S3Filters, S3Payloads};
 use spigot_core::archive::{Step, What};
+use spigot_core::claim::{DENIED_READS, OpenError, Opened, dead_letter, open, poison_letter};
 use spigot_core::config::Settings;
 use spigot_core::envelope::Envelope;
 use spigot_core::filter::{
@@ -24,8 +25,6 @@ use spigot_core::resources::Resource;
 use spigot_core::trigger::{self, TriggerError};
 use spigot_core::webhook::Hook;
 use spigot_engine::attempts;
-use spigot_engine::letter::{dead_letter, poison_letter};
-use spigot_engine::open::{DENIED_READS, OpenError, Opened, open};
 
 /// The evaluator on AWS adapters.
 pub type AwsEvaluator = Evaluator<
@@ -370,7 +369,8 @@ impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T
         push.pushed_at?;
         let branch = push.branch()?;
         Some(format!(
-            "starts/{}/{}/{}",
+            "{}{}/{}/{}",
+            spigot_core::layout::STARTS,
             pipeline,
             spigot_core::envelope::sha256_hex(push.repository.as_bytes()),
             spigot_core::envelope::sha256_hex(branch.as_bytes())
@@ -722,7 +722,7 @@ mod tests {
         );
     }
 
-    /// #20.6: a dry run (`spigot dev` without CodePipeline) is not a start.
+    /// A dry run (`spigot dev` without CodePipeline) is not a start.
     #[tokio::test]
     async fn a_dry_run_is_counted_as_would_start_not_started() {
         let (stats, started) = sample(true).await;

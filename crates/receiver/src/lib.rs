@@ -15,9 +15,10 @@ use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
 use spigot_core::archive::{Step, What, hook_record, index_keys, step_records};
+use spigot_core::claim::{Stow, dead_letter, stow};
 use spigot_core::config::{DeliveryMode, Settings};
 use spigot_core::delivery::Delivery;
-use spigot_core::envelope::{Envelope, Stow, stow};
+use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
     Archive, Buffer, EvalQueue, MetricsSink, PayloadStore, PortError, PortErrorKind, StageRef,
@@ -26,14 +27,13 @@ use spigot_core::ports::{
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 use spigot_core::webhook::Hook;
 use spigot_core::{Keyring, Secrets, Verifier};
-use spigot_engine::letter::dead_letter;
 
 pub use ingress::{Answer, ApiEvent, ApiResponse, Inbound};
 
-/// Claim-check prefix of buffered bodies (the drainer deletes them after delivery).
-pub const BUFFER_PAYLOADS: &str = "payloads/";
 /// Claim-check prefix of bodies on their way to the evaluator.
-pub const EVAL_PAYLOADS: &str = "payloads/eval/";
+pub use spigot_core::layout::EVAL_PAYLOADS;
+/// Claim-check prefix of buffered bodies (the drainer deletes them after delivery).
+pub use spigot_core::layout::PAYLOADS as BUFFER_PAYLOADS;
 
 /// The receiver and the ports it drives.
 pub struct Receiver<B, P, T, E, C> {
@@ -66,7 +66,7 @@ pub struct Receiver<B, P, T, E, C> {
 }
 
 /// Where the receiver marks a delivery id it took (`DEDUPE_WINDOW`).
-pub const DEDUPE_PREFIX: &str = "dedupe/";
+pub use spigot_core::layout::DEDUPE as DEDUPE_PREFIX;
 
 /// A delivery id seen before, or not.
 enum Seen {
@@ -833,7 +833,7 @@ mod tests {
         let set = down.stages.as_ref().unwrap().0.lock().unwrap().clone();
         assert_eq!(set, vec![(stage.clone(), State::Draining)]);
 
-        // #26.1: an operator's OFF that reached the control plane (the request
+        // An operator's OFF that reached the control plane (the request
         // still saw ON, the edge lags) is never overwritten by DRAINING.
         let off = receiver(vec![Delivery::unreachable("connection refused")]);
         off.stages
@@ -871,7 +871,7 @@ mod tests {
         );
     }
 
-    /// #16.5: 401 and 503 bodies say what, not how: no endpoint, no SDK text, no setting.
+    /// 401 and 503 bodies say what, not how: no endpoint, no SDK text, no setting.
     #[tokio::test]
     async fn error_bodies_name_no_endpoint_sdk_text_or_setting() {
         let r = receiver(vec![]);
@@ -911,7 +911,7 @@ mod tests {
         }
     }
 
-    /// #29.1: each hook taken is kept with its outcome; a request refused at
+    /// Each hook taken is kept with its outcome; a request refused at
     /// the door, or a hook that could not be kept, is not; an archive that
     /// fails changes no answer.
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! #20.8: the receiver's bootstrap under a fake Lambda Runtime API writes its
+//! The receiver's bootstrap under a fake Lambda Runtime API writes its
 //! logs as CloudWatch reads them: no ANSI escape bytes; JSON lines with the
 //! delivery id as a field when `AWS_LAMBDA_LOG_FORMAT=JSON`; the level from
 //! `AWS_LAMBDA_LOG_LEVEL`.

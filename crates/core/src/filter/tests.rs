@@ -532,7 +532,7 @@ fn a_filter_raises_one_trigger_or_starts_one_pipeline() {
     assert!(!raising.spec.to_json().contains("Pipeline"));
 }
 
-/// #32.10: every unknown field is reported at once, each with the field it
+/// Every unknown field is reported at once, each with the field it
 /// was probably meant to be.
 #[test]
 fn unknown_fields_are_all_reported_with_a_suggestion() {

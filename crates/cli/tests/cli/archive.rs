@@ -1,52 +1,13 @@
-//! #29: the archive, the timeline, `spigot events` and `spigot replay` on the
+//! The archive, the timeline, `spigot events` and `spigot replay` on the
 //! local stack, IAM enforced: the receiver and the drainer under their roles
 //! (their records go through moto's Firehose into the bucket), the commands
 //! under OperatorPolicy.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use serde_json::Value;
-use spigot_e2e::*;
-
-mod common;
-use common::*;
+use crate::prelude::*;
 
 const ONE: &str = "octo-org/one";
+
 const TWO: &str = "octo-org/two";
-
-/// `spigot events --local --json ARGS` as the operator.
-fn events(dir: &PathBuf, args: &[&str]) -> Value {
-    let out = spigot_as(dir, Principal::Operator)
-        .args(["events", "--local", "--json", "--since", "10m"])
-        .args(args)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "events {args:?}: {stdout}{stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-fn steps(timeline: &Value) -> Vec<String> {
-    timeline
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn header<'a>(r: &'a Recorded, name: &str) -> Option<&'a str> {
-    r.header(name)
-}
-
-fn text(out: &std::process::Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_each_hooks_story() {
@@ -157,7 +118,7 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
         .args(["dlq", "redrive", "--local", "--delivery", &dead])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out).1);
+    succeeded(&out);
 
     // Jenkins lost repository one's hooks: replay them, and only them.
     let eval_url = stack.get(spigot_core::resources::Resource::EvalUrl);
@@ -244,7 +205,7 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
         .args(["--delivery", &live[0].0])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out).1);
+    succeeded(&out);
     assert_eq!(depth(&sdk, eval_url).await.0, evaluations + 1);
     assert_eq!(d.drain(None).await.delivered, 1);
     // The replay is on each hook's timeline, followed by its delivery.
@@ -287,7 +248,7 @@ async fn replay_sends_one_repositorys_hooks_again_byte_for_byte_and_events_tell_
     assert_eq!(letters[0]["delivery"], dead.as_str());
 }
 
-/// #29 and the brief's "an S3 object another principal can write is
+/// The brief's "an S3 object another principal can write is
 /// untrusted": a hook written into the archive by someone else (its GitHub
 /// signature does not verify) is not replayed, and the replay says so and
 /// exits 1; the genuine hook beside it is replayed (the control).

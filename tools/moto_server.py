@@ -373,7 +373,17 @@ def enforce_iam():
     key.secret_access_key = ADMIN_KEY
 
 
+def raise_firehose_quota():
+    """moto refuses a 51st Firehose stream in a region (an old AWS quota);
+    AWS's default is in the thousands. A test run makes a local stack, each
+    with its archive stream, per test: moto's 50 would end the run."""
+    from moto.firehose.models import DeliveryStream
+
+    DeliveryStream.MAX_STREAMS_PER_REGION = 5000
+
+
 if __name__ == "__main__":
+    raise_firehose_quota()
     if "--iam" in sys.argv:
         sys.argv.remove("--iam")
         enforce_iam()

@@ -160,7 +160,7 @@ pub async fn receiver(
     let mut settings = stack.settings();
     settings.target_url = Some(target_url.to_string());
     settings.forward_timeout_ms = timeout_ms;
-    settings.webhook_secret = Some(SECRET.to_string());
+    settings.webhook_secret = Some(SECRET.to_string().into());
     let sdk = crate::as_principal(sdk, stack, crate::Principal::Receiver).await;
     let mut r = spigot_receiver::build(&sdk, &settings).await.unwrap();
     r.metrics = Arc::new(QuietMetrics);

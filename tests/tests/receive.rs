@@ -382,7 +382,7 @@ async fn dedupe_window_answers_a_delivery_taken_before_and_forwards_nothing() {
     let build = async |window: u64| {
         let mut settings = stack.settings();
         settings.target_url = Some(format!("{}/", target.url));
-        settings.webhook_secret = Some(SECRET.to_string());
+        settings.webhook_secret = Some(SECRET.to_string().into());
         settings.dedupe_window = window;
         let role = as_principal(&sdk, &stack, Principal::Receiver).await;
         let mut r = spigot_receiver::build(&role, &settings).await.unwrap();
@@ -428,7 +428,7 @@ async fn dedupe_window_answers_a_delivery_taken_before_and_forwards_nothing() {
     target.set_status(503);
     let mut settings = stack.settings();
     settings.target_url = Some(format!("{}/", target.url));
-    settings.webhook_secret = Some(SECRET.to_string());
+    settings.webhook_secret = Some(SECRET.to_string().into());
     settings.dedupe_window = 60;
     settings.resources.set(
         Resource::BufferUrl,
@@ -543,7 +543,7 @@ async fn short_secrets_and_a_trigger_secret_shared_with_webhooks_are_refused_at_
         "{err}"
     );
     settings.webhook_secret = Some(SECRET.into());
-    settings.trigger_secret = Some(format!("another-secret-for-triggers,{SECRET}"));
+    settings.trigger_secret = Some(format!("another-secret-for-triggers,{SECRET}").into());
     let err = spigot_receiver::trigger::build(&sdk, &settings)
         .await
         .err()

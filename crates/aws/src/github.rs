@@ -193,7 +193,7 @@ impl GitHubApi {
                 (Some(arn), _) => {
                     GitHubAuth::Token(crate::fetch_secret(sdk, arn).await?.trim().to_string())
                 }
-                (None, Some(token)) => GitHubAuth::Token(token.clone()),
+                (None, Some(token)) => GitHubAuth::Token(token.expose().to_string()),
                 (None, None) => return Ok(None),
             },
         };

@@ -42,18 +42,48 @@ pub enum DeliveryMode {
     Pull,
 }
 
+/// A secret setting: its `Debug` output is redacted, so no log of the
+/// settings shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Every setting of every function. Each function reads the ones it needs.
-/// Its `Debug` output redacts the secrets.
-#[derive(Clone, PartialEq)]
+/// Its `Debug` output redacts the secrets ([`Secret`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `WEBHOOK_SECRET`: comma-separated secrets (rotation). Default: none (all refused).
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// `WEBHOOK_SECRET_ARN`: Secrets Manager secret holding the secrets, read at init.
     pub webhook_secret_arn: Option<String>,
     /// `ALLOW_SHA1`: accept the legacy `X-Hub-Signature`. Default false.
     pub allow_sha1: bool,
     /// `TRIGGER_SECRET`: comma-separated secrets signing `POST /trigger/{name}`. Default: none (all refused).
-    pub trigger_secret: Option<String>,
+    pub trigger_secret: Option<Secret>,
     /// `TRIGGER_SECRET_ARN`: Secrets Manager secret holding them, read at init.
     pub trigger_secret_arn: Option<String>,
     /// `TRIGGER_ENDPOINT`: serve `POST /trigger/{name}` (pull deployments
@@ -92,7 +122,7 @@ pub struct Settings {
     /// against a local stand-in only; default false (the token would travel in clear).
     pub github_api_allow_http: bool,
     /// `GITHUB_TOKEN`: a token for the compare API (prefer `GITHUB_TOKEN_SECRET_ARN`).
-    pub github_token: Option<String>,
+    pub github_token: Option<Secret>,
     /// `GITHUB_TOKEN_SECRET_ARN`: Secrets Manager secret holding that token.
     pub github_token_secret_arn: Option<String>,
     /// `GITHUB_APP_ID`: a GitHub App instead of a token.
@@ -132,64 +162,6 @@ pub struct Settings {
     pub resume_healthy_seconds: u64,
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field(
-                "webhook_secret",
-                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("webhook_secret_arn", &self.webhook_secret_arn)
-            .field(
-                "trigger_secret",
-                &self.trigger_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("trigger_secret_arn", &self.trigger_secret_arn)
-            .field("trigger_endpoint", &self.trigger_endpoint)
-            .field("allow_sha1", &self.allow_sha1)
-            .field("target_url", &self.target_url)
-            .field("allow_insecure_target", &self.allow_insecure_target)
-            .field("target_health_url", &self.target_health_url)
-            .field("event_paths", &self.event_paths)
-            .field("forward_timeout_ms", &self.forward_timeout_ms)
-            .field("resources", &self.resources)
-            .field("claim_check_bytes", &self.claim_check_bytes)
-            .field("drain_concurrency", &self.drain_concurrency)
-            .field("breaker_threshold", &self.breaker_threshold)
-            .field("drain_rate", &self.drain_rate)
-            .field("drain_ramp_seconds", &self.drain_ramp_seconds)
-            .field("max_attempts", &self.max_attempts)
-            .field("delivery_mode", &self.delivery_mode)
-            .field("github_api_url", &self.github_api_url)
-            .field(
-                "github_token",
-                &self.github_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("github_token_secret_arn", &self.github_token_secret_arn)
-            .field("github_app_id", &self.github_app_id)
-            .field("github_app_key_secret_arn", &self.github_app_key_secret_arn)
-            .field(
-                "github_app_installation_id",
-                &self.github_app_installation_id,
-            )
-            .field(
-                "cfn_response_url_allow_loopback",
-                &self.cfn_response_url_allow_loopback,
-            )
-            .field("max_push_age", &self.max_push_age)
-            .field("filter_cache_seconds", &self.filter_cache_seconds)
-            .field("github_hooks", &self.github_hooks)
-            .field("reconcile_window", &self.reconcile_window)
-            .field("reconcile_max", &self.reconcile_max)
-            .field("drain_grace_seconds", &self.drain_grace_seconds)
-            .field("dedupe_window", &self.dedupe_window)
-            .field("secrets_cache_seconds", &self.secrets_cache_seconds)
-            .field("drain_coalesce", &self.drain_coalesce)
-            .field("resume_healthy_seconds", &self.resume_healthy_seconds)
-            .finish()
-    }
-}
-
 impl Default for Settings {
     /// Every default, nothing named.
     fn default() -> Self {
@@ -199,158 +171,56 @@ impl Default for Settings {
 
 impl Settings {
     /// Reads every setting through `lookup`; blank values count as unset.
+    /// Each variable is named once, with its default and its bounds.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            lookup(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let env = Env(lookup);
+        use crate::reconcile::{DEFAULT_MAX, DEFAULT_WINDOW_SECS, MAX_WINDOW_SECS};
         Ok(Self {
-            webhook_secret: lookup("WEBHOOK_SECRET").filter(|v| !v.trim().is_empty()),
-            webhook_secret_arn: get("WEBHOOK_SECRET_ARN"),
-            allow_sha1: parse_bool("ALLOW_SHA1", get("ALLOW_SHA1"), false)?,
-            trigger_secret: lookup("TRIGGER_SECRET").filter(|v| !v.trim().is_empty()),
-            trigger_secret_arn: get("TRIGGER_SECRET_ARN"),
-            trigger_endpoint: parse_bool("TRIGGER_ENDPOINT", get("TRIGGER_ENDPOINT"), false)?,
-            target_url: get("TARGET_URL")
-                .map(|u| check_url("TARGET_URL", u))
-                .transpose()?,
-            target_health_url: get("TARGET_HEALTH_URL")
-                .map(|u| check_url("TARGET_HEALTH_URL", u))
-                .transpose()?,
-            allow_insecure_target: parse_bool(
-                "ALLOW_INSECURE_TARGET",
-                get("ALLOW_INSECURE_TARGET"),
-                false,
-            )?,
-            event_paths: match get("EVENT_PATHS") {
-                Some(v) => EventPaths::parse(&v)?,
-                None => EventPaths::default(),
-            },
-            forward_timeout_ms: parse_num(
-                "FORWARD_TIMEOUT_MS",
-                get("FORWARD_TIMEOUT_MS"),
-                7000,
-                1,
-                60_000,
-            )?,
-            resources: Resources::from_lambda_env(get),
-            claim_check_bytes: parse_num(
-                "CLAIM_CHECK_BYTES",
-                get("CLAIM_CHECK_BYTES"),
-                262_144,
-                1024,
-                1_048_576,
-            )? as usize,
-            drain_concurrency: parse_num("DRAIN_CONCURRENCY", get("DRAIN_CONCURRENCY"), 8, 1, 100)?
-                as usize,
-            breaker_threshold: parse_num("BREAKER_THRESHOLD", get("BREAKER_THRESHOLD"), 3, 1, 1000)?
+            webhook_secret: env.secret("WEBHOOK_SECRET"),
+            webhook_secret_arn: env.text("WEBHOOK_SECRET_ARN"),
+            allow_sha1: env.flag("ALLOW_SHA1", false)?,
+            trigger_secret: env.secret("TRIGGER_SECRET"),
+            trigger_secret_arn: env.text("TRIGGER_SECRET_ARN"),
+            trigger_endpoint: env.flag("TRIGGER_ENDPOINT", false)?,
+            target_url: env.url("TARGET_URL")?,
+            target_health_url: env.url("TARGET_HEALTH_URL")?,
+            allow_insecure_target: env.flag("ALLOW_INSECURE_TARGET", false)?,
+            event_paths: env.event_paths("EVENT_PATHS")?,
+            forward_timeout_ms: env.number("FORWARD_TIMEOUT_MS", 7000, 1..=60_000)?,
+            resources: Resources::from_lambda_env(|k| env.text(k)),
+            claim_check_bytes: env.number("CLAIM_CHECK_BYTES", 262_144, 1024..=1_048_576)? as usize,
+            drain_concurrency: env.number("DRAIN_CONCURRENCY", 8, 1..=100)? as usize,
+            breaker_threshold: env.number("BREAKER_THRESHOLD", 3, 1..=1000)? as u32,
+            drain_rate: parse_rate("DRAIN_RATE", env.text("DRAIN_RATE"))?,
+            drain_ramp_seconds: env.number("DRAIN_RAMP_SECONDS", 0, 0..=3600)?,
+            max_attempts: env.number("MAX_ATTEMPTS", 100, 1..=u64::from(MAX_ATTEMPTS_LIMIT))?
                 as u32,
-            drain_rate: parse_rate("DRAIN_RATE", get("DRAIN_RATE"))?,
-            drain_ramp_seconds: parse_num(
-                "DRAIN_RAMP_SECONDS",
-                get("DRAIN_RAMP_SECONDS"),
-                0,
-                0,
-                3600,
-            )?,
-            max_attempts: parse_num(
-                "MAX_ATTEMPTS",
-                get("MAX_ATTEMPTS"),
-                100,
-                1,
-                u64::from(MAX_ATTEMPTS_LIMIT),
-            )? as u32,
-            github_api_url: get("GITHUB_API_URL")
-                .map(|u| check_url("GITHUB_API_URL", u))
-                .transpose()?
-                .unwrap_or_else(|| "https://api.github.com".to_string()),
-            github_api_allow_http: parse_bool(
-                "GITHUB_API_ALLOW_HTTP",
-                get("GITHUB_API_ALLOW_HTTP"),
-                false,
-            )?,
-            github_token: get("GITHUB_TOKEN"),
-            github_token_secret_arn: get("GITHUB_TOKEN_SECRET_ARN"),
-            github_app_id: get("GITHUB_APP_ID"),
-            github_app_key_secret_arn: get("GITHUB_APP_KEY_SECRET_ARN"),
-            github_app_installation_id: get("GITHUB_APP_INSTALLATION_ID")
-                .map(|v| parse_num("GITHUB_APP_INSTALLATION_ID", Some(v), 0, 1, u64::MAX))
-                .transpose()?,
-            cfn_response_url_allow_loopback: parse_bool(
-                "CFN_RESPONSE_URL_ALLOW_LOOPBACK",
-                get("CFN_RESPONSE_URL_ALLOW_LOOPBACK"),
-                false,
-            )?,
-            max_push_age: parse_num(
-                "MAX_PUSH_AGE",
-                get("MAX_PUSH_AGE"),
-                DEFAULT_MAX_PUSH_AGE,
-                60,
-                30 * 86_400,
-            )?,
-            filter_cache_seconds: parse_num(
-                "FILTER_CACHE_SECONDS",
-                get("FILTER_CACHE_SECONDS"),
-                60,
-                0,
-                86_400,
-            )?,
-            delivery_mode: parse_mode(get("DELIVERY_MODE"))?,
-            github_hooks: match get("GITHUB_HOOKS") {
-                Some(v) => crate::reconcile::HookSource::parse_list(&v).map_err(|_| {
-                    ConfigError::Invalid {
-                        name: "GITHUB_HOOKS",
-                        value: v,
-                        expected: "comma-separated org/ORG/HOOK_ID, repo/OWNER/NAME/HOOK_ID or app",
-                    }
-                })?,
-                None => Vec::new(),
-            },
-            reconcile_window: parse_num(
+            github_api_url: env
+                .url("GITHUB_API_URL")?
+                .unwrap_or_else(|| "https://api.github.com".into()),
+            github_api_allow_http: env.flag("GITHUB_API_ALLOW_HTTP", false)?,
+            github_token: env.secret("GITHUB_TOKEN"),
+            github_token_secret_arn: env.text("GITHUB_TOKEN_SECRET_ARN"),
+            github_app_id: env.text("GITHUB_APP_ID"),
+            github_app_key_secret_arn: env.text("GITHUB_APP_KEY_SECRET_ARN"),
+            github_app_installation_id: env
+                .optional_number("GITHUB_APP_INSTALLATION_ID", 1..=u64::MAX)?,
+            cfn_response_url_allow_loopback: env.flag("CFN_RESPONSE_URL_ALLOW_LOOPBACK", false)?,
+            max_push_age: env.number("MAX_PUSH_AGE", DEFAULT_MAX_PUSH_AGE, 60..=30 * 86_400)?,
+            filter_cache_seconds: env.number("FILTER_CACHE_SECONDS", 60, 0..=86_400)?,
+            delivery_mode: parse_mode(env.text("DELIVERY_MODE"))?,
+            github_hooks: env.hooks("GITHUB_HOOKS")?,
+            reconcile_window: env.number(
                 "RECONCILE_WINDOW",
-                get("RECONCILE_WINDOW"),
-                crate::reconcile::DEFAULT_WINDOW_SECS,
-                60,
-                crate::reconcile::MAX_WINDOW_SECS,
+                DEFAULT_WINDOW_SECS,
+                60..=MAX_WINDOW_SECS,
             )?,
-            reconcile_max: parse_num(
-                "RECONCILE_MAX",
-                get("RECONCILE_MAX"),
-                crate::reconcile::DEFAULT_MAX as u64,
-                1,
-                10_000,
-            )? as usize,
-            drain_grace_seconds: parse_num(
-                "DRAIN_GRACE_SECONDS",
-                get("DRAIN_GRACE_SECONDS"),
-                30,
-                0,
-                600,
-            )?,
-            dedupe_window: parse_num("DEDUPE_WINDOW", get("DEDUPE_WINDOW"), 0, 0, 86_400)?,
-            secrets_cache_seconds: parse_num(
-                "SECRETS_CACHE_SECONDS",
-                get("SECRETS_CACHE_SECONDS"),
-                300,
-                10,
-                3_600,
-            )?,
-            drain_coalesce: {
-                let text = get("DRAIN_COALESCE").unwrap_or_default();
-                crate::coalesce::Coalesce::parse(&text).ok_or_else(|| ConfigError::Invalid {
-                    name: "DRAIN_COALESCE",
-                    value: text.clone(),
-                    expected: "none or push",
-                })?
-            },
-            resume_healthy_seconds: parse_num(
-                "RESUME_HEALTHY_SECONDS",
-                get("RESUME_HEALTHY_SECONDS"),
-                30,
-                0,
-                300,
-            )?,
+            reconcile_max: env.number("RECONCILE_MAX", DEFAULT_MAX as u64, 1..=10_000)? as usize,
+            drain_grace_seconds: env.number("DRAIN_GRACE_SECONDS", 30, 0..=600)?,
+            dedupe_window: env.number("DEDUPE_WINDOW", 0, 0..=86_400)?,
+            secrets_cache_seconds: env.number("SECRETS_CACHE_SECONDS", 300, 10..=3_600)?,
+            drain_coalesce: env.coalesce("DRAIN_COALESCE")?,
+            resume_healthy_seconds: env.number("RESUME_HEALTHY_SECONDS", 30, 0..=300)?,
         })
     }
 
@@ -495,6 +365,80 @@ fn parse_num(
                 expected: "a whole number in its allowed range (see README)",
             }),
         },
+    }
+}
+
+/// The variables a function is given, read one way: trimmed, blank as unset.
+struct Env<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn text(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A secret, as given (not trimmed: a space may be part of it).
+    fn secret(&self, name: &str) -> Option<Secret> {
+        (self.0)(name).filter(|v| !v.trim().is_empty()).map(Secret)
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        parse_bool(name, self.text(name), default)
+    }
+
+    fn number(
+        &self,
+        name: &'static str,
+        default: u64,
+        bounds: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        parse_num(
+            name,
+            self.text(name),
+            default,
+            *bounds.start(),
+            *bounds.end(),
+        )
+    }
+
+    fn optional_number(
+        &self,
+        name: &'static str,
+        bounds: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
+        self.text(name)
+            .map(|v| parse_num(name, Some(v), 0, *bounds.start(), *bounds.end()))
+            .transpose()
+    }
+
+    fn url(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        self.text(name).map(|u| check_url(name, u)).transpose()
+    }
+
+    fn event_paths(&self, name: &'static str) -> Result<EventPaths, ConfigError> {
+        self.text(name)
+            .map_or_else(|| Ok(EventPaths::default()), |v| EventPaths::parse(&v))
+    }
+
+    fn hooks(&self, name: &'static str) -> Result<Vec<crate::reconcile::HookSource>, ConfigError> {
+        let Some(v) = self.text(name) else {
+            return Ok(Vec::new());
+        };
+        crate::reconcile::HookSource::parse_list(&v).map_err(|_| ConfigError::Invalid {
+            name,
+            value: v,
+            expected: "comma-separated org/ORG/HOOK_ID, repo/OWNER/NAME/HOOK_ID or app",
+        })
+    }
+
+    fn coalesce(&self, name: &'static str) -> Result<crate::coalesce::Coalesce, ConfigError> {
+        let text = self.text(name).unwrap_or_default();
+        crate::coalesce::Coalesce::parse(&text).ok_or(ConfigError::Invalid {
+            name,
+            value: text,
+            expected: "none or push",
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
 use spigot_core::archive::{Step, What, hook_record, index_keys, step_records};
 use spigot_core::claim::{Stow, dead_letter, stow};
-use spigot_core::config::{DeliveryMode, Settings};
+use spigot_core::config::{DeliveryMode, Secret, Settings};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
@@ -161,7 +161,7 @@ pub async fn webhook_secrets(
         sdk,
         "WEBHOOK_SECRET",
         settings.webhook_secret_arn.as_deref(),
-        settings.webhook_secret.as_deref(),
+        settings.webhook_secret.as_ref().map(Secret::expose),
     )
     .await
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, S3Triggers};
-use spigot_core::config::Settings;
+use spigot_core::config::{Secret, Settings};
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{MetricsSink, StdoutMetrics, Triggers, Write};
 use spigot_core::trigger::{self, TriggerError};
@@ -71,7 +71,7 @@ pub async fn build_with(
         sdk,
         "TRIGGER_SECRET",
         settings.trigger_secret_arn.as_deref(),
-        settings.trigger_secret.as_deref(),
+        settings.trigger_secret.as_ref().map(Secret::expose),
     )
     .await?;
     if let (Some(w), Some(t)) = (webhook, &trigger)

@@ -120,11 +120,12 @@ pub(crate) async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
 
     let timeout = Duration::from_millis(args.forward_timeout_ms);
     let mut settings = stack.settings();
-    settings.webhook_secret = Some(secret);
+    settings.webhook_secret = Some(secret.into());
     settings.trigger_secret = Some(
         args.trigger_secret
             .clone()
-            .unwrap_or_else(|| TEST_TRIGGER_SECRET.to_string()),
+            .unwrap_or_else(|| TEST_TRIGGER_SECRET.to_string())
+            .into(),
     );
     settings.forward_timeout_ms = args.forward_timeout_ms;
     // Locally the trigger endpoint is on (deployed, TriggerEndpoint=on turns it on).

@@ -113,7 +113,7 @@ struct RawScript {
     steps: Vec<RawStep>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDownload {
     url: String,
@@ -193,69 +193,15 @@ impl TryFrom<StepKeys> for RawStep {
                 );
             }
         }
-        let flat = |which: &str, nested: Option<RawDownload>| match nested {
-            Some(d) if k.url.is_none() && k.dest.is_none() => Ok((
-                d.url,
-                d.dest,
-                d.sha256.or(k.sha256.clone()),
-                d.insecure || k.insecure,
-            )),
-            Some(_) => Err(format!(
-                "{which}: give url and dest under {which}: or beside it, not both"
-            )),
-            None => match (&k.url, &k.dest) {
-                (Some(u), Some(d)) => Ok((u.clone(), d.clone(), k.sha256.clone(), k.insecure)),
-                _ => Err(format!("{which} needs url and dest")),
-            },
-        };
         let action = if let Some(cmd) = &k.shell {
             if k.url.is_some() || k.dest.is_some() || k.sha256.is_some() || k.insecure {
                 return Err("a shell step has no url, dest or sha256".into());
             }
             Action::Shell(cmd.clone())
-        } else if let Some(d) = k.download {
-            let (url, dest, sha256, insecure) = flat("download", d)?;
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(format!("download url {url:?} is not http(s)://"));
-            }
-            if url.starts_with("http://") && !insecure {
-                return Err(format!(
-                    "download url {url:?} is not https: give insecure: true and a sha256 to allow it"
-                ));
-            }
-            if insecure && sha256.is_none() {
-                return Err(
-                    "insecure: true needs a sha256 (what arrives over http is checked)".into(),
-                );
-            }
-            if let Some(h) = &sha256
-                && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                return Err(format!("sha256 {h:?} is not 64 hex digits"));
-            }
-            Action::Download {
-                url,
-                dest,
-                sha256: sha256.map(|h| h.to_ascii_lowercase()),
-            }
+        } else if let Some(d) = &k.download {
+            download(k.where_from("download", d.clone())?)?
         } else {
-            let (url, dest, sha256, insecure) = flat("download_s3", k.download_s3.flatten())?;
-            if insecure {
-                return Err("download_s3 has no insecure (it always goes over TLS)".into());
-            }
-            if sha256.is_some() {
-                return Err("download_s3 has no sha256 (S3 checks the object's integrity)".into());
-            }
-            let (bucket, key) = url
-                .strip_prefix("s3://")
-                .and_then(|rest| rest.split_once('/'))
-                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-                .ok_or_else(|| format!("download_s3 url {url:?} is not s3://bucket/key"))?;
-            Action::DownloadS3 {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                dest,
-            }
+            download_s3(k.where_from("download_s3", k.download_s3.clone().flatten())?)?
         };
         let timeout = k
             .timeout
@@ -269,6 +215,92 @@ impl TryFrom<StepKeys> for RawStep {
             timeout,
         }))
     }
+}
+
+/// What a download step says, nested under its kind or beside it.
+struct Fetch {
+    url: String,
+    dest: String,
+    sha256: Option<String>,
+    insecure: bool,
+}
+
+impl StepKeys {
+    /// The url and dest of a `which` step: under `which:` or beside it, not both.
+    fn where_from(&self, which: &str, nested: Option<RawDownload>) -> Result<Fetch, String> {
+        match nested {
+            Some(d) if self.url.is_none() && self.dest.is_none() => Ok(Fetch {
+                url: d.url,
+                dest: d.dest,
+                sha256: d.sha256.or(self.sha256.clone()),
+                insecure: d.insecure || self.insecure,
+            }),
+            Some(_) => Err(format!(
+                "{which}: give url and dest under {which}: or beside it, not both"
+            )),
+            None => match (&self.url, &self.dest) {
+                (Some(u), Some(d)) => Ok(Fetch {
+                    url: u.clone(),
+                    dest: d.clone(),
+                    sha256: self.sha256.clone(),
+                    insecure: self.insecure,
+                }),
+                _ => Err(format!("{which} needs url and dest")),
+            },
+        }
+    }
+}
+
+/// A `download` step: https, or http with `insecure: true` and a sha256.
+fn download(from: Fetch) -> Result<Action, String> {
+    let Fetch {
+        url,
+        dest,
+        sha256,
+        insecure,
+    } = from;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(format!("download url {url:?} is not http(s)://"));
+    }
+    if url.starts_with("http://") && !insecure {
+        return Err(format!(
+            "download url {url:?} is not https: give insecure: true and a sha256 to allow it"
+        ));
+    }
+    if insecure && sha256.is_none() {
+        return Err("insecure: true needs a sha256 (what arrives over http is checked)".into());
+    }
+    if let Some(h) = &sha256
+        && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!("sha256 {h:?} is not 64 hex digits"));
+    }
+    Ok(Action::Download {
+        url,
+        dest,
+        sha256: sha256.map(|h| h.to_ascii_lowercase()),
+    })
+}
+
+/// A `download_s3` step: `s3://bucket/key`, over TLS, checked by S3.
+fn download_s3(from: Fetch) -> Result<Action, String> {
+    if from.insecure {
+        return Err("download_s3 has no insecure (it always goes over TLS)".into());
+    }
+    if from.sha256.is_some() {
+        return Err("download_s3 has no sha256 (S3 checks the object's integrity)".into());
+    }
+    let url = from.url;
+    let (bucket, key) = url
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| format!("download_s3 url {url:?} is not s3://bucket/key"))?;
+    Ok(Action::DownloadS3 {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        dest: from.dest,
+    })
 }
 
 impl Script {

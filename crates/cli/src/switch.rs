@@ -203,81 +203,14 @@ async fn drain_now(
     let r = place.resolve().await?;
     let buffer = r.need(Resource::BufferUrl)?.to_string();
     let start = depth(&r, &buffer).await?;
-    let total = start.visible + start.in_flight;
-    let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template("drain {bar:30} {pos}/{len} delivered")
-            .expect("valid template"),
-    );
-    let watch = {
-        let (r, bar, buffer) = (r.clone(), bar.clone(), buffer.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(d) = depth(&r, &buffer).await {
-                    bar.set_position(total.saturating_sub(d.visible + d.in_flight));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-        })
-    };
-    let mut target = None;
-    let summary = match &r.local {
-        Some(stack) => {
-            let url = stack.target.clone().ok_or_else(|| {
-                CliError::Usage(
-                    "the local stack names no target; restart `spigot dev` (make run)".into(),
-                )
-            })?;
-            let mut drainer =
-                // Drain now and report: stragglers after ON are the dev drainer's.
-                crate::local::drainer(
-                    &r.sdk,
-                    stack,
-                    &url,
-                    std::time::Duration::from_secs(7),
-                    std::time::Duration::ZERO,
-                    // An operator's explicit drain: no resume window locally.
-                    std::time::Duration::ZERO,
-                )?;
-            target = Some(url);
-            // Ctrl-C stops it as it stops `spigot relay`: what is under way
-            // finishes and is deleted, the rest goes back, and it says so.
-            drainer.stop = Some(spigot_agent::daemon::stop_on_signals());
-            let summary = drainer.drain(None).await;
-            if drainer.stopped() {
-                watch.abort();
-                bar.finish_and_clear();
-                return Err(CliError::Failed(anyhow::anyhow!(
-                    "interrupted: {} delivered (and deleted), {} released back to the buffer in order, {} retried later; nothing is delivered twice",
-                    hooks(summary.delivered),
-                    hooks(summary.released + summary.held),
-                    hooks(summary.retried)
-                )));
-            }
-            serde_json::to_value(summary).unwrap_or_default()
-        }
-        None => {
-            let function = r.need(Resource::DrainerFunction)?;
-            let out = aws_sdk_lambda::Client::new(&r.sdk)
-                .invoke()
-                .function_name(function)
-                .payload(aws_sdk_lambda::primitives::Blob::new(
-                    json!({ "now": now }).to_string().into_bytes(),
-                ))
-                .send()
-                .await
-                .with_context(|| format!("cannot invoke the drainer {function}"))?;
-            if let Some(err) = out.function_error {
-                return Err(CliError::Failed(anyhow::anyhow!(
-                    "the drainer failed: {err}"
-                )));
-            }
-            out.payload
-                .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
-                .unwrap_or_default()
-        }
+    let (bar, watch) = progress(&r, &buffer, start.visible + start.in_flight);
+    let drained = match &r.local {
+        Some(stack) => drain_locally(&r, stack).await,
+        None => invoke_drainer(&r, now).await.map(|summary| (summary, None)),
     };
     watch.abort();
     bar.finish_and_clear();
+    let (summary, target) = drained?;
     let left = depth(&r, &buffer)
         .await
         .map(|d| d.visible + d.in_flight)
@@ -294,6 +227,84 @@ async fn drain_now(
         Some(why) => Err(CliError::Failed(anyhow::anyhow!(why))),
         None => Ok(()),
     }
+}
+
+/// A progress bar of `total` hooks, moved by the buffer's depth every 250 ms.
+fn progress(
+    r: &Resolved,
+    buffer: &str,
+    total: u64,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("drain {bar:30} {pos}/{len} delivered")
+            .expect("valid template"),
+    );
+    let (r, moved, buffer) = (r.clone(), bar.clone(), buffer.to_string());
+    let watch = tokio::spawn(async move {
+        loop {
+            if let Ok(d) = depth(&r, &buffer).await {
+                moved.set_position(total.saturating_sub(d.visible + d.in_flight));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    });
+    (bar, watch)
+}
+
+/// The local stack's drain, in this process: its summary and the target.
+/// Ctrl-C stops it as it stops `spigot relay`: what is under way finishes
+/// and is deleted, the rest goes back, and it says so.
+async fn drain_locally(
+    r: &Resolved,
+    stack: &spigot_aws::local::LocalStack,
+) -> Result<(serde_json::Value, Option<String>), CliError> {
+    let url = stack.target.clone().ok_or_else(|| {
+        CliError::Usage("the local stack names no target; restart `spigot dev` (make run)".into())
+    })?;
+    // Drain now and report: stragglers after ON are the dev drainer's; an
+    // operator's explicit drain has no resume window locally.
+    let mut drainer = crate::local::drainer(
+        &r.sdk,
+        stack,
+        &url,
+        std::time::Duration::from_secs(7),
+        std::time::Duration::ZERO,
+        std::time::Duration::ZERO,
+    )?;
+    drainer.stop = Some(spigot_agent::daemon::stop_on_signals());
+    let summary = drainer.drain(None).await;
+    if drainer.stopped() {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "interrupted: {} delivered (and deleted), {} released back to the buffer in order, {} retried later; nothing is delivered twice",
+            hooks(summary.delivered),
+            hooks(summary.released + summary.held),
+            hooks(summary.retried)
+        )));
+    }
+    Ok((serde_json::to_value(summary).unwrap_or_default(), Some(url)))
+}
+
+/// The deployed drainer, invoked now: its summary.
+async fn invoke_drainer(r: &Resolved, now: bool) -> Result<serde_json::Value, CliError> {
+    let function = r.need(Resource::DrainerFunction)?;
+    let out = aws_sdk_lambda::Client::new(&r.sdk)
+        .invoke()
+        .function_name(function)
+        .payload(aws_sdk_lambda::primitives::Blob::new(
+            json!({ "now": now }).to_string().into_bytes(),
+        ))
+        .send()
+        .await
+        .with_context(|| format!("cannot invoke the drainer {function}"))?;
+    if let Some(err) = out.function_error {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "the drainer failed: {err}"
+        )));
+    }
+    Ok(out
+        .payload
+        .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+        .unwrap_or_default())
 }
 
 /// `1 hook`, `2 hooks`.

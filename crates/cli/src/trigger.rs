@@ -161,23 +161,28 @@ pub(crate) async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError
     let request = trigger::raise(&store, &args.name, &by, data, now, &spigot_aws::random_id())
         .await
         .map_err(|e| CliError::Failed(e.into()))?;
-    if !args.wait {
-        if args.json {
-            println!("{}", raised_json(&request));
-        } else {
-            println!(
-                "raised {} #{} (by {})",
-                request.trigger, request.sequence, request.by
-            );
-        }
-        return Ok(());
-    }
-    if !args.json {
-        println!(
+    match args.wait {
+        false if args.json => println!("{}", raised_json(&request)),
+        _ if !args.json => println!(
             "raised {} #{} (by {})",
             request.trigger, request.sequence, request.by
-        );
+        ),
+        _ => {}
     }
+    if !args.wait {
+        return Ok(());
+    }
+    wait_for_agents(&store, &request, &known, &args).await
+}
+
+/// `--wait`: the receipts of the agents expected, reported; an error when
+/// one failed or the wait timed out.
+async fn wait_for_agents(
+    store: &S3Triggers,
+    request: &Request,
+    known: &[String],
+    args: &TriggerArgs,
+) -> Result<(), CliError> {
     let expected = args.agents.map_or(known.len().max(1), |n| n as usize);
     if !args.json {
         let names = if known.is_empty() {
@@ -191,18 +196,12 @@ pub(crate) async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError
             humanize(args.timeout)
         );
     }
-    let (receipts, finished) = wait(&store, &request, &known, expected, &args).await?;
-    let done = receipts
-        .values()
-        .filter(|r| r.status == Status::Done)
-        .count();
-    let failed = receipts
-        .values()
-        .filter(|r| r.status == Status::Failed)
-        .count();
+    let (receipts, finished) = wait(store, request, known, expected, args).await?;
+    let count = |status| receipts.values().filter(|r| r.status == status).count();
+    let (done, failed) = (count(Status::Done), count(Status::Failed));
     let all_done = finished && done >= expected && failed == 0;
     if args.json {
-        let mut out = raised_json(&request);
+        let mut out = raised_json(request);
         out["expected"] = json!(expected);
         out["agents"] = json!(
             known
@@ -225,37 +224,46 @@ pub(crate) async fn run(place: &Where, args: TriggerArgs) -> Result<(), CliError
     if all_done {
         return Ok(());
     }
-    let why = if !finished {
-        let waiting: Vec<String> = known
-            .iter()
-            .filter(|a| !receipts.get(*a).is_some_and(|r| r.status.is_final()))
-            .map(|a| {
-                let status = receipts.get(a).map_or(Status::Pending, |r| r.status);
-                format!("{a} {}", status.as_str())
-            })
-            .collect();
-        format!(
-            "timed out after {} waiting for {}{}",
-            humanize(args.timeout),
-            crate::switch::count(expected as u64, "agent"),
-            if waiting.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", waiting.join(", "))
-            }
-        )
-    } else {
-        format!(
+    let why = match finished {
+        false => timed_out(known, &receipts, expected, args),
+        true => format!(
             "{} of {} failed",
             crate::switch::count(failed as u64, "agent"),
             expected
-        )
+        ),
     };
     Err(CliError::Failed(anyhow::anyhow!(
         "trigger {} #{}: {why}",
         request.trigger,
         request.sequence
     )))
+}
+
+/// Why a wait timed out: the agents still without a final receipt.
+fn timed_out(
+    known: &[String],
+    receipts: &BTreeMap<String, Receipt>,
+    expected: usize,
+    args: &TriggerArgs,
+) -> String {
+    let waiting: Vec<String> = known
+        .iter()
+        .filter(|a| !receipts.get(*a).is_some_and(|r| r.status.is_final()))
+        .map(|a| {
+            let status = receipts.get(a).map_or(Status::Pending, |r| r.status);
+            format!("{a} {}", status.as_str())
+        })
+        .collect();
+    format!(
+        "timed out after {} waiting for {}{}",
+        humanize(args.timeout),
+        crate::switch::count(expected as u64, "agent"),
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", waiting.join(", "))
+        }
+    )
 }
 
 fn raised_json(r: &Request) -> serde_json::Value {

@@ -508,21 +508,7 @@ impl Filter {
         if !is_repository(&spec.repository) {
             problems.push(Problem::Repository(spec.repository.clone()));
         }
-        match (&spec.trigger, spec.pipeline.is_empty()) {
-            (Some(_), false) => problems.push(Problem::PipelineAndTrigger),
-            (Some(t), true) => {
-                if crate::trigger::check_name("trigger", t).is_err() {
-                    problems.push(Problem::Trigger(t.clone()));
-                }
-                if spec.source_action.is_some() {
-                    problems.push(Problem::SourceActionOnTrigger);
-                }
-            }
-            (None, _) if !is_pipeline_name(&spec.pipeline) => {
-                problems.push(Problem::Pipeline(spec.pipeline.clone()));
-            }
-            (None, _) => {}
-        }
+        check_action(&spec, &mut problems);
         let syntax = match spec
             .syntax
             .as_deref()
@@ -536,46 +522,8 @@ impl Filter {
                 Syntax::Glob
             }
         };
-        let branch = if spec.branch.is_empty() {
-            problems.push(Problem::EmptyBranch);
-            BranchMatcher::Exact(String::new())
-        } else if spec.branch.contains(['*', '?', '[', '{']) {
-            match glob(&spec.branch) {
-                Ok(g) => BranchMatcher::Glob(g.compile_matcher()),
-                Err(e) => {
-                    problems.push(Problem::Branch(spec.branch.clone(), e.kind().to_string()));
-                    BranchMatcher::Exact(String::new())
-                }
-            }
-        } else {
-            BranchMatcher::Exact(spec.branch.clone())
-        };
-        let count = spec.include.len() + spec.exclude.len();
-        if count > MAX_PATTERNS {
-            problems.push(Problem::TooManyPatterns(count));
-        }
-        for (field, list) in [("Include", &spec.include), ("Exclude", &spec.exclude)] {
-            for (index, pattern) in list.iter().enumerate() {
-                if pattern.chars().count() > MAX_PATTERN_LEN {
-                    problems.push(Problem::PatternTooLong {
-                        field,
-                        index,
-                        len: pattern.chars().count(),
-                    });
-                    continue;
-                }
-                let problem = match syntax {
-                    Syntax::Regex => check_regex(field, index, pattern),
-                    Syntax::Glob => glob(pattern).err().map(|e| Problem::Glob {
-                        field,
-                        index,
-                        pattern: pattern.clone(),
-                        message: e.kind().to_string(),
-                    }),
-                };
-                problems.extend(problem);
-            }
-        }
+        let branch = branch_matcher(&spec.branch, &mut problems);
+        check_patterns(&spec, syntax, &mut problems);
         if spec
             .source_action
             .as_deref()
@@ -905,6 +853,75 @@ impl FilterSet {
             if left == 0 {
                 break;
             }
+        }
+    }
+}
+
+/// A filter names a pipeline or a trigger (exactly one), each by a valid
+/// name; a trigger takes no `SourceAction`.
+fn check_action(spec: &FilterSpec, problems: &mut Vec<Problem>) {
+    match (&spec.trigger, spec.pipeline.is_empty()) {
+        (Some(_), false) => problems.push(Problem::PipelineAndTrigger),
+        (Some(t), true) => {
+            if crate::trigger::check_name("trigger", t).is_err() {
+                problems.push(Problem::Trigger(t.clone()));
+            }
+            if spec.source_action.is_some() {
+                problems.push(Problem::SourceActionOnTrigger);
+            }
+        }
+        (None, _) if !is_pipeline_name(&spec.pipeline) => {
+            problems.push(Problem::Pipeline(spec.pipeline.clone()));
+        }
+        (None, _) => {}
+    }
+}
+
+/// The matcher of a filter's `Branch`: exact, or a glob.
+fn branch_matcher(branch: &str, problems: &mut Vec<Problem>) -> BranchMatcher {
+    if branch.is_empty() {
+        problems.push(Problem::EmptyBranch);
+        return BranchMatcher::Exact(String::new());
+    }
+    if !branch.contains(['*', '?', '[', '{']) {
+        return BranchMatcher::Exact(branch.to_string());
+    }
+    match glob(branch) {
+        Ok(g) => BranchMatcher::Glob(g.compile_matcher()),
+        Err(e) => {
+            problems.push(Problem::Branch(branch.to_string(), e.kind().to_string()));
+            BranchMatcher::Exact(String::new())
+        }
+    }
+}
+
+/// `Include` and `Exclude`: bounded in number and length, each a valid
+/// pattern of the filter's syntax.
+fn check_patterns(spec: &FilterSpec, syntax: Syntax, problems: &mut Vec<Problem>) {
+    let count = spec.include.len() + spec.exclude.len();
+    if count > MAX_PATTERNS {
+        problems.push(Problem::TooManyPatterns(count));
+    }
+    for (field, list) in [("Include", &spec.include), ("Exclude", &spec.exclude)] {
+        for (index, pattern) in list.iter().enumerate() {
+            if pattern.chars().count() > MAX_PATTERN_LEN {
+                problems.push(Problem::PatternTooLong {
+                    field,
+                    index,
+                    len: pattern.chars().count(),
+                });
+                continue;
+            }
+            let problem = match syntax {
+                Syntax::Regex => check_regex(field, index, pattern),
+                Syntax::Glob => glob(pattern).err().map(|e| Problem::Glob {
+                    field,
+                    index,
+                    pattern: pattern.clone(),
+                    message: e.kind().to_string(),
+                }),
+            };
+            problems.extend(problem);
         }
     }
 }

@@ -400,38 +400,7 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
     };
     let since = options.start(done.last_run);
     let mut report = Report::default();
-    let mut todo: Vec<(&HookSource, HookDelivery, usize)> = Vec::new();
-    for hook in &options.hooks {
-        let denied = |source: PortError| ReconcileError::Denied {
-            hook: hook.to_string(),
-            source,
-        };
-        let listed = match github.deliveries(hook, since).await {
-            Ok(listed) => listed,
-            Err(e) if e.kind == PortErrorKind::Denied => return Err(denied(e)),
-            Err(e) => {
-                report.hook_errors.push(format!("{hook}: {e}"));
-                continue;
-            }
-        };
-        report.listed += listed.len();
-        for (mut d, n) in failures(&listed, since) {
-            d.repository = match (d.repository.take(), hook.repository()) {
-                (Some(r), _) => Some(r),
-                (None, Some(r)) => Some(r.to_string()),
-                (None, None) => match github.delivery_repository(hook, d.id).await {
-                    Ok(r) => r,
-                    Err(e) if e.kind == PortErrorKind::Denied => return Err(denied(e)),
-                    Err(_) => None,
-                },
-            };
-            todo.push((hook, d, n));
-        }
-    }
-    todo.sort_by_key(|(_, d, _)| (d.delivered_at, d.id));
-    // The same event failed at two hooks: once is enough.
-    let mut seen = HashSet::new();
-    todo.retain(|(_, d, _)| seen.insert(d.guid.clone()));
+    let todo = to_redeliver(github, options, since, &mut report).await?;
     let total = todo.len();
     let mut made = 0;
     let mut changed = false;
@@ -480,6 +449,50 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
     }
     save(state, &done, options.now, changed).await?;
     Ok(report)
+}
+
+/// The failed deliveries of every hook since `since`, each with its
+/// repository, oldest first and each event once (it may have failed at two
+/// hooks). A hook that cannot be listed is reported and skipped; one GitHub
+/// refuses (403) ends the run.
+async fn to_redeliver<'o, G: GitHub>(
+    github: &G,
+    options: &'o Options,
+    since: u64,
+    report: &mut Report,
+) -> Result<Vec<(&'o HookSource, HookDelivery, usize)>, ReconcileError> {
+    let mut todo: Vec<(&HookSource, HookDelivery, usize)> = Vec::new();
+    for hook in &options.hooks {
+        let denied = |source: PortError| ReconcileError::Denied {
+            hook: hook.to_string(),
+            source,
+        };
+        let listed = match github.deliveries(hook, since).await {
+            Ok(listed) => listed,
+            Err(e) if e.kind == PortErrorKind::Denied => return Err(denied(e)),
+            Err(e) => {
+                report.hook_errors.push(format!("{hook}: {e}"));
+                continue;
+            }
+        };
+        report.listed += listed.len();
+        for (mut d, n) in failures(&listed, since) {
+            d.repository = match (d.repository.take(), hook.repository()) {
+                (Some(r), _) => Some(r),
+                (None, Some(r)) => Some(r.to_string()),
+                (None, None) => match github.delivery_repository(hook, d.id).await {
+                    Ok(r) => r,
+                    Err(e) if e.kind == PortErrorKind::Denied => return Err(denied(e)),
+                    Err(_) => None,
+                },
+            };
+            todo.push((hook, d, n));
+        }
+    }
+    todo.sort_by_key(|(_, d, _)| (d.delivered_at, d.id));
+    let mut seen = HashSet::new();
+    todo.retain(|(_, d, _)| seen.insert(d.guid.clone()));
+    Ok(todo)
 }
 
 async fn save<S: PayloadStore>(

@@ -461,19 +461,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
     async fn group(&self, run: &Run<'_>, msgs: Vec<Received>, lease: &Lease) {
         let mut rest = msgs.into_iter().peekable();
         while let Some(m) = rest.next() {
-            if !lease.holds(&m.group) {
-                // Another consumer may have the group now: leave it to them.
-                let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
-                run.counters
-                    .lapsed
-                    .fetch_add(left.len() as u64, Ordering::Relaxed);
-                lease.forget(left.iter());
-                break;
-            }
-            if run.stopping(self.config.stop_before).is_some() {
-                let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
-                lease.forget(left.iter());
-                self.release(run, left.into_iter()).await;
+            if self.leave_group(run, &m, &mut rest, lease).await {
                 break;
             }
             let prior = attempts::prior(self.payloads.as_ref(), &m).await;
@@ -481,32 +469,16 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 run.counters.denied.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(reason) = self.set_aside(&m, prior.aside.as_deref()) {
-                // Moved aside, or about to outlive the buffer's retention: to
-                // the DLQ without an attempt, and its group goes on.
-                let step = self.dead_on_arrival(&m, reason).await;
-                if matches!(step, Step::DeadLettered) {
-                    attempts::clear(self.payloads.as_ref(), &m).await;
-                    run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    lease.forget(std::iter::once(&m));
-                    self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
-                    continue;
+                match self
+                    .put_aside(run, &m, reason, prior, &mut rest, lease)
+                    .await
+                {
+                    Flow::Next => continue,
+                    Flow::Stop => break,
                 }
-                let held: Vec<Received> = rest.by_ref().collect();
-                lease.forget(std::iter::once(&m).chain(held.iter()));
-                let failure = Failure::kept("cannot dead-letter", prior.aside);
-                self.back_off(run, &m, prior.attempts, failure, held).await;
-                break;
             }
             let prior = prior.attempts;
-            if let Some(newer) = self.superseded(&m, rest.peek()) {
-                let (delivery, repository) = Envelope::ids(&m.body);
-                tracing::info!(%delivery, %repository, message = %m.message_id, superseded_by = %newer, "coalesced: a newer push to the same branch follows");
-                run.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-                if prior > 0 {
-                    attempts::clear(self.payloads.as_ref(), &m).await;
-                }
-                lease.forget(std::iter::once(&m));
-                self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
+            if self.coalesce(run, &m, prior, rest.peek(), lease).await {
                 continue;
             }
             // A rate-limit slot past the deadline is not waited for: release instead.
@@ -514,9 +486,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 tokio::time::Instant::from_std(d).checked_sub(self.config.stop_before)
             });
             if !run.pacer.wait_until(latest).await {
-                let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
-                lease.forget(left.iter());
-                self.release(run, left.into_iter()).await;
+                self.release_rest(run, m, &mut rest, lease).await;
                 break;
             }
             let step = {
@@ -528,38 +498,138 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
             if prior > 0 && !matches!(step, Step::Retry { .. }) {
                 attempts::clear(self.payloads.as_ref(), &m).await;
             }
-            match step {
-                Step::Delivered(claim) => {
-                    run.breaker.success();
-                    run.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    run.counters
-                        .last_delivery_ms
-                        .store(self.clock.now_ms(), Ordering::Relaxed);
-                    // Forgotten first: a heartbeat must not take a message
-                    // deleted under it for a lost lease.
-                    lease.forget(std::iter::once(&m));
-                    self.finish(run, vec![m.receipt.clone()], claim.into_iter().collect())
-                        .await;
-                }
-                Step::DeadLettered => {
-                    run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    lease.forget(std::iter::once(&m));
-                    self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
-                }
-                Step::Retry {
+            if let Flow::Stop = self.settle(run, &m, step, prior, &mut rest, lease).await {
+                break;
+            }
+        }
+    }
+
+    /// True when the group is to be left now: its lease is lost (another
+    /// consumer may have it) or the run is stopping (what is left is released).
+    async fn leave_group(
+        &self,
+        run: &Run<'_>,
+        m: &Received,
+        rest: &mut Rest,
+        lease: &Lease,
+    ) -> bool {
+        if !lease.holds(&m.group) {
+            let left: Vec<Received> = std::iter::once(m.clone()).chain(rest.by_ref()).collect();
+            run.counters
+                .lapsed
+                .fetch_add(left.len() as u64, Ordering::Relaxed);
+            lease.forget(left.iter());
+            return true;
+        }
+        if run.stopping(self.config.stop_before).is_some() {
+            self.release_rest(run, m.clone(), rest, lease).await;
+            return true;
+        }
+        false
+    }
+
+    /// `m` and the rest of its group back to the queue, unattempted.
+    async fn release_rest(&self, run: &Run<'_>, m: Received, rest: &mut Rest, lease: &Lease) {
+        let left: Vec<Received> = std::iter::once(m).chain(rest.by_ref()).collect();
+        lease.forget(left.iter());
+        self.release(run, left.into_iter()).await;
+    }
+
+    /// Moved aside, or about to outlive the buffer's retention: to the DLQ
+    /// without an attempt, and its group goes on; if the letter cannot be
+    /// sent, `m` backs off and the group waits behind it.
+    async fn put_aside(
+        &self,
+        run: &Run<'_>,
+        m: &Received,
+        reason: String,
+        prior: attempts::Prior,
+        rest: &mut Rest,
+        lease: &Lease,
+    ) -> Flow {
+        let step = self.dead_on_arrival(m, reason).await;
+        if matches!(step, Step::DeadLettered) {
+            attempts::clear(self.payloads.as_ref(), m).await;
+            run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            lease.forget(std::iter::once(m));
+            self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
+            return Flow::Next;
+        }
+        let held: Vec<Received> = rest.by_ref().collect();
+        lease.forget(std::iter::once(m).chain(held.iter()));
+        let failure = Failure::kept("cannot dead-letter", prior.aside);
+        self.back_off(run, m, prior.attempts, failure, held).await;
+        Flow::Stop
+    }
+
+    /// True when `m` was coalesced: a newer push to the same branch follows,
+    /// so it is deleted unattempted.
+    async fn coalesce(
+        &self,
+        run: &Run<'_>,
+        m: &Received,
+        prior: u32,
+        next: Option<&Received>,
+        lease: &Lease,
+    ) -> bool {
+        let Some(newer) = self.superseded(m, next) else {
+            return false;
+        };
+        let (delivery, repository) = Envelope::ids(&m.body);
+        tracing::info!(%delivery, %repository, message = %m.message_id, superseded_by = %newer, "coalesced: a newer push to the same branch follows");
+        run.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+        if prior > 0 {
+            attempts::clear(self.payloads.as_ref(), m).await;
+        }
+        lease.forget(std::iter::once(m));
+        self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
+        true
+    }
+
+    /// What follows an attempt: delete a delivered or dead-lettered hook, or
+    /// back off and hold the rest of the group behind it.
+    async fn settle(
+        &self,
+        run: &Run<'_>,
+        m: &Received,
+        step: Step,
+        prior: u32,
+        rest: &mut Rest,
+        lease: &Lease,
+    ) -> Flow {
+        match step {
+            Step::Delivered(claim) => {
+                run.breaker.success();
+                run.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                run.counters
+                    .last_delivery_ms
+                    .store(self.clock.now_ms(), Ordering::Relaxed);
+                // Forgotten first: a heartbeat must not take a message
+                // deleted under it for a lost lease.
+                lease.forget(std::iter::once(m));
+                self.finish(run, vec![m.receipt.clone()], claim.into_iter().collect())
+                    .await;
+                Flow::Next
+            }
+            Step::DeadLettered => {
+                run.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                lease.forget(std::iter::once(m));
+                self.finish(run, vec![m.receipt.clone()], Vec::new()).await;
+                Flow::Next
+            }
+            Step::Retry {
+                reason,
+                retry_after,
+            } => {
+                let held: Vec<Received> = rest.by_ref().collect();
+                lease.forget(std::iter::once(m).chain(held.iter()));
+                let failure = Failure {
                     reason,
                     retry_after,
-                } => {
-                    let held: Vec<Received> = rest.by_ref().collect();
-                    lease.forget(std::iter::once(&m).chain(held.iter()));
-                    let failure = Failure {
-                        reason,
-                        retry_after,
-                        aside: None,
-                    };
-                    self.back_off(run, &m, prior + 1, failure, held).await;
-                    break;
-                }
+                    aside: None,
+                };
+                self.back_off(run, m, prior + 1, failure, held).await;
+                Flow::Stop
             }
         }
     }
@@ -837,6 +907,15 @@ impl Failure {
             aside,
         }
     }
+}
+
+/// The rest of a group, after the message in hand.
+type Rest = std::iter::Peekable<std::vec::IntoIter<Received>>;
+
+/// Whether a group goes on to its next message.
+enum Flow {
+    Next,
+    Stop,
 }
 
 enum Step {

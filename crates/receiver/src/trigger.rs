@@ -121,39 +121,75 @@ impl<S: Triggers> TriggerDoor<S> {
         answer.to_event_response(event)
     }
 
-    async fn raise(
+    async fn raise(&self, name: &str, inbound: &Inbound, now_ms: u64) -> Answered {
+        match self.raise_checked(name, inbound, now_ms).await {
+            Ok(answer) | Err(answer) => answer,
+        }
+    }
+
+    /// Each check in turn; the first that fails is the answer.
+    async fn raise_checked(
         &self,
         name: &str,
         inbound: &Inbound,
         now_ms: u64,
-    ) -> (&'static str, u16, serde_json::Value) {
-        let rejected = |e: &str| json!({"status": "rejected", "error": e});
+    ) -> Result<Answered, Answered> {
         if !self.enabled {
-            return (
-                "TriggersRejected",
+            return Err(rejected(
                 404,
-                rejected(
-                    "the trigger endpoint is off: deploy with TriggerEndpoint=on to raise triggers over HTTPS",
-                ),
-            );
+                "the trigger endpoint is off: deploy with TriggerEndpoint=on to raise triggers over HTTPS",
+            ));
         }
-        if let Err(e) = trigger::check_name("trigger", name) {
-            return ("TriggersRejected", 400, rejected(&e.to_string()));
+        trigger::check_name("trigger", name).map_err(|e| rejected(400, &e.to_string()))?;
+        let stamp = self.authenticate(name, inbound, now_ms).await?;
+        let body = request_body(inbound)?;
+        let Some(store) = &self.store else {
+            tracing::error!("no CONFIG_BUCKET: triggers cannot be raised");
+            return Err(error("triggers are not configured"));
+        };
+        take_nonce(store, name, &stamp).await?;
+        let by = body.by.unwrap_or_else(|| DEFAULT_BY.to_string());
+        // The nonce is this raise's own id: a create retried by the SDK is known as its own.
+        match trigger::raise(store, name, &by, body.data, now_ms, &stamp.nonce).await {
+            Ok(r) => {
+                tracing::info!(trigger = name, sequence = r.sequence, by = %r.by, "trigger raised");
+                Ok((
+                    "TriggersRaised",
+                    202,
+                    json!({"status": "raised", "trigger": r.trigger, "sequence": r.sequence}),
+                ))
+            }
+            Err(TriggerError::Invalid(e)) => Err(rejected(400, &e)),
+            Err(e) => {
+                tracing::error!(trigger = name, error = %e, "cannot raise the trigger");
+                Err(error("the trigger could not be raised; try again"))
+            }
         }
+    }
+
+    /// The request's stamp, when its signature verifies with the trigger
+    /// secret and it was signed within `MAX_SKEW_SECS`.
+    async fn authenticate(
+        &self,
+        name: &str,
+        inbound: &Inbound,
+        now_ms: u64,
+    ) -> Result<trigger::Stamp, Answered> {
         let unauthorized = |why: String| {
             tracing::warn!(trigger = name, %why, "trigger refused");
-            ("TriggersUnauthorized", 401, rejected(&why))
+            (
+                "TriggersUnauthorized",
+                401,
+                json!({"status": "rejected", "error": why}),
+            )
         };
         let Some(header) = inbound.header(trigger::SIGNATURE_HEADER) else {
-            return unauthorized(format!(
+            return Err(unauthorized(format!(
                 "{} is missing: sign the method, path, time, a nonce and the body (t=…,n=…,v1=…)",
                 trigger::SIGNATURE_HEADER
-            ));
+            )));
         };
-        let stamp = match trigger::Stamp::parse(header) {
-            Ok(s) => s,
-            Err(e) => return unauthorized(e.to_string()),
-        };
+        let stamp = trigger::Stamp::parse(header).map_err(|e| unauthorized(e.to_string()))?;
         let signed = trigger::canonical(name, stamp.t, &stamp.nonce, &inbound.body);
         let v1 = format!("sha256={}", stamp.v1);
         let (verifier, problem) = self.verifier.current(now_ms).await;
@@ -161,89 +197,85 @@ impl<S: Triggers> TriggerDoor<S> {
             tracing::error!(%problem, "TRIGGER_SECRET_ARN: the secrets in use are kept");
         }
         if verifier.verify(&signed, Some(&v1), None).is_err() {
-            return unauthorized("the trigger signature does not match".into());
+            return Err(unauthorized("the trigger signature does not match".into()));
         }
         if !stamp.fresh(now_ms / 1000) {
-            return unauthorized(format!(
+            return Err(unauthorized(format!(
                 "the request was signed at {} and it is now {}: more than {} s apart; sign it again",
                 stamp.t,
                 now_ms / 1000,
                 trigger::MAX_SKEW_SECS
-            ));
+            )));
         }
-        if inbound.body.iter().all(u8::is_ascii_whitespace) {
-            return (
-                "TriggersRejected",
-                400,
-                rejected("the body is empty: send {\"data\": {...}} or at least {}"),
-            );
+        Ok(stamp)
+    }
+}
+
+/// What the door answers: the metric, the status and the body.
+type Answered = (&'static str, u16, serde_json::Value);
+
+fn rejected(status: u16, why: &str) -> Answered {
+    (
+        "TriggersRejected",
+        status,
+        json!({"status": "rejected", "error": why}),
+    )
+}
+
+fn error(why: &str) -> Answered {
+    (
+        "TriggerErrors",
+        503,
+        json!({"status": "error", "error": why}),
+    )
+}
+
+/// The request's body: `{"data": {...}, "by": "..."}`, its data keys checked.
+fn request_body(inbound: &Inbound) -> Result<Body, Answered> {
+    if inbound.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(rejected(
+            400,
+            "the body is empty: send {\"data\": {...}} or at least {}",
+        ));
+    }
+    let body: Body = serde_json::from_slice(&inbound.body).map_err(|e| {
+        rejected(
+            400,
+            &format!("the body is not {{\"data\": {{...}}, \"by\": \"...\"}}: {e}"),
+        )
+    })?;
+    body.data
+        .keys()
+        .try_for_each(|k| trigger::check_data_key(k))
+        .map_err(|e| rejected(400, &e.to_string()))?;
+    Ok(body)
+}
+
+/// Once only: the nonce is created If-None-Match before anything is raised.
+async fn take_nonce<S: Triggers>(
+    store: &S,
+    name: &str,
+    stamp: &trigger::Stamp,
+) -> Result<(), Answered> {
+    let key = trigger::nonce_key(name, &stamp.nonce);
+    match store
+        .write(&key, stamp.t.to_string().into_bytes(), Write::IfAbsent)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::warn!(trigger = name, nonce = %stamp.nonce, "trigger refused: nonce already used (a replay)");
+            Err((
+                "TriggersUnauthorized",
+                409,
+                json!({"status": "rejected", "error": "this request was already taken (its nonce is used): sign a new one"}),
+            ))
         }
-        let body: Body = match serde_json::from_slice(&inbound.body) {
-            Ok(b) => b,
-            Err(e) => {
-                let e = format!("the body is not {{\"data\": {{...}}, \"by\": \"...\"}}: {e}");
-                return ("TriggersRejected", 400, rejected(&e));
-            }
-        };
-        if let Err(e) = body
-            .data
-            .keys()
-            .try_for_each(|k| trigger::check_data_key(k))
-        {
-            return ("TriggersRejected", 400, rejected(&e.to_string()));
-        }
-        let Some(store) = &self.store else {
-            tracing::error!("no CONFIG_BUCKET: triggers cannot be raised");
-            return (
-                "TriggerErrors",
-                503,
-                json!({"status": "error", "error": "triggers are not configured"}),
-            );
-        };
-        // Once only: the nonce is created If-None-Match before anything is raised.
-        let key = trigger::nonce_key(name, &stamp.nonce);
-        match store
-            .write(&key, stamp.t.to_string().into_bytes(), Write::IfAbsent)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(trigger = name, nonce = %stamp.nonce, "trigger refused: nonce already used (a replay)");
-                return (
-                    "TriggersUnauthorized",
-                    409,
-                    rejected("this request was already taken (its nonce is used): sign a new one"),
-                );
-            }
-            Err(e) => {
-                tracing::error!(trigger = name, error = %e, "cannot record the nonce");
-                return (
-                    "TriggerErrors",
-                    503,
-                    json!({"status": "error", "error": "the trigger could not be raised; sign a new request and try again"}),
-                );
-            }
-        }
-        let by = body.by.unwrap_or_else(|| DEFAULT_BY.to_string());
-        // The nonce is this raise's own id: a create retried by the SDK is known as its own.
-        match trigger::raise(store, name, &by, body.data, now_ms, &stamp.nonce).await {
-            Ok(r) => {
-                tracing::info!(trigger = name, sequence = r.sequence, by = %r.by, "trigger raised");
-                (
-                    "TriggersRaised",
-                    202,
-                    json!({"status": "raised", "trigger": r.trigger, "sequence": r.sequence}),
-                )
-            }
-            Err(TriggerError::Invalid(e)) => ("TriggersRejected", 400, rejected(&e)),
-            Err(e) => {
-                tracing::error!(trigger = name, error = %e, "cannot raise the trigger");
-                (
-                    "TriggerErrors",
-                    503,
-                    json!({"status": "error", "error": "the trigger could not be raised; try again"}),
-                )
-            }
+        Err(e) => {
+            tracing::error!(trigger = name, error = %e, "cannot record the nonce");
+            Err(error(
+                "the trigger could not be raised; sign a new request and try again",
+            ))
         }
     }
 }

@@ -13,7 +13,7 @@ use spigot_core::envelope::Envelope;
 use spigot_core::ports::{PayloadStore, PortErrorKind, Timeline};
 
 use crate::CliError;
-use crate::resources::Where;
+use crate::resources::{Resolved, Where};
 use spigot_core::resources::Resource;
 
 #[derive(clap::Subcommand)]
@@ -187,18 +187,7 @@ async fn release(sqs: &Client, url: &str, letters: &[Letter]) {
 pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> {
     let r = place.resolve().await?;
     if let DlqCommand::Aside { delivery, repo } = &cmd {
-        let by = crate::trigger::who(&r.sdk).await;
-        let hook = crate::blocked::aside(&r, delivery.as_deref(), repo.as_deref(), &by).await?;
-        println!(
-            "{} ({}, {} failed attempts) goes to the dead-letter queue at its next attempt (when its backoff ends: at most {} s, unless the target asked for longer); then {} goes on. `spigot dlq redrive --delivery {}` brings it back.",
-            hook.record.delivery,
-            hook.record.event,
-            hook.record.attempts,
-            spigot_engine::policy::MAX_BACKOFF_SECONDS,
-            hook.record.repository,
-            hook.record.delivery
-        );
-        return Ok(());
+        return aside(&r, delivery.as_deref(), repo.as_deref()).await;
     }
     let sqs = Client::new(&r.sdk);
     // The buffer's dead letters go back to the buffer; the evaluation queue's to it.
@@ -210,13 +199,13 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
         _ => (Resource::DlqUrl, Resource::BufferUrl),
     };
     let dlq = r.need(from)?.to_string();
+    let payloads = r
+        .get(Resource::Bucket)
+        .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b));
     match cmd {
         DlqCommand::Aside { .. } => Ok(()), // answered above
         DlqCommand::List { json, .. } => list(&sqs, &dlq, json).await,
         DlqCommand::Show { delivery, json, .. } => {
-            let payloads = r
-                .get(Resource::Bucket)
-                .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b));
             show(&sqs, &dlq, &delivery, json, payloads.as_ref()).await
         }
         DlqCommand::Delete { delivery, .. } => delete(&sqs, &dlq, &delivery).await,
@@ -239,9 +228,6 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
                     }
                 }
             }
-            let payloads = r
-                .get(Resource::Bucket)
-                .map(|b| S3Payloads::new(spigot_aws::s3_client(&r.sdk), b));
             let queues = Queues {
                 sqs: &sqs,
                 dlq: &dlq,
@@ -262,6 +248,22 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
             redriven
         }
     }
+}
+
+/// `dlq aside`: the blocked head hook goes to the DLQ at its next attempt.
+async fn aside(r: &Resolved, delivery: Option<&str>, repo: Option<&str>) -> Result<(), CliError> {
+    let by = crate::trigger::who(&r.sdk).await;
+    let hook = crate::blocked::aside(r, delivery, repo, &by).await?;
+    println!(
+        "{} ({}, {} failed attempts) goes to the dead-letter queue at its next attempt (when its backoff ends: at most {} s, unless the target asked for longer); then {} goes on. `spigot dlq redrive --delivery {}` brings it back.",
+        hook.record.delivery,
+        hook.record.event,
+        hook.record.attempts,
+        spigot_engine::policy::MAX_BACKOFF_SECONDS,
+        hook.record.repository,
+        hook.record.delivery
+    );
+    Ok(())
 }
 
 async fn list(sqs: &Client, dlq: &str, json: bool) -> Result<(), CliError> {
@@ -361,27 +363,34 @@ async fn show(
         },
         Err(_) => None,
     };
-    if json {
-        use base64::Engine as _;
-        let body_json = match &body {
-            Some(b) => match std::str::from_utf8(b) {
-                Ok(t) => json!({"text": t}),
-                Err(_) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)}),
-            },
-            None => json!(null),
-        };
-        println!(
-            "{}",
-            json!({
-                "delivery": env.delivery, "event": env.event, "repository": env.repository,
-                "reason": letter.reason(), "attempts": env.attempts,
-                "received": spigot_core::push::format_rfc3339(env.received_at_ms / 1000),
-                "headers": env.headers, "body": body_json,
-            })
-        );
-        return Ok(());
+    match json {
+        true => println!("{}", letter_json(&letter, env, body.as_deref())),
+        false => print_letter(&letter, env, body.as_deref()),
     }
-    // Everything here came from outside: printed without control characters.
+    Ok(())
+}
+
+/// A dead letter whole, as one JSON object (the body as text, or base64).
+fn letter_json(letter: &Letter, env: &Envelope, body: Option<&[u8]>) -> serde_json::Value {
+    use base64::Engine as _;
+    let body_json = match body {
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(t) => json!({"text": t}),
+            Err(_) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)}),
+        },
+        None => json!(null),
+    };
+    json!({
+        "delivery": env.delivery, "event": env.event, "repository": env.repository,
+        "reason": letter.reason(), "attempts": env.attempts,
+        "received": spigot_core::push::format_rfc3339(env.received_at_ms / 1000),
+        "headers": env.headers, "body": body_json,
+    })
+}
+
+/// A dead letter whole, for people. Everything here came from outside:
+/// printed without control characters.
+fn print_letter(letter: &Letter, env: &Envelope, body: Option<&[u8]>) {
     let p = spigot_core::text::printable;
     println!("delivery    {}", p(&env.delivery));
     println!("event       {}", p(&env.event));
@@ -402,7 +411,7 @@ async fn show(
     println!();
     match body {
         Some(b) => {
-            for line in String::from_utf8_lossy(&b).lines() {
+            for line in String::from_utf8_lossy(b).lines() {
                 println!("{}", p(line));
             }
         }
@@ -413,7 +422,6 @@ async fn show(
                 .unwrap_or_else(|| "it does not decode".into())
         ),
     }
-    Ok(())
 }
 
 /// `dlq delete`: the letter is removed for good.

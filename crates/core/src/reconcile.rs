@@ -414,25 +414,16 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
             Action::WouldRedeliver
         } else {
             made += 1;
-            match github.redeliver(hook, delivery.id).await {
-                Ok(()) => {
-                    done.guids.insert(delivery.guid.clone(), options.now);
-                    // Saved as it goes: a run cut short (a timeout) redelivers none twice.
-                    save(state, &done, options.now, true).await?;
-                    changed = false;
-                    Action::Redelivered
-                }
-                Err(e) if e.kind == PortErrorKind::Denied => {
-                    save(state, &done, options.now, changed).await?;
-                    return Err(ReconcileError::Denied {
-                        hook: hook.to_string(),
-                        source: e,
-                    });
-                }
-                Err(e) => Action::Error {
-                    error: e.to_string(),
-                },
-            }
+            redeliver(
+                github,
+                state,
+                &mut done,
+                options.now,
+                hook,
+                &delivery,
+                &mut changed,
+            )
+            .await?
         };
         let failed = Failed {
             hook: hook.to_string(),
@@ -449,6 +440,38 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
     }
     save(state, &done, options.now, changed).await?;
     Ok(report)
+}
+
+/// Asks GitHub to redeliver `delivery`, and keeps that it did (saved as it
+/// goes: a run cut short, by a timeout, redelivers none twice). A 403 ends
+/// the run, with what was done saved.
+async fn redeliver<G: GitHub, S: PayloadStore>(
+    github: &G,
+    state: Option<&S>,
+    done: &mut Redelivered,
+    now: u64,
+    hook: &HookSource,
+    delivery: &HookDelivery,
+    changed: &mut bool,
+) -> Result<Action, ReconcileError> {
+    match github.redeliver(hook, delivery.id).await {
+        Ok(()) => {
+            done.guids.insert(delivery.guid.clone(), now);
+            save(state, done, now, true).await?;
+            *changed = false;
+            Ok(Action::Redelivered)
+        }
+        Err(e) if e.kind == PortErrorKind::Denied => {
+            save(state, done, now, *changed).await?;
+            Err(ReconcileError::Denied {
+                hook: hook.to_string(),
+                source: e,
+            })
+        }
+        Err(e) => Ok(Action::Error {
+            error: e.to_string(),
+        }),
+    }
 }
 
 /// The failed deliveries of every hook since `since`, each with its

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use spigot_aws::local::LocalStack;
 use spigot_core::Secrets;
+use spigot_core::config::Settings;
 use spigot_core::ports::QuietMetrics;
 use spigot_core::resources::Resource;
 
@@ -85,6 +87,45 @@ pub(crate) enum DevMode {
     Pull,
 }
 
+/// The settings the local functions run with: the stack's, and what `spigot
+/// dev`'s flags say.
+fn dev_settings(stack: &LocalStack, args: &DevArgs, secret: String) -> Settings {
+    let mut settings = stack.settings();
+    settings.webhook_secret = Some(secret.into());
+    settings.trigger_secret = Some(
+        args.trigger_secret
+            .clone()
+            .unwrap_or_else(|| TEST_TRIGGER_SECRET.to_string())
+            .into(),
+    );
+    settings.forward_timeout_ms = args.forward_timeout_ms;
+    // Locally the trigger endpoint is on (deployed, TriggerEndpoint=on turns it on).
+    settings.trigger_endpoint = true;
+    settings.claim_check_bytes = args.claim_check_bytes;
+    // The receiver's own DRAINING lasts as long as the stage takes to spread here.
+    settings.drain_grace_seconds = args.stage_lag_ms.div_ceil(1000) + 1;
+    if args.delivery_mode == DevMode::Pull {
+        settings.delivery_mode = spigot_core::config::DeliveryMode::Pull;
+    }
+    settings
+}
+
+/// What `spigot dev` says when it is up.
+fn announce(args: &DevArgs, stack: &LocalStack, target_url: &str, endpoint: &str) {
+    eprintln!(
+        "spigot dev: POST webhooks to http://{}/webhook -> {target_url}\n  local stack {} (API {} stage {}) in {endpoint}; ids in {DEV_FILE}\n  spigot off --local / spigot on --local flips the spigot; Ctrl-C stops",
+        args.listen,
+        args.name,
+        stack.get(Resource::ApiId),
+        stack.get(Resource::Stage),
+    );
+    if args.delivery_mode == DevMode::Pull {
+        eprintln!(
+            "  pull mode: every hook is buffered and nothing drains; deliver with `spigot relay --local --to {target_url} --allow-http`"
+        );
+    }
+}
+
 pub(crate) async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     // The ports first: a second `spigot dev` fails here, before it provisions or writes anything.
     let listener = server::bind(args.listen).await?;
@@ -119,23 +160,7 @@ pub(crate) async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
     stack::write(&stack)?;
 
     let timeout = Duration::from_millis(args.forward_timeout_ms);
-    let mut settings = stack.settings();
-    settings.webhook_secret = Some(secret.into());
-    settings.trigger_secret = Some(
-        args.trigger_secret
-            .clone()
-            .unwrap_or_else(|| TEST_TRIGGER_SECRET.to_string())
-            .into(),
-    );
-    settings.forward_timeout_ms = args.forward_timeout_ms;
-    // Locally the trigger endpoint is on (deployed, TriggerEndpoint=on turns it on).
-    settings.trigger_endpoint = true;
-    settings.claim_check_bytes = args.claim_check_bytes;
-    // The receiver's own DRAINING lasts as long as the stage takes to spread here.
-    settings.drain_grace_seconds = args.stage_lag_ms.div_ceil(1000) + 1;
-    if args.delivery_mode == DevMode::Pull {
-        settings.delivery_mode = spigot_core::config::DeliveryMode::Pull;
-    }
+    let settings = dev_settings(&stack, &args, secret);
     let mut receiver = spigot_receiver::build(&sdk, &settings)
         .await
         .context("cannot build the receiver")?;
@@ -161,18 +186,7 @@ pub(crate) async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         args.codepipeline_endpoint.as_deref(),
         max_push_age,
     );
-    eprintln!(
-        "spigot dev: POST webhooks to http://{}/webhook -> {target_url}\n  local stack {} (API {} stage {}) in {endpoint}; ids in {DEV_FILE}\n  spigot off --local / spigot on --local flips the spigot; Ctrl-C stops",
-        args.listen,
-        args.name,
-        stack.get(Resource::ApiId),
-        stack.get(Resource::Stage),
-    );
-    if args.delivery_mode == DevMode::Pull {
-        eprintln!(
-            "  pull mode: every hook is buffered and nothing drains; deliver with `spigot relay --local --to {target_url} --allow-http`"
-        );
-    }
+    announce(&args, &stack, &target_url, &endpoint);
     let switch = crate::switch::stage_switch(&sdk, &stack);
     let stage = switch.stage().clone();
     server::serve(listener, receiver, door, switch, stage, args.stage_lag_ms).await

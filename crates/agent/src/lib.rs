@@ -300,6 +300,26 @@ pub struct Agent {
     pushes: push::PushCheck,
 }
 
+impl Runner {
+    /// What runs a script's steps, as the agent's flags say.
+    async fn new(sdk: &SdkConfig, args: &AgentArgs) -> Self {
+        Self {
+            shell: args.shell.clone(),
+            step_timeout: args.step_timeout,
+            s3: spigot_aws::s3_client(sdk),
+            http: spigot_aws::tls::LazyClient::new(|b| {
+                b.connect_timeout(Duration::from_secs(10))
+                    .redirect(steps::redirect_policy())
+            }),
+            max_download_bytes: args.max_download_bytes,
+            bucket_owner: match &args.artifact_owner {
+                Some(owner) => Some(owner.clone()),
+                None => own_account(sdk).await,
+            },
+        }
+    }
+}
+
 /// Follows `args.trigger` in `bucket` with the AWS configuration `sdk` until
 /// stopped (or, with `--once`, until nothing waits).
 pub async fn run(sdk: &SdkConfig, bucket: &str, args: AgentArgs) -> Result<(), AgentError> {
@@ -324,20 +344,7 @@ pub async fn run(sdk: &SdkConfig, bucket: &str, args: AgentArgs) -> Result<(), A
         ))
     })?;
     let metrics = Arc::new(AgentMetrics::default());
-    let runner = Runner {
-        shell: args.shell.clone(),
-        step_timeout: args.step_timeout,
-        s3: spigot_aws::s3_client(sdk),
-        http: spigot_aws::tls::LazyClient::new(|b| {
-            b.connect_timeout(Duration::from_secs(10))
-                .redirect(steps::redirect_policy())
-        }),
-        max_download_bytes: args.max_download_bytes,
-        bucket_owner: match &args.artifact_owner {
-            Some(owner) => Some(owner.clone()),
-            None => own_account(sdk).await,
-        },
-    };
+    let runner = Runner::new(sdk, &args).await;
     if let Some(addr) = args.metrics_listen {
         let m = metrics.clone();
         crate::daemon::serve_metrics(addr, move || {
@@ -410,28 +417,7 @@ impl Agent {
                 }
             };
             if changed || polls.is_multiple_of(WALK_EVERY) {
-                match trigger::requests_after(
-                    &self.store,
-                    &self.trigger,
-                    state.last_sequence,
-                    BATCH,
-                )
-                .await
-                {
-                    Ok(requests) => {
-                        for (sequence, fetched) in requests {
-                            if stop.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            let receipt = match fetched {
-                                Ok(request) => self.handle(&mut state, &request, None).await?,
-                                Err(why) => self.unreadable(&mut state, sequence, &why).await?,
-                            };
-                            failed += u64::from(receipt.status == Status::Failed);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot read requests; retrying"),
-                }
+                failed += self.handle_waiting(&mut state, stop).await?;
             }
             polls += 1;
             if args.once {
@@ -482,6 +468,109 @@ impl Agent {
 
     /// A run of `running` was cut short (the agent stopped mid-script): run it
     /// again, or, after [`MAX_ATTEMPTS`], record it failed; never skip it silently.
+    /// Runs the script for `request`, or records why it was skipped or
+    /// refused, in `receipt`.
+    async fn act(
+        &self,
+        state: &mut State,
+        request: &Request,
+        attempt: u32,
+        verdict: push::Verdict,
+        receipt: &mut Receipt,
+    ) {
+        let (seq, trigger) = (request.sequence, &self.trigger);
+        match verdict {
+            push::Verdict::Run { deployed, env } => {
+                eprintln!(
+                    "request {seq} of {trigger} (by {}): running {}",
+                    request.by, self.script.path
+                );
+                let mut all = self.environment(request, attempt);
+                all.extend(env);
+                let outcome = self.runner.run(&self.script, &all).await;
+                finish(receipt, outcome);
+                keep_output(receipt, &self.script);
+                if request.push.is_some() {
+                    self.metrics.pushes.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Status::Done, Some((branch, pushed))) = (receipt.status, deployed) {
+                    state.deployed.insert(branch, pushed);
+                }
+            }
+            push::Verdict::Skip(why) => {
+                eprintln!("request {seq} of {trigger}: skipped: {why}");
+                finish(receipt, Outcome::default());
+                receipt.status = Status::Skipped;
+                receipt.note = Some(format!("skipped, nothing ran: {why}"));
+                self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            push::Verdict::Refuse(why) => {
+                // Nothing runs: the data is not what the script declared, or the push is not GitHub's.
+                eprintln!("request {seq} of {trigger}: refused: {why}");
+                finish(receipt, Outcome::default());
+                receipt.status = Status::Failed;
+                receipt.note = Some(format!("refused the request, nothing ran: {why}"));
+            }
+        }
+    }
+
+    /// A request interrupted `MAX_ATTEMPTS` times is recorded failed, not run again.
+    async fn give_up(
+        &self,
+        state: &mut State,
+        request: &Request,
+        attempt: u32,
+        note: String,
+    ) -> Result<(), AgentError> {
+        let mut receipt = self.receipt(request, attempt, Some(note.clone()));
+        receipt.status = Status::Failed;
+        receipt.note = Some(format!(
+            "{note}; not run again after {MAX_ATTEMPTS} attempts"
+        ));
+        receipt.finished_at = Some(receipt.started_at.clone());
+        self.put(&receipt).await?;
+        self.metrics.record(&receipt);
+        eprintln!(
+            "request {} of {}: interrupted {attempt} times; recorded failed",
+            request.sequence, self.trigger
+        );
+        state.last_sequence = request.sequence;
+        state.running = None;
+        state.save(&self.state_path)?;
+        Ok(())
+    }
+
+    /// Handles the requests waiting after the last one handled, in order;
+    /// how many failed.
+    async fn handle_waiting(
+        &self,
+        state: &mut State,
+        stop: &AtomicBool,
+    ) -> Result<u64, AgentError> {
+        let requests =
+            match trigger::requests_after(&self.store, &self.trigger, state.last_sequence, BATCH)
+                .await
+            {
+                Ok(requests) => requests,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read requests; retrying");
+                    return Ok(0);
+                }
+            };
+        let mut failed = 0;
+        for (sequence, fetched) in requests {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let receipt = match fetched {
+                Ok(request) => self.handle(state, &request, None).await?,
+                Err(why) => self.unreadable(state, sequence, &why).await?,
+            };
+            failed += u64::from(receipt.status == Status::Failed);
+        }
+        Ok(failed)
+    }
+
     async fn resume(&self, state: &mut State, running: Running) -> Result<(), AgentError> {
         if let Some(done) = state.finished.clone()
             && done.sequence == running.sequence
@@ -536,22 +625,7 @@ impl Agent {
                 .unwrap_or_default()
         );
         if running.attempt >= MAX_ATTEMPTS {
-            let mut receipt = self.receipt(&request, running.attempt, Some(note.clone()));
-            receipt.status = Status::Failed;
-            receipt.note = Some(format!(
-                "{note}; not run again after {MAX_ATTEMPTS} attempts"
-            ));
-            receipt.finished_at = Some(receipt.started_at.clone());
-            self.put(&receipt).await?;
-            self.metrics.record(&receipt);
-            eprintln!(
-                "request {} of {}: interrupted {} times; recorded failed",
-                request.sequence, self.trigger, running.attempt
-            );
-            state.last_sequence = request.sequence;
-            state.running = None;
-            state.save(&self.state_path)?;
-            return Ok(());
+            return self.give_up(state, &request, running.attempt, note).await;
         }
         eprintln!(
             "request {} of {}: {note}; running it again",
@@ -615,45 +689,9 @@ impl Agent {
         state.save(&self.state_path)?;
         let mut receipt = self.receipt(request, attempt, note);
         self.put(&receipt).await?;
-        match self.verdict(state, request).await {
-            push::Verdict::Run { deployed, env } => {
-                eprintln!(
-                    "request {} of {} (by {}): running {}",
-                    request.sequence, self.trigger, request.by, self.script.path
-                );
-                let mut all = self.environment(request, attempt);
-                all.extend(env);
-                let outcome = self.runner.run(&self.script, &all).await;
-                finish(&mut receipt, outcome);
-                keep_output(&mut receipt, &self.script);
-                if request.push.is_some() {
-                    self.metrics.pushes.fetch_add(1, Ordering::Relaxed);
-                }
-                if let (Status::Done, Some((branch, pushed))) = (receipt.status, deployed) {
-                    state.deployed.insert(branch, pushed);
-                }
-            }
-            push::Verdict::Skip(why) => {
-                eprintln!(
-                    "request {} of {}: skipped: {why}",
-                    request.sequence, self.trigger
-                );
-                finish(&mut receipt, Outcome::default());
-                receipt.status = Status::Skipped;
-                receipt.note = Some(format!("skipped, nothing ran: {why}"));
-                self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
-            }
-            push::Verdict::Refuse(why) => {
-                // Nothing runs: the data is not what the script declared, or the push is not GitHub's.
-                eprintln!(
-                    "request {} of {}: refused: {why}",
-                    request.sequence, self.trigger
-                );
-                finish(&mut receipt, Outcome::default());
-                receipt.status = Status::Failed;
-                receipt.note = Some(format!("refused the request, nothing ran: {why}"));
-            }
-        }
+        let verdict = self.verdict(state, request).await;
+        self.act(state, request, attempt, verdict, &mut receipt)
+            .await;
         state.finished = Some(receipt.clone());
         state.save(&self.state_path)?;
         self.put(&receipt).await?;

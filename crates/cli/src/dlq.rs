@@ -217,17 +217,6 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
             ..
         } => {
             let buffer = r.need(to)?.to_string();
-            if max.is_none() && delivery.is_none() && server_side {
-                match move_task(&sqs, &dlq, &buffer).await {
-                    Ok(handle) => {
-                        println!("started SQS message move task {handle} (DLQ -> buffer)");
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        tracing::info!(error = %e, "StartMessageMoveTask unavailable; using the move loop")
-                    }
-                }
-            }
             let queues = Queues {
                 sqs: &sqs,
                 dlq: &dlq,
@@ -241,13 +230,36 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
                 },
                 by: crate::trigger::who(&r.sdk).await,
             };
-            let redriven = redrive(&queues, max, delivery.as_deref(), hold).await;
-            if let Err(e) = queues.timeline.flush().await {
-                eprintln!("warning: the redrives could not be recorded on the timeline: {e}");
-            }
-            redriven
+            redrive_command(&queues, max, delivery.as_deref(), server_side, hold).await
         }
     }
+}
+
+/// `dlq redrive`: SQS's move task when asked for everything with
+/// `--move-task` (where SQS has it), else the move loop, its moves recorded.
+async fn redrive_command(
+    queues: &Queues<'_>,
+    max: Option<usize>,
+    delivery: Option<&str>,
+    server_side: bool,
+    hold: i32,
+) -> Result<(), CliError> {
+    if max.is_none() && delivery.is_none() && server_side {
+        match move_task(queues.sqs, queues.dlq, queues.buffer).await {
+            Ok(handle) => {
+                println!("started SQS message move task {handle} (DLQ -> buffer)");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "StartMessageMoveTask unavailable; using the move loop")
+            }
+        }
+    }
+    let redriven = redrive(queues, max, delivery, hold).await;
+    if let Err(e) = queues.timeline.flush().await {
+        eprintln!("warning: the redrives could not be recorded on the timeline: {e}");
+    }
+    redriven
 }
 
 /// `dlq aside`: the blocked head hook goes to the DLQ at its next attempt.
@@ -532,24 +544,14 @@ async fn redrive(
             rest = waiting.into_iter();
             held_since = std::time::Instant::now();
         }
-        let wanted = match (only, &letter.envelope) {
-            (None, _) => true,
-            (Some(id), Some(e)) => e.delivery == id,
-            (Some(_), None) => false,
-        };
+        let wanted =
+            only.is_none_or(|id| letter.envelope.as_ref().is_some_and(|e| e.delivery == id));
         if !wanted || full(&moves) {
             moves.kept.push(letter);
             continue;
         }
         match move_one(q, &letter).await {
             Ok(()) => {
-                if let Some(e) = &letter.envelope {
-                    let what = What::Redriven { by: q.by.clone() };
-                    let repository = e.repository.as_deref().unwrap_or("");
-                    let at = spigot_aws::now_ms();
-                    q.timeline
-                        .note(Step::of(at, &e.delivery, repository, &e.event, what));
-                }
                 moves.moved += 1;
                 bar.inc(1);
             }
@@ -646,6 +648,13 @@ async fn move_one(q: &Queues<'_>, letter: &Letter) -> anyhow::Result<()> {
         .send()
         .await
         .context("sent to the buffer but cannot delete from the DLQ (it will be redriven twice)")?;
+    if let Some(e) = &letter.envelope {
+        let what = What::Redriven { by: q.by.clone() };
+        let repository = e.repository.as_deref().unwrap_or("");
+        let at = spigot_aws::now_ms();
+        q.timeline
+            .note(Step::of(at, &e.delivery, repository, &e.event, what));
+    }
     Ok(())
 }
 

@@ -303,25 +303,7 @@ async fn test(
     let payload = read(event)?;
     let push =
         Push::parse(&payload).map_err(|e| CliError::Usage(format!("{}: {e}", event.display())))?;
-    // The evaluator's first rule: a push older than MAX_PUSH_AGE starts nothing.
-    let now = spigot_aws::now_ms() / 1000;
-    if let Some(at) = push.pushed_at
-        && max_push_age > 0
-        && now.saturating_sub(at) > max_push_age
-    {
-        let why = format!(
-            "too old (pushed {}, more than MAX_PUSH_AGE {max_push_age} s ago): the evaluator starts nothing for it",
-            spigot_core::push::format_rfc3339(at)
-        );
-        if json {
-            println!("{}", json!([{"start": false, "why": why}]));
-        } else {
-            println!(
-                "push to {}@{}: {why}",
-                spigot_core::text::printable(&push.repository),
-                spigot_core::text::printable(push.branch().unwrap_or(&push.git_ref))
-            );
-        }
+    if too_old(&push, max_push_age, json) {
         return Ok(());
     }
     let set = filters_for(place, &push.repository, files).await?;
@@ -332,22 +314,7 @@ async fn test(
     // The push's text comes from outside: no terminal escapes on the screen.
     let branch = spigot_core::text::printable(push.branch().unwrap_or(&push.git_ref));
     let repository = spigot_core::text::printable(&push.repository);
-    if !json {
-        println!(
-            "push to {repository}@{branch}: {} changed path(s), {how}",
-            push.paths.len()
-        );
-    }
     let decisions = set.evaluate(&push);
-    let for_this_branch = decisions.iter().filter(|d| {
-        !matches!(
-            d.why,
-            spigot_core::filter::Why::OtherRepository | spigot_core::filter::Why::OtherBranch
-        )
-    });
-    if for_this_branch.count() == 0 && !json {
-        println!("no filter for {repository}@{branch}");
-    }
     if json {
         // One JSON array, as every listing's --json.
         let rows: Vec<serde_json::Value> = decisions
@@ -360,16 +327,53 @@ async fn test(
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
+    println!(
+        "push to {repository}@{branch}: {} changed path(s), {how}",
+        push.paths.len()
+    );
+    let for_this_branch = decisions.iter().filter(|d| {
+        !matches!(
+            d.why,
+            spigot_core::filter::Why::OtherRepository | spigot_core::filter::Why::OtherBranch
+        )
+    });
+    if for_this_branch.count() == 0 {
+        println!("no filter for {repository}@{branch}");
+    }
     for d in decisions {
         let f = &set.filters[d.filter].spec;
-        {
-            println!(
-                "{} {:<24} {}",
-                if d.start { "START" } else { "skip " },
-                f.action().label(),
-                spigot_core::text::printable(&d.why.to_string())
-            );
-        }
+        println!(
+            "{} {:<24} {}",
+            if d.start { "START" } else { "skip " },
+            f.action().label(),
+            spigot_core::text::printable(&d.why.to_string())
+        );
     }
     Ok(())
+}
+
+/// The evaluator's first rule: a push older than MAX_PUSH_AGE starts
+/// nothing. True (and said) when `push` is that old.
+fn too_old(push: &Push<'_>, max_push_age: u64, json: bool) -> bool {
+    let now = spigot_aws::now_ms() / 1000;
+    let Some(at) = push.pushed_at else {
+        return false;
+    };
+    if max_push_age == 0 || now.saturating_sub(at) <= max_push_age {
+        return false;
+    }
+    let why = format!(
+        "too old (pushed {}, more than MAX_PUSH_AGE {max_push_age} s ago): the evaluator starts nothing for it",
+        spigot_core::push::format_rfc3339(at)
+    );
+    if json {
+        println!("{}", json!([{"start": false, "why": why}]));
+    } else {
+        println!(
+            "push to {}@{}: {why}",
+            spigot_core::text::printable(&push.repository),
+            spigot_core::text::printable(push.branch().unwrap_or(&push.git_ref))
+        );
+    }
+    true
 }

@@ -48,6 +48,35 @@ fn parse_since(text: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
+/// The run's progress, hidden for machines and dry runs.
+fn progress_bar(hidden: bool) -> ProgressBar {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("reconcile {bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    if hidden {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// No hook's deliveries could be read: why, naming the API once.
+fn unreachable_github(report: &spigot_core::reconcile::Report) -> CliError {
+    let github = std::env::var("GITHUB_API_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "https://api.github.com".into());
+    CliError::Failed(anyhow::anyhow!(
+        "no hook's deliveries could be read from {github} ({}); check the network and GITHUB_API_URL, then run it again",
+        report
+            .hook_errors
+            .iter()
+            .map(|e| e.replace(&github, "the API"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
+}
+
 pub(crate) async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliError> {
     let hooks = HookSource::parse_list(&args.hooks).map_err(|e| CliError::Usage(e.to_string()))?;
     let github = place.github().await?.ok_or_else(|| {
@@ -75,13 +104,7 @@ pub(crate) async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliErr
         // The operator's --since is the window asked for.
         resume: false,
     };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("reconcile {bar:30} {pos}/{len} {msg}")
-            .expect("valid template"),
-    );
-    if args.json || args.dry_run {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress_bar(args.json || args.dry_run);
     let report = reconcile(&github, state.as_ref(), &options, |f, total| {
         bar.set_length(total as u64);
         bar.set_message(f.delivery.guid.clone());
@@ -92,19 +115,7 @@ pub(crate) async fn run(place: &Where, args: ReconcileArgs) -> Result<(), CliErr
     let report = report.map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     // Nothing could be read: nothing reassuring is printed, only why.
     if !args.json && report.hook_errors.len() == options.hooks.len() {
-        let github = std::env::var("GITHUB_API_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "https://api.github.com".into());
-        return Err(CliError::Failed(anyhow::anyhow!(
-            "no hook's deliveries could be read from {github} ({}); check the network and GITHUB_API_URL, then run it again",
-            report
-                .hook_errors
-                .iter()
-                .map(|e| e.replace(&github, "the API"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )));
+        return Err(unreachable_github(&report));
     }
     if args.json {
         println!("{}", json(&report, args.since));

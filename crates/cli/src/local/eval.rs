@@ -118,48 +118,56 @@ async fn evaluate_forever(
         if msgs.is_empty() {
             continue;
         }
-        let mut event = SqsEvent::default();
-        for m in &msgs {
-            let mut rec = SqsMessage::default();
-            rec.message_id = m.message_id.clone();
-            rec.body = m.body.clone();
-            if let Some(group) = m
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-            {
-                rec.attributes
-                    .insert("MessageGroupId".into(), group.clone());
-            }
-            event.records.push(rec);
-        }
-        let (resp, _) = evaluator.handle(event).await;
+        let (resp, _) = evaluator.handle(sqs_event(&msgs)).await;
         for m in msgs {
             let failed = resp
                 .batch_item_failures
                 .iter()
                 .any(|f| Some(&f.item_identifier) == m.message_id.as_ref());
-            let Some(receipt) = m.receipt_handle else {
-                continue;
-            };
-            // Delivered: deleted. Failed: made visible again, so its group resumes
-            // in order (the FIFO queue holds the group while it is in flight).
-            if failed {
-                let _ = sqs
-                    .change_message_visibility()
-                    .queue_url(&url)
-                    .receipt_handle(receipt)
-                    .visibility_timeout(2)
-                    .send()
-                    .await;
-            } else {
-                let _ = sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await;
+            if let Some(receipt) = m.receipt_handle {
+                settle(&sqs, &url, receipt, failed).await;
             }
         }
+    }
+}
+
+/// Received messages as the Lambda event SQS would give the evaluator.
+fn sqs_event(msgs: &[spigot_aws::aws_sdk_sqs::types::Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for m in msgs {
+        let mut rec = SqsMessage::default();
+        rec.message_id = m.message_id.clone();
+        rec.body = m.body.clone();
+        if let Some(group) = m
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+        {
+            rec.attributes
+                .insert("MessageGroupId".into(), group.clone());
+        }
+        event.records.push(rec);
+    }
+    event
+}
+
+/// Evaluated: deleted. Failed: made visible again, so its group resumes in
+/// order (the FIFO queue holds the group while it is in flight).
+async fn settle(sqs: &spigot_aws::aws_sdk_sqs::Client, url: &str, receipt: String, failed: bool) {
+    if failed {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(2)
+            .send()
+            .await;
+    } else {
+        let _ = sqs
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .send()
+            .await;
     }
 }

@@ -115,6 +115,32 @@ impl PushCheck {
     }
 }
 
+/// What a script is told of a verified push (taken from its bytes, never
+/// from what the request says).
+fn push_environment(
+    parsed: &Push<'_>,
+    push: &PushRef,
+    branch: &str,
+    pushed_at: u64,
+) -> Vec<(String, String)> {
+    vec![
+        ("SPIGOT_EVENT".to_string(), "push".to_string()),
+        ("SPIGOT_DELIVERY".into(), push.delivery.clone()),
+        ("SPIGOT_REPOSITORY".into(), parsed.repository.to_string()),
+        ("SPIGOT_REF".into(), parsed.git_ref.to_string()),
+        ("SPIGOT_BRANCH".into(), branch.to_string()),
+        ("SPIGOT_SHA".into(), parsed.after.to_string()),
+        (
+            "SPIGOT_PUSHED_AT".into(),
+            if pushed_at > 0 {
+                format_rfc3339(pushed_at)
+            } else {
+                String::new()
+            },
+        ),
+    ]
+}
+
 /// The verdict on a verified push.
 fn judge_push(
     parsed: &Push<'_>,
@@ -156,22 +182,7 @@ fn judge_push(
             ));
         }
     }
-    let env = vec![
-        ("SPIGOT_EVENT".to_string(), "push".to_string()),
-        ("SPIGOT_DELIVERY".into(), push.delivery.clone()),
-        ("SPIGOT_REPOSITORY".into(), parsed.repository.to_string()),
-        ("SPIGOT_REF".into(), parsed.git_ref.to_string()),
-        ("SPIGOT_BRANCH".into(), branch_name.to_string()),
-        ("SPIGOT_SHA".into(), parsed.after.to_string()),
-        (
-            "SPIGOT_PUSHED_AT".into(),
-            if pushed_at > 0 {
-                format_rfc3339(pushed_at)
-            } else {
-                String::new()
-            },
-        ),
-    ];
+    let env = push_environment(parsed, push, branch_name, pushed_at);
     Verdict::Run {
         deployed: Some((
             branch,

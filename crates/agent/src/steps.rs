@@ -202,15 +202,12 @@ impl Runner {
         }
     }
 
-    async fn shell(
-        &self,
-        text: &str,
-        env: &[(String, String)],
-        tail: &Tail,
-        limit: Duration,
-    ) -> Result<(), Failure> {
+    /// The shell running `text` with exactly `env`: nothing of the agent's
+    /// own environment (loader and shell variables among it) leaks in
+    /// unasked; POSIX shells stop at the first failing command, as prostagma
+    /// stopped at the first failing line.
+    fn command(&self, text: &str, env: &[(String, String)]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.shell);
-        // POSIX shells stop at the first failing command, as prostagma stopped at the first failing line.
         let posix = Path::new(&self.shell)
             .file_name()
             .and_then(|n| n.to_str())
@@ -218,8 +215,6 @@ impl Runner {
         if posix {
             cmd.arg("-e");
         }
-        // The step's whole environment is `env`: nothing of the agent's own
-        // (loader and shell variables among it) leaks in unasked.
         cmd.arg("-c")
             .arg(text)
             .env_clear()
@@ -229,6 +224,17 @@ impl Runner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        cmd
+    }
+
+    async fn shell(
+        &self,
+        text: &str,
+        env: &[(String, String)],
+        tail: &Tail,
+        limit: Duration,
+    ) -> Result<(), Failure> {
+        let mut cmd = self.command(text, env);
         let mut child = cmd.spawn().map_err(|e| Failure {
             exit_code: None,
             error: format!("cannot start {}: {e}", self.shell),

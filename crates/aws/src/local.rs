@@ -103,15 +103,9 @@ pub async fn provision(
     .await
     .map_err(fail("evaluation queue"))?;
 
-    let s3 = crate::s3_client(sdk);
-    let bucket = format!("{name}-config");
-    if s3.head_bucket().bucket(&bucket).send().await.is_err() {
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .map_err(|e| fail("config bucket")(context(&e)))?;
-    }
+    let bucket = config_bucket(sdk, name)
+        .await
+        .map_err(fail("config bucket"))?;
 
     let api_id = api(sdk, name).await.map_err(fail("REST API stage"))?;
     let archive = archive_stream(sdk, name, &bucket)
@@ -132,6 +126,20 @@ pub async fn provision(
         target: None,
         webhook_url: None,
     })
+}
+
+/// The config bucket called `name`-config, created when there is none.
+async fn config_bucket(sdk: &SdkConfig, name: &str) -> Result<String, String> {
+    let s3 = crate::s3_client(sdk);
+    let bucket = format!("{name}-config");
+    if s3.head_bucket().bucket(&bucket).send().await.is_err() {
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .map_err(|e| context(&e))?;
+    }
+    Ok(bucket)
 }
 
 /// The archive's Firehose delivery stream into `bucket`'s `archive/`, as the

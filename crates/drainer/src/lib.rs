@@ -131,7 +131,13 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
         if summary.stop == Some(Stop::Breaker) {
             self.forget_steady();
         }
-        // A run that did nothing is not news (every minute in Lambda, every few seconds locally).
+        self.report(&summary);
+        summary
+    }
+
+    /// Logs a run that did something (one that did nothing is not news:
+    /// every minute in Lambda, every few seconds locally) and emits its metrics.
+    fn report(&self, summary: &Summary) {
         let idle =
             summary.delivered + summary.retried + summary.dead_lettered + summary.undeleted == 0;
         let stop = summary
@@ -177,7 +183,6 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             // A flip this run made (DRAINING -> ON, or back): the dashboard's state changes.
             .count("StateChanges", u64::from(summary.switched_to.is_some()));
         self.metrics.emit(&m, SystemClock.now_ms());
-        summary
     }
 
     fn known_steady(&self) -> bool {
@@ -253,35 +258,54 @@ impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
             }
         }
         tracing::info!("buffer drained: spigot {} -> {}", state, next);
-        // The change reaches requests late: some still see DRAINING and buffer.
-        // Keep draining them for the grace, within the run's deadline.
+        summary = self.grace_runs(deadline, &cancel, &counters).await;
+        summary.switched_to = Some(next.as_str());
+        if self.stragglers_wait(next).await {
+            summary.switched_to = Some(State::Draining.as_str());
+        }
+        summary
+    }
+
+    /// The change reaches requests late: some still see DRAINING and buffer.
+    /// Keeps draining them for the grace, within the run's deadline.
+    async fn grace_runs(
+        &self,
+        deadline: Option<Instant>,
+        cancel: &AtomicBool,
+        counters: &Counters,
+    ) -> Summary {
         let flipped = Instant::now();
         loop {
-            summary = self.watched_run(deadline, &cancel, &counters).await;
+            let summary = self.watched_run(deadline, cancel, counters).await;
             let room = deadline.is_none_or(|d| Instant::now() + GRACE_PACE * 2 < d);
             if summary.stop != Some(Stop::Empty) || flipped.elapsed() >= self.grace || !room {
-                break;
+                return summary;
             }
             tokio::time::sleep(GRACE_PACE).await;
         }
-        summary.switched_to = Some(next.as_str());
-        // A straggler still waiting (in backoff, or the grace ran out) would be
-        // overtaken by live hooks: DRAINING again, so they queue behind it.
-        if !self.grace.is_zero() && !matches!(self.engine.buffer.depth().await, Ok(0)) {
-            match self.switch.transition(next, State::Draining).await {
-                Ok(None) => {
-                    tracing::warn!("hooks still wait after the grace: spigot ON -> DRAINING");
-                    summary.switched_to = Some(State::Draining.as_str());
-                }
-                Ok(Some(found)) => {
-                    tracing::info!(%found, "hooks still wait; the spigot is {found}: left as it is")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "hooks still wait but the spigot could not be set DRAINING")
-                }
+    }
+
+    /// A straggler still waiting (in backoff, or the grace ran out) would be
+    /// overtaken by live hooks: DRAINING again, so they queue behind it.
+    /// True when it set DRAINING.
+    async fn stragglers_wait(&self, now: State) -> bool {
+        if self.grace.is_zero() || matches!(self.engine.buffer.depth().await, Ok(0)) {
+            return false;
+        }
+        match self.switch.transition(now, State::Draining).await {
+            Ok(None) => {
+                tracing::warn!("hooks still wait after the grace: spigot ON -> DRAINING");
+                true
+            }
+            Ok(Some(found)) => {
+                tracing::info!(%found, "hooks still wait; the spigot is {found}: left as it is");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "hooks still wait but the spigot could not be set DRAINING");
+                false
             }
         }
-        summary
     }
 
     /// A run of the engine that stops starting deliveries once the spigot reads OFF.

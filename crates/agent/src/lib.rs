@@ -514,6 +514,31 @@ impl Agent {
         }
     }
 
+    /// The request a previous run was interrupted in; `None` (and handled)
+    /// when it is unreadable or gone.
+    async fn interrupted(
+        &self,
+        state: &mut State,
+        sequence: u64,
+    ) -> Result<Option<Request>, AgentError> {
+        let fetched = trigger::request(&self.store, &self.trigger, sequence)
+            .await
+            .map_err(|e| AgentError::Failed(e.into()))?;
+        match fetched {
+            Some(Ok(request)) => Ok(Some(request)),
+            Some(Err(why)) => {
+                state.running = None;
+                self.unreadable(state, sequence, &why).await?;
+                Ok(None)
+            }
+            None => {
+                state.running = None;
+                state.save(&self.state_path)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// A request interrupted `MAX_ATTEMPTS` times is recorded failed, not run again.
     async fn give_up(
         &self,
@@ -600,21 +625,8 @@ impl Agent {
             state.save(&self.state_path)?;
             return Ok(());
         }
-        let request = match trigger::request(&self.store, &self.trigger, running.sequence)
-            .await
-            .map_err(|e| AgentError::Failed(e.into()))?
-        {
-            Some(Ok(request)) => request,
-            Some(Err(why)) => {
-                state.running = None;
-                self.unreadable(state, running.sequence, &why).await?;
-                return Ok(());
-            }
-            None => {
-                state.running = None;
-                state.save(&self.state_path)?;
-                return Ok(());
-            }
+        let Some(request) = self.interrupted(state, running.sequence).await? else {
+            return Ok(());
         };
         let note = format!(
             "attempt {} was interrupted (the agent stopped mid-script{})",

@@ -119,6 +119,19 @@ fn as_api_event(value: &serde_json::Value) -> Option<Result<Request, String>> {
     Some(body.map(|b| (headers, b)))
 }
 
+/// The body as GitHub sends it: JSON, or a form's `payload=` (`--form`).
+fn encoded(json: Vec<u8>, form: bool) -> Result<(Vec<u8>, &'static str), CliError> {
+    if !form {
+        return Ok((json, "application/json"));
+    }
+    let text = String::from_utf8(json)
+        .map_err(|_| CliError::Usage("a form payload must be UTF-8 JSON".into()))?;
+    Ok((
+        format!("payload={}", url_encode(&text)).into_bytes(),
+        "application/x-www-form-urlencoded",
+    ))
+}
+
 pub(crate) async fn send(args: SendArgs) -> Result<(), CliError> {
     let json = read(&args.file)?;
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&json).ok();
@@ -155,17 +168,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), CliError> {
     let secret = args.secret.clone().ok_or_else(|| {
         CliError::Usage("a payload is signed: pass --secret or set WEBHOOK_SECRET (spigot dev's is spigot-local-test-secret)".into())
     })?;
-    let (body, content_type) = if args.form {
-        let text = String::from_utf8(json)
-            .map_err(|_| CliError::Usage("a form payload must be UTF-8 JSON".into()))?;
-        let encoded: String = url_encode(&text);
-        (
-            format!("payload={encoded}").into_bytes(),
-            "application/x-www-form-urlencoded",
-        )
-    } else {
-        (json, "application/json")
-    };
+    let (body, content_type) = encoded(json, args.form)?;
     let delivery = args.delivery.clone().unwrap_or_else(new_delivery_id);
     let signature = sign_sha256(secret.as_bytes(), &body);
     let headers = [

@@ -467,6 +467,24 @@ pub(crate) async fn status(place: &Where, args: StatusArgs) -> Result<(), CliErr
 }
 
 /// One view of the state, the queues and what blocks a repository.
+/// Each blocked repository's head hook (`--wide`: when it is tried again),
+/// and how to move one aside.
+fn print_blocked(blocked: &[crate::blocked::Blocked], wide: bool) {
+    let now = spigot_core::ports::Clock::now_ms(&spigot_core::ports::SystemClock);
+    for b in blocked {
+        println!("{:<20} {}", "blocked", crate::blocked::line(b, now));
+        if wide {
+            println!("{:<20} {}", "", crate::blocked::next_attempt(b, now));
+        }
+    }
+    if let Some(b) = blocked.iter().find(|b| b.record.queue != "evaluation") {
+        println!(
+            "{:<20} spigot dlq aside --delivery {} (then `spigot dlq redrive` when it can go)",
+            "to move one aside", b.record.delivery
+        );
+    }
+}
+
 async fn status_once(place: &Where, args: &StatusArgs) -> Result<(), CliError> {
     let r = place.resolve().await?;
     let state = shown(switch(&r)?.read().await)?;
@@ -515,18 +533,6 @@ async fn status_once(place: &Where, args: &StatusArgs) -> Result<(), CliError> {
     println!("{:<20} {}", "dead letters", show(dlq));
     println!("{:<20} {}", "eval queue", show(eval));
     println!("{:<20} {}", "eval dead letters", show(eval_dlq));
-    let now = spigot_core::ports::Clock::now_ms(&spigot_core::ports::SystemClock);
-    for b in &blocked {
-        println!("{:<20} {}", "blocked", crate::blocked::line(b, now));
-        if args.wide {
-            println!("{:<20} {}", "", crate::blocked::next_attempt(b, now));
-        }
-    }
-    if let Some(b) = blocked.iter().find(|b| b.record.queue != "evaluation") {
-        println!(
-            "{:<20} spigot dlq aside --delivery {} (then `spigot dlq redrive` when it can go)",
-            "to move one aside", b.record.delivery
-        );
-    }
+    print_blocked(&blocked, args.wide);
     Ok(())
 }

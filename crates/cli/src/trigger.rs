@@ -203,14 +203,7 @@ async fn wait_for_agents(
     if args.json {
         let mut out = raised_json(request);
         out["expected"] = json!(expected);
-        out["agents"] = json!(
-            known
-                .iter()
-                .filter(|a| !receipts.contains_key(*a))
-                .map(|a| json!({"agent": a, "status": "pending"}))
-                .chain(receipts.values().map(|r| json!(r)))
-                .collect::<Vec<_>>()
-        );
+        out["agents"] = agents_json(known, &receipts);
         out["done"] = json!(all_done);
         out["timed_out"] = json!(!finished);
         println!("{out}");
@@ -237,6 +230,18 @@ async fn wait_for_agents(
         request.trigger,
         request.sequence
     )))
+}
+
+/// Every agent known or heard from: its receipt, or pending.
+fn agents_json(known: &[String], receipts: &BTreeMap<String, Receipt>) -> serde_json::Value {
+    json!(
+        known
+            .iter()
+            .filter(|a| !receipts.contains_key(*a))
+            .map(|a| json!({"agent": a, "status": "pending"}))
+            .chain(receipts.values().map(|r| json!(r)))
+            .collect::<Vec<_>>()
+    )
 }
 
 /// Why a wait timed out: the agents still without a final receipt.

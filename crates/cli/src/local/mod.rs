@@ -110,6 +110,22 @@ fn dev_settings(stack: &LocalStack, args: &DevArgs, secret: String) -> Settings 
     settings
 }
 
+/// The drainer, on a timer of `--drain-interval`; locally the stage spreads
+/// as fast as `--stage-lag-ms` says.
+fn start_drainer(
+    sdk: &spigot_aws::aws_config::SdkConfig,
+    stack: &LocalStack,
+    target_url: &str,
+    args: &DevArgs,
+) -> Result<(), CliError> {
+    let timeout = Duration::from_millis(args.forward_timeout_ms);
+    let grace = Duration::from_millis(args.stage_lag_ms) + Duration::from_secs(1);
+    let resume = Duration::from_secs(args.resume_healthy_seconds);
+    let drainer = drainer(sdk, stack, target_url, timeout, grace, resume)?;
+    drainer::every(drainer, Duration::from_secs(args.drain_interval));
+    Ok(())
+}
+
 /// What `spigot dev` says when it is up.
 fn announce(args: &DevArgs, stack: &LocalStack, target_url: &str, endpoint: &str) {
     eprintln!(
@@ -159,7 +175,6 @@ pub(crate) async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         .map(|a| format!("http://{a}/webhook"));
     stack::write(&stack)?;
 
-    let timeout = Duration::from_millis(args.forward_timeout_ms);
     let settings = dev_settings(&stack, &args, secret);
     let mut receiver = spigot_receiver::build(&sdk, &settings)
         .await
@@ -170,11 +185,7 @@ pub(crate) async fn run(place: &Where, args: DevArgs) -> Result<(), CliError> {
         .context("cannot build the trigger door")?;
     door.metrics = std::sync::Arc::new(QuietMetrics);
     if args.drain_interval > 0 && args.delivery_mode == DevMode::Push {
-        // Locally the stage spreads as fast as --stage-lag-ms says.
-        let grace = Duration::from_millis(args.stage_lag_ms) + Duration::from_secs(1);
-        let resume = Duration::from_secs(args.resume_healthy_seconds);
-        let drainer = drainer(&sdk, &stack, &target_url, timeout, grace, resume)?;
-        drainer::every(drainer, Duration::from_secs(args.drain_interval));
+        start_drainer(&sdk, &stack, &target_url, &args)?;
     }
     let max_push_age = match args.max_push_age {
         0 => Duration::MAX,

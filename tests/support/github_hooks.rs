@@ -200,7 +200,7 @@ async fn send(shared: &Shared, hook: &str, guid: &str, body: &[u8], redelivery: 
 }
 
 fn item(a: &Attempt) -> serde_json::Value {
-    let at = spigot_core::push::format_rfc3339(a.delivered_at);
+    let at = spigot_core::time::format_rfc3339(a.delivered_at);
     json!({
         "id": a.id,
         "guid": a.guid,

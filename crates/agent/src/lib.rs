@@ -655,7 +655,7 @@ impl Agent {
             agent: self.id.clone(),
             status: Status::InProgress,
             attempt,
-            started_at: spigot_core::push::format_rfc3339(SystemClock.now_ms() / 1000),
+            started_at: spigot_core::time::format_rfc3339(SystemClock.now_ms() / 1000),
             finished_at: None,
             duration_ms: None,
             script: ScriptRef {
@@ -871,7 +871,7 @@ pub fn finish(receipt: &mut Receipt, outcome: Outcome) {
     } else {
         Status::Done
     };
-    receipt.finished_at = Some(spigot_core::push::format_rfc3339(
+    receipt.finished_at = Some(spigot_core::time::format_rfc3339(
         SystemClock.now_ms() / 1000,
     ));
     receipt.duration_ms = Some(outcome.duration_ms);

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use spigot_core::ports::{Read, Triggers};
-use spigot_core::push::{Push, format_rfc3339};
+use spigot_core::push::Push;
 use spigot_core::signature::{Secrets, Verifier};
+use spigot_core::time::format_rfc3339;
 use spigot_core::trigger::{Keys, MAX_PUSH_BYTES, PushRef, Request};
 
 /// The newest push of a branch this agent deployed.

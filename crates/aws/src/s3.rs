@@ -3,7 +3,7 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use spigot_core::config::Settings;
-use spigot_core::ports::{PayloadStore, PortError, PortErrorKind};
+use spigot_core::ports::{Bucket, PortError, PortErrorKind};
 use spigot_core::resources::Resource;
 
 use crate::error::port;
@@ -168,7 +168,7 @@ impl S3Payloads {
     }
 }
 
-impl PayloadStore for S3Payloads {
+impl Bucket for S3Payloads {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
         self.objects.put(key, bytes, None).await
     }

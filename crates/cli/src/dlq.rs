@@ -10,7 +10,7 @@ use spigot_aws::aws_sdk_sqs::Client;
 use spigot_aws::aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use spigot_core::archive::{Step, What};
 use spigot_core::envelope::Envelope;
-use spigot_core::ports::{PayloadStore, PortErrorKind, Timeline};
+use spigot_core::ports::{Bucket, PortErrorKind, Timeline};
 
 use crate::CliError;
 use crate::resources::{Resolved, Where};
@@ -368,7 +368,7 @@ async fn show(
         Ok(Some(bytes)) => Some(bytes),
         Ok(None) => match (payloads, env.claim_key()) {
             (Some(store), Some(key)) => {
-                use spigot_core::ports::PayloadStore;
+                use spigot_core::ports::Bucket;
                 store.get(key).await.ok()
             }
             _ => None,
@@ -395,7 +395,7 @@ fn letter_json(letter: &Letter, env: &Envelope, body: Option<&[u8]>) -> serde_js
     json!({
         "delivery": env.delivery, "event": env.event, "repository": env.repository,
         "reason": letter.reason(), "attempts": env.attempts,
-        "received": spigot_core::push::format_rfc3339(env.received_at_ms / 1000),
+        "received": spigot_core::time::format_rfc3339(env.received_at_ms / 1000),
         "headers": env.headers, "body": body_json,
     })
 }
@@ -412,7 +412,7 @@ fn print_letter(letter: &Letter, env: &Envelope, body: Option<&[u8]>) {
     );
     println!(
         "received    {}",
-        spigot_core::push::format_rfc3339(env.received_at_ms / 1000)
+        spigot_core::time::format_rfc3339(env.received_at_ms / 1000)
     );
     println!("attempts    {}", env.attempts);
     println!("reason      {}", p(&letter.reason()));

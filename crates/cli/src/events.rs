@@ -3,8 +3,8 @@
 use serde_json::json;
 use spigot_aws::S3Archive;
 use spigot_core::archive::{Entry, Query, Row, Step, What, rows, timeline};
-use spigot_core::push::format_rfc3339;
 use spigot_core::resources::Resource;
+use spigot_core::time::format_rfc3339;
 
 use crate::CliError;
 use crate::resources::{Resolved, Where};
@@ -52,7 +52,7 @@ pub(crate) fn parse_moment(text: &str, now_ms: u64) -> Result<u64, String> {
             }
             _ => t.to_string(),
         };
-        return spigot_core::push::parse_rfc3339(&full)
+        return spigot_core::time::parse_rfc3339(&full)
             .map(|s| s.saturating_mul(1000))
             .ok_or_else(|| {
                 format!("{text:?} is not a time: give 2026-12-01T14:00Z or a duration such as 10m")

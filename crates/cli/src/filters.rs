@@ -146,7 +146,7 @@ async fn list(place: &Where, json: bool) -> Result<(), CliError> {
             Err(e) => println!("{:<28} {e}  {}", "(invalid)", f.key),
         }
     }
-    println!("{}", crate::switch::count(all.len() as u64, "filter"));
+    println!("{}", crate::words::count(all.len() as u64, "filter"));
     Ok(())
 }
 
@@ -364,7 +364,7 @@ fn too_old(push: &Push<'_>, max_push_age: u64, json: bool) -> bool {
     }
     let why = format!(
         "too old (pushed {}, more than MAX_PUSH_AGE {max_push_age} s ago): the evaluator starts nothing for it",
-        spigot_core::push::format_rfc3339(at)
+        spigot_core::time::format_rfc3339(at)
     );
     if json {
         println!("{}", json!([{"start": false, "why": why}]));

@@ -14,6 +14,7 @@ mod secret;
 mod send;
 mod switch;
 mod trigger;
+mod words;
 
 use clap::{Parser, Subcommand};
 

@@ -167,14 +167,14 @@ pub(crate) async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> 
                 Some(other) => other.to_string(),
                 None if s.retried > 0 => format!(
                     "{} failed and wait in backoff (next attempt in about {} s)",
-                    crate::switch::hooks(s.retried),
+                    crate::words::hooks(s.retried),
                     s.next_retry_secs.unwrap_or(0)
                 ),
                 None => "they are held by another consumer or not yet visible".to_string(),
             };
             return Err(CliError::Failed(anyhow::anyhow!(
                 "{} still in the buffer: {why}",
-                crate::switch::hooks(left)
+                crate::words::hooks(left)
             )));
         }
     }
@@ -193,7 +193,7 @@ pub(crate) async fn pull<B, P, T, S>(
 ) -> Option<Skipped>
 where
     B: spigot_core::ports::Buffer,
-    P: spigot_core::ports::PayloadStore,
+    P: spigot_core::ports::Bucket,
     T: Target,
     S: spigot_core::ports::Switch + Clone + 'static,
 {

@@ -345,7 +345,7 @@ fn dry_run(chosen: &[&Kept], missing: &[&str], json: bool) -> Result<(), CliErro
         for k in chosen {
             println!(
                 "would replay {}  {}  {}  {}",
-                spigot_core::push::format_rfc3339(k.head.received_at_ms / 1000),
+                spigot_core::time::format_rfc3339(k.head.received_at_ms / 1000),
                 k.head.delivery,
                 k.head.event,
                 k.head.repository.as_deref().unwrap_or("-")

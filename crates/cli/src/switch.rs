@@ -9,6 +9,7 @@ use spigot_core::spigot::{State, StateError};
 
 use crate::CliError;
 use crate::resources::{Resolved, Where};
+use crate::words::hooks;
 
 #[derive(clap::Args)]
 pub(crate) struct OnArgs {
@@ -307,16 +308,6 @@ async fn invoke_drainer(r: &Resolved, now: bool) -> Result<serde_json::Value, Cl
         .unwrap_or_default())
 }
 
-/// `1 hook`, `2 hooks`.
-pub(crate) fn hooks(n: u64) -> String {
-    count(n, "hook")
-}
-
-/// `1 filter`, `0 filters`: a count and its noun, as people write it.
-pub(crate) fn count(n: u64, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
-
 /// "drained 12 hooks to http://…; 0 dead-lettered; buffer empty".
 fn drain_sentence(summary: &serde_json::Value, target: Option<&str>, left: Option<u64>) -> String {
     let n = |k: &str| summary[k].as_u64().unwrap_or(0);
@@ -451,7 +442,7 @@ pub(crate) async fn status(place: &Where, args: StatusArgs) -> Result<(), CliErr
         }
         println!(
             "spigot status at {} (every {:?}; Ctrl-C stops)",
-            spigot_core::push::format_rfc3339(spigot_aws::now_ms() / 1000),
+            spigot_core::time::format_rfc3339(spigot_aws::now_ms() / 1000),
             args.every
         );
         if let Err(e) = status_once(place, &args).await {

@@ -192,7 +192,7 @@ async fn wait_for_agents(
         };
         println!(
             "waiting for {} ({names}); timeout {}",
-            crate::switch::count(expected as u64, "agent"),
+            crate::words::count(expected as u64, "agent"),
             humanize(args.timeout)
         );
     }
@@ -211,7 +211,7 @@ async fn wait_for_agents(
         println!(
             "{} of {} done, {failed} failed",
             done,
-            crate::switch::count(expected as u64, "agent")
+            crate::words::count(expected as u64, "agent")
         );
     }
     if all_done {
@@ -221,7 +221,7 @@ async fn wait_for_agents(
         false => timed_out(known, &receipts, expected, args),
         true => format!(
             "{} of {} failed",
-            crate::switch::count(failed as u64, "agent"),
+            crate::words::count(failed as u64, "agent"),
             expected
         ),
     };
@@ -262,7 +262,7 @@ fn timed_out(
     format!(
         "timed out after {} waiting for {}{}",
         humanize(args.timeout),
-        crate::switch::count(expected as u64, "agent"),
+        crate::words::count(expected as u64, "agent"),
         if waiting.is_empty() {
             String::new()
         } else {
@@ -348,7 +348,7 @@ fn print_receipt(r: &Receipt) {
         Status::Done => println!(
             "{}: done in {took} ({})",
             r.agent,
-            crate::switch::count(r.steps.len() as u64, "step")
+            crate::words::count(r.steps.len() as u64, "step")
         ),
         Status::Skipped => println!("{}: skipped", r.agent),
         Status::Failed => {

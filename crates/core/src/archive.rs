@@ -372,7 +372,7 @@ pub fn hour_prefixes(since_ms: u64, until_ms: u64) -> Vec<String> {
 
 /// `YYYY/MM/DD/HH` of an hour since the epoch.
 fn hour_path(hour: u64) -> String {
-    let t = crate::push::format_rfc3339(hour.saturating_mul(3600));
+    let t = crate::time::format_rfc3339(hour.saturating_mul(3600));
     // YYYY-MM-DDTHH:...
     format!("{}/{}/{}/{}", &t[0..4], &t[5..7], &t[8..10], &t[11..13])
 }
@@ -383,7 +383,7 @@ fn hour_of_path(path: &str) -> Option<u64> {
     let [y, m, d, h] = p.as_slice() else {
         return None;
     };
-    crate::push::parse_rfc3339(&format!("{y}-{m}-{d}T{h}:00:00Z")).map(|s| s / 3600)
+    crate::time::parse_rfc3339(&format!("{y}-{m}-{d}T{h}:00:00Z")).map(|s| s / 3600)
 }
 
 /// The repository index: an empty object per repository and hour in which

@@ -8,12 +8,12 @@
 //! engine and the evaluator).
 
 use crate::envelope::Envelope;
-use crate::ports::{DeadLetter, PayloadStore, PortErrorKind, Received};
+use crate::ports::{Bucket, DeadLetter, PortErrorKind, Received};
 use crate::webhook::Hook;
 
 /// Why a hook could not be made ready to send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Stow {
+pub enum StowError {
     /// Too large for a message, and no store to claim-check it in.
     #[error("{0}")]
     TooLarge(String),
@@ -25,19 +25,19 @@ pub enum Stow {
 /// The envelope of `hook`, its body kept in `store` under `prefix` (as copy
 /// `copy`) when the envelope would be larger than `limit` bytes: the
 /// claim-check every sender to the buffer uses (the receiver, a replay).
-pub async fn stow<P: PayloadStore>(
+pub async fn stow<P: Bucket>(
     hook: &Hook,
     store: Option<&P>,
     prefix: &str,
     limit: usize,
     copy: &str,
-) -> Result<Envelope, Stow> {
+) -> Result<Envelope, StowError> {
     let mut env = Envelope::from_hook(hook);
     if env.encoded_len() <= limit {
         return Ok(env);
     }
     let Some(store) = store else {
-        return Err(Stow::TooLarge(format!(
+        return Err(StowError::TooLarge(format!(
             "payload of {} bytes is larger than CLAIM_CHECK_BYTES={limit} and no CONFIG_BUCKET is set for claim-checks",
             hook.body.len(),
         )));
@@ -46,7 +46,7 @@ pub async fn stow<P: PayloadStore>(
     store
         .put(&key, hook.body.clone())
         .await
-        .map_err(|e| Stow::Unavailable(format!("cannot store the payload: {e}")))?;
+        .map_err(|e| StowError::Unavailable(format!("cannot store the payload: {e}")))?;
     Ok(env)
 }
 
@@ -82,10 +82,7 @@ pub struct Opened {
 }
 
 /// Opens `env`, reading a claim-checked body from `payloads`.
-pub async fn open<P: PayloadStore>(
-    env: &Envelope,
-    payloads: Option<&P>,
-) -> Result<Opened, OpenError> {
+pub async fn open<P: Bucket>(env: &Envelope, payloads: Option<&P>) -> Result<Opened, OpenError> {
     let body = match env.inline_body() {
         Ok(Some(b)) => b,
         Ok(None) => {

@@ -22,6 +22,7 @@ pub mod resources;
 pub mod signature;
 pub mod spigot;
 pub mod text;
+pub mod time;
 pub mod trigger;
 pub mod webhook;
 

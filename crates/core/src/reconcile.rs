@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{GitHub, PayloadStore, PortError, PortErrorKind};
+use crate::ports::{Bucket, GitHub, PortError, PortErrorKind};
 
 /// The longest window: GitHub keeps deliveries 3 days.
 pub const MAX_WINDOW_SECS: u64 = 3 * 86_400;
@@ -183,7 +183,7 @@ impl HookDelivery {
                 .as_u64()
                 .ok_or("a delivery whose id is not a number")?,
             guid: text("guid")?,
-            delivered_at: crate::push::parse_rfc3339(&at)
+            delivered_at: crate::time::parse_rfc3339(&at)
                 .ok_or_else(|| format!("a delivery whose delivered_at {at:?} is not RFC 3339"))?,
             redelivery: v["redelivery"].as_bool().unwrap_or(false),
             status: v["status"].as_str().unwrap_or_default().to_string(),
@@ -384,7 +384,7 @@ impl Options {
 /// given), and reports. `progress` sees each failed event as it is settled,
 /// with the number of failed events in all.
 /// GitHub refusing the credentials ends the run.
-pub async fn reconcile<G: GitHub, S: PayloadStore>(
+pub async fn reconcile<G: GitHub, S: Bucket>(
     github: &G,
     state: Option<&S>,
     options: &Options,
@@ -445,7 +445,7 @@ pub async fn reconcile<G: GitHub, S: PayloadStore>(
 /// Asks GitHub to redeliver `delivery`, and keeps that it did (saved as it
 /// goes: a run cut short, by a timeout, redelivers none twice). A 403 ends
 /// the run, with what was done saved.
-async fn redeliver<G: GitHub, S: PayloadStore>(
+async fn redeliver<G: GitHub, S: Bucket>(
     github: &G,
     state: Option<&S>,
     done: &mut Redelivered,
@@ -518,7 +518,7 @@ async fn to_redeliver<'o, G: GitHub>(
     Ok(todo)
 }
 
-async fn save<S: PayloadStore>(
+async fn save<S: Bucket>(
     state: Option<&S>,
     done: &Redelivered,
     now: u64,

@@ -575,7 +575,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn rfc3339(ms: u64) -> String {
-    crate::push::format_rfc3339(ms / 1000)
+    crate::time::format_rfc3339(ms / 1000)
 }
 
 /// The head of trigger `name` and its entity tag; `None` before the first raise.

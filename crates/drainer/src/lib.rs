@@ -10,7 +10,7 @@ use spigot_aws::{AwsError, HttpTarget, S3Payloads, SqsBuffer, StageSwitch};
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Buffer, Clock, MetricsSink, PayloadStore, StdoutMetrics, Switch, SystemClock, Target, Timeline,
+    Bucket, Buffer, Clock, MetricsSink, StdoutMetrics, Switch, SystemClock, Target, Timeline,
 };
 use spigot_core::spigot::State;
 use spigot_engine::{Counters, Engine, EngineConfig, SWITCH_CHECK_EVERY, Stop, Summary, gate};
@@ -99,7 +99,7 @@ pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsErro
     })
 }
 
-impl<B: Buffer, P: PayloadStore, T: Target, S: Switch> Drainer<B, P, T, S> {
+impl<B: Buffer, P: Bucket, T: Target, S: Switch> Drainer<B, P, T, S> {
     /// One scheduled run: gate closed (OFF, target down) → return at once
     /// without receiving. Resuming (DRAINING), it first waits until the
     /// target's health probe has passed `resume` in a row.

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use spigot_core::envelope::Envelope;
-use spigot_core::ports::{PayloadStore, PortErrorKind, Received};
+use spigot_core::ports::{Bucket, PortErrorKind, Received};
 
 /// Where attempt counts are kept in the config bucket.
 pub use spigot_core::layout::ATTEMPTS as PREFIX;
@@ -95,7 +95,7 @@ pub struct Prior {
 }
 
 /// Failed delivery attempts of `m` so far.
-pub async fn prior<P: PayloadStore>(store: Option<&P>, m: &Received) -> Prior {
+pub async fn prior<P: Bucket>(store: Option<&P>, m: &Received) -> Prior {
     let counted = |attempts| Prior {
         attempts,
         denied: false,
@@ -136,7 +136,7 @@ pub async fn prior<P: PayloadStore>(store: Option<&P>, m: &Received) -> Prior {
 }
 
 /// Records `m`'s failure: `record.attempts` so far, the last one `record.last`.
-pub async fn record<P: PayloadStore>(store: Option<&P>, m: &Received, record: &Record) {
+pub async fn record<P: Bucket>(store: Option<&P>, m: &Received, record: &Record) {
     let Some(store) = store else {
         return;
     };
@@ -148,7 +148,7 @@ pub async fn record<P: PayloadStore>(store: Option<&P>, m: &Received, record: &R
 }
 
 /// Forgets `m`'s count (delivered or dead-lettered).
-pub async fn clear<P: PayloadStore>(store: Option<&P>, m: &Received) {
+pub async fn clear<P: Bucket>(store: Option<&P>, m: &Received) {
     if let Some(store) = store
         && let Err(e) = store.delete(&key(m)).await
     {

@@ -14,7 +14,7 @@ use spigot_core::archive::{self, What};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::ports::{
-    Buffer, Clock, DeadLetter, PayloadStore, Received, SystemClock, Target, Timeline,
+    Bucket, Buffer, Clock, DeadLetter, Received, SystemClock, Target, Timeline,
 };
 use spigot_core::webhook::Hook;
 
@@ -300,7 +300,7 @@ impl Run<'_> {
     }
 }
 
-impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
+impl<B: Buffer, P: Bucket, T: Target> Engine<B, P, T> {
     /// Runs until the buffer is empty (or forever, without `until_empty`), the
     /// deadline nears, the breaker trips, or `cancel` is set.
     pub async fn run(
@@ -493,7 +493,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
                 // Decoded once: its size bounds the bytes in flight, then it is delivered.
                 let env = Envelope::decode(&m.body);
                 let _bytes = self.hold_body(run, &m, env.as_ref().ok()).await;
-                self.one(&m, env, prior, run.counters).await
+                self.open_and_deliver(&m, env, prior, run.counters).await
             };
             if prior > 0 && !matches!(step, Step::Retry { .. }) {
                 attempts::clear(self.payloads.as_ref(), &m).await;
@@ -704,7 +704,7 @@ impl<B: Buffer, P: PayloadStore, T: Target> Engine<B, P, T> {
     }
 
     /// One message, after `prior` failed attempts: delivered, dead-lettered, or to retry.
-    async fn one(
+    async fn open_and_deliver(
         &self,
         m: &Received,
         decoded: Result<Envelope, spigot_core::envelope::EnvelopeError>,
@@ -925,4 +925,243 @@ enum Step {
         reason: String,
         retry_after: Option<u64>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    //! The run loop on the FIFO-faithful in-memory buffer: groups locked
+    //! while in flight, visibility, receive counts; the buffer's own clock
+    //! stands in for time passing.
+
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    use spigot_core::delivery::Failure as Refused;
+    use spigot_core::ports::memory::{MemoryBuffer, MemoryPayloads};
+
+    use super::*;
+
+    /// A target answering each delivery id from its own script (2xx when
+    /// the script is empty), recording what it was sent, in order.
+    #[derive(Default)]
+    struct Scripted {
+        scripts: Mutex<HashMap<String, VecDeque<Delivery>>>,
+        got: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn answer(&self, delivery: &str, answers: &[Delivery]) {
+            self.scripts
+                .lock()
+                .unwrap()
+                .insert(delivery.to_string(), answers.iter().cloned().collect());
+        }
+
+        fn got(&self) -> Vec<String> {
+            self.got.lock().unwrap().clone()
+        }
+    }
+
+    impl Target for Scripted {
+        async fn deliver(&self, hook: &spigot_core::webhook::Hook) -> Delivery {
+            self.got.lock().unwrap().push(hook.delivery.clone());
+            self.scripts
+                .lock()
+                .unwrap()
+                .get_mut(&hook.delivery)
+                .and_then(VecDeque::pop_front)
+                .unwrap_or(Delivery::Delivered(200))
+        }
+        async fn probe(&self) -> bool {
+            true
+        }
+    }
+
+    fn refused(status: u16) -> Refused {
+        Refused {
+            status: Some(status),
+            reason: format!("target answered {status}"),
+            retry_after: None,
+        }
+    }
+
+    fn hook(repo: &str, id: &str) -> Envelope {
+        let body = format!(r#"{{"repository":{{"full_name":"{repo}"}}}}"#);
+        let h = spigot_core::webhook::Hook::read(
+            [
+                ("x-github-delivery", id),
+                ("x-github-event", "push"),
+                ("content-type", "application/json"),
+            ],
+            body.into_bytes(),
+            1,
+        )
+        .unwrap();
+        Envelope::from_hook(&h)
+    }
+
+    type TestEngine = Engine<MemoryBuffer, MemoryPayloads, Scripted>;
+
+    async fn engine(hooks: &[(&str, &str)], config: EngineConfig) -> TestEngine {
+        let buffer = MemoryBuffer::with_visibility(Duration::from_secs(30));
+        for (repo, id) in hooks {
+            buffer.send(&hook(repo, id)).await.unwrap();
+        }
+        Engine::new(
+            buffer,
+            Some(MemoryPayloads::default()),
+            Scripted::default(),
+            config,
+        )
+    }
+
+    fn config() -> EngineConfig {
+        EngineConfig::test(2, Duration::from_secs(1))
+    }
+
+    async fn run(e: &TestEngine) -> Summary {
+        e.run(None, &AtomicBool::new(false), &Counters::default())
+            .await
+    }
+
+    fn of(got: &[String], repo_prefix: &str) -> Vec<String> {
+        got.iter()
+            .filter(|d| d.starts_with(repo_prefix))
+            .cloned()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_repository_is_delivered_in_order_and_the_buffer_ends_empty() {
+        let e = engine(
+            &[
+                ("o/a", "a1"),
+                ("o/b", "b1"),
+                ("o/a", "a2"),
+                ("o/b", "b2"),
+                ("o/a", "a3"),
+            ],
+            config(),
+        )
+        .await;
+        let s = run(&e).await;
+        assert_eq!((s.delivered, s.retried, s.stop), (5, 0, Some(Stop::Empty)));
+        let got = e.target.got();
+        assert_eq!(of(&got, "a"), ["a1", "a2", "a3"]);
+        assert_eq!(of(&got, "b"), ["b1", "b2"]);
+        assert_eq!(e.buffer.depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_holds_the_rest_of_its_repository_and_no_other() {
+        let e = engine(
+            &[
+                ("o/a", "a1"),
+                ("o/a", "a2"),
+                ("o/a", "a3"),
+                ("o/b", "b1"),
+                ("o/b", "b2"),
+            ],
+            config(),
+        )
+        .await;
+        e.target.answer("a1", &[Delivery::Retryable(refused(503))]);
+        let first = run(&e).await;
+        assert_eq!((first.delivered, first.retried, first.held), (2, 1, 2));
+        assert_eq!(of(&e.target.got(), "a"), ["a1"], "a2 and a3 wait behind a1");
+        assert_eq!(e.buffer.depth().await.unwrap(), 3);
+        // Before its backoff ends, nothing of a is handed out again.
+        let early = run(&e).await;
+        assert_eq!(early.delivered, 0);
+        e.buffer.advance(3_000);
+        let after = run(&e).await;
+        assert_eq!(after.delivered, 3);
+        assert_eq!(of(&e.target.got(), "a"), ["a1", "a1", "a2", "a3"]);
+        assert_eq!(e.buffer.depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_group_held_by_a_dead_consumer_waits_out_its_visibility_and_goes_on_in_order() {
+        let e = engine(&[("o/a", "a1"), ("o/a", "a2"), ("o/b", "b1")], config()).await;
+        // Another consumer receives a's messages and dies holding them.
+        let held = e.buffer.receive(2, 0).await.unwrap();
+        let groups: Vec<&str> = held.iter().map(|m| m.group.as_str()).collect();
+        assert_eq!(groups.len(), 2);
+        assert!(groups.iter().all(|g| g.contains('a')), "{groups:?}");
+        let s = run(&e).await;
+        assert_eq!(s.delivered, 1, "only b: a is locked while in flight");
+        assert_eq!(e.target.got(), ["b1"]);
+        e.buffer.advance(30_000);
+        let s = run(&e).await;
+        assert_eq!(s.delivered, 2);
+        assert_eq!(e.target.got(), ["b1", "a1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn the_attempt_cap_dead_letters_with_the_last_answer_and_the_repository_goes_on() {
+        let mut cfg = config();
+        cfg.policy.max_attempts = 2;
+        let e = engine(&[("o/a", "a1"), ("o/a", "a2")], cfg).await;
+        e.target.answer(
+            "a1",
+            &[
+                Delivery::Retryable(refused(503)),
+                Delivery::Retryable(refused(502)),
+            ],
+        );
+        assert_eq!(run(&e).await.retried, 1);
+        e.buffer.advance(3_000);
+        let s = run(&e).await;
+        assert_eq!((s.dead_lettered, s.delivered), (1, 1));
+        let dead = e.buffer.dead.lock().unwrap().clone();
+        assert_eq!(dead.len(), 1);
+        assert!(
+            dead[0]
+                .reason
+                .contains("gave up after 2 delivery attempts; last: target answered 502"),
+            "{}",
+            dead[0].reason
+        );
+        assert_eq!(e.target.got(), ["a1", "a1", "a2"]);
+        assert_eq!(e.buffer.depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_dead_letters_only_that_hook() {
+        let e = engine(&[("o/a", "a1"), ("o/a", "a2"), ("o/b", "b1")], config()).await;
+        e.target.answer("a1", &[Delivery::Permanent(refused(400))]);
+        let s = run(&e).await;
+        assert_eq!((s.dead_lettered, s.delivered, s.retried), (1, 2, 0));
+        assert_eq!(of(&e.target.got(), "a"), ["a1", "a2"]);
+        assert_eq!(e.buffer.dead.lock().unwrap()[0].status, Some(400));
+    }
+
+    #[tokio::test]
+    async fn the_breaker_stops_a_run_after_consecutive_retryable_failures() {
+        let e = engine(
+            &[("o/a", "a1"), ("o/b", "b1"), ("o/c", "c1"), ("o/d", "d1")],
+            EngineConfig::test(1, Duration::from_secs(1)),
+        )
+        .await;
+        for id in ["a1", "b1", "c1", "d1"] {
+            e.target.answer(id, &[Delivery::Retryable(refused(503))]);
+        }
+        let s = run(&e).await;
+        assert_eq!(s.stop, Some(Stop::Breaker));
+        assert_eq!(s.delivered, 0);
+        // Three failures in a row trip it: the fourth is released unattempted.
+        assert_eq!(
+            (s.retried, s.released, s.answers),
+            (3, 1, [0, 0, 3, 0]),
+            "{s:?}"
+        );
+        // Control: with the backoffs over, the three go; the fourth gets its
+        // first attempt (refused, as scripted), and goes at the next run.
+        e.buffer.advance(3_000);
+        let s = run(&e).await;
+        assert_eq!((s.delivered, s.retried), (3, 1), "{s:?}");
+        e.buffer.advance(3_000);
+        assert_eq!(run(&e).await.delivered, 1);
+        assert_eq!(e.buffer.depth().await.unwrap(), 0);
+    }
 }

@@ -16,9 +16,8 @@ use spigot_core::filter::{
 };
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Clock, EvalLetters, FilterStore, GitHub, MetricsSink, NoLetters, NoTriggers, PayloadStore,
-    Pipelines, PortErrorKind, Received, Start, StartError, StdoutMetrics, SystemClock, Timeline,
-    Triggers,
+    Bucket, Clock, EvalLetters, FilterStore, GitHub, MetricsSink, NoLetters, NoTriggers, Pipelines,
+    PortErrorKind, Received, Start, StartError, StdoutMetrics, SystemClock, Timeline, Triggers,
 };
 use spigot_core::push::{Completion, Push, complete};
 use spigot_core::resources::Resource;
@@ -117,14 +116,16 @@ pub struct Stats {
 /// only a backstop: it also counts receives of pushes held behind a failing one.
 pub const EVAL_ATTEMPTS: u32 = 5;
 
-/// The evaluator and its ports.
-pub struct Evaluator<F, P, S, G, L = NoLetters, T = NoTriggers> {
+/// The evaluator and its ports: `F` filters, `C` CodePipeline, `P` the
+/// bucket's payloads (as everywhere), `G` GitHub, `L` the evaluation
+/// dead-letter queue, `T` triggers.
+pub struct Evaluator<F, C, P, G, L = NoLetters, T = NoTriggers> {
     /// Filter objects.
     pub filters: F,
     /// CodePipeline.
-    pub pipelines: P,
+    pub pipelines: C,
     /// Claim-check payloads.
-    pub payloads: Option<S>,
+    pub payloads: Option<P>,
     /// How long a repository's compiled filters stay cached.
     pub cache_ttl: Duration,
     /// Where each batch's EMF metrics go.
@@ -156,9 +157,9 @@ enum Failure {
     Unreadable(String),
 }
 
-impl<F, P, S, G> Evaluator<F, P, S, G> {
+impl<F, C, P, G> Evaluator<F, C, P, G> {
     /// An evaluator with an empty cache (no evaluation dead-letter queue).
-    pub fn new(filters: F, pipelines: P, payloads: Option<S>, cache_ttl: Duration) -> Self {
+    pub fn new(filters: F, pipelines: C, payloads: Option<P>, cache_ttl: Duration) -> Self {
         Self {
             filters,
             pipelines,
@@ -176,29 +177,29 @@ impl<F, P, S, G> Evaluator<F, P, S, G> {
     }
 }
 
-impl<F, P, S, G, T> Evaluator<F, P, S, G, NoLetters, T> {
+impl<F, C, P, G, T> Evaluator<F, C, P, G, NoLetters, T> {
     /// The same evaluator, dead-lettering through `letters`.
-    pub fn with_letters<L>(mut self, letters: Option<L>) -> Evaluator<F, P, S, G, L, T> {
+    pub fn with_letters<L>(mut self, letters: Option<L>) -> Evaluator<F, C, P, G, L, T> {
         let triggers = self.triggers.take();
         self.with_outlets(letters, triggers)
     }
 }
 
-impl<F, P, S, G, L> Evaluator<F, P, S, G, L, NoTriggers> {
+impl<F, C, P, G, L> Evaluator<F, C, P, G, L, NoTriggers> {
     /// The same evaluator, raising the triggers that filters name in `triggers`.
-    pub fn with_triggers<T>(mut self, triggers: Option<T>) -> Evaluator<F, P, S, G, L, T> {
+    pub fn with_triggers<T>(mut self, triggers: Option<T>) -> Evaluator<F, C, P, G, L, T> {
         let letters = self.letters.take();
         self.with_outlets(letters, triggers)
     }
 }
 
-impl<F, P, S, G, L, T> Evaluator<F, P, S, G, L, T> {
+impl<F, C, P, G, L, T> Evaluator<F, C, P, G, L, T> {
     /// The same evaluator with these dead-letter queue and trigger store.
     fn with_outlets<L2, T2>(
         self,
         letters: Option<L2>,
         triggers: Option<T2>,
-    ) -> Evaluator<F, P, S, G, L2, T2> {
+    ) -> Evaluator<F, C, P, G, L2, T2> {
         Evaluator {
             filters: self.filters,
             pipelines: self.pipelines,
@@ -216,8 +217,8 @@ impl<F, P, S, G, L, T> Evaluator<F, P, S, G, L, T> {
     }
 }
 
-impl<F: FilterStore, P: Pipelines, S: PayloadStore, G: GitHub, L: EvalLetters, T: Triggers>
-    Evaluator<F, P, S, G, L, T>
+impl<F: FilterStore, C: Pipelines, P: Bucket, G: GitHub, L: EvalLetters, T: Triggers>
+    Evaluator<F, C, P, G, L, T>
 {
     /// Handles a batch; records to retry are returned as `batchItemFailures`.
     /// The queue is FIFO, grouped by repository: once a record fails, the later

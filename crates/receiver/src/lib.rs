@@ -15,14 +15,14 @@ use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
 use spigot_core::archive::{Step, What, hook_record, index_keys, step_records};
-use spigot_core::claim::{Stow, dead_letter, stow};
+use spigot_core::claim::{StowError, dead_letter, stow};
 use spigot_core::config::{DeliveryMode, Secret, Settings};
 use spigot_core::delivery::Delivery;
 use spigot_core::envelope::Envelope;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Archive, Buffer, EvalQueue, MetricsSink, PayloadStore, PortError, PortErrorKind, StageRef,
-    Stages, StdoutMetrics, Target,
+    Archive, Bucket, Buffer, EvalQueue, MetricsSink, PortError, PortErrorKind, StageRef, Stages,
+    StdoutMetrics, Target,
 };
 use spigot_core::spigot::{STAGE_VARIABLE, State};
 use spigot_core::webhook::Hook;
@@ -311,7 +311,7 @@ impl Taken {
                 "Duplicates",
                 200,
                 json!({"status": "duplicate", "delivery": delivery,
-                       "first_taken": spigot_core::push::format_rfc3339(first_ms / 1000)}),
+                       "first_taken": spigot_core::time::format_rfc3339(first_ms / 1000)}),
             ),
             Taken::Unevaluated(taken) => {
                 let (_, mut answer) = taken.answer();
@@ -371,7 +371,7 @@ impl Refusal {
 impl<B, P, T, E, C> Receiver<B, P, T, E, C>
 where
     B: Buffer,
-    P: PayloadStore,
+    P: Bucket,
     T: Target,
     E: EvalQueue,
     C: Stages,
@@ -668,7 +668,7 @@ where
     }
 
     /// The envelope of `hook`, its body claim-checked under `prefix` when too large.
-    async fn envelope(&self, hook: &Hook, prefix: &str) -> Result<Envelope, Stow> {
+    async fn envelope(&self, hook: &Hook, prefix: &str) -> Result<Envelope, StowError> {
         stow(
             hook,
             self.payloads.as_ref(),
@@ -691,7 +691,7 @@ where
                 .buffer
                 .send(&env)
                 .await
-                .map_err(|e| Stow::Unavailable(e.to_string())),
+                .map_err(|e| StowError::Unavailable(e.to_string())),
             Err(e) => Err(e),
         };
         match result {
@@ -703,11 +703,11 @@ where
                     why,
                 })
             }
-            Err(Stow::TooLarge(message)) => {
+            Err(StowError::TooLarge(message)) => {
                 tracing::error!(%delivery, error = %message, "cannot buffer");
                 Err(Refusal::TooLarge { delivery })
             }
-            Err(Stow::Unavailable(e)) => {
+            Err(StowError::Unavailable(e)) => {
                 tracing::error!(%delivery, error = %e, "cannot buffer");
                 Err(Refusal::Unavailable { delivery })
             }

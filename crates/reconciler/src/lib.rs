@@ -10,7 +10,7 @@ use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{AwsError, GitHubApi, S3Payloads};
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
-use spigot_core::ports::{GitHub, MetricsSink, PayloadStore, StdoutMetrics};
+use spigot_core::ports::{Bucket, GitHub, MetricsSink, StdoutMetrics};
 use spigot_core::reconcile::HookSource;
 use spigot_core::reconcile::{Action, Options, ReconcileError, Report, reconcile};
 
@@ -46,15 +46,29 @@ pub const ENVIRONMENT: &[&str] = &[
     "GITHUB_APP_INSTALLATION_ID",
 ];
 
+/// Why the reconciler could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An AWS call or setting failed (the GitHub credentials' secret, say).
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// No credentials to call GitHub with.
+    #[error(
+        "no GitHub credentials: set GITHUB_TOKEN_SECRET_ARN (or GITHUB_TOKEN), or GITHUB_APP_ID with its key and installation"
+    )]
+    NoCredentials,
+    /// Nothing to reconcile (no `GITHUB_HOOKS`).
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+}
+
 /// The reconciler of a deployment: GitHub credentials and hooks from the settings.
-pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReconciler, AwsError> {
-    let github = GitHubApi::from_settings(sdk, settings).await?.ok_or_else(|| {
-        AwsError::GitHub(
-            "no GitHub credentials: set GITHUB_TOKEN_SECRET_ARN (or GITHUB_TOKEN), or GITHUB_APP_ID with its key and installation".into(),
-        )
-    })?;
+pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReconciler, BuildError> {
+    let github = GitHubApi::from_settings(sdk, settings)
+        .await?
+        .ok_or(BuildError::NoCredentials)?;
     if settings.github_hooks.is_empty() {
-        return Err(AwsError::GitHub(ReconcileError::NoHooks.to_string()));
+        return Err(ReconcileError::NoHooks.into());
     }
     Ok(Reconciler {
         github,
@@ -66,7 +80,7 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsReconciler
     })
 }
 
-impl<G: GitHub, S: PayloadStore> Reconciler<G, S> {
+impl<G: GitHub, S: Bucket> Reconciler<G, S> {
     /// One scheduled run at `now` (seconds since the epoch).
     pub async fn run(&self, now: u64) -> Result<Report, ReconcileError> {
         let options = Options {

@@ -8,15 +8,99 @@ use crate::delivery::Delivery;
 use crate::envelope::Envelope;
 use crate::webhook::Hook;
 
-/// A buffer in memory: every send is recorded, receive pops in order.
+/// A buffer in memory with SQS FIFO's semantics: messages of a group are
+/// handed out in order, a group is locked while any of its messages is in
+/// flight, a received message is hidden for the visibility timeout (then
+/// comes back, its receive count one higher), and a receipt handle is good
+/// for one receive. Time is the buffer's own clock ([`MemoryBuffer::advance`]),
+/// so tests pass time without waiting.
 #[derive(Debug, Default)]
 pub struct MemoryBuffer {
-    /// Envelopes sent, as encoded text.
+    /// Envelopes sent, as encoded text (a log: receiving does not remove them).
     pub sent: Mutex<VecDeque<String>>,
     /// Dead letters sent.
     pub dead: Mutex<Vec<DeadLetter>>,
     /// When set, every call fails with this message.
     pub fail: Mutex<Option<String>>,
+    queue: Mutex<Fifo>,
+}
+
+#[derive(Debug, Default)]
+struct Fifo {
+    now_ms: u64,
+    visibility_ms: Option<u64>,
+    next: u64,
+    messages: Vec<Queued>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    id: String,
+    body: String,
+    group: String,
+    receives: u32,
+    sent_ms: u64,
+    /// The handle of its current receive, while in flight.
+    receipt: Option<String>,
+    hidden_until_ms: u64,
+}
+
+impl Fifo {
+    fn visibility_ms(&self) -> u64 {
+        self.visibility_ms.unwrap_or(30_000)
+    }
+
+    fn in_flight(&self, q: &Queued) -> bool {
+        q.receipt.is_some() && q.hidden_until_ms > self.now_ms
+    }
+
+    /// Up to `max` messages: each group's head run, skipping groups locked
+    /// by a message in flight, in the order the groups' heads were sent.
+    fn receive(&mut self, max: usize) -> Vec<Received> {
+        let locked: std::collections::HashSet<String> = self
+            .messages
+            .iter()
+            .filter(|q| self.in_flight(q))
+            .map(|q| q.group.clone())
+            .collect();
+        let mut taken = Vec::new();
+        let mut passed = std::collections::HashSet::new();
+        let hide_until = self.now_ms + self.visibility_ms();
+        for q in self.messages.iter_mut() {
+            if taken.len() >= max {
+                break;
+            }
+            if locked.contains(&q.group) || passed.contains(&q.group) {
+                continue;
+            }
+            // A group yields only from its head: once one is skipped, the rest wait.
+            if taken.len() + 1 > max {
+                passed.insert(q.group.clone());
+                continue;
+            }
+            self.next += 1;
+            let receipt = format!("{}#{}", q.id, self.next);
+            q.receipt = Some(receipt.clone());
+            q.hidden_until_ms = hide_until;
+            q.receives = q.receives.saturating_add(1);
+            taken.push(Received {
+                message_id: q.id.clone(),
+                receipt,
+                body: q.body.clone(),
+                receive_count: q.receives,
+                group: q.group.clone(),
+                sent_ms: q.sent_ms,
+            });
+        }
+        taken
+    }
+
+    fn by_receipt(&mut self, receipt: &str) -> Option<&mut Queued> {
+        let now = self.now_ms;
+        self.messages
+            .iter_mut()
+            .find(|q| q.receipt.as_deref() == Some(receipt) && q.hidden_until_ms > now)
+    }
 }
 
 impl MemoryBuffer {
@@ -26,45 +110,87 @@ impl MemoryBuffer {
             None => Ok(()),
         }
     }
+
+    /// A buffer whose receives hide messages for `visibility`.
+    pub fn with_visibility(visibility: std::time::Duration) -> Self {
+        let buffer = Self::default();
+        buffer.queue.lock().unwrap().visibility_ms = Some(visibility.as_millis() as u64);
+        buffer
+    }
+
+    /// Moves the buffer's clock `ms` on: hidden messages whose time is up come back.
+    pub fn advance(&self, ms: u64) {
+        let mut q = self.queue.lock().unwrap();
+        q.now_ms = q.now_ms.saturating_add(ms);
+    }
+
+    /// The bodies still in the queue (visible or in flight), in order.
+    pub fn waiting(&self) -> Vec<String> {
+        let q = self.queue.lock().unwrap();
+        q.messages.iter().map(|m| m.body.clone()).collect()
+    }
 }
 
 impl Buffer for MemoryBuffer {
     async fn send(&self, envelope: &Envelope) -> Result<(), PortError> {
         self.check()?;
-        self.sent.lock().unwrap().push_back(envelope.encode());
+        let body = envelope.encode();
+        self.sent.lock().unwrap().push_back(body.clone());
+        let mut q = self.queue.lock().unwrap();
+        q.next += 1;
+        let queued = Queued {
+            id: format!("m{}", q.next),
+            body,
+            group: envelope.group_id(),
+            receives: 0,
+            sent_ms: q.now_ms,
+            receipt: None,
+            hidden_until_ms: 0,
+        };
+        q.messages.push(queued);
         Ok(())
     }
     async fn receive(&self, max: i32, _wait: i32) -> Result<Vec<Received>, PortError> {
         self.check()?;
-        let mut q = self.sent.lock().unwrap();
-        let n = (max.max(0) as usize).min(q.len());
-        Ok(q.drain(..n)
-            .enumerate()
-            .map(|(i, body)| Received {
-                message_id: i.to_string(),
-                receipt: i.to_string(),
-                group: Envelope::decode(&body)
-                    .map(|e| e.group_id())
-                    .unwrap_or_default(),
-                body,
-                receive_count: 1,
-                sent_ms: 0,
-            })
-            .collect())
+        let max = usize::try_from(max.clamp(0, 10)).unwrap_or(0);
+        Ok(self.queue.lock().unwrap().receive(max))
     }
-    async fn delete(&self, _receipts: &[String]) -> Result<(), PortError> {
-        self.check()
+    async fn delete(&self, receipts: &[String]) -> Result<(), PortError> {
+        self.check()?;
+        let mut q = self.queue.lock().unwrap();
+        let now = q.now_ms;
+        // A handle whose receive has expired deletes nothing (SQS FIFO refuses it).
+        q.messages.retain(|m| {
+            !(m.hidden_until_ms > now && m.receipt.as_ref().is_some_and(|r| receipts.contains(r)))
+        });
+        Ok(())
     }
-    async fn set_visibility(&self, _receipt: &str, _seconds: i32) -> Result<(), PortError> {
-        self.check()
+    async fn set_visibility(&self, receipt: &str, seconds: i32) -> Result<(), PortError> {
+        self.check()?;
+        let mut q = self.queue.lock().unwrap();
+        let until = q.now_ms + u64::try_from(seconds.max(0)).unwrap_or(0) * 1000;
+        match q.by_receipt(receipt) {
+            Some(m) => {
+                m.hidden_until_ms = until;
+                if seconds == 0 {
+                    m.receipt = None;
+                }
+                Ok(())
+            }
+            None => Err(PortError::of(
+                PortErrorKind::Invalid,
+                format!("receipt handle {receipt} has expired"),
+            )),
+        }
     }
     async fn visibility_timeout(&self) -> Result<std::time::Duration, PortError> {
         self.check()?;
-        Ok(std::time::Duration::from_secs(30))
+        let ms = self.queue.lock().unwrap().visibility_ms();
+        Ok(std::time::Duration::from_millis(ms))
     }
     async fn depth(&self) -> Result<u64, PortError> {
         self.check()?;
-        Ok(self.sent.lock().unwrap().len() as u64)
+        Ok(self.queue.lock().unwrap().messages.len() as u64)
     }
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PortError> {
         self.check()?;
@@ -77,7 +203,7 @@ impl Buffer for MemoryBuffer {
 #[derive(Debug, Default)]
 pub struct MemoryPayloads(pub Mutex<BTreeMap<String, Vec<u8>>>);
 
-impl PayloadStore for MemoryPayloads {
+impl Bucket for MemoryPayloads {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), PortError> {
         self.0.lock().unwrap().insert(key.to_string(), bytes);
         Ok(())

@@ -2,6 +2,7 @@
 //! `spigot-aws` for AWS and by [`memory`] (feature `memory`) for unit tests.
 
 mod archive;
+mod bucket;
 mod buffer;
 mod clock;
 mod error;
@@ -9,7 +10,6 @@ mod eval;
 mod filters;
 mod github;
 mod metrics;
-mod payloads;
 mod pipelines;
 mod stacks;
 mod switch;
@@ -20,6 +20,7 @@ mod triggers;
 pub mod memory;
 
 pub use archive::{Archive, Timeline};
+pub use bucket::Bucket;
 pub use buffer::{Buffer, DeadLetter, Received};
 pub use clock::{Clock, SystemClock};
 pub use error::{PortError, PortErrorKind};
@@ -27,7 +28,6 @@ pub use eval::{EvalLetters, EvalQueue, NoLetters};
 pub use filters::{FilterStore, StoredFilter};
 pub use github::GitHub;
 pub use metrics::{MetricsSink, QuietMetrics, StdoutMetrics};
-pub use payloads::PayloadStore;
 pub use pipelines::{Pipelines, Start, StartError};
 pub use stacks::{NoStacks, StackResource, Stacks};
 pub use switch::{ApiKind, StageRef, Stages, Switch, SwitchError};

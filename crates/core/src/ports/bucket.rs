@@ -2,8 +2,12 @@ use std::future::Future;
 
 use super::PortError;
 
-/// Claim-check storage for bodies too large for a queue message.
-pub trait PayloadStore: Send + Sync {
+/// The config bucket, as a store of objects by key: claim-check bodies too
+/// large for a queue message, and every other prefix of
+/// [`crate::layout::LAYOUT`] (attempt records, start records, dedupe marks,
+/// the reconciler's state). `S3Payloads` in spigot-aws; `MemoryPayloads` in
+/// unit tests.
+pub trait Bucket: Send + Sync {
     /// Stores `bytes` under `key`.
     fn put(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Reads `key` (absent: a [`super::PortErrorKind::NotFound`] error).

@@ -120,16 +120,6 @@ fn server(dir: &Path, name: &str) -> (Server, u16) {
     (Server(child), port)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_private_ca_is_trusted_by_the_target_and_the_sdk_alike() {
@@ -177,7 +167,7 @@ async fn a_private_ca_is_trusted_by_the_target_and_the_sdk_alike() {
             .send()
             .await
             .expect_err("s_server is no SQS");
-        error_chain(&e)
+        spigot_aws::error_text(&e)
     };
     let trusted = sqs(good).await;
     let stranger = sqs(bad).await;

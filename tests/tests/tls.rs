@@ -120,7 +120,6 @@ fn server(dir: &Path, name: &str) -> (Server, u16) {
     (Server(child), port)
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_private_ca_is_trusted_by_the_target_and_the_sdk_alike() {
     let dir = std::env::temp_dir().join(unique("tls"));

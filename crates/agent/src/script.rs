@@ -207,7 +207,8 @@ impl TryFrom<StepKeys> for RawStep {
             .timeout
             .as_deref()
             .map(spigot_core::duration::parse)
-            .transpose()?;
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(RawStep(Step {
             action,
             name: k.name,

@@ -132,13 +132,19 @@ impl spigot_core::signature::SecretFetch for SecretsManagerFetch {
     fn fetch(
         &self,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<spigot_core::Secrets, String>> + Send + '_>,
+        Box<
+            dyn std::future::Future<
+                    Output = Result<spigot_core::Secrets, spigot_core::ports::PortError>,
+                > + Send
+                + '_,
+        >,
     > {
         Box::pin(async move {
             let text = fetch_secret(&self.sdk, &self.arn)
                 .await
-                .map_err(|e| e.to_string())?;
-            spigot_core::Secrets::parse(&text).map_err(|e| e.to_string())
+                .map_err(|e| spigot_core::ports::PortError::new(e.to_string()))?;
+            spigot_core::Secrets::parse(&text)
+                .map_err(|e| spigot_core::ports::PortError::new(e.to_string()))
         })
     }
 }

@@ -63,7 +63,7 @@ pub(crate) fn parse_moment(text: &str, now_ms: u64) -> Result<u64, String> {
             "{text:?} has no unit: give one, e.g. {t}m, {t}h or {t}d"
         ));
     }
-    let ago = spigot_core::duration::parse(t)?;
+    let ago = spigot_core::duration::parse(t).map_err(|e| e.to_string())?;
     if ago.as_secs() > MAX_LOOKBACK_DAYS * 86_400 {
         return Err(format!("{text:?} is further back than the archive keeps"));
     }

@@ -39,7 +39,9 @@ fn parse_since(text: &str) -> Result<u64, String> {
             t = text.trim()
         ));
     }
-    let secs = spigot_core::duration::parse(text)?.as_secs();
+    let secs = spigot_core::duration::parse(text)
+        .map_err(|e| e.to_string())?
+        .as_secs();
     if secs == 0 || secs > MAX_WINDOW_SECS {
         return Err(format!(
             "{text:?} is outside 1s..3d: GitHub keeps deliveries 3 days"

@@ -115,17 +115,27 @@ pub fn response_body(ids: &RequestIds, outcome: &Outcome, log_stream: &str) -> S
     }
 }
 
+/// A `ResponseURL` that is not answered, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing ResponseURL {url:?}: {why}")]
+pub struct RefusedUrl {
+    /// The URL (its first 120 characters).
+    pub url: String,
+    /// Why it is refused.
+    pub why: &'static str,
+}
+
 /// Whether a custom resource's `ResponseURL` may be answered: only over https
 /// to CloudFormation's regional S3 response buckets
 /// (`cloudformation-custom-resource-response-{region}` on S3's endpoints); with `allow_loopback` (tests only, never set by the
 /// template) also `127.0.0.1` / `localhost`. Anything else (the instance
 /// metadata address, another host) is refused with the reason.
-pub fn check_response_url(url: &str, allow_loopback: bool) -> Result<(), String> {
-    let refuse = |why: &str| {
-        Err(format!(
-            "refusing ResponseURL {:?}: {why}",
-            url.chars().take(120).collect::<String>()
-        ))
+pub fn check_response_url(url: &str, allow_loopback: bool) -> Result<(), RefusedUrl> {
+    let refuse = |why: &'static str| {
+        Err(RefusedUrl {
+            url: url.chars().take(120).collect(),
+            why,
+        })
     };
     let (scheme, rest) = match url.split_once("://") {
         Some(parts) => parts,

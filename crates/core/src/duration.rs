@@ -3,10 +3,21 @@
 
 use std::time::Duration;
 
+/// Why a duration could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a number and a unit.
+    #[error("{0:?} is not a duration like 500ms, 30s, 15m, 2h or 3d")]
+    Unreadable(String),
+    /// Zero: no wait at all.
+    #[error("{0:?} is zero; give a duration above 0")]
+    Zero(String),
+}
+
 /// Parses `text`; zero is refused.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
-    let wrong = || format!("{text:?} is not a duration like 500ms, 30s, 15m, 2h or 3d");
+    let wrong = || DurationError::Unreadable(text.to_string());
     let (n, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => t.split_at(i),
         None => (t, "s"),
@@ -21,7 +32,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         _ => return Err(wrong()),
     };
     if d.is_zero() {
-        return Err(format!("{text:?} is zero; give a duration above 0"));
+        return Err(DurationError::Zero(text.to_string()));
     }
     Ok(d)
 }

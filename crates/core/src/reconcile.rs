@@ -167,24 +167,36 @@ pub struct HookDelivery {
     pub repository: Option<String>,
 }
 
+/// A delivery GitHub's API listed that cannot be read (what is wrong with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnreadableDelivery(String);
+
 impl HookDelivery {
     /// A delivery as GitHub's REST API lists it (`hook-delivery-item`).
-    pub fn from_api(v: &serde_json::Value) -> Result<Self, String> {
-        let field = |k: &str| v.get(k).ok_or_else(|| format!("a delivery without {k}"));
-        let text = |k: &str| -> Result<String, String> {
+    pub fn from_api(v: &serde_json::Value) -> Result<Self, UnreadableDelivery> {
+        let bad = |why: String| UnreadableDelivery(why);
+        let field = |k: &str| {
+            v.get(k)
+                .ok_or_else(|| bad(format!("a delivery without {k}")))
+        };
+        let text = |k: &str| -> Result<String, UnreadableDelivery> {
             field(k)?
                 .as_str()
                 .map(String::from)
-                .ok_or_else(|| format!("a delivery whose {k} is not text"))
+                .ok_or_else(|| bad(format!("a delivery whose {k} is not text")))
         };
         let at = text("delivered_at")?;
         Ok(Self {
             id: field("id")?
                 .as_u64()
-                .ok_or("a delivery whose id is not a number")?,
+                .ok_or_else(|| bad("a delivery whose id is not a number".into()))?,
             guid: text("guid")?,
-            delivered_at: crate::time::parse_rfc3339(&at)
-                .ok_or_else(|| format!("a delivery whose delivered_at {at:?} is not RFC 3339"))?,
+            delivered_at: crate::time::parse_rfc3339(&at).ok_or_else(|| {
+                bad(format!(
+                    "a delivery whose delivered_at {at:?} is not RFC 3339"
+                ))
+            })?,
             redelivery: v["redelivery"].as_bool().unwrap_or(false),
             status: v["status"].as_str().unwrap_or_default().to_string(),
             status_code: v["status_code"]

@@ -41,6 +41,15 @@ pub enum Algorithm {
     Sha1,
 }
 
+/// A secret too short to keep a captured hook from being guessed offline
+/// (its length only: never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a secret of {chars} characters; each must have at least {MIN_SECRET_LEN}")]
+pub struct WeakSecret {
+    /// Its length in characters.
+    pub chars: usize,
+}
+
 /// The webhook secrets currently accepted (more than one during a rotation).
 #[derive(Clone)]
 pub struct Secrets(Vec<Vec<u8>>);
@@ -80,16 +89,14 @@ impl Secrets {
     /// `Err` (saying why, never the secret) when a secret is shorter than
     /// [`MIN_SECRET_LEN`] characters: a short secret can be guessed offline
     /// from one captured hook.
-    pub fn check_strength(&self) -> Result<(), String> {
+    pub fn check_strength(&self) -> Result<(), WeakSecret> {
         match self
             .0
             .iter()
             .map(|k| String::from_utf8_lossy(k).chars().count())
             .find(|n| *n < MIN_SECRET_LEN)
         {
-            Some(n) => Err(format!(
-                "a secret of {n} characters; each must have at least {MIN_SECRET_LEN}"
-            )),
+            Some(chars) => Err(WeakSecret { chars }),
             None => Ok(()),
         }
     }
@@ -106,7 +113,9 @@ pub const MIN_SECRET_LEN: usize = 20;
 /// Where secrets are read again from (Secrets Manager), for a [`Keyring`].
 pub trait SecretFetch: Send + Sync {
     /// The secrets the source holds now, or why they cannot be read.
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Secrets, String>> + Send + '_>>;
+    fn fetch(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<Secrets, crate::ports::PortError>> + Send + '_>>;
 }
 
 /// The verifier in use. With a source, its secrets are read again once they
@@ -453,7 +462,10 @@ mod keyring_tests {
     struct Script(Mutex<Vec<Result<&'static str, &'static str>>>);
 
     impl SecretFetch for Script {
-        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Secrets, String>> + Send + '_>> {
+        fn fetch(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = Result<Secrets, crate::ports::PortError>> + Send + '_>>
+        {
             let mut next = self.0.lock().unwrap();
             let answer = if next.len() > 1 {
                 next.remove(0)
@@ -461,9 +473,9 @@ mod keyring_tests {
                 next[0]
             };
             Box::pin(async move {
-                answer
-                    .map_err(str::to_string)
-                    .and_then(|s| Secrets::parse(s).map_err(|e| e.to_string()))
+                answer.map_err(crate::ports::PortError::new).and_then(|s| {
+                    Secrets::parse(s).map_err(|e| crate::ports::PortError::new(e.to_string()))
+                })
             })
         }
     }

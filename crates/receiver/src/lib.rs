@@ -212,7 +212,7 @@ pub async fn secrets(
         .map_err(|e| AwsError::Secret(name.into(), e.to_string()))?;
     if let Some(s) = &secrets {
         s.check_strength()
-            .map_err(|why| AwsError::Secret(name.into(), why))?;
+            .map_err(|why| AwsError::Secret(name.into(), why.to_string()))?;
     }
     Ok(secrets)
 }

@@ -16,6 +16,45 @@ use spigot_core::cfn::{Outcome, RequestIds, failed_create_id, response_body};
 use spigot_core::filter::{FilterSpec, is_filter_key};
 use spigot_core::ports::{FilterStore, NoStacks, PortError, StackResource, Stacks};
 
+/// Why a request is answered FAILED: the reason CloudFormation shows.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// DescribeStackResource could not be asked.
+    #[error("cannot confirm the calling stack: {0}")]
+    Unconfirmed(PortError),
+    /// The request's stack is not running an operation on the resource it names.
+    #[error("{0}")]
+    Caller(String),
+    /// The filter in the bucket could not be read.
+    #[error("cannot read the filter: {0}")]
+    Unreadable(PortError),
+    /// Another stack owns the filter.
+    #[error("filter {key} belongs to stack {owner}; only that stack may change or delete it")]
+    Owned {
+        /// The filter's key.
+        key: String,
+        /// The stack that owns it.
+        owner: String,
+    },
+    /// An operator wrote the filter; no stack takes it over.
+    #[error(
+        "filter {0} was written with no owning stack (by an operator); remove it with `spigot filters delete` before a stack declares it"
+    )]
+    Unowned(String),
+    /// The properties are not a filter (which field, and why).
+    #[error("{0}")]
+    Invalid(String),
+    /// The filter would be written outside `filters/`.
+    #[error("refusing to write outside filters/: {0}")]
+    OutsideFilters(String),
+    /// The filter does not fit with the others of its repository.
+    #[error("{0}")]
+    Unfit(String),
+    /// The bucket refused the write.
+    #[error("cannot write the filter: {0}")]
+    Unwritten(PortError),
+}
+
 /// Sends the response document to the pre-signed ResponseURL.
 pub trait Responder: Send + Sync {
     /// One PUT; `Err` with a sentence when it failed.
@@ -262,15 +301,16 @@ impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
 
     /// `Ok` when CloudFormation confirms that the stack the request names is
     /// running an operation on the resource it names (see [`spigot_core::cfn::check_caller`]).
-    async fn check_caller(&self, stack_id: &str, logical_id: &str) -> Result<(), String> {
+    async fn check_caller(&self, stack_id: &str, logical_id: &str) -> Result<(), Refused> {
         let Some(stacks) = &self.stacks else {
             return Ok(());
         };
         let found = stacks
             .resource(stack_id, logical_id)
             .await
-            .map_err(|e| format!("cannot confirm the calling stack: {e}"))?;
+            .map_err(Refused::Unconfirmed)?;
         spigot_core::cfn::check_caller(stack_id, logical_id, found.as_ref())
+            .map_err(Refused::Caller)
     }
 
     async fn apply(&self, req: Request) -> Outcome {
@@ -296,17 +336,17 @@ impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
         };
         if let Err(reason) = self.check_caller(stack_id, logical_id).await {
             tracing::error!(stack = %stack_id, resource = %logical_id, %reason, "refused");
-            return Outcome::failed(fallback, reason);
+            return Outcome::failed(fallback, reason.to_string());
         }
         match req {
             Request::Create(c) => match self.write(&c.resource_properties, &c.stack_id).await {
                 Ok(key) => Outcome::success(key.clone(), self.data(&key)),
-                Err(reason) => Outcome::failed(failed_create_id(&c.request_id), reason),
+                Err(reason) => Outcome::failed(failed_create_id(&c.request_id), reason.to_string()),
             },
             Request::Update(u) => match self.write(&u.resource_properties, &u.stack_id).await {
                 // A new key is a new PhysicalResourceId: CloudFormation then deletes the old one.
                 Ok(key) => Outcome::success(key.clone(), self.data(&key)),
-                Err(reason) => Outcome::failed(u.physical_resource_id, reason),
+                Err(reason) => Outcome::failed(u.physical_resource_id, reason.to_string()),
             },
             Request::Delete(d) => {
                 let key = d.physical_resource_id;
@@ -314,7 +354,7 @@ impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
                     return Outcome::success(key, BTreeMap::new());
                 }
                 if let Err(reason) = self.check_owner(&key, &d.stack_id, true).await {
-                    return Outcome::failed(key, reason);
+                    return Outcome::failed(key, reason.to_string());
                 }
                 match self.filters.delete(&key).await {
                     Ok(()) => Outcome::success(key, BTreeMap::new()),
@@ -329,47 +369,47 @@ impl<F: FilterStore, R: Responder, S: Stacks> FilterResource<F, R, S> {
     /// wrote (no owning stack) is not taken over by a stack's create or
     /// update; a delete of it goes on (filters declared before they recorded
     /// their stack have none, and their stacks must still be deletable).
-    async fn check_owner(&self, key: &str, stack: &str, deleting: bool) -> Result<(), String> {
-        let existing = self
-            .filters
-            .get(key)
-            .await
-            .map_err(|e| format!("cannot read the filter: {e}"))?;
+    async fn check_owner(&self, key: &str, stack: &str, deleting: bool) -> Result<(), Refused> {
+        let existing = self.filters.get(key).await.map_err(Refused::Unreadable)?;
         let Some(bytes) = existing else {
             return Ok(());
         };
         match FilterSpec::from_json(&bytes).ok().map(|f| f.owner_stack) {
             Some(Some(owner)) if owner == stack => Ok(()),
-            Some(Some(owner)) => Err(format!(
-                "filter {key} belongs to stack {owner}; only that stack may change or delete it"
-            )),
+            Some(Some(owner)) => Err(Refused::Owned {
+                key: key.to_string(),
+                owner,
+            }),
             _ if deleting => Ok(()),
             // An operator's filter, or an unreadable object: not this stack's to replace.
-            _ => Err(format!(
-                "filter {key} was written with no owning stack (by an operator); remove it with `spigot filters delete` before a stack declares it"
-            )),
+            _ => Err(Refused::Unowned(key.to_string())),
         }
     }
 
     /// Validates properties and writes the filter, owned by `stack`; returns its key.
-    async fn write(&self, props: &Value, stack: &str) -> Result<String, String> {
+    async fn write(&self, props: &Value, stack: &str) -> Result<String, Refused> {
         let map = props
             .as_object()
             .cloned()
-            .ok_or("ResourceProperties must be an object")?;
-        let mut spec = FilterSpec::from_properties(map).map_err(|e| e.to_string())?;
+            .ok_or_else(|| Refused::Invalid("ResourceProperties must be an object".into()))?;
+        let mut spec =
+            FilterSpec::from_properties(map).map_err(|e| Refused::Invalid(e.to_string()))?;
         spec.owner_stack = Some(stack.to_string());
-        let filter = spec.compile().map_err(|e| e.to_string())?;
+        let filter = spec
+            .compile()
+            .map_err(|e| Refused::Invalid(e.to_string()))?;
         let key = filter.spec.key();
         if !is_filter_key(&key) {
-            return Err(format!("refusing to write outside filters/: {key}"));
+            return Err(Refused::OutsideFilters(key));
         }
         self.check_owner(&key, stack, false).await?;
-        spigot_core::filter::admit(&self.filters, &filter).await?;
+        spigot_core::filter::admit(&self.filters, &filter)
+            .await
+            .map_err(Refused::Unfit)?;
         self.filters
             .put(&key, filter.spec.to_json().into_bytes())
             .await
-            .map_err(|e| format!("cannot write the filter: {e}"))?;
+            .map_err(Refused::Unwritten)?;
         Ok(key)
     }
 

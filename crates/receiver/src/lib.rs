@@ -334,7 +334,9 @@ impl Taken {
                 by: "receiver".into(),
                 reason: reason.clone(),
             },
-            Taken::Duplicate { .. } | Taken::Pong(_) => What::Duplicate,
+            Taken::Duplicate { .. } => What::Duplicate,
+            // Never recorded: a ping is answered before anything is kept.
+            Taken::Pong(_) => What::Duplicate,
             Taken::Unevaluated(taken) => taken.step(),
         }
     }
@@ -430,8 +432,8 @@ where
         let marked = match self.seen(&delivery, now_ms).await {
             Seen::Before(first_ms) => {
                 tracing::warn!(%delivery, first_ms, "delivery id taken before within DEDUPE_WINDOW; answered 200, not taken again");
-                let step = Self::step_of(&hook, now_ms, What::Duplicate);
-                self.keep(step_records(&[step]), &[], &delivery).await;
+                let steps = [Self::step_of(&hook, now_ms, What::Duplicate)];
+                self.keep(step_records(&steps), &steps, &delivery).await;
                 return Ok(Taken::Duplicate { delivery, first_ms });
             }
             Seen::New(marked) => marked,

@@ -96,6 +96,12 @@ impl Action {
     }
 }
 
+/// A step that cannot be run: what is wrong with it (the script's reader
+/// adds the path, line and column).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StepError(String);
+
 /// A script that cannot be run, said with its path, line and column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -171,9 +177,9 @@ struct StepKeys {
 }
 
 impl TryFrom<StepKeys> for RawStep {
-    type Error = String;
+    type Error = StepError;
 
-    fn try_from(k: StepKeys) -> Result<Self, String> {
+    fn try_from(k: StepKeys) -> Result<Self, StepError> {
         let kinds = [
             k.shell.is_some(),
             k.download.is_some(),
@@ -181,21 +187,21 @@ impl TryFrom<StepKeys> for RawStep {
         ];
         match kinds.iter().filter(|p| **p).count() {
             0 => {
-                return Err(
+                return Err(StepError(
                     "a step needs one of shell, download or download_s3 (none given)".into(),
-                );
+                ));
             }
             1 => {}
             _ => {
-                return Err(
+                return Err(StepError(
                     "a step has exactly one of shell, download or download_s3 (several given)"
                         .into(),
-                );
+                ));
             }
         }
         let action = if let Some(cmd) = &k.shell {
             if k.url.is_some() || k.dest.is_some() || k.sha256.is_some() || k.insecure {
-                return Err("a shell step has no url, dest or sha256".into());
+                return Err(StepError("a shell step has no url, dest or sha256".into()));
             }
             Action::Shell(cmd.clone())
         } else if let Some(d) = &k.download {
@@ -208,7 +214,7 @@ impl TryFrom<StepKeys> for RawStep {
             .as_deref()
             .map(spigot_core::duration::parse)
             .transpose()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StepError(e.to_string()))?;
         Ok(RawStep(Step {
             action,
             name: k.name,
@@ -228,7 +234,7 @@ struct Fetch {
 
 impl StepKeys {
     /// The url and dest of a `which` step: under `which:` or beside it, not both.
-    fn where_from(&self, which: &str, nested: Option<RawDownload>) -> Result<Fetch, String> {
+    fn where_from(&self, which: &str, nested: Option<RawDownload>) -> Result<Fetch, StepError> {
         match nested {
             Some(d) if self.url.is_none() && self.dest.is_none() => Ok(Fetch {
                 url: d.url,
@@ -236,9 +242,9 @@ impl StepKeys {
                 sha256: d.sha256.or(self.sha256.clone()),
                 insecure: d.insecure || self.insecure,
             }),
-            Some(_) => Err(format!(
+            Some(_) => Err(StepError(format!(
                 "{which}: give url and dest under {which}: or beside it, not both"
-            )),
+            ))),
             None => match (&self.url, &self.dest) {
                 (Some(u), Some(d)) => Ok(Fetch {
                     url: u.clone(),
@@ -246,14 +252,14 @@ impl StepKeys {
                     sha256: self.sha256.clone(),
                     insecure: self.insecure,
                 }),
-                _ => Err(format!("{which} needs url and dest")),
+                _ => Err(StepError(format!("{which} needs url and dest"))),
             },
         }
     }
 }
 
 /// A `download` step: https, or http with `insecure: true` and a sha256.
-fn download(from: Fetch) -> Result<Action, String> {
+fn download(from: Fetch) -> Result<Action, StepError> {
     let Fetch {
         url,
         dest,
@@ -261,20 +267,22 @@ fn download(from: Fetch) -> Result<Action, String> {
         insecure,
     } = from;
     if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(format!("download url {url:?} is not http(s)://"));
+        return Err(StepError(format!("download url {url:?} is not http(s)://")));
     }
     if url.starts_with("http://") && !insecure {
-        return Err(format!(
+        return Err(StepError(format!(
             "download url {url:?} is not https: give insecure: true and a sha256 to allow it"
-        ));
+        )));
     }
     if insecure && sha256.is_none() {
-        return Err("insecure: true needs a sha256 (what arrives over http is checked)".into());
+        return Err(StepError(
+            "insecure: true needs a sha256 (what arrives over http is checked)".into(),
+        ));
     }
     if let Some(h) = &sha256
         && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
     {
-        return Err(format!("sha256 {h:?} is not 64 hex digits"));
+        return Err(StepError(format!("sha256 {h:?} is not 64 hex digits")));
     }
     Ok(Action::Download {
         url,
@@ -284,19 +292,23 @@ fn download(from: Fetch) -> Result<Action, String> {
 }
 
 /// A `download_s3` step: `s3://bucket/key`, over TLS, checked by S3.
-fn download_s3(from: Fetch) -> Result<Action, String> {
+fn download_s3(from: Fetch) -> Result<Action, StepError> {
     if from.insecure {
-        return Err("download_s3 has no insecure (it always goes over TLS)".into());
+        return Err(StepError(
+            "download_s3 has no insecure (it always goes over TLS)".into(),
+        ));
     }
     if from.sha256.is_some() {
-        return Err("download_s3 has no sha256 (S3 checks the object's integrity)".into());
+        return Err(StepError(
+            "download_s3 has no sha256 (S3 checks the object's integrity)".into(),
+        ));
     }
     let url = from.url;
     let (bucket, key) = url
         .strip_prefix("s3://")
         .and_then(|rest| rest.split_once('/'))
         .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-        .ok_or_else(|| format!("download_s3 url {url:?} is not s3://bucket/key"))?;
+        .ok_or_else(|| StepError(format!("download_s3 url {url:?} is not s3://bucket/key")))?;
     Ok(Action::DownloadS3 {
         bucket: bucket.to_string(),
         key: key.to_string(),

@@ -364,11 +364,11 @@ pub fn repository_prefix(repository: &str) -> String {
 pub async fn admit(
     store: &impl crate::ports::FilterStore,
     candidate: &Filter,
-) -> Result<(), String> {
+) -> Result<(), AdmitError> {
     let stored = store
         .list(&repository_prefix(&candidate.spec.repository))
         .await
-        .map_err(|e| format!("cannot list the repository's filters: {e}"))?;
+        .map_err(AdmitError::List)?;
     let existing = stored
         .iter()
         .filter_map(|s| {
@@ -377,8 +377,24 @@ pub async fn admit(
                 .ok()
         })
         .collect();
-    FilterSet::admits(existing, candidate.clone()).map_err(|u| u.reason)
+    FilterSet::admits(existing, candidate.clone()).map_err(AdmitError::Unfit)
 }
+
+/// Why a filter is not admitted beside the others of its repository.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// The repository's filters could not be listed.
+    #[error("cannot list the repository's filters: {0}")]
+    List(crate::ports::PortError),
+    /// It does not compile together with them.
+    #[error("{}", .0.reason)]
+    Unfit(Unfit),
+}
+
+/// Path patterns that cannot be compiled together (the library's first line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+struct PatternError(String);
 
 /// True for keys this system writes: `filters/a/b/c/d.json`, four non-empty segments, no `..`.
 pub fn is_filter_key(key: &str) -> bool {
@@ -620,7 +636,7 @@ impl Patterns {
     fn build(
         filters: &[Filter],
         pick: impl Fn(&FilterSpec) -> &Vec<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PatternError> {
         let mut globs = GlobSetBuilder::new();
         let mut glob_owner = Vec::new();
         let mut regexes = Vec::new();
@@ -629,7 +645,7 @@ impl Patterns {
             for (pi, p) in pick(&f.spec).iter().enumerate() {
                 match f.syntax {
                     Syntax::Glob => {
-                        globs.add(glob(p).map_err(|e| e.to_string())?);
+                        globs.add(glob(p).map_err(|e| PatternError(e.to_string()))?);
                         glob_owner.push((fi, pi));
                     }
                     Syntax::Regex => {
@@ -640,16 +656,18 @@ impl Patterns {
             }
         }
         Ok(Self {
-            globs: globs.build().map_err(|e| e.to_string())?,
+            globs: globs.build().map_err(|e| PatternError(e.to_string()))?,
             glob_owner,
             regexes: RegexSet::new(&regexes).map_err(|e| {
                 // regex's message is several lines; its first says it.
-                e.to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
+                PatternError(
+                    e.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string(),
+                )
             })?,
             regex_owner,
         })
@@ -742,7 +760,7 @@ impl FilterSet {
         }
     }
 
-    fn compile(filters: Vec<Filter>) -> Result<Self, String> {
+    fn compile(filters: Vec<Filter>) -> Result<Self, PatternError> {
         let include = Patterns::build(&filters, |s| &s.include)?;
         let exclude = Patterns::build(&filters, |s| &s.exclude)?;
         Ok(Self {

@@ -48,8 +48,8 @@ pub enum Refused {
     #[error("refusing to write outside filters/: {0}")]
     OutsideFilters(String),
     /// The filter does not fit with the others of its repository.
-    #[error("{0}")]
-    Unfit(String),
+    #[error(transparent)]
+    Unfit(spigot_core::filter::AdmitError),
     /// The bucket refused the write.
     #[error("cannot write the filter: {0}")]
     Unwritten(PortError),

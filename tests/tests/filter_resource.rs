@@ -13,7 +13,7 @@ use spigot_filter_resource::{FilterResource, HttpResponder};
 fn handler<F: FilterStore>(filters: F, bucket: &str) -> FilterResource<F, HttpResponder> {
     FilterResource {
         filters,
-        responder: HttpResponder::new(Duration::from_secs(2)).unwrap(),
+        responder: HttpResponder::new(Duration::from_secs(2)),
         bucket: bucket.to_string(),
         log_stream: "2026/11/23/[$LATEST]0123456789abcdef".into(),
         margin: Duration::from_millis(500),

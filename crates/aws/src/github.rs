@@ -206,7 +206,7 @@ impl GitHubApi {
 
     /// The HTTP client, made on first use.
     fn http(&self) -> Result<&reqwest::Client, PortError> {
-        self.client.get().map_err(PortError::new)
+        self.client.get().map_err(|e| PortError::new(e.to_string()))
     }
 
     /// A JWT for the app (RS256, issued a minute ago, valid nine minutes).

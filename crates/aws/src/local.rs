@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use spigot_core::config::Settings;
 use spigot_core::resources::{Resource, Resources};
 
-use crate::error::context;
+use crate::error::port;
+use spigot_core::ports::{PortError, PortErrorKind};
 
 /// The stage that holds `spigot_state`.
 pub const STAGE: &str = spigot_core::resources::DEFAULT_STAGE;
@@ -72,10 +73,10 @@ pub async fn provision(
 ) -> Result<LocalStack, ProvisionError> {
     let fail = |step: &'static str| {
         let endpoint = endpoint.to_string();
-        move |message: String| ProvisionError {
+        move |e: PortError| ProvisionError {
             endpoint: endpoint.clone(),
             step,
-            message,
+            message: e.to_string(),
         }
     };
     let sqs = aws_sdk_sqs::Client::new(sdk);
@@ -129,7 +130,7 @@ pub async fn provision(
 }
 
 /// The config bucket called `name`-config, created when there is none.
-async fn config_bucket(sdk: &SdkConfig, name: &str) -> Result<String, String> {
+async fn config_bucket(sdk: &SdkConfig, name: &str) -> Result<String, PortError> {
     let s3 = crate::s3_client(sdk);
     let bucket = format!("{name}-config");
     if s3.head_bucket().bucket(&bucket).send().await.is_err() {
@@ -137,14 +138,14 @@ async fn config_bucket(sdk: &SdkConfig, name: &str) -> Result<String, String> {
             .bucket(&bucket)
             .send()
             .await
-            .map_err(|e| context(&e))?;
+            .map_err(|e| port("S3 CreateBucket", e))?;
     }
     Ok(bucket)
 }
 
 /// The archive's Firehose delivery stream into `bucket`'s `archive/`, as the
 /// template makes it (moto writes each record batch to S3 at once).
-async fn archive_stream(sdk: &SdkConfig, name: &str, bucket: &str) -> Result<String, String> {
+async fn archive_stream(sdk: &SdkConfig, name: &str, bucket: &str) -> Result<String, PortError> {
     use aws_sdk_firehose::types::{
         BufferingHints, CompressionFormat, ExtendedS3DestinationConfiguration,
     };
@@ -171,14 +172,14 @@ async fn archive_stream(sdk: &SdkConfig, name: &str, bucket: &str) -> Result<Str
         )
         .compression_format(CompressionFormat::Uncompressed)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PortError::of(PortErrorKind::Invalid, e.to_string()))?;
     firehose
         .create_delivery_stream()
         .delivery_stream_name(&stream)
         .extended_s3_destination_configuration(destination)
         .send()
         .await
-        .map_err(|e| context(&e))?;
+        .map_err(|e| port("Firehose CreateDeliveryStream", e))?;
     Ok(stream)
 }
 
@@ -187,7 +188,7 @@ async fn queue(
     name: &str,
     fifo: bool,
     dead_letters_to: Option<(&str, u32)>,
-) -> Result<String, String> {
+) -> Result<String, PortError> {
     let mut attrs = HashMap::new();
     attrs.insert(
         QueueAttributeName::MessageRetentionPeriod,
@@ -204,10 +205,10 @@ async fn queue(
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| context(&e))?
+            .map_err(|e| port("SQS GetQueueAttributes", e))?
             .attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .ok_or("the DLQ has no ARN")?;
+            .ok_or_else(|| PortError::new("the DLQ has no ARN"))?;
         attrs.insert(
             QueueAttributeName::RedrivePolicy,
             serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive.to_string()}).to_string(),
@@ -219,13 +220,13 @@ async fn queue(
         .set_attributes(Some(attrs))
         .send()
         .await
-        .map_err(|e| context(&e))?;
+        .map_err(|e| port("SQS CreateQueue", e))?;
     out.queue_url
-        .ok_or_else(|| "CreateQueue returned no URL".to_string())
+        .ok_or_else(|| PortError::new("CreateQueue returned no URL"))
 }
 
 /// The REST API called `name` with its stage, created when there is none.
-async fn api(sdk: &SdkConfig, name: &str) -> Result<String, String> {
+async fn api(sdk: &SdkConfig, name: &str) -> Result<String, PortError> {
     let gw = aws_sdk_apigateway::Client::new(sdk);
     match existing_api(&gw, name).await? {
         Some(id) => Ok(id),
@@ -236,13 +237,13 @@ async fn api(sdk: &SdkConfig, name: &str) -> Result<String, String> {
 async fn existing_api(
     gw: &aws_sdk_apigateway::Client,
     name: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PortError> {
     let apis = gw
         .get_rest_apis()
         .limit(500)
         .send()
         .await
-        .map_err(|e| context(&e))?;
+        .map_err(|e| port("API Gateway GetRestApis", e))?;
     if let Some(id) = apis
         .items
         .unwrap_or_default()
@@ -265,26 +266,28 @@ async fn existing_api(
 
 /// A REST API with `POST /webhook` (MOCK: moto refuses a deployment of an API
 /// without methods) deployed to the stage with `spigot_state=ON`.
-async fn create_api(gw: &aws_sdk_apigateway::Client, name: &str) -> Result<String, String> {
+async fn create_api(gw: &aws_sdk_apigateway::Client, name: &str) -> Result<String, PortError> {
     let api = gw
         .create_rest_api()
         .name(name)
         .send()
         .await
-        .map_err(|e| context(&e))?;
-    let id = api.id.ok_or("CreateRestApi returned no id")?;
+        .map_err(|e| port("API Gateway CreateRestApi", e))?;
+    let id = api
+        .id
+        .ok_or_else(|| PortError::new("CreateRestApi returned no id"))?;
     let root = gw
         .get_resources()
         .rest_api_id(&id)
         .send()
         .await
-        .map_err(|e| context(&e))?
+        .map_err(|e| port("API Gateway GetResources", e))?
         .items
         .unwrap_or_default()
         .into_iter()
         .find(|r| r.path.as_deref() == Some("/"))
         .and_then(|r| r.id)
-        .ok_or("the API has no root resource")?;
+        .ok_or_else(|| PortError::new("the API has no root resource"))?;
     let resource = gw
         .create_resource()
         .rest_api_id(&id)
@@ -292,9 +295,9 @@ async fn create_api(gw: &aws_sdk_apigateway::Client, name: &str) -> Result<Strin
         .path_part("webhook")
         .send()
         .await
-        .map_err(|e| context(&e))?
+        .map_err(|e| port("API Gateway CreateResource", e))?
         .id
-        .ok_or("CreateResource returned no id")?;
+        .ok_or_else(|| PortError::new("CreateResource returned no id"))?;
     gw.put_method()
         .rest_api_id(&id)
         .resource_id(&resource)
@@ -302,7 +305,7 @@ async fn create_api(gw: &aws_sdk_apigateway::Client, name: &str) -> Result<Strin
         .authorization_type("NONE")
         .send()
         .await
-        .map_err(|e| context(&e))?;
+        .map_err(|e| port("API Gateway PutMethod", e))?;
     gw.put_integration()
         .rest_api_id(&id)
         .resource_id(&resource)
@@ -310,13 +313,13 @@ async fn create_api(gw: &aws_sdk_apigateway::Client, name: &str) -> Result<Strin
         .r#type(aws_sdk_apigateway::types::IntegrationType::Mock)
         .send()
         .await
-        .map_err(|e| context(&e))?;
+        .map_err(|e| port("API Gateway PutIntegration", e))?;
     gw.create_deployment()
         .rest_api_id(&id)
         .stage_name(STAGE)
         .variables(spigot_core::spigot::STAGE_VARIABLE, "ON")
         .send()
         .await
-        .map_err(|e| context(&e))?;
+        .map_err(|e| port("API Gateway CreateDeployment", e))?;
     Ok(id)
 }

@@ -64,7 +64,7 @@ impl Target for HttpTarget {
     async fn deliver(&self, hook: &Hook) -> Delivery {
         let client = match self.client.get() {
             Ok(client) => client,
-            Err(e) => return Delivery::unreachable(e),
+            Err(e) => return Delivery::unreachable(e.to_string()),
         };
         let mut req = client
             .post(self.url_for(&hook.event))

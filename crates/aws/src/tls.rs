@@ -176,14 +176,14 @@ impl LazyClient {
     }
 
     /// The client, made now if it was not yet.
-    pub fn get(&self) -> Result<&reqwest::Client, String> {
+    pub fn get(&self) -> Result<&reqwest::Client, crate::AwsError> {
         self.client
             .get_or_init(|| {
                 (self.setup)(http_client())
                     .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
+                    .map_err(|e| crate::error_text(&e))
             })
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(|why| crate::AwsError::Http(why.clone()))
     }
 }

@@ -204,27 +204,67 @@ pub fn check_caller(
     stack_id: &str,
     logical_id: &str,
     found: Option<&crate::ports::StackResource>,
-) -> Result<(), String> {
+) -> Result<(), NotTheCaller> {
+    let (stack, resource) = (stack_id.to_string(), logical_id.to_string());
     let Some(r) = found else {
-        return Err(format!(
-            "stack {stack_id} has no resource {logical_id}: the request does not come from that stack's CloudFormation operation"
-        ));
+        return Err(NotTheCaller::NoSuchResource { stack, resource });
     };
     let custom = r.resource_type.starts_with("Custom::")
         || r.resource_type == "AWS::CloudFormation::CustomResource";
     if !custom {
-        return Err(format!(
-            "resource {logical_id} of stack {stack_id} is a {}, not a custom resource",
-            r.resource_type
-        ));
+        let kind = r.resource_type.clone();
+        return Err(NotTheCaller::NotCustom {
+            stack,
+            resource,
+            kind,
+        });
     }
     if !r.status.ends_with("_IN_PROGRESS") {
-        return Err(format!(
-            "resource {logical_id} of stack {stack_id} is {}: no operation of that stack is asking",
-            r.status
-        ));
+        let status = r.status.clone();
+        return Err(NotTheCaller::Idle {
+            stack,
+            resource,
+            status,
+        });
     }
     Ok(())
+}
+
+/// Why a request's StackId is not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotTheCaller {
+    /// The stack has no such resource.
+    #[error(
+        "stack {stack} has no resource {resource}: the request does not come from that stack's CloudFormation operation"
+    )]
+    NoSuchResource {
+        /// The stack the request names.
+        stack: String,
+        /// The resource it names.
+        resource: String,
+    },
+    /// The resource is not a custom resource.
+    #[error("resource {resource} of stack {stack} is a {kind}, not a custom resource")]
+    NotCustom {
+        /// The stack the request names.
+        stack: String,
+        /// The resource it names.
+        resource: String,
+        /// Its type.
+        kind: String,
+    },
+    /// No operation of the stack is running on it.
+    #[error(
+        "resource {resource} of stack {stack} is {status}: no operation of that stack is asking"
+    )]
+    Idle {
+        /// The stack the request names.
+        stack: String,
+        /// The resource it names.
+        resource: String,
+        /// Its status.
+        status: String,
+    },
 }
 
 #[cfg(test)]
@@ -347,6 +387,7 @@ mod caller_tests {
         assert!(
             check_caller(stack, "F", None)
                 .unwrap_err()
+                .to_string()
                 .contains("has no resource F")
         );
         assert!(
@@ -356,6 +397,7 @@ mod caller_tests {
                 Some(&r("AWS::SQS::Queue", "CREATE_IN_PROGRESS"))
             )
             .unwrap_err()
+            .to_string()
             .contains("not a custom resource")
         );
         assert!(
@@ -365,6 +407,7 @@ mod caller_tests {
                 Some(&r("Custom::PipelineFilter", "CREATE_COMPLETE"))
             )
             .unwrap_err()
+            .to_string()
             .contains("no operation")
         );
     }

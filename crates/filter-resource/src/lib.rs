@@ -23,8 +23,8 @@ pub enum Refused {
     #[error("cannot confirm the calling stack: {0}")]
     Unconfirmed(PortError),
     /// The request's stack is not running an operation on the resource it names.
-    #[error("{0}")]
-    Caller(String),
+    #[error(transparent)]
+    Caller(spigot_core::cfn::NotTheCaller),
     /// The filter in the bucket could not be read.
     #[error("cannot read the filter: {0}")]
     Unreadable(PortError),
@@ -55,10 +55,28 @@ pub enum Refused {
     Unwritten(PortError),
 }
 
+/// Why a response did not reach CloudFormation.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseFailed {
+    /// No HTTP client could be made.
+    #[error(transparent)]
+    Client(#[from] spigot_aws::AwsError),
+    /// The PUT did not get an answer.
+    #[error("PUT to the ResponseURL failed: {0}")]
+    Unsent(String),
+    /// The ResponseURL answered, but not 2xx.
+    #[error("the ResponseURL answered {0}")]
+    Refused(u16),
+}
+
 /// Sends the response document to the pre-signed ResponseURL.
 pub trait Responder: Send + Sync {
-    /// One PUT; `Err` with a sentence when it failed.
-    fn put(&self, url: &str, body: String) -> impl Future<Output = Result<(), String>> + Send;
+    /// One PUT; `Err` saying why when it failed.
+    fn put(
+        &self,
+        url: &str,
+        body: String,
+    ) -> impl Future<Output = Result<(), ResponseFailed>> + Send;
 }
 
 /// The real responder: `PUT` with an empty Content-Type (what the pre-signed URL was signed for).
@@ -69,20 +87,20 @@ pub struct HttpResponder {
 
 impl HttpResponder {
     /// A responder whose PUTs time out after `timeout`.
-    pub fn new(timeout: Duration) -> Result<Self, String> {
-        Ok(Self {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
             client: spigot_aws::tls::LazyClient::new(move |builder| {
                 builder
                     .timeout(timeout)
                     // The pre-signed URL is answered where it points, never where a redirect says.
                     .redirect(reqwest::redirect::Policy::none())
             }),
-        })
+        }
     }
 }
 
 impl Responder for HttpResponder {
-    async fn put(&self, url: &str, body: String) -> Result<(), String> {
+    async fn put(&self, url: &str, body: String) -> Result<(), ResponseFailed> {
         let resp = self
             .client
             .get()?
@@ -91,11 +109,11 @@ impl Responder for HttpResponder {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("PUT to the ResponseURL failed: {e}"))?;
+            .map_err(|e| ResponseFailed::Unsent(spigot_aws::error_text(&e)))?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(format!("the ResponseURL answered {}", resp.status()))
+            Err(ResponseFailed::Refused(resp.status().as_u16()))
         }
     }
 }
@@ -200,8 +218,7 @@ pub fn build(
         .to_string();
     Ok(FilterResource {
         filters: S3Filters::new(spigot_aws::s3_client(sdk), &bucket),
-        responder: HttpResponder::new(Duration::from_secs(5))
-            .map_err(spigot_aws::AwsError::Http)?,
+        responder: HttpResponder::new(Duration::from_secs(5)),
         bucket,
         log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_default(),
         margin: Duration::from_secs(5),

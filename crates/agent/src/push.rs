@@ -69,7 +69,7 @@ impl PushCheck {
         };
         let body = match self.body(store, &request.trigger, push).await {
             Ok(body) => body,
-            Err(why) => return Verdict::Refuse(why),
+            Err(why) => return Verdict::Refuse(why.to_string()),
         };
         if let Err(e) =
             Verifier::new(Some(secrets.clone()), false).verify(&body, Some(&push.signature), None)
@@ -95,23 +95,25 @@ impl PushCheck {
         store: &T,
         trigger: &str,
         push: &PushRef,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, UnreadablePush> {
         let key = Keys(trigger).body(&push.sha256);
         match store.read_at_most(&key, MAX_PUSH_BYTES).await {
-            Ok(Read::Found { bytes, .. }) if bytes.len() > MAX_PUSH_BYTES => Err(format!(
-                "the push at {key} is larger than {MAX_PUSH_BYTES} bytes"
+            Ok(Read::Found { bytes, .. }) if bytes.len() > MAX_PUSH_BYTES => Err(UnreadablePush(
+                format!("the push at {key} is larger than {MAX_PUSH_BYTES} bytes"),
             )),
             Ok(Read::Found { bytes, .. }) => {
                 if spigot_core::envelope::sha256_hex(&bytes) == push.sha256 {
                     Ok(bytes)
                 } else {
-                    Err(format!(
+                    Err(UnreadablePush(format!(
                         "the push at {key} is not the one the request names (its SHA-256 differs)"
-                    ))
+                    )))
                 }
             }
-            Ok(_) => Err(format!("the push's bytes are not in the bucket ({key})")),
-            Err(e) => Err(format!("cannot read the push's bytes: {e}")),
+            Ok(_) => Err(UnreadablePush(format!(
+                "the push's bytes are not in the bucket ({key})"
+            ))),
+            Err(e) => Err(UnreadablePush(format!("cannot read the push's bytes: {e}"))),
         }
     }
 }
@@ -141,6 +143,11 @@ fn push_environment(
         ),
     ]
 }
+
+/// Why the bytes a push request names cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UnreadablePush(String);
 
 /// The verdict on a verified push.
 fn judge_push(

@@ -123,6 +123,11 @@ impl Tail {
     }
 }
 
+/// Why a download step failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DownloadError(String);
+
 /// Why a step failed: its exit code when it had one, and a sentence.
 struct Failure {
     exit_code: Option<i32>,
@@ -191,13 +196,13 @@ impl Runner {
                 tokio::time::timeout(limit, self.download(url, dest, sha256.as_deref(), tail))
                     .await
                     .map_err(|_| plain(format!("timed out after {}", secs(limit))))?
-                    .map_err(plain)
+                    .map_err(|e| plain(e.to_string()))
             }
             Action::DownloadS3 { bucket, key, dest } => {
                 tokio::time::timeout(limit, self.download_s3(bucket, key, dest, tail))
                     .await
                     .map_err(|_| plain(format!("timed out after {}", secs(limit))))?
-                    .map_err(plain)
+                    .map_err(|e| plain(e.to_string()))
             }
         }
     }
@@ -285,32 +290,34 @@ impl Runner {
         dest: &str,
         sha256: Option<&str>,
         tail: &Tail,
-    ) -> Result<(), String> {
-        let client = self.http.get().map_err(|e| e.to_string())?;
-        let mut resp = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url} failed: {}", spigot_aws::error_text(&e)))?;
+    ) -> Result<(), DownloadError> {
+        let client = self.http.get().map_err(|e| DownloadError(e.to_string()))?;
+        let mut resp = client.get(url).send().await.map_err(|e| {
+            DownloadError(format!("GET {url} failed: {}", spigot_aws::error_text(&e)))
+        })?;
         if !resp.status().is_success() {
-            return Err(format!("GET {url} answered {}", resp.status()));
+            return Err(DownloadError(format!(
+                "GET {url} answered {}",
+                resp.status()
+            )));
         }
         if resp
             .content_length()
             .is_some_and(|n| n > self.max_download_bytes)
         {
-            return Err(format!(
+            return Err(DownloadError(format!(
                 "GET {url}: {} bytes is more than the {}-byte cap",
                 resp.content_length().unwrap_or_default(),
                 self.max_download_bytes
-            ));
+            )));
         }
         let mut file = Partial::create(dest, self.max_download_bytes).await?;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("reading {url} failed: {}", spigot_aws::error_text(&e)))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            DownloadError(format!(
+                "reading {url} failed: {}",
+                spigot_aws::error_text(&e)
+            ))
+        })? {
             file.write(&chunk).await?;
         }
         file.finish(sha256, tail).await
@@ -322,7 +329,7 @@ impl Runner {
         key: &str,
         dest: &str,
         tail: &Tail,
-    ) -> Result<(), String> {
+    ) -> Result<(), DownloadError> {
         let out = self
             .s3
             .get_object()
@@ -332,18 +339,18 @@ impl Runner {
             .send()
             .await
             .map_err(|e| {
-                format!(
+                DownloadError(format!(
                     "S3 GetObject s3://{bucket}/{key} failed: {}",
                     spigot_aws::error_text(&e)
-                )
+                ))
             })?;
         let mut body = out.body;
         let mut file = Partial::create(dest, self.max_download_bytes).await?;
         while let Some(chunk) = body.try_next().await.map_err(|e| {
-            format!(
+            DownloadError(format!(
                 "reading s3://{bucket}/{key} failed: {}",
                 spigot_aws::error_text(&e)
-            )
+            ))
         })? {
             file.write(&chunk).await?;
         }
@@ -364,14 +371,14 @@ struct Partial {
 }
 
 impl Partial {
-    async fn create(dest: &str, cap: u64) -> Result<Self, String> {
+    async fn create(dest: &str, cap: u64) -> Result<Self, DownloadError> {
         if let Some(dir) = Path::new(dest)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
             tokio::fs::create_dir_all(dir)
                 .await
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| DownloadError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let part = format!("{dest}.spigot-{}.part", spigot_aws::random_id());
         let file = tokio::fs::OpenOptions::new()
@@ -381,7 +388,7 @@ impl Partial {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&part)
             .await
-            .map_err(|e| format!("cannot write {part}: {e}"))?;
+            .map_err(|e| DownloadError(format!("cannot write {part}: {e}")))?;
         Ok(Self {
             file,
             part,
@@ -392,40 +399,40 @@ impl Partial {
         })
     }
 
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), DownloadError> {
         self.hash.update(chunk);
         self.bytes = self.bytes.saturating_add(chunk.len() as u64);
         if self.bytes > self.cap {
             let _ = tokio::fs::remove_file(&self.part).await;
-            return Err(format!(
+            return Err(DownloadError(format!(
                 "{} is larger than the {}-byte download cap; stopped",
                 self.dest, self.cap
-            ));
+            )));
         }
         self.file
             .write_all(chunk)
             .await
-            .map_err(|e| format!("cannot write {}: {e}", self.part))
+            .map_err(|e| DownloadError(format!("cannot write {}: {e}", self.part)))
     }
 
-    async fn finish(mut self, want: Option<&str>, tail: &Tail) -> Result<(), String> {
+    async fn finish(mut self, want: Option<&str>, tail: &Tail) -> Result<(), DownloadError> {
         self.file
             .flush()
             .await
-            .map_err(|e| format!("cannot write {}: {e}", self.part))?;
+            .map_err(|e| DownloadError(format!("cannot write {}: {e}", self.part)))?;
         let got = hex::encode(self.hash.clone().finalize());
         if let Some(want) = want
             && want != got
         {
             let _ = tokio::fs::remove_file(&self.part).await;
-            return Err(format!(
+            return Err(DownloadError(format!(
                 "sha256 mismatch for {}: expected {want}, got {got}",
                 self.dest
-            ));
+            )));
         }
         tokio::fs::rename(&self.part, &self.dest)
             .await
-            .map_err(|e| format!("cannot move {} into place: {e}", self.dest))?;
+            .map_err(|e| DownloadError(format!("cannot move {} into place: {e}", self.dest)))?;
         tail.push(&format!(
             "wrote {} ({} bytes, sha256 {got})",
             self.dest, self.bytes

@@ -504,13 +504,13 @@ impl<F: FilterStore, C: Pipelines, P: Bucket, G: GitHub, L: EvalLetters, T: Trig
                 }
                 Action::Trigger(name) => self.raise(hook, push, name, &why, stats).await,
             };
-            if let Err(why) = outcome {
-                retry = Some(why);
+            if let Err(failure) = outcome {
+                retry = Some(failure);
             }
         }
         match retry {
             // Already started pipelines are safe to retry: their token is the same.
-            Some(why) => Err(Failure::Retry(why)),
+            Some(failure) => Err(failure),
             None => Ok(()),
         }
     }
@@ -526,7 +526,7 @@ impl<F: FilterStore, C: Pipelines, P: Bucket, G: GitHub, L: EvalLetters, T: Trig
         pipeline: &str,
         why: &str,
         stats: &mut Stats,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let start = Start {
             pipeline: pipeline.to_string(),
             token: execution_token(body_sha256, pipeline),
@@ -569,7 +569,7 @@ impl<F: FilterStore, C: Pipelines, P: Bucket, G: GitHub, L: EvalLetters, T: Trig
                 self.note(hook, pipeline, false, format!("pipeline not found: {m}"));
                 tracing::error!(delivery = %hook.delivery, %pipeline, error = %m, "pipeline not found; check the filter");
             }
-            Err(e) if e.is_retryable() => return Err(e.to_string()),
+            Err(e) if e.is_retryable() => return Err(Failure::Retry(e.to_string())),
             Err(e) => {
                 tracing::error!(delivery = %hook.delivery, %pipeline, error = %e, "start refused");
                 self.note(hook, pipeline, false, format!("start refused: {e}"));
@@ -587,7 +587,7 @@ impl<F: FilterStore, C: Pipelines, P: Bucket, G: GitHub, L: EvalLetters, T: Trig
         name: &str,
         why: &str,
         stats: &mut Stats,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let Some(triggers) = &self.triggers else {
             tracing::error!(delivery = %hook.delivery, trigger = %name, "a filter names a trigger, but this evaluator has no trigger store; not raised");
             return Ok(());
@@ -613,7 +613,7 @@ impl<F: FilterStore, C: Pipelines, P: Bucket, G: GitHub, L: EvalLetters, T: Trig
                 self.note(hook, &label, false, format!("not raised: {m}"));
                 Ok(())
             }
-            Err(e) => Err(format!("cannot raise trigger {name}: {e}")),
+            Err(e) => Err(Failure::Retry(format!("cannot raise trigger {name}: {e}"))),
         }
     }
 

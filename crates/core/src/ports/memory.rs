@@ -64,18 +64,13 @@ impl Fifo {
             .map(|q| q.group.clone())
             .collect();
         let mut taken = Vec::new();
-        let mut passed = std::collections::HashSet::new();
         let hide_until = self.now_ms + self.visibility_ms();
+        // Messages are kept in send order, so each group yields from its head.
         for q in self.messages.iter_mut() {
             if taken.len() >= max {
                 break;
             }
-            if locked.contains(&q.group) || passed.contains(&q.group) {
-                continue;
-            }
-            // A group yields only from its head: once one is skipped, the rest wait.
-            if taken.len() + 1 > max {
-                passed.insert(q.group.clone());
+            if locked.contains(&q.group) {
                 continue;
             }
             self.next += 1;

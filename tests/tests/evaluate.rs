@@ -43,7 +43,7 @@ fn evaluator_as(
     cp: &FakeCodePipeline,
 ) -> RealEvaluator {
     let s3 = spigot_aws::s3_client(role);
-    Evaluator::new(
+    let mut ev = Evaluator::new(
         spigot_aws::S3Filters::new(s3.clone(), stack.get(Resource::Bucket)),
         cp.client(sdk),
         Some(spigot_aws::S3Payloads::new(
@@ -55,7 +55,16 @@ fn evaluator_as(
     .with_triggers(Some(spigot_aws::S3Triggers::new(
         s3,
         stack.get(Resource::Bucket),
-    )))
+    )));
+    // Its steps on the timeline, under its own role (firehose, index marks).
+    ev.timeline = spigot_core::ports::Timeline::new(Some(std::sync::Arc::new(
+        spigot_aws::FirehoseArchive::new(
+            role,
+            stack.get(Resource::ArchiveStream),
+            Some(stack.get(Resource::Bucket)),
+        ),
+    )));
+    ev
 }
 
 /// The filter store of `ev`'s bucket with the admin credentials (the evaluator may only read filters).
@@ -132,6 +141,28 @@ async fn a_matching_push_starts_its_pipeline_with_token_and_revision() {
     assert_eq!(
         reqs[0].1["sourceRevisions"],
         json!([{"actionName": "Source", "revisionType": "COMMIT_ID", "revisionValue": "c0ffee1234567890c0ffee1234567890c0ffee12"}])
+    );
+    // The timeline says which pipeline started and which did not, found
+    // through the repository's index (both written under the evaluator's role).
+    let now = spigot_aws::now_ms();
+    let archive = spigot_aws::S3Archive::new(&sdk, stack.get(Resource::Bucket));
+    let found = archive
+        .read(now - 600_000, now, Some("octo-org/mono"))
+        .await
+        .unwrap();
+    let pipelines: Vec<(String, bool)> = spigot_core::archive::timeline(&found.entries, "ev-1")
+        .into_iter()
+        .filter_map(|s| match s.what {
+            spigot_core::archive::What::Pipeline { name, started, .. } => Some((name, started)),
+            _ => None,
+        })
+        .collect();
+    assert!(pipelines.contains(&("svc-a".into(), true)), "{pipelines:?}");
+    assert!(
+        pipelines
+            .iter()
+            .any(|(n, started)| n != "svc-a" && !started),
+        "the filter that did not match is recorded too: {pipelines:?}"
     );
 }
 

@@ -69,6 +69,17 @@ async fn relay_delivers_the_buffer_in_order_and_a_4xx_dead_letters_only_that_hoo
         refused
     );
     assert_eq!(depth(&sdk, stack.get(Resource::BufferUrl)).await, (0, 0));
+    // The relay's steps are on the timeline, written under RelayPolicy.
+    let refused_steps = events(&dir, &["--delivery", &refused]);
+    assert_eq!(
+        steps(&refused_steps),
+        ["received", "buffered", "attempt", "dead-lettered"],
+        "{refused_steps}"
+    );
+    assert_eq!(refused_steps[3]["by"], "relay");
+    let delivered = events(&dir, &["--delivery", &ledger.sent[0].0]);
+    assert_eq!(delivered[2]["step"], "delivered", "{delivered}");
+    assert_eq!(delivered[2]["by"], "relay");
 }
 
 #[tokio::test(flavor = "multi_thread")]

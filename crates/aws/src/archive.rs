@@ -9,8 +9,10 @@ use spigot_core::archive::{
     ArchiveError, Entry, hour_prefixes, indexed_hour_prefixes, read_object, repository_prefix,
 };
 use spigot_core::config::Settings;
-use spigot_core::ports::{Archive, PortError};
-use spigot_core::resources::Resource;
+use std::sync::Arc;
+
+use spigot_core::ports::{Archive, PortError, Timeline};
+use spigot_core::resources::{Resource, Resources};
 
 use crate::error::port;
 use crate::s3::Objects;
@@ -51,14 +53,24 @@ impl FirehoseArchive {
         }
     }
 
-    /// The stream `ARCHIVE_STREAM` names, when set (`ArchiveDays` 0: none).
-    pub fn from_settings(sdk: &aws_config::SdkConfig, settings: &Settings) -> Option<Self> {
-        let bucket = settings.resources.get(Resource::Bucket);
-        settings
-            .resources
+    /// The stream `resources` name (`ARCHIVE_STREAM`), marking the index in
+    /// their bucket; none when unnamed (`ArchiveDays` 0).
+    pub fn from_resources(sdk: &aws_config::SdkConfig, resources: &Resources) -> Option<Self> {
+        let bucket = resources.get(Resource::Bucket);
+        resources
             .get(Resource::ArchiveStream)
             .filter(|s| !s.is_empty())
             .map(|s| Self::new(sdk, s, bucket))
+    }
+
+    /// [`FirehoseArchive::from_resources`] of a function's settings, shared.
+    pub fn shared(sdk: &aws_config::SdkConfig, settings: &Settings) -> Option<Arc<dyn Archive>> {
+        Self::from_resources(sdk, &settings.resources).map(|a| Arc::new(a) as Arc<dyn Archive>)
+    }
+
+    /// The timeline a component writes its steps to (off without an archive).
+    pub fn timeline(sdk: &aws_config::SdkConfig, resources: &Resources) -> Timeline {
+        Timeline::new(Self::from_resources(sdk, resources).map(|a| Arc::new(a) as Arc<dyn Archive>))
     }
 
     /// Writes the marks not written by this process yet: each is looked at

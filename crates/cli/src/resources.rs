@@ -190,12 +190,7 @@ impl Resolved {
 
     /// The archive's timeline, written to the stack's stream (none: steps are not kept).
     pub(crate) fn timeline(&self) -> spigot_core::ports::Timeline {
-        let stream = self.get(Resource::ArchiveStream).filter(|s| !s.is_empty());
-        spigot_core::ports::Timeline::new(stream.map(|s| {
-            let archive =
-                spigot_aws::FirehoseArchive::new(&self.sdk, s, self.get(Resource::Bucket));
-            std::sync::Arc::new(archive) as std::sync::Arc<dyn spigot_core::ports::Archive>
-        }))
+        spigot_aws::FirehoseArchive::timeline(&self.sdk, &self.resources)
     }
 }
 

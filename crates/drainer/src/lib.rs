@@ -10,7 +10,7 @@ use spigot_aws::{AwsError, HttpTarget, S3Payloads, SqsBuffer, StageSwitch};
 use spigot_core::config::Settings;
 use spigot_core::metrics::Metrics;
 use spigot_core::ports::{
-    Bucket, Buffer, Clock, MetricsSink, StdoutMetrics, Switch, SystemClock, Target, Timeline,
+    Bucket, Buffer, Clock, MetricsSink, StdoutMetrics, Switch, SystemClock, Target,
 };
 use spigot_core::spigot::State;
 use spigot_engine::{Counters, Engine, EngineConfig, SWITCH_CHECK_EVERY, Stop, Summary, gate};
@@ -84,10 +84,7 @@ pub fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsDrainer, AwsErro
             EngineConfig::lambda(settings),
         )
         .with_timeline(
-            Timeline::new(
-                spigot_aws::FirehoseArchive::from_settings(sdk, settings)
-                    .map(|a| Arc::new(a) as Arc<dyn spigot_core::ports::Archive>),
-            ),
+            spigot_aws::FirehoseArchive::timeline(sdk, &settings.resources),
             "drainer",
         ),
         switch: StageSwitch::from_settings(sdk, settings)?,

@@ -62,10 +62,7 @@ pub async fn build(sdk: &SdkConfig, settings: &Settings) -> Result<AwsEvaluator,
     );
     evaluator.max_push_age = Duration::from_secs(settings.max_push_age);
     evaluator.github = GitHubApi::from_settings(sdk, settings).await?;
-    evaluator.timeline = Timeline::new(
-        spigot_aws::FirehoseArchive::from_settings(sdk, settings)
-            .map(|a| Arc::new(a) as Arc<dyn spigot_core::ports::Archive>),
-    );
+    evaluator.timeline = spigot_aws::FirehoseArchive::timeline(sdk, &settings.resources);
     Ok(evaluator
         .with_letters(spigot_aws::SqsEvalLetters::from_settings(sdk, settings))
         .with_triggers(Some(spigot_aws::S3Triggers::new(

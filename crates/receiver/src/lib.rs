@@ -188,8 +188,7 @@ pub fn build_with(
         stages: Some(ApiStages::new(sdk)),
         draining: Draining::new(Duration::from_secs(settings.drain_grace_seconds)),
         dedupe_window: Duration::from_secs(settings.dedupe_window),
-        archive: spigot_aws::FirehoseArchive::from_settings(sdk, settings)
-            .map(|a| Arc::new(a) as Arc<dyn Archive>),
+        archive: spigot_aws::FirehoseArchive::shared(sdk, settings),
     })
 }
 

@@ -65,10 +65,7 @@ pub(super) fn spawn(
     );
     evaluator.metrics = Arc::new(QuietMetrics);
     evaluator.max_push_age = max_push_age;
-    evaluator.timeline = spigot_core::ports::Timeline::new(
-        spigot_aws::FirehoseArchive::from_settings(sdk, &stack.settings())
-            .map(|a| Arc::new(a) as Arc<dyn spigot_core::ports::Archive>),
-    );
+    evaluator.timeline = spigot_aws::FirehoseArchive::timeline(sdk, &stack.resources);
     let evaluator = evaluator
         .with_letters(spigot_aws::SqsEvalLetters::from_settings(
             sdk,

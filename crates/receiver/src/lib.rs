@@ -14,7 +14,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use serde_json::json;
 use spigot_aws::aws_config::SdkConfig;
 use spigot_aws::{ApiStages, AwsError, HttpTarget, S3Payloads, SqsBuffer, SqsEvalQueue};
-use spigot_core::archive::{Step, What, hook_record, index_keys, step_records};
+use spigot_core::archive::{Step, What, hook_record, step_records};
 use spigot_core::claim::{StowError, dead_letter, stow};
 use spigot_core::config::{DeliveryMode, Secret, Settings};
 use spigot_core::delivery::Delivery;
@@ -475,10 +475,7 @@ where
         let Some(archive) = &self.archive else {
             return;
         };
-        let kept = async {
-            archive.put(records).await?;
-            archive.index(index_keys(steps)).await
-        };
+        let kept = archive.keep(records, steps);
         let problem = match tokio::time::timeout(ARCHIVE_TIMEOUT, kept).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),

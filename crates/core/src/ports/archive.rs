@@ -23,6 +23,19 @@ pub trait Archive: Send + Sync {
         let _ = keys;
         Box::pin(async { Ok(()) })
     }
+
+    /// Puts `records`, then marks the index for the `steps` they hold: how
+    /// every writer keeps what it records.
+    fn keep<'a>(
+        &'a self,
+        records: Vec<Vec<u8>>,
+        steps: &'a [Step],
+    ) -> Pin<Box<dyn Future<Output = Result<(), PortError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.put(records).await?;
+            self.index(index_keys(steps)).await
+        })
+    }
 }
 
 /// The steps of a run, noted as they happen and written together (one
@@ -80,8 +93,7 @@ impl Timeline {
         if steps.is_empty() {
             return Ok(0);
         }
-        archive.put(step_records(&steps)).await?;
-        archive.index(index_keys(&steps)).await?;
+        archive.keep(step_records(&steps), &steps).await?;
         Ok(steps.len())
     }
 }

@@ -437,16 +437,15 @@ where
             }
             Seen::New(marked) => marked,
         };
-        let kept = self.archive.is_some().then(|| hook.clone());
         // The hook and its evaluation are not coupled: a push whose evaluation
         // cannot be queued is still forwarded (or kept), then answered 503 so
         // that GitHub and the reconciler redeliver it for its pipelines.
         let queued = self.queue_evaluation(&hook).await;
-        let taken = self.take(hook, inbound, now_ms).await;
+        let taken = self.take(&hook, inbound, now_ms).await;
         if taken.is_err() && marked {
             self.unmark(&delivery).await;
         }
-        if let (Some(hook), Ok(taken)) = (kept, &taken) {
+        if let (Some(_), Ok(taken)) = (&self.archive, &taken) {
             let received = What::Received {
                 bytes: hook.body.len() as u64,
             };
@@ -553,7 +552,7 @@ where
     }
 
     /// Forwards, buffers or dead-letters a verified hook, as the spigot's state says.
-    async fn take(&self, hook: Hook, inbound: &Inbound, now_ms: u64) -> Result<Taken, Refusal> {
+    async fn take(&self, hook: &Hook, inbound: &Inbound, now_ms: u64) -> Result<Taken, Refusal> {
         let delivery = hook.delivery.clone();
         let state = State::from_stage_variable(
             inbound
@@ -583,7 +582,7 @@ where
             }
         };
         let started = std::time::Instant::now();
-        let delivered = target.deliver(&hook).await;
+        let delivered = target.deliver(hook).await;
         let ms = started.elapsed().as_millis() as u64;
         match delivered {
             Delivery::Delivered(status) => {
@@ -679,12 +678,12 @@ where
 
     async fn buffer(
         &self,
-        hook: Hook,
+        hook: &Hook,
         reason: Option<String>,
         why: String,
     ) -> Result<Taken, Refusal> {
         let delivery = hook.delivery.clone();
-        let result = match self.envelope(&hook, BUFFER_PAYLOADS).await {
+        let result = match self.envelope(hook, BUFFER_PAYLOADS).await {
             Ok(env) => self
                 .buffer
                 .send(&env)
@@ -714,13 +713,13 @@ where
 
     async fn dead_letter(
         &self,
-        hook: Hook,
+        hook: &Hook,
         reason: String,
         status: Option<u16>,
     ) -> Result<Taken, Refusal> {
         let delivery = hook.delivery.clone();
         tracing::warn!(%delivery, %reason, "target refused the hook; dead-lettering");
-        let result = match self.envelope(&hook, BUFFER_PAYLOADS).await {
+        let result = match self.envelope(hook, BUFFER_PAYLOADS).await {
             Ok(env) => self
                 .buffer
                 .dead_letter(&dead_letter(env, reason.clone(), status))

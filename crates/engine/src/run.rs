@@ -763,23 +763,23 @@ impl<B: Buffer, P: Bucket, T: Target> Engine<B, P, T> {
                 if env.replay.is_some() {
                     counters.replays.fetch_add(1, Ordering::Relaxed);
                 }
+                counters.answers.count(Some(*status));
                 What::Delivered {
                     by,
                     status: *status,
                     ms,
                 }
             }
-            Delivery::Retryable(f) | Delivery::Permanent(f) => What::Attempt {
-                by,
-                status: f.status,
-                ms,
-                error: f.reason.clone(),
-            },
+            Delivery::Retryable(f) | Delivery::Permanent(f) => {
+                counters.answers.count(f.status);
+                What::Attempt {
+                    by,
+                    status: f.status,
+                    ms,
+                    error: f.reason.clone(),
+                }
+            }
         };
-        counters.answers.count(match &delivered {
-            Delivery::Delivered(status) => Some(*status),
-            Delivery::Retryable(f) | Delivery::Permanent(f) => f.status,
-        });
         self.note(env, what);
         delivered
     }

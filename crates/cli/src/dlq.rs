@@ -217,18 +217,24 @@ pub(crate) async fn run(place: &Where, cmd: DlqCommand) -> Result<(), CliError> 
             ..
         } => {
             let buffer = r.need(to)?.to_string();
+            // The timeline follows hooks to the target: a push back to the
+            // evaluation queue is not a step of its delivery.
+            let timeline = match to {
+                Resource::BufferUrl => r.timeline(),
+                _ => Timeline::default(),
+            };
+            // Who redrives is asked only when it is recorded.
+            let by = match timeline.is_on() {
+                true => crate::trigger::who(&r.sdk).await,
+                false => String::new(),
+            };
             let queues = Queues {
                 sqs: &sqs,
                 dlq: &dlq,
                 buffer: &buffer,
                 payloads: payloads.as_ref(),
-                // The timeline follows hooks to the target: a push back to the
-                // evaluation queue is not a step of its delivery.
-                timeline: match to {
-                    Resource::BufferUrl => r.timeline(),
-                    _ => Timeline::default(),
-                },
-                by: crate::trigger::who(&r.sdk).await,
+                timeline,
+                by,
             };
             redrive_command(&queues, max, delivery.as_deref(), server_side, hold).await
         }

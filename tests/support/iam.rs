@@ -379,6 +379,25 @@ fn text_of(v: &Value) -> String {
     }
 }
 
+/// A stack named after the template's logical ids (`q/Buffer`,
+/// `spigot-config`, `ArchiveStream`), for reading its policies without moto.
+pub fn template_stack() -> LocalStack {
+    LocalStack {
+        endpoint: String::new(),
+        resources: spigot_core::resources::Resources::default()
+            .with(Resource::ApiId, "API")
+            .with(Resource::Stage, "live")
+            .with(Resource::BufferUrl, "q/Buffer")
+            .with(Resource::DlqUrl, "q/BufferDlq")
+            .with(Resource::EvalUrl, "q/EvalQueue")
+            .with(Resource::EvalDlqUrl, "q/EvalDlq")
+            .with(Resource::Bucket, "spigot-config")
+            .with(Resource::ArchiveStream, "ArchiveStream"),
+        target: None,
+        webhook_url: None,
+    }
+}
+
 /// Access key and secret of a new IAM user in moto holding `documents` as inline policies.
 pub async fn iam_user(name: &str, documents: &[Value]) -> (String, String) {
     iam_call(&[("Action", "CreateUser"), ("UserName", name)]).await;
@@ -527,20 +546,7 @@ pub fn with_keys(sdk: &SdkConfig, id: &str, secret: &str) -> SdkConfig {
 /// and conditions after the resource: what ARCHITECTURE.md's table lists.
 /// Optional statements are included (GitHub credentials and download prefixes set).
 pub fn permission_rows(cfn: &Value) -> std::collections::BTreeSet<(String, String, String)> {
-    let stack = LocalStack {
-        endpoint: String::new(),
-        resources: spigot_core::resources::Resources::default()
-            .with(Resource::ApiId, "API")
-            .with(Resource::Stage, "live")
-            .with(Resource::BufferUrl, "q/Buffer")
-            .with(Resource::DlqUrl, "q/BufferDlq")
-            .with(Resource::EvalUrl, "q/EvalQueue")
-            .with(Resource::EvalDlqUrl, "q/EvalDlq")
-            .with(Resource::Bucket, "spigot-config")
-            .with(Resource::ArchiveStream, "ArchiveStream"),
-        target: None,
-        webhook_url: None,
-    };
+    let stack = template_stack();
     let policies = Policies::new(cfn, &stack)
         .with_parameter("GitHubTokenSecretArn", "github-token-secret")
         .with_parameter("GitHubAppKeySecretArn", "github-app-key-secret")

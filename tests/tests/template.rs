@@ -781,7 +781,6 @@ fn regex_lite_replace(text: &str) -> String {
 #[test]
 fn the_archive_is_encrypted_and_expires_after_archive_days() {
     use spigot_core::archive::ARCHIVE_PREFIX;
-    use spigot_core::resources::{Resource, Resources};
     let cfn = spigot_e2e::translated();
     let stream = &cfn["Resources"]["ArchiveStream"];
     assert_eq!(stream["Type"], "AWS::KinesisFirehose::DeliveryStream");
@@ -808,18 +807,7 @@ fn the_archive_is_encrypted_and_expires_after_archive_days() {
         .find(|r| r["Prefix"] == ARCHIVE_PREFIX)
         .expect("a lifecycle rule for the archive");
     assert_eq!(rule["Status"], "Enabled");
-    let stack = spigot_aws::local::LocalStack {
-        endpoint: String::new(),
-        resources: Resources::default()
-            .with(Resource::ApiId, "API")
-            .with(Resource::BufferUrl, "q/Buffer")
-            .with(Resource::DlqUrl, "q/BufferDlq")
-            .with(Resource::EvalUrl, "q/EvalQueue")
-            .with(Resource::EvalDlqUrl, "q/EvalDlq")
-            .with(Resource::Bucket, "spigot-config"),
-        target: None,
-        webhook_url: None,
-    };
+    let stack = spigot_e2e::iam::template_stack();
     let writes_archive = |p: &spigot_e2e::iam::Policies, role: &str| {
         p.documents(role)
             .iter()

@@ -58,12 +58,7 @@ pub(crate) fn parse_moment(text: &str, now_ms: u64) -> Result<u64, String> {
                 format!("{text:?} is not a time: give 2026-12-01T14:00Z or a duration such as 10m")
             });
     }
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{text:?} has no unit: give one, e.g. {t}m, {t}h or {t}d"
-        ));
-    }
-    let ago = spigot_core::duration::parse(t).map_err(|e| e.to_string())?;
+    let ago = spigot_core::duration::parse_with_unit(text).map_err(|e| e.to_string())?;
     if ago.as_secs() > MAX_LOOKBACK_DAYS * 86_400 {
         return Err(format!("{text:?} is further back than the archive keeps"));
     }

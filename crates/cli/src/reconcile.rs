@@ -32,14 +32,7 @@ pub(crate) struct ReconcileArgs {
 
 /// `90m`, `2h`, `3d` or `600s` (a unit is required), at most 3 days.
 fn parse_since(text: &str) -> Result<u64, String> {
-    // A bare number is ambiguous (2 what?): a unit is asked for.
-    if !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{text:?} has no unit: give one, e.g. {t}m, {t}h or {t}d",
-            t = text.trim()
-        ));
-    }
-    let secs = spigot_core::duration::parse(text)
+    let secs = spigot_core::duration::parse_with_unit(text)
         .map_err(|e| e.to_string())?
         .as_secs();
     if secs == 0 || secs > MAX_WINDOW_SECS {

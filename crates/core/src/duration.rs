@@ -12,6 +12,9 @@ pub enum DurationError {
     /// Zero: no wait at all.
     #[error("{0:?} is zero; give a duration above 0")]
     Zero(String),
+    /// A bare number where a unit is required (2 what?).
+    #[error("{0:?} has no unit: give one, e.g. {1}m, {1}h or {1}d")]
+    NoUnit(String, String),
 }
 
 /// Parses `text`; zero is refused.
@@ -35,6 +38,16 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::Zero(text.to_string()));
     }
     Ok(d)
+}
+
+/// [`parse`], but a bare number is refused: where minutes, hours and days
+/// are all likely (`--since 2`), a unit is asked for rather than guessed.
+pub fn parse_with_unit(text: &str) -> Result<Duration, DurationError> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DurationError::NoUnit(text.to_string(), t.to_string()));
+    }
+    parse(text)
 }
 
 #[cfg(test)]

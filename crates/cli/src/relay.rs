@@ -127,13 +127,18 @@ pub(crate) fn pull_engine<T: Target>(
     .with_timeline(r.timeline(), "relay"))
 }
 
-pub(crate) async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
-    if !args.to.starts_with("https://") && !args.allow_http {
-        return Err(CliError::Usage(format!(
-            "--to {} is not https; pass --allow-http for a target inside your network",
-            args.to
-        )));
+/// A `--to` target: https, unless `--allow-http` says it is inside the network.
+pub(crate) fn check_to(to: &str, allow_http: bool) -> Result<(), CliError> {
+    if to.starts_with("https://") || allow_http {
+        return Ok(());
     }
+    Err(CliError::Usage(format!(
+        "--to {to} is not https; pass --allow-http for a target inside your network"
+    )))
+}
+
+pub(crate) async fn run(place: &Where, args: RelayArgs) -> Result<(), CliError> {
+    check_to(&args.to, args.allow_http)?;
     let r = place.resolve().await?;
     let switch = crate::switch::switch(&r)?;
     let engine = engine(&r, &args)?;

@@ -89,13 +89,8 @@ struct Outcome {
 }
 
 pub(crate) async fn run(place: &Where, args: ReplayArgs) -> Result<(), CliError> {
-    if let Some(to) = &args.to
-        && !to.starts_with("https://")
-        && !args.allow_http
-    {
-        return Err(CliError::Usage(format!(
-            "--to {to} is not https; pass --allow-http for a target inside your network"
-        )));
+    if let Some(to) = &args.to {
+        crate::relay::check_to(to, args.allow_http)?;
     }
     let q = query(
         &args.since,
